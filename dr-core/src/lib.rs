@@ -1,0 +1,23 @@
+//! dr-core: the vocabulary and engine of dr.
+//!
+//! The plug-in traits ([`Dumper`], [`Restorer`], [`StorageTarget`], [`Encryptor`],
+//! [`Decryptor`]), the codecs, the manifest and repository layout, and the pipelines that join
+//! them: dump → compress → encrypt → store, and back. dr-core knows no concrete backend.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod crypto;
+pub mod error;
+pub mod source;
+pub mod stage;
+pub mod storage;
+
+pub use codec::Codec;
+pub use crypto::{Decryptor, EncryptionInfo, Encryptor, WrappedKey};
+pub use error::{Error, ErrorKind, Result, ResultExt};
+pub use source::{
+    ConsistentPoint, Dump, DumpCompletion, DumpStats, Dumper, RestoreReport, Restorer, SourceInfo,
+    TableStats,
+};
+pub use stage::{spawn_transform, ByteStream, StageOptions, Transform};
+pub use storage::{ObjectMeta, ObjectWriter, PutOptions, StorageExt, StorageTarget};

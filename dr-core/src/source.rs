@@ -1,0 +1,112 @@
+//! The database plug-in points: a [`Dumper`] produces a consistent stream, a [`Restorer`]
+//! consumes it. Neither assumes PostgreSQL: a directory of user uploads is a source too.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::stage::ByteStream;
+
+/// What a dump is of, recorded in the manifest when the dump starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// The kind of source: `postgres`, `directory`, …; also the payload's format family.
+    pub kind: String,
+    /// The payload's format, e.g. `pg_dump-custom` (readable by `pg_restore`).
+    pub format: String,
+    /// The name of what was dumped (database name, directory).
+    pub name: String,
+    /// The server's version, if the source is a server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// The consistent point the dump reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_point: Option<ConsistentPoint>,
+}
+
+/// The moment a dump is consistent with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistentPoint {
+    /// Server time at which the snapshot was taken (RFC 3339).
+    pub snapshot_time: String,
+    /// The write-ahead-log position of the snapshot, e.g. `0/3000148`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<String>,
+    /// The server's timeline, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
+}
+
+/// Figures a dumper knows only once its stream has ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpStats {
+    /// Per-table (or per-item) row counts and sizes, in dump order.
+    pub tables: Vec<TableStats>,
+}
+
+/// Rows and bytes of one table (or one file, for a directory source).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableStats {
+    /// Schema (namespace); empty where the source has none.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// Number of rows in the dump.
+    pub rows: u64,
+    /// Bytes of this table's data in the payload.
+    pub bytes: u64,
+}
+
+/// A dump in progress: its metadata, its byte stream, and a handle that reports success.
+pub struct Dump {
+    /// Known when the dump starts.
+    pub source: SourceInfo,
+    /// The payload. Must be read to its end before [`DumpCompletion::finish`].
+    pub stream: ByteStream,
+    /// Reports whether the dump succeeded, with its statistics.
+    pub completion: Box<dyn DumpCompletion>,
+}
+
+/// The end of a dump: tells whether the producer (a child process, a transaction) ended
+/// cleanly. A stream that ended without a successful `finish` is not a complete dump.
+#[async_trait]
+pub trait DumpCompletion: Send {
+    /// Wait for the producer and return the statistics gathered from the stream.
+    async fn finish(self: Box<Self>) -> Result<DumpStats>;
+}
+
+/// Produces consistent dumps of a data source.
+#[async_trait]
+pub trait Dumper: Send + Sync {
+    /// Start a dump. The stream reflects one consistent point, reported in `source`.
+    async fn start(&self) -> Result<Dump>;
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// Where the data went (database name, directory).
+    pub target: String,
+    /// Tables whose row counts were checked against the manifest, and matched.
+    pub tables_checked: usize,
+    /// Total rows restored according to those checks.
+    pub rows_checked: u64,
+    /// Whether an existing target was replaced.
+    pub replaced: bool,
+}
+
+/// Restores a payload into a target.
+///
+/// Contract: refuse a non-empty target unless configured to replace it
+/// ([`crate::ErrorKind::NotEmpty`]); if `payload` yields an error or ends early, leave no
+/// half-restored target behind; compare what was restored with `expected`.
+#[async_trait]
+pub trait Restorer: Send + Sync {
+    /// Restore `payload`, a stream in the format `source.format`.
+    async fn restore(
+        &self,
+        source: &SourceInfo,
+        expected: &DumpStats,
+        payload: ByteStream,
+    ) -> Result<RestoreReport>;
+}
