@@ -21,3 +21,13 @@ pub use source::{
 };
 pub use stage::{spawn_transform, ByteStream, StageOptions, Transform};
 pub use storage::{ObjectMeta, ObjectWriter, PutOptions, StorageExt, StorageTarget};
+
+pub mod manifest;
+pub mod pipeline;
+pub mod progress;
+pub mod repo;
+
+pub use manifest::{Manifest, ObjectEntry};
+pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};
+pub use progress::{ProgressEvent, ProgressSink, Stage};
+pub use repo::{RepoConfig, RepoDefaults, RepoKey, Repository};

@@ -1,0 +1,121 @@
+//! The manifest: everything needed to list, retain and verify a backup without reading its
+//! data. Written last; its presence is the commit of the backup.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::crypto::EncryptionInfo;
+use crate::error::{Error, ErrorKind, Result};
+use crate::source::{DumpStats, SourceInfo};
+
+/// The manifest format this version writes; readers refuse newer majors.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// A committed backup's description, stored as `backups/<id>/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version ([`MANIFEST_FORMAT`]).
+    pub format: u32,
+    /// The backup id: UTC time first, so ids sort by time.
+    pub id: String,
+    /// `full` for a logical database dump; later kinds add WAL and file backups.
+    pub kind: String,
+    /// The tool that wrote it, e.g. `dr 0.1.0`.
+    pub tool: String,
+    /// When the backup started.
+    pub started_at: DateTime<Utc>,
+    /// When the last object was stored.
+    pub finished_at: DateTime<Utc>,
+    /// What was dumped.
+    pub source: SourceInfo,
+    /// Row and byte counts per table, as read from the payload.
+    pub stats: DumpStats,
+    /// Compression of the payload before encryption.
+    pub codec: Codec,
+    /// How the payload was encrypted and the wrapped data keys.
+    pub encryption: EncryptionInfo,
+    /// The stored objects, in payload order.
+    pub objects: Vec<ObjectEntry>,
+    /// Payload bytes before compression and encryption.
+    pub raw_bytes: u64,
+    /// Bytes stored (sum of object sizes).
+    pub stored_bytes: u64,
+    /// Free-form labels (`daily`, `pre-migration`).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Pinned backups are never deleted by retention.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Free-form metadata for embedders.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One stored object of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// Path relative to the repository root.
+    pub path: String,
+    /// Stored size in bytes.
+    pub size: u64,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+    /// Storage class it was written with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+impl Manifest {
+    /// Wall time of the backup in milliseconds.
+    pub fn duration_ms(&self) -> i64 {
+        (self.finished_at - self.started_at).num_milliseconds()
+    }
+
+    /// Parse and sanity-check a manifest read from storage.
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Corrupt,
+                "manifest is not valid JSON of the expected shape",
+            )
+            .with_source(e)
+        })?;
+        if m.format > MANIFEST_FORMAT {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "manifest format {} is newer than this dr understands ({MANIFEST_FORMAT}): upgrade dr",
+                    m.format
+                ),
+            ));
+        }
+        if m.objects.is_empty() {
+            return Err(Error::corrupt("manifest lists no objects"));
+        }
+        for o in &m.objects {
+            crate::storage::check_path(&o.path)?;
+            if o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::corrupt(format!(
+                    "manifest has a malformed SHA-256 for object '{}'",
+                    o.path
+                )));
+            }
+        }
+        if m.objects.iter().map(|o| o.size).sum::<u64>() != m.stored_bytes {
+            return Err(Error::corrupt(
+                "manifest's stored_bytes is not the sum of its object sizes",
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Serialize for storage (pretty, stable field order).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
+        v.push(b'\n');
+        v
+    }
+}
