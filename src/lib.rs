@@ -1,1 +1,33 @@
-//! placeholder
+//! dr: PostgreSQL disaster recovery as one streaming, verified system.
+//!
+//! This facade re-exports the workspace's crates and adds the few flows that join them
+//! (opening a repository with a key, verifying a PostgreSQL payload's row counts). The
+//! `drctl` command-line tool (feature `cli`) is built only on this public API.
+//!
+//! ```no_run
+//! # async fn run() -> dr::core::Result<()> {
+//! use std::sync::Arc;
+//! use dr::{core::BackupOptions, keys::KeySource};
+//!
+//! // A repository in a local directory, opened with its key file.
+//! let storage = dr::storage::from_url("/srv/backups")?;
+//! let repo = dr::core::Repository::open(storage).await?;
+//! let key = KeySource::File("/etc/dr/repo.key".into()).unlock(repo.config())?;
+//!
+//! // Back up a database: pg_dump → zstd → AES-256-GCM → storage, all streaming.
+//! let db: tokio_postgres::Config = "host=127.0.0.1 user=app dbname=app".parse().unwrap();
+//! let dumper = dr::db::PgDumper::new(db);
+//! let manifest = dr::core::backup(&repo, &dumper, &dr::keys::encryptor(&repo, key)?, &BackupOptions::default()).await?;
+//! println!("backup {} stored {} bytes", manifest.id, manifest.stored_bytes);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub use dr_core as core;
+pub use dr_crypto as crypto;
+pub use dr_db as db;
+pub use dr_storage as storage;
+
+pub mod keys;
+pub mod sample;
+pub mod verify;

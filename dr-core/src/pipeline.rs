@@ -367,7 +367,7 @@ fn expect_length(stream: ByteStream, expected: u64, id: String) -> ByteStream {
                     n += b.len() as u64;
                     Some((Ok(b), (s, n, false)))
                 }
-                Some(Err(e)) => Some((Err(e), (s, n, true))),
+                Some(Err(e)) => Some((Err(e.with_context("backup", &id)), (s, n, true))),
                 None if n != expected => Some((
                     Err(Error::corrupt(format!(
                         "payload is {n} bytes after decompression, the manifest says {expected}"

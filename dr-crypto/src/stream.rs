@@ -1,0 +1,421 @@
+//! The chunked AEAD stream: header, payload key, STREAM nonces, sealing and opening.
+//!
+//! See FORMAT.md for the byte layout. Both transforms work in place on the caller's output
+//! buffer: the encryptor copies each chunk's plaintext once, into `out`, and seals it there;
+//! the decryptor copies each stored chunk once, into `out`, opens it there, and cuts `out`
+//! back if authentication fails, so `out` only ever grows by authenticated plaintext.
+
+use dr_core::{Error, ErrorKind, Result, Transform};
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf;
+use zeroize::Zeroize;
+
+use crate::cipher::Cipher;
+use crate::keys::KEY_BYTES;
+
+/// The first 8 bytes of every stream: `DRAEAD`, a zero byte, format version 1.
+pub const MAGIC: [u8; 8] = *b"DRAEAD\x00\x01";
+/// Bytes in a stream header: magic, cipher id, chunk size, salt.
+pub const HEADER_BYTES: usize = 8 + 1 + 4 + SALT_BYTES;
+/// Bytes of the random salt in the header.
+pub const SALT_BYTES: usize = 32;
+/// Bytes of the authentication tag after each chunk's ciphertext.
+pub const TAG_BYTES: usize = 16;
+/// Plaintext bytes per chunk unless chosen otherwise: 64 KiB.
+pub const DEFAULT_CHUNK_BYTES: usize = 64 * 1024;
+/// The smallest chunk size a stream may declare: 1 KiB.
+pub const MIN_CHUNK_BYTES: usize = 1024;
+/// The largest chunk size a stream may declare: 16 MiB.
+pub const MAX_CHUNK_BYTES: usize = 16 * 1024 * 1024;
+
+const PAYLOAD_INFO: &[u8] = b"dr-aead-v1 payload";
+
+/// The fields of a stream header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) cipher: Cipher,
+    pub(crate) chunk_bytes: usize,
+    pub(crate) salt: [u8; SALT_BYTES],
+}
+
+impl Header {
+    pub(crate) fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut h = [0u8; HEADER_BYTES];
+        h[..8].copy_from_slice(&MAGIC);
+        h[8] = self.cipher.id();
+        // The chunk size was checked against MAX_CHUNK_BYTES, so it fits in a u32.
+        h[9..13].copy_from_slice(&(self.chunk_bytes as u32).to_be_bytes());
+        h[13..].copy_from_slice(&self.salt);
+        h
+    }
+
+    pub(crate) fn decode(h: &[u8; HEADER_BYTES]) -> Result<Header> {
+        if h[..7] != MAGIC[..7] {
+            return Err(Error::corrupt(
+                "not a dr-aead-v1 stream: the first bytes are not the DRAEAD magic",
+            ));
+        }
+        if h[7] != MAGIC[7] {
+            return Err(Error::corrupt(format!(
+                "the stream header declares format version {} but the manifest says dr-aead-v1 \
+                 (version 1)",
+                h[7]
+            )));
+        }
+        let cipher = Cipher::from_id(h[8]).ok_or_else(|| {
+            Error::corrupt(format!(
+                "the stream header names unknown cipher id {:#04x}",
+                h[8]
+            ))
+        })?;
+        let chunk_bytes = u32::from_be_bytes([h[9], h[10], h[11], h[12]]) as usize;
+        check_chunk_bytes(chunk_bytes).map_err(|_| {
+            Error::corrupt(format!(
+                "the stream header declares a chunk size of {chunk_bytes} bytes, outside \
+                 {MIN_CHUNK_BYTES}..={MAX_CHUNK_BYTES}"
+            ))
+        })?;
+        let mut salt = [0u8; SALT_BYTES];
+        salt.copy_from_slice(&h[13..]);
+        Ok(Header {
+            cipher,
+            chunk_bytes,
+            salt,
+        })
+    }
+}
+
+/// Whether `n` is an allowed chunk size.
+pub(crate) fn check_chunk_bytes(n: usize) -> Result<()> {
+    if (MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&n) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "chunk size {n} bytes is outside the allowed {MIN_CHUNK_BYTES}..={MAX_CHUNK_BYTES}"
+        )))
+    }
+}
+
+/// The payload key: HKDF-SHA256(ikm = data key, salt = header salt,
+/// info = "dr-aead-v1 payload" || header), 32 bytes, as a ready AEAD key. The raw bytes never
+/// leave ring.
+fn payload_key(
+    data_key: &[u8; KEY_BYTES],
+    header: &[u8; HEADER_BYTES],
+    cipher: Cipher,
+) -> LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &header[13..]).extract(data_key);
+    let info = [PAYLOAD_INFO, &header[..]];
+    let okm = prk
+        .expand(&info, cipher.algorithm())
+        .expect("32 bytes is far below HKDF-SHA256's output limit");
+    LessSafeKey::new(UnboundKey::from(okm))
+}
+
+/// The STREAM nonce: the chunk counter as 11 big-endian bytes, then 0x01 for the final chunk
+/// or 0x00 for any other.
+fn nonce(counter: u64, last: bool) -> Nonce {
+    let mut n = [0u8; aead::NONCE_LEN];
+    n[3..11].copy_from_slice(&counter.to_be_bytes());
+    n[11] = u8::from(last);
+    Nonce::assume_unique_for_key(n)
+}
+
+fn counter_overflow() -> Error {
+    Error::corrupt("the stream has more chunks than the chunk counter allows (2^64 - 1)")
+}
+
+/// Seals plaintext into a dr-aead-v1 stream.
+pub(crate) struct StreamSealer {
+    header: Option<[u8; HEADER_BYTES]>,
+    key: LessSafeKey,
+    chunk_bytes: usize,
+    /// Plaintext held back until it is known whether more follows (at most one chunk).
+    pending: Vec<u8>,
+    counter: u64,
+    finished: bool,
+}
+
+impl StreamSealer {
+    pub(crate) fn new(data_key: &[u8; KEY_BYTES], header: Header) -> StreamSealer {
+        let encoded = header.encode();
+        StreamSealer {
+            key: payload_key(data_key, &encoded, header.cipher),
+            header: Some(encoded),
+            chunk_bytes: header.chunk_bytes,
+            pending: Vec::with_capacity(header.chunk_bytes),
+            counter: 0,
+            finished: false,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_counter_for_test(&mut self, counter: u64) {
+        self.counter = counter;
+    }
+
+    fn emit_header(&mut self, out: &mut Vec<u8>) {
+        if let Some(h) = self.header.take() {
+            out.extend_from_slice(&h);
+        }
+    }
+
+    /// Append `plaintext` sealed as the next chunk.
+    fn seal(&mut self, plaintext: Pending<'_>, last: bool, out: &mut Vec<u8>) -> Result<()> {
+        if self.counter == u64::MAX {
+            return Err(counter_overflow());
+        }
+        let start = out.len();
+        match plaintext {
+            Pending::Input(p) => out.extend_from_slice(p),
+            Pending::Buffered => out.extend_from_slice(&self.pending),
+        }
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(self.counter, last), Aad::empty(), &mut out[start..])
+            .map_err(|_| Error::new(ErrorKind::Other, "sealing a chunk failed"))?;
+        out.extend_from_slice(tag.as_ref());
+        self.counter += 1;
+        Ok(())
+    }
+}
+
+enum Pending<'a> {
+    Input(&'a [u8]),
+    Buffered,
+}
+
+impl Transform for StreamSealer {
+    fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if self.finished {
+            return Err(Error::new(ErrorKind::Other, "update after finish"));
+        }
+        self.emit_header(out);
+        let cs = self.chunk_bytes;
+        let total = self.pending.len() + input.len();
+        out.reserve(total / cs * (cs + TAG_BYTES));
+        while !input.is_empty() {
+            if self.pending.len() == cs {
+                // More input follows, so the held chunk is not the last one.
+                self.seal(Pending::Buffered, false, out)?;
+                self.pending.clear();
+            }
+            if self.pending.is_empty() && input.len() > cs {
+                let (chunk, rest) = input.split_at(cs);
+                self.seal(Pending::Input(chunk), false, out)?;
+                input = rest;
+                continue;
+            }
+            let take = (cs - self.pending.len()).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            input = &input[take..];
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.finished {
+            return Err(Error::new(ErrorKind::Other, "finish called twice"));
+        }
+        self.finished = true;
+        self.emit_header(out);
+        out.reserve(self.pending.len() + TAG_BYTES);
+        self.seal(Pending::Buffered, true, out)?;
+        self.pending.zeroize();
+        Ok(())
+    }
+}
+
+impl Drop for StreamSealer {
+    fn drop(&mut self) {
+        self.pending.zeroize();
+    }
+}
+
+/// Opens a dr-aead-v1 stream, releasing only authenticated plaintext.
+pub(crate) struct StreamOpener {
+    /// The data key until the header has been read; wiped as soon as the payload key exists.
+    data_key: Option<Box<[u8; KEY_BYTES]>>,
+    expected_cipher: Cipher,
+    header: Vec<u8>,
+    key: Option<LessSafeKey>,
+    /// Stored bytes of one chunk: ciphertext and tag.
+    stored_chunk_bytes: usize,
+    /// Stored bytes held back until it is known whether more follows (at most one chunk).
+    pending: Vec<u8>,
+    counter: u64,
+    finished: bool,
+}
+
+impl StreamOpener {
+    pub(crate) fn new(data_key: Box<[u8; KEY_BYTES]>, expected_cipher: Cipher) -> StreamOpener {
+        StreamOpener {
+            data_key: Some(data_key),
+            expected_cipher,
+            header: Vec::with_capacity(HEADER_BYTES),
+            key: None,
+            stored_chunk_bytes: 0,
+            pending: Vec::new(),
+            counter: 0,
+            finished: false,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_counter_for_test(&mut self, counter: u64) {
+        self.counter = counter;
+    }
+
+    /// Take header bytes from the front of `input`; true once the header is complete.
+    fn read_header(&mut self, input: &mut &[u8]) -> Result<bool> {
+        if self.key.is_some() {
+            return Ok(true);
+        }
+        let take = (HEADER_BYTES - self.header.len()).min(input.len());
+        self.header.extend_from_slice(&input[..take]);
+        *input = &input[take..];
+        if self.header.len() < HEADER_BYTES {
+            return Ok(false);
+        }
+        let mut encoded = [0u8; HEADER_BYTES];
+        encoded.copy_from_slice(&self.header);
+        let header = Header::decode(&encoded)?;
+        if header.cipher != self.expected_cipher {
+            return Err(Error::corrupt(format!(
+                "the stream header names cipher {} but the manifest says {}: the stream and \
+                 its manifest do not belong together",
+                header.cipher, self.expected_cipher
+            )));
+        }
+        let mut data_key = self
+            .data_key
+            .take()
+            .ok_or_else(|| Error::new(ErrorKind::Other, "data key already used"))?;
+        self.key = Some(payload_key(&data_key, &encoded, header.cipher));
+        data_key.zeroize();
+        self.stored_chunk_bytes = header.chunk_bytes + TAG_BYTES;
+        self.pending = Vec::with_capacity(self.stored_chunk_bytes);
+        Ok(true)
+    }
+
+    /// Open one stored chunk into `out`. On failure `out` is left as it was.
+    fn open(&mut self, stored: Pending<'_>, last: bool, out: &mut Vec<u8>) -> Result<()> {
+        let stored: &[u8] = match stored {
+            Pending::Input(s) => s,
+            Pending::Buffered => &self.pending,
+        };
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::Other, "chunk before header"))?;
+        if self.counter == u64::MAX {
+            return Err(counter_overflow());
+        }
+        let start = out.len();
+        out.extend_from_slice(stored);
+        let opened = key
+            .open_in_place(nonce(self.counter, last), Aad::empty(), &mut out[start..])
+            .map(|p| p.len());
+        match opened {
+            Ok(len) => {
+                out.truncate(start + len);
+                self.counter += 1;
+                Ok(())
+            }
+            Err(_) => {
+                out.truncate(start);
+                // Work out the likeliest cause for the message; `stored` is still intact.
+                let mut scratch = stored.to_vec();
+                let other = key
+                    .open_in_place(nonce(self.counter, !last), Aad::empty(), &mut scratch)
+                    .is_ok();
+                scratch.zeroize();
+                let n = self.counter;
+                Err(Error::corrupt(match (other, last) {
+                    (true, true) => format!(
+                        "the stream is truncated: it ends after chunk {n}, which is not its final chunk"
+                    ),
+                    (true, false) => format!(
+                        "unexpected data after the final chunk {n}: the stored object has \
+                         bytes appended"
+                    ),
+                    (false, _) => format!(
+                        "authentication failed at chunk {n}: the stored data was modified, \
+                         truncated, or belongs to another backup"
+                    ),
+                }))
+            }
+        }
+    }
+}
+
+impl Drop for StreamOpener {
+    fn drop(&mut self) {
+        if let Some(key) = self.data_key.as_mut() {
+            key.zeroize();
+        }
+    }
+}
+
+impl Transform for StreamOpener {
+    fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if self.finished {
+            return Err(Error::new(ErrorKind::Other, "update after finish"));
+        }
+        if !self.read_header(&mut input)? {
+            return Ok(());
+        }
+        let s = self.stored_chunk_bytes;
+        let total = self.pending.len() + input.len();
+        out.reserve(total / s * s);
+        while !input.is_empty() {
+            if self.pending.len() == s {
+                // More input follows, so the held chunk must not be the last one.
+                self.open(Pending::Buffered, false, out)?;
+                self.pending.clear();
+            }
+            if self.pending.is_empty() && input.len() > s {
+                let (chunk, rest) = input.split_at(s);
+                self.open(Pending::Input(chunk), false, out)?;
+                input = rest;
+                continue;
+            }
+            let take = (s - self.pending.len()).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            input = &input[take..];
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.finished {
+            return Err(Error::new(ErrorKind::Other, "finish called twice"));
+        }
+        self.finished = true;
+        if self.key.is_none() {
+            return Err(Error::corrupt(format!(
+                "the stream is truncated: it has {} bytes, fewer than its {HEADER_BYTES}-byte header",
+                self.header.len()
+            )));
+        }
+        let n = self.counter;
+        if self.pending.len() < TAG_BYTES {
+            return Err(Error::corrupt(if self.pending.is_empty() && n == 0 {
+                "the stream is truncated: it ends after the header, before its first chunk"
+                    .to_owned()
+            } else {
+                format!(
+                    "the stream is truncated: chunk {n} is shorter than its {TAG_BYTES}-byte tag"
+                )
+            }));
+        }
+        if self.pending.len() == TAG_BYTES && n > 0 {
+            return Err(Error::corrupt(format!(
+                "chunk {n} is an empty final chunk, which only an empty stream may have"
+            )));
+        }
+        self.open(Pending::Buffered, true, out)?;
+        self.pending.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,716 @@
+//! [`PgRestorer`]: a checked restore through `pg_restore`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use dr_core::{
+    ByteStream, DumpStats, Error, ErrorKind, RestoreReport, Restorer, Result, SourceInfo,
+};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Config;
+
+use crate::conn::{apply_libpq_env, connect, db_error, quote_ident, quote_literal, Conn};
+use crate::tools;
+
+/// The payload format this restorer reads (`pg_dump -Fc`).
+const FORMAT: &str = "pg_dump-custom";
+
+/// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
+const MAX_IDENT_BYTES: usize = 63;
+
+/// Restores a `pg_dump-custom` payload into a PostgreSQL database with `pg_restore`, then
+/// checks every table's row count against the dump's statistics.
+///
+/// What happens depends on the target database (the `dbname` of the configuration) and the
+/// options:
+///
+/// | target | options | what happens |
+/// |---|---|---|
+/// | missing | [`create`](Self::create) | `CREATE DATABASE … TEMPLATE template0`, restore; on any failure the new database is dropped |
+/// | missing | — | [`ErrorKind::NotFound`] |
+/// | exists | [`create`](Self::create) without [`replace`](Self::replace) | [`ErrorKind::AlreadyExists`] |
+/// | exists, empty | — | restore into it in one transaction (`--single-transaction`): a failure leaves it empty |
+/// | exists, not empty | — | [`ErrorKind::NotEmpty`]; nothing is touched |
+/// | exists, not empty | [`replace`](Self::replace) | restore into a scratch database, check it, then swap it in |
+///
+/// **Replacing** never destroys the existing data before a complete, checked copy exists:
+/// the payload is restored into a scratch database `<target>_dr_restore_<random hex>`
+/// (created with the target's encoding, collation, ctype and, when allowed, owner); only
+/// once `pg_restore` succeeded and the row counts match is the target dropped
+/// (`DROP DATABASE … WITH (FORCE)`, which disconnects its sessions) and the scratch database
+/// renamed to the target's name. If the restore or the checks fail, the scratch database is
+/// dropped and the target is untouched. Database-level grants and `ALTER DATABASE … SET`
+/// settings of the old target are not carried over (a custom-format dump does not hold
+/// them).
+///
+/// **Empty** means: no user relations (tables, views, sequences, …) outside `pg_catalog`,
+/// `information_schema` and `pg_toast*`, no schema other than `public`, no extension other
+/// than `plpgsql`, no large object, no user function or type.
+///
+/// **Errors in the payload** (a truncated or tampered backup, a wrong key): `pg_restore` is
+/// killed at once, without its input being closed cleanly, so its single transaction rolls
+/// back; the payload's error is returned with its kind (e.g. [`ErrorKind::Corrupt`],
+/// [`ErrorKind::WrongKey`]). A failing `pg_restore` gives [`ErrorKind::Database`] with the
+/// tail of its stderr; a row-count mismatch gives [`ErrorKind::Corrupt`] naming the table
+/// (a database created by this restore, or the scratch copy, is then dropped; data restored
+/// into an existing empty target is committed by then and stays for inspection).
+///
+/// Connection parameters and the password reach `pg_restore` only through its environment.
+/// CREATE/DROP/RENAME DATABASE run on a maintenance connection to the `postgres` database
+/// (or `template1`) of the same server.
+#[derive(Clone)]
+pub struct PgRestorer {
+    target: Config,
+    create: bool,
+    replace: bool,
+    no_owner: bool,
+    bin_dir: Option<PathBuf>,
+}
+
+impl fmt::Debug for PgRestorer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tokio_postgres::Config's Debug already redacts the password.
+        f.debug_struct("PgRestorer")
+            .field("target", &self.target)
+            .field("create", &self.create)
+            .field("replace", &self.replace)
+            .field("no_owner", &self.no_owner)
+            .field("bin_dir", &self.bin_dir)
+            .finish()
+    }
+}
+
+/// How a restore proceeds, decided from the target's state and the options.
+enum Plan {
+    /// Restore into the existing, empty target.
+    Into,
+    /// Create the target, restore into it.
+    Create,
+    /// Restore into a scratch database, then swap it in for the non-empty target.
+    Replace(ExistingDb),
+}
+
+/// The maintenance connection and the server's version (`server_version_num`).
+struct Maintenance {
+    conn: Conn,
+    server_num: i32,
+}
+
+/// Properties of an existing target that a replacement keeps.
+struct ExistingDb {
+    encoding: String,
+    collate: String,
+    ctype: String,
+    owner: Option<String>,
+}
+
+impl PgRestorer {
+    /// A restorer into the database `target` names (its `dbname`). By default it restores
+    /// only into an existing, empty database.
+    pub fn new(target: Config) -> Self {
+        PgRestorer {
+            target,
+            create: false,
+            replace: false,
+            no_owner: false,
+            bin_dir: None,
+        }
+    }
+
+    /// Create the target database; fail with [`ErrorKind::AlreadyExists`] if it exists
+    /// (unless [`replace`](Self::replace) is also set, which then applies).
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Allow replacing a non-empty target (through a scratch database, see the type's docs).
+    pub fn replace(mut self, replace: bool) -> Self {
+        self.replace = replace;
+        self
+    }
+
+    /// Do not restore object ownership (`pg_restore --no-owner`): everything is owned by
+    /// the restoring user. Needed when the dump's roles do not exist on the target server.
+    pub fn no_owner(mut self, no_owner: bool) -> Self {
+        self.no_owner = no_owner;
+        self
+    }
+
+    /// Take `pg_restore` from `dir` instead of searching for it.
+    pub fn with_bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// The `pg_restore` command that restores into database `dbname`: program, arguments
+    /// and environment. Public so that callers (and tests) can see that its arguments carry
+    /// no connection parameter or credential: those are all in its environment.
+    pub fn command(&self, dbname: &str) -> Result<std::process::Command> {
+        let program =
+            tools::find_program(self.bin_dir.as_deref(), "pg_restore", tools::INSTALL_CLIENT)?;
+        Ok(self.command_with(&program, dbname))
+    }
+
+    fn command_with(&self, program: &Path, dbname: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(pg_restore_args(self.no_owner));
+        apply_libpq_env(&mut cmd, &self.target, dbname);
+        cmd
+    }
+
+    fn target_name(&self) -> Result<String> {
+        self.target
+            .get_dbname()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::invalid("the restore target's configuration names no database"))
+    }
+
+    fn config_for(&self, dbname: &str) -> Config {
+        let mut c = self.target.clone();
+        c.dbname(dbname);
+        c
+    }
+
+    /// A connection to the server's `postgres` database, or `template1` if that is missing.
+    async fn maintenance(&self) -> Result<Maintenance> {
+        let conn = match connect(&self.config_for("postgres"), "maintenance").await {
+            Ok(c) => c,
+            Err(e) if missing_database(&e) => {
+                connect(&self.config_for("template1"), "maintenance").await?
+            }
+            Err(e) => return Err(e),
+        };
+        let version = conn
+            .client
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await;
+        match version {
+            Ok(row) => Ok(Maintenance {
+                server_num: row.get(0),
+                conn,
+            }),
+            Err(e) => {
+                let _ = conn.close().await;
+                Err(db_error("cannot read the server version", e))
+            }
+        }
+    }
+
+    /// Run `pg_restore` into `dbname`, feeding it `payload`.
+    async fn run_pg_restore(
+        &self,
+        program: &Path,
+        dbname: &str,
+        mut payload: ByteStream,
+    ) -> Result<()> {
+        let mut cmd = tokio::process::Command::from(self.command_with(program, dbname));
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::MissingPrerequisite
+            } else {
+                ErrorKind::Io
+            };
+            Error::new(kind, "cannot start pg_restore")
+                .with_context("program", program.display())
+                .with_source(e)
+        })?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stderr =
+            tools::spawn_stderr_tail(child.stderr.take().expect("stderr is piped"), "pg_restore");
+
+        enum Fed {
+            All,
+            PayloadFailed(Error),
+            WriteFailed(std::io::Error),
+        }
+        let fed = loop {
+            match payload.next().await {
+                Some(Ok(chunk)) => {
+                    if let Err(e) = stdin.write_all(&chunk).await {
+                        break Fed::WriteFailed(e);
+                    }
+                }
+                Some(Err(e)) => break Fed::PayloadFailed(e),
+                None => break Fed::All,
+            }
+        };
+        match fed {
+            Fed::PayloadFailed(e) => {
+                // Kill before stdin closes: pg_restore must not see a clean end of input.
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                drop(stdin);
+                stderr.abort();
+                Err(e.with_context(
+                    "restore",
+                    "stopped; pg_restore's transaction was rolled back",
+                ))
+            }
+            Fed::WriteFailed(write_error) => {
+                drop(stdin);
+                let status = child
+                    .wait()
+                    .await
+                    .map_err(|e| Error::io("waiting for pg_restore", e))?;
+                let tail = tools::stderr_tail(stderr).await;
+                if !status.success() {
+                    Err(tools::program_failed("pg_restore", status, &tail))
+                } else {
+                    Err(Error::io(
+                        "pg_restore stopped reading its input",
+                        write_error,
+                    ))
+                }
+            }
+            Fed::All => {
+                drop(stdin);
+                let status = child
+                    .wait()
+                    .await
+                    .map_err(|e| Error::io("waiting for pg_restore", e))?;
+                let tail = tools::stderr_tail(stderr).await;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(tools::program_failed("pg_restore", status, &tail))
+                }
+            }
+        }
+    }
+
+    /// Compare row counts in `dbname` with `expected`; returns (entries checked, rows).
+    async fn check_counts(&self, dbname: &str, expected: &DumpStats) -> Result<(usize, u64)> {
+        let conn = connect(&self.config_for(dbname), "check").await?;
+        let result = check_counts_on(&conn, expected).await;
+        let closed = conn.close().await;
+        let counted = result?;
+        closed?;
+        Ok(counted)
+    }
+
+    async fn restore_plan(
+        &self,
+        plan: Plan,
+        maint: &Maintenance,
+        target: &str,
+        program: &Path,
+        expected: &DumpStats,
+        payload: ByteStream,
+    ) -> Result<RestoreReport> {
+        match plan {
+            Plan::Into => {
+                self.run_pg_restore(program, target, payload).await?;
+                let (tables, rows) = self.check_counts(target, expected).await?;
+                Ok(report(target, tables, rows, false))
+            }
+            Plan::Create => {
+                let sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(target));
+                maint
+                    .conn
+                    .client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| create_error(e, target))?;
+                let outcome = async {
+                    self.run_pg_restore(program, target, payload).await?;
+                    self.check_counts(target, expected).await
+                }
+                .await;
+                match outcome {
+                    Ok((tables, rows)) => Ok(report(target, tables, rows, false)),
+                    Err(e) => {
+                        if let Err(d) = drop_database(maint, target).await {
+                            tracing::error!(database = target, error = %d.report(), "cannot drop the database created for a failed restore");
+                            return Err(e.with_context(
+                                "cleanup",
+                                format!("could not drop {target}: {}", d.report()),
+                            ));
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            Plan::Replace(existing) => {
+                let scratch = scratch_name(target);
+                let mut sql = format!(
+                    "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+                    quote_ident(&scratch),
+                    quote_literal(&existing.encoding),
+                    quote_literal(&existing.collate),
+                    quote_literal(&existing.ctype),
+                );
+                if let Some(owner) = &existing.owner {
+                    sql.push_str(&format!(" OWNER {}", quote_ident(owner)));
+                }
+                maint
+                    .conn
+                    .client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| create_error(e, &scratch))?;
+                let outcome = async {
+                    self.run_pg_restore(program, &scratch, payload).await?;
+                    self.check_counts(&scratch, expected).await
+                }
+                .await;
+                let (tables, rows) = match outcome {
+                    Ok(counted) => counted,
+                    Err(e) => {
+                        if let Err(d) = drop_database(maint, &scratch).await {
+                            return Err(e.with_context(
+                                "cleanup",
+                                format!("could not drop {scratch}: {}", d.report()),
+                            ));
+                        }
+                        return Err(e);
+                    }
+                };
+                drop_database(maint, target)
+                    .await
+                    .map_err(|e| e.with_context("restored copy kept in", &scratch))?;
+                let sql = format!(
+                    "ALTER DATABASE {} RENAME TO {}",
+                    quote_ident(&scratch),
+                    quote_ident(target)
+                );
+                maint.conn.client.batch_execute(&sql).await.map_err(|e| {
+                    db_error(
+                        "cannot rename the restored database to the target's name",
+                        e,
+                    )
+                    .with_context("restored copy kept in", &scratch)
+                    .with_context("database", target)
+                })?;
+                Ok(report(target, tables, rows, true))
+            }
+        }
+    }
+}
+
+/// `pg_restore`'s arguments. `-d ''` selects "restore into a database" (without `-d`
+/// pg_restore prints SQL) while libpq ignores the empty value and takes the database name
+/// from `PGDATABASE`: no name, host or credential in argv.
+fn pg_restore_args(no_owner: bool) -> Vec<&'static str> {
+    let mut args = vec![
+        "--exit-on-error",
+        "--single-transaction",
+        "--no-password",
+        "--dbname=",
+    ];
+    if no_owner {
+        args.push("--no-owner");
+    }
+    args
+}
+
+fn report(target: &str, tables: usize, rows: u64, replaced: bool) -> RestoreReport {
+    RestoreReport {
+        target: target.to_string(),
+        tables_checked: tables,
+        rows_checked: rows,
+        replaced,
+    }
+}
+
+/// `<target>_dr_restore_<hex>`, the target cut (on a character boundary) so the whole fits
+/// in 63 bytes.
+fn scratch_name(target: &str) -> String {
+    let suffix = format!("_dr_restore_{}", &tools::random_hex()[..8]);
+    let mut end = target.len().min(MAX_IDENT_BYTES - suffix.len());
+    while !target.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &target[..end], suffix)
+}
+
+fn missing_database(e: &Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .and_then(|e| e.code())
+        .map(|c| *c == SqlState::INVALID_CATALOG_NAME)
+        .unwrap_or(false)
+}
+
+fn create_error(e: tokio_postgres::Error, name: &str) -> Error {
+    if e.code() == Some(&SqlState::DUPLICATE_DATABASE) {
+        Error::new(
+            ErrorKind::AlreadyExists,
+            format!("database \"{name}\" already exists"),
+        )
+        .with_source(e)
+    } else {
+        db_error("cannot create the database", e).with_context("database", name)
+    }
+}
+
+async fn check_counts_on(conn: &Conn, expected: &DumpStats) -> Result<(usize, u64)> {
+    let mut checked = 0usize;
+    let mut rows = 0u64;
+    let mut lo_entries = 0usize;
+    let mut lo_expected = 0u64;
+    for t in &expected.tables {
+        if t.schema.is_empty() {
+            // Schema-less entries are the archive's large objects
+            // ([`crate::archive::LARGE_OBJECTS`]); they are counted together below.
+            lo_entries += 1;
+            lo_expected += t.rows;
+            continue;
+        }
+        let sql = format!(
+            "SELECT count(*) FROM ONLY {}.{}",
+            quote_ident(&t.schema),
+            quote_ident(&t.name)
+        );
+        let n: i64 = conn
+            .client
+            .query_one(sql.as_str(), &[])
+            .await
+            .map_err(|e| {
+                db_error("cannot count the restored rows", e)
+                    .with_context("table", format!("{}.{}", t.schema, t.name))
+            })?
+            .get(0);
+        let n = n as u64;
+        if n != t.rows {
+            return Err(Error::corrupt(format!(
+                "table \"{}\".\"{}\" has {n} rows after the restore, the dump recorded {}",
+                t.schema, t.name, t.rows
+            )));
+        }
+        checked += 1;
+        rows += n;
+    }
+    if lo_entries > 0 {
+        let n: i64 = conn
+            .client
+            .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+            .await
+            .map_err(|e| db_error("cannot count the restored large objects", e))?
+            .get(0);
+        let n = n as u64;
+        if n != lo_expected {
+            return Err(Error::corrupt(format!(
+                "{n} large objects after the restore, the dump recorded {lo_expected}"
+            )));
+        }
+        checked += lo_entries;
+        rows += n;
+    }
+    Ok((checked, rows))
+}
+
+/// What a database holds besides the defaults, or `None` if it is empty.
+async fn describe_contents(conn: &Conn) -> Result<Option<String>> {
+    const SQL: &str = "
+        SELECT
+          (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r','p','v','m','S','f')
+              AND n.nspname NOT IN ('pg_catalog','information_schema')
+              AND n.nspname !~ '^pg_(toast|temp_)'),
+          (SELECT count(*) FROM pg_namespace
+            WHERE nspname NOT IN ('public','pg_catalog','information_schema')
+              AND nspname !~ '^pg_(toast|temp_)'),
+          (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'),
+          (SELECT count(*) FROM pg_largeobject_metadata),
+          (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname NOT IN ('pg_catalog','information_schema')),
+          (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+            WHERE n.nspname NOT IN ('pg_catalog','information_schema')
+              AND n.nspname !~ '^pg_(toast|temp_)'
+              AND t.typcategory <> 'A'
+              AND (t.typrelid = 0
+                   OR (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c'))";
+    let row = conn
+        .client
+        .query_one(SQL, &[])
+        .await
+        .map_err(|e| db_error("cannot inspect the target database", e))?;
+    let labels = [
+        "relations",
+        "schemas",
+        "extensions",
+        "large objects",
+        "functions",
+        "types",
+    ];
+    let parts: Vec<String> = labels
+        .iter()
+        .enumerate()
+        .filter_map(|(i, label)| {
+            let n: i64 = row.get(i);
+            (n > 0).then(|| format!("{n} {label}"))
+        })
+        .collect();
+    Ok((!parts.is_empty()).then(|| parts.join(", ")))
+}
+
+async fn find_database(maint: &Conn, name: &str) -> Result<Option<ExistingDb>> {
+    let row = maint
+        .client
+        .query_opt(
+            "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text, \
+                    pg_get_userbyid(datdba)::text, pg_has_role(current_user, datdba, 'MEMBER') \
+             FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| db_error("cannot look up the target database", e))?;
+    Ok(row.map(|r| ExistingDb {
+        encoding: r.get(0),
+        collate: r.get(1),
+        ctype: r.get(2),
+        owner: if r.get::<_, bool>(4) {
+            Some(r.get(3))
+        } else {
+            None
+        },
+    }))
+}
+
+/// Drop `name`, disconnecting its sessions (`WITH (FORCE)` from PostgreSQL 13; before, by
+/// terminating them and retrying).
+async fn drop_database(maint: &Maintenance, name: &str) -> Result<()> {
+    let ident = quote_ident(name);
+    let server_num = maint.server_num;
+    let maint = &maint.conn;
+    if server_num >= 130_000 {
+        return maint
+            .client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"))
+            .await
+            .map_err(|e| db_error("cannot drop the database", e).with_context("database", name));
+    }
+    let mut last = None;
+    for _ in 0..10 {
+        let _ = maint
+            .client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .await;
+        match maint
+            .client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {ident}"))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let e = last.expect("the loop ran");
+    Err(db_error("cannot drop the database", e).with_context("database", name))
+}
+
+#[async_trait]
+impl Restorer for PgRestorer {
+    async fn restore(
+        &self,
+        source: &SourceInfo,
+        expected: &DumpStats,
+        payload: ByteStream,
+    ) -> Result<RestoreReport> {
+        if source.format != FORMAT {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the PostgreSQL restorer reads {FORMAT} payloads, not {:?}",
+                    source.format
+                ),
+            ));
+        }
+        let target = self.target_name()?;
+        let program =
+            tools::find_program(self.bin_dir.as_deref(), "pg_restore", tools::INSTALL_CLIENT)?;
+        let maint = self.maintenance().await?;
+        let result = async {
+            let plan = match find_database(&maint.conn, &target).await? {
+                None if self.create => Plan::Create,
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("database \"{target}\" does not exist; pass --create to create it"),
+                    ))
+                }
+                Some(_) if self.create && !self.replace => {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                            "database \"{target}\" already exists; restore without --create, or pass --replace to replace it"
+                        ),
+                    ))
+                }
+                Some(existing) => {
+                    let conn = connect(&self.config_for(&target), "target").await?;
+                    let contents = describe_contents(&conn).await;
+                    let _ = conn.close().await;
+                    match contents? {
+                        None => Plan::Into,
+                        Some(_) if self.replace => Plan::Replace(existing),
+                        Some(what) => {
+                            return Err(Error::new(
+                                ErrorKind::NotEmpty,
+                                format!(
+                                    "database \"{target}\" is not empty ({what}); pass --replace to replace it"
+                                ),
+                            ))
+                        }
+                    }
+                }
+            };
+            self.restore_plan(plan, &maint, &target, &program, expected, payload)
+                .await
+        }
+        .await;
+        let _ = maint.conn.close().await;
+        result.map_err(|e| e.with_context("database", &target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_fit_in_an_identifier() {
+        let long = "é".repeat(40);
+        let name = scratch_name(&long);
+        assert!(name.len() <= MAX_IDENT_BYTES, "{name}");
+        assert!(name.contains("_dr_restore_"));
+        assert!(scratch_name("shop").starts_with("shop_dr_restore_"));
+    }
+
+    #[test]
+    fn arguments_carry_no_connection_parameter() {
+        let mut config: Config = "host=db.example user=alice dbname=shop".parse().unwrap();
+        config.password("hunter2");
+        let cmd = PgRestorer::new(config)
+            .no_owner(true)
+            .command_with(Path::new("/usr/bin/pg_restore"), "shop");
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--exit-on-error",
+                "--single-transaction",
+                "--no-password",
+                "--dbname=",
+                "--no-owner"
+            ]
+        );
+    }
+}

@@ -1,0 +1,446 @@
+//! Throwaway PostgreSQL clusters for tests (cargo feature `testing`).
+//!
+//! [`TestCluster::start`] runs `initdb` into a fresh temporary directory and starts a server
+//! on a free port of 127.0.0.1 with trust authentication for the user `postgres`, in about a
+//! second; dropping the cluster stops the server (`pg_ctl stop -m immediate`) and removes the
+//! directory. Every cluster has its own directory and port, so tests run in parallel freely.
+//!
+//! The server programs come from `$DR_PG_BINDIR`, else `pg_config --bindir`, else the newest
+//! `/usr/lib/postgresql/*/bin`. When they are missing, `start` fails with
+//! [`ErrorKind::MissingPrerequisite`] and the command that installs them: a test that needs
+//! PostgreSQL fails loudly instead of skipping. `initdb` refuses to run as root; as root the
+//! programs run through `runuser -u postgres --` on a directory owned by `postgres`.
+//!
+//! # Example: test your own recovery job
+//!
+//! ```
+//! use dr_core::{Dumper, Restorer};
+//! use dr_db::testing::TestCluster;
+//! use dr_db::{PgDumper, PgRestorer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> dr_core::Result<()> {
+//! let cluster = TestCluster::start().await?;
+//! cluster.create_database("shop").await?;
+//! cluster
+//!     .execute_sql("shop", "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)")
+//!     .await?;
+//!
+//! // Your job: dump `shop` and restore it as `shop_drill`.
+//! let dump = PgDumper::new(cluster.config("shop")).start().await?;
+//! let payload = dr_core::stage::collect(dump.stream).await?;
+//! let stats = dump.completion.finish().await?;
+//! let report = PgRestorer::new(cluster.config("shop_drill"))
+//!     .create(true)
+//!     .restore(&dump.source, &stats, dr_core::stage::once_bytes(payload.into(), 1 << 20))
+//!     .await?;
+//! assert_eq!(report.tables_checked, 1);
+//!
+//! let client = cluster.connect("shop_drill").await?;
+//! let n: i64 = client.query_one("SELECT count(*) FROM orders", &[]).await.unwrap().get(0);
+//! assert_eq!(n, 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A test process killed outright (SIGKILL) cannot run `Drop`: its servers keep running and
+//! their directories stay in the temporary directory (`dr-pg-*`).
+
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use dr_core::{Error, ErrorKind, Result};
+use tempfile::TempDir;
+use tokio_postgres::Config;
+
+use crate::conn::{connect, db_error, quote_ident};
+use crate::tools;
+
+/// How many ports `start` tries when another process takes the one it picked.
+const PORT_ATTEMPTS: usize = 8;
+
+/// A PostgreSQL server in a temporary directory, stopped and removed on drop.
+///
+/// User `postgres`, trust authentication, listening on 127.0.0.1 only, `fsync=off`.
+pub struct TestCluster {
+    dir: Option<TempDir>,
+    data: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    /// `Some("postgres")` when the programs run through `runuser` (we are root).
+    run_as: Option<String>,
+}
+
+impl fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestCluster")
+            .field("port", &self.port)
+            .field("data", &self.data)
+            .field("bin", &self.bin)
+            .field("run_as", &self.run_as)
+            .finish()
+    }
+}
+
+impl TestCluster {
+    /// Create and start a new cluster. Fails with [`ErrorKind::MissingPrerequisite`] (and
+    /// the install command) when the server programs or, as root, the `postgres` user are
+    /// missing.
+    pub async fn start() -> Result<TestCluster> {
+        let bin = server_bin_dir()?;
+        let run_as = if effective_uid_is_root() {
+            Some("postgres".to_string())
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("dr-pg-")
+            .tempdir()
+            .map_err(|e| Error::io("cannot create a temporary directory", e))?;
+        if let Some(user) = &run_as {
+            let (uid, gid) = user_ids(user).await?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(|e| Error::io("cannot give the cluster directory to postgres", e))?;
+        }
+        let mut cluster = TestCluster {
+            data: dir.path().join("data"),
+            dir: Some(dir),
+            bin,
+            port: 0,
+            run_as,
+        };
+        cluster.initdb().await?;
+        cluster.start_server().await?;
+        Ok(cluster)
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory of the server programs in use.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The cluster's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// A connection configuration for database `dbname` as user `postgres`.
+    pub fn config(&self, dbname: &str) -> Config {
+        let mut c = Config::new();
+        c.host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .dbname(dbname)
+            .application_name("dr-test");
+        c
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/dbname` (the name percent-encoded).
+    pub fn url(&self, dbname: &str) -> String {
+        let mut encoded = String::new();
+        for b in dbname.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                encoded.push(b as char);
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        format!("postgres://postgres@127.0.0.1:{}/{encoded}", self.port)
+    }
+
+    /// A client connected to `dbname`; its connection runs on a spawned task that logs its
+    /// error (through `tracing`) if it fails.
+    pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client> {
+        let (client, connection) = self
+            .config(dbname)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| {
+                Error::new(ErrorKind::Database, "cannot connect to the test cluster")
+                    .with_context("database", dbname)
+                    .with_source(e)
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "test cluster connection failed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// `CREATE DATABASE "name"`.
+    pub async fn create_database(&self, name: &str) -> Result<()> {
+        self.execute_sql(
+            "postgres",
+            &format!("CREATE DATABASE {}", quote_ident(name)),
+        )
+        .await
+    }
+
+    /// Run `sql` (one or more statements, no parameters) in database `dbname`.
+    pub async fn execute_sql(&self, dbname: &str, sql: &str) -> Result<()> {
+        let conn = connect(&self.config(dbname), "test").await?;
+        let r = conn
+            .client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| db_error("test SQL failed", e).with_context("database", dbname));
+        let _ = conn.close().await;
+        r
+    }
+
+    fn command(&self, program: &str) -> tokio::process::Command {
+        let path = self.bin.join(program);
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = tokio::process::Command::new("runuser");
+                c.arg("-u").arg(user).arg("--").arg(path);
+                c
+            }
+            None => tokio::process::Command::new(path),
+        };
+        if let Some(dir) = &self.dir {
+            // As another user, our own working directory may be unreadable.
+            cmd.current_dir(dir.path());
+        }
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(&self, what: &'static str, mut cmd: tokio::process::Command) -> Result<()> {
+        let out = cmd.output().await.map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::MissingPrerequisite
+            } else {
+                ErrorKind::Io
+            };
+            Error::new(kind, format!("cannot run {what}")).with_source(e)
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        Err(Error::new(ErrorKind::Database, format!("{what} failed"))
+            .with_context("status", out.status)
+            .with_context("output", tail(&text)))
+    }
+
+    async fn initdb(&self) -> Result<()> {
+        let mut last = None;
+        for locale in ["C.UTF-8", "C"] {
+            let mut cmd = self.command("initdb");
+            cmd.arg("-D")
+                .arg(&self.data)
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+                .arg(format!("--locale={locale}"));
+            match self.run("initdb", cmd).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = Some(e);
+                    let _ = std::fs::remove_dir_all(&self.data);
+                }
+            }
+        }
+        Err(last.expect("initdb was tried"))
+    }
+
+    async fn start_server(&mut self) -> Result<()> {
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("cluster directory")
+            .path()
+            .to_path_buf();
+        let log = dir.join("server.log");
+        let mut last = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            let mut cmd = self.command("pg_ctl");
+            cmd.arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!(
+                    "-c listen_addresses=127.0.0.1 -p {port} -k '{}' -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
+                    dir.display()
+                ))
+                .arg("start")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            match self.run("pg_ctl start", cmd).await {
+                Ok(()) => {
+                    self.port = port;
+                    return Ok(());
+                }
+                Err(e) => {
+                    let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+                    let port_taken = server_log.contains("could not bind")
+                        || server_log.contains("Address already in use")
+                        || server_log.contains("could not create any TCP/IP sockets");
+                    last = Some(e.with_context("server log", tail(&server_log)));
+                    if !port_taken {
+                        break;
+                    }
+                    // Someone took the port between our probe and the server's bind.
+                    let _ = std::fs::write(&log, b"");
+                }
+            }
+        }
+        Err(last.expect("the server start was tried"))
+    }
+
+    /// Stop the server now (also done on drop).
+    fn stop(&mut self) {
+        if self.port == 0 {
+            return;
+        }
+        self.port = 0;
+        let program = self.bin.join("pg_ctl");
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = std::process::Command::new("runuser");
+                c.arg("-u").arg(user).arg("--").arg(&program);
+                c
+            }
+            None => std::process::Command::new(&program),
+        };
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir.path());
+        }
+        let stopped = cmd
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !stopped {
+            // Last resort: the postmaster's pid, from its pid file.
+            if let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid")) {
+                if let Some(pid) = pidfile.lines().next().map(str::trim) {
+                    if pid.parse::<u32>().is_ok() {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-KILL", pid])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+/// The directory holding `initdb` and `pg_ctl`.
+fn server_bin_dir() -> Result<PathBuf> {
+    let candidates = tools::candidate_bin_dirs();
+    for dir in &candidates {
+        if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+            return Ok(dir.clone());
+        }
+    }
+    Err(Error::new(
+        ErrorKind::MissingPrerequisite,
+        format!(
+            "the PostgreSQL server programs (initdb, pg_ctl) are not installed; install them with `{}` (or set DR_PG_BINDIR to their directory)",
+            tools::INSTALL_SERVER
+        ),
+    )
+    .with_context(
+        "searched",
+        candidates
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    ))
+}
+
+/// Whether we run as root, read from the owner of `/proc/self` (else `id -u`).
+fn effective_uid_is_root() -> bool {
+    if let Ok(meta) = std::fs::metadata("/proc/self") {
+        return meta.uid() == 0;
+    }
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The uid and gid of `user`, from `id`.
+async fn user_ids(user: &str) -> Result<(u32, u32)> {
+    let missing = || {
+        Error::new(
+            ErrorKind::MissingPrerequisite,
+            format!(
+                "initdb refuses to run as root and there is no `{user}` user to run it as; create it with `useradd --system {user}` or install PostgreSQL (`{}`)",
+                tools::INSTALL_SERVER
+            ),
+        )
+    };
+    let id = |flag: &'static str| {
+        let user = user.to_string();
+        async move {
+            let out = tokio::process::Command::new("id")
+                .arg(flag)
+                .arg(&user)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        }
+    };
+    let uid = id("-u").await.ok_or_else(missing)?;
+    let gid = id("-g").await.ok_or_else(missing)?;
+    Ok((uid, gid))
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("cannot find a free port", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot find a free port", e))?
+        .port();
+    Ok(port)
+}
+
+/// The last ~2 KB of `text`, on a character boundary.
+fn tail(text: &str) -> String {
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(2048);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_string()
+}

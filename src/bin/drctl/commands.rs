@@ -1,0 +1,357 @@
+//! One function per subcommand; each parses its inputs, calls the library, prints.
+
+use std::time::Instant;
+
+use dr::core::{
+    BackupOptions, Codec, Error, ErrorKind, Manifest, ReadOptions, RepoConfig, RepoDefaults,
+    Repository, Result,
+};
+use dr::keys::KeySource;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use crate::cli::{Cli, Command, RepoArgs};
+use crate::output::{human_bytes, print_json, progress_bar};
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Keygen { output } => keygen(json, &output),
+        Command::Init {
+            repo,
+            compression,
+            cipher,
+        } => init(json, &repo, &compression, &cipher).await,
+        Command::Backup {
+            repo,
+            db,
+            labels,
+            compression,
+        } => backup(json, &repo, &db, labels, compression).await,
+        Command::List { repo } => list(json, &repo).await,
+        Command::Restore {
+            repo,
+            id,
+            db,
+            create,
+            replace,
+            no_owner,
+        } => restore(json, &repo, &id, &db, create, replace, no_owner).await,
+        Command::Verify { repo, id, all } => verify(json, &repo, id, all).await,
+        Command::Cat { repo, id } => cat(&repo, &id).await,
+        Command::Demo { scale } => crate::demo::run(json, scale).await,
+    }
+}
+
+fn keygen(json: bool, output: &std::path::Path) -> Result<()> {
+    let key = dr::crypto::MasterKey::generate()?;
+    dr::crypto::write_key_file(output, &key)?;
+    if json {
+        print_json(&json!({ "key_id": key.key_id(), "path": output }));
+    } else {
+        println!("wrote key {} to {}", key.key_id(), output.display());
+        println!("keep a copy somewhere safe: without it, no backup made with it can be restored");
+    }
+    Ok(())
+}
+
+/// The key the user supplied: a key file, or a passphrase from the environment.
+fn key_source(args: &RepoArgs) -> Result<KeySource> {
+    if let Some(path) = &args.key_file {
+        return Ok(KeySource::File(path.clone()));
+    }
+    match std::env::var("DR_PASSPHRASE") {
+        Ok(p) if !p.is_empty() => Ok(KeySource::Passphrase(dr::crypto::Passphrase::new(p))),
+        _ => Err(Error::invalid(
+            "no key given: pass --key-file FILE (or set DR_KEY_FILE), or set DR_PASSPHRASE",
+        )),
+    }
+}
+
+async fn open_repo(args: &RepoArgs) -> Result<Repository> {
+    Repository::open(dr::storage::from_url(&args.repo)?).await
+}
+
+/// Parse a database URL; fill the password from PGPASSWORD and warn if the URL carries one.
+fn db_config(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        Error::invalid("the database URL is malformed (expected postgres://user@host:port/db)")
+            .with_source(e)
+    })?;
+    if config.get_password().is_some() {
+        tracing::warn!("the database URL contains a password, which other users can read from the process list; use PGPASSWORD or ~/.pgpass");
+    } else if let Ok(p) = std::env::var("PGPASSWORD") {
+        config.password(p);
+    }
+    if config.get_user().is_none() {
+        let user = std::env::var("PGUSER")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "postgres".into());
+        config.user(user);
+    }
+    if config.get_hosts().is_empty() {
+        config.host(std::env::var("PGHOST").as_deref().unwrap_or("localhost"));
+    }
+    if config.get_ports().is_empty() {
+        if let Ok(port) = std::env::var("PGPORT").unwrap_or_default().parse::<u16>() {
+            config.port(port);
+        }
+    }
+    Ok(config)
+}
+
+async fn init(json: bool, args: &RepoArgs, compression: &str, cipher: &str) -> Result<()> {
+    let compression: Codec = compression.parse()?;
+    let cipher: dr::crypto::Cipher = cipher.parse()?;
+    let (_, key) = key_source(args)?.register()?;
+    dr::storage::create_local_dir(&args.repo)?;
+    let storage = dr::storage::from_url(&args.repo)?;
+    let defaults = RepoDefaults {
+        compression,
+        encryption: dr::crypto::SCHEME.into(),
+        cipher: cipher.to_string(),
+        storage_class: None,
+    };
+    let key_id = key.id.clone();
+    let repo = Repository::init(storage, RepoConfig::new(defaults, vec![key])?).await?;
+    if json {
+        print_json(&json!({
+            "repository_id": repo.config().repository_id,
+            "url": repo.storage().describe(),
+            "key_id": key_id,
+        }));
+    } else {
+        println!(
+            "initialised repository {} at {} (key {key_id}, {compression}, {cipher})",
+            repo.config().repository_id,
+            repo.storage().describe()
+        );
+    }
+    Ok(())
+}
+
+async fn backup(
+    json: bool,
+    args: &RepoArgs,
+    db: &str,
+    labels: Vec<String>,
+    compression: Option<String>,
+) -> Result<()> {
+    let repo = open_repo(args).await?;
+    let key = key_source(args)?.unlock(repo.config())?;
+    let encryptor = dr::keys::encryptor(&repo, key)?;
+    let dumper = dr::db::PgDumper::new(db_config(db)?);
+    let bar = progress_bar(json, "backup");
+    let opts = BackupOptions {
+        codec: compression.map(|c| c.parse()).transpose()?,
+        labels,
+        progress: bar.as_ref().map(|(_, sink)| sink.clone()),
+        ..Default::default()
+    };
+    let result = dr::core::backup(&repo, &dumper, &encryptor, &opts).await;
+    if let Some((bar, _)) = bar {
+        bar.finish_and_clear();
+    }
+    let m = result?;
+    if json {
+        print_json(&summary(&m));
+    } else {
+        let secs = m.duration_ms() as f64 / 1000.0;
+        println!(
+            "backup {} complete: {} raw, {} stored ({:.1}x), {} tables, {:.1} s ({}/s)",
+            m.id,
+            human_bytes(m.raw_bytes),
+            human_bytes(m.stored_bytes),
+            m.raw_bytes as f64 / m.stored_bytes.max(1) as f64,
+            m.stats.tables.len(),
+            secs,
+            human_bytes((m.raw_bytes as f64 / secs.max(0.001)) as u64)
+        );
+    }
+    Ok(())
+}
+
+/// The JSON shape of a backup in `backup` and `list` output.
+fn summary(m: &Manifest) -> serde_json::Value {
+    json!({
+        "id": m.id,
+        "kind": m.kind,
+        "started_at": m.started_at,
+        "finished_at": m.finished_at,
+        "duration_ms": m.duration_ms(),
+        "labels": m.labels,
+        "pinned": m.pinned,
+        "raw_bytes": m.raw_bytes,
+        "stored_bytes": m.stored_bytes,
+        "codec": m.codec,
+        "cipher": m.encryption.cipher,
+        "key_ids": m.encryption.key_ids(),
+        "source": m.source,
+        "tables": m.stats.tables,
+    })
+}
+
+async fn list(json: bool, args: &RepoArgs) -> Result<()> {
+    let repo = open_repo(args).await?;
+    let backups = repo.list_backups().await?;
+    if json {
+        print_json(&backups.iter().map(summary).collect::<Vec<_>>());
+        return Ok(());
+    }
+    if backups.is_empty() {
+        println!("no complete backups in {}", repo.storage().describe());
+    }
+    for m in &backups {
+        println!(
+            "{}  {}  {:>10} raw  {:>10} stored  {}{}",
+            m.id,
+            m.finished_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            human_bytes(m.raw_bytes),
+            human_bytes(m.stored_bytes),
+            m.source.name,
+            if m.labels.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", m.labels.join(", "))
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn restore(
+    json: bool,
+    args: &RepoArgs,
+    id: &str,
+    db: &str,
+    create: bool,
+    replace: bool,
+    no_owner: bool,
+) -> Result<()> {
+    let repo = open_repo(args).await?;
+    let manifest = repo.resolve(id).await?;
+    let decryptor = dr::keys::decryptor(key_source(args)?.unlock(repo.config())?);
+    let restorer = dr::db::PgRestorer::new(db_config(db)?)
+        .create(create)
+        .replace(replace)
+        .no_owner(no_owner);
+    let bar = progress_bar(json, "restore");
+    let opts = ReadOptions {
+        progress: bar.as_ref().map(|(_, sink)| sink.clone()),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let result = dr::core::restore(&repo, &manifest, &decryptor, &restorer, &opts).await;
+    if let Some((bar, _)) = bar {
+        bar.finish_and_clear();
+    }
+    let report = result?;
+    let ms = started.elapsed().as_millis() as u64;
+    if json {
+        print_json(&json!({
+            "id": manifest.id,
+            "target": report.target,
+            "tables_checked": report.tables_checked,
+            "rows_checked": report.rows_checked,
+            "replaced": report.replaced,
+            "duration_ms": ms,
+        }));
+    } else {
+        println!(
+            "restored backup {} into {}: {} tables, {} rows checked against the manifest, {:.1} s",
+            manifest.id,
+            report.target,
+            report.tables_checked,
+            report.rows_checked,
+            ms as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+async fn verify(json: bool, args: &RepoArgs, id: Option<String>, all: bool) -> Result<()> {
+    let repo = open_repo(args).await?;
+    let manifests = if all {
+        repo.list_backups().await?
+    } else {
+        vec![repo.resolve(id.as_deref().unwrap_or("latest")).await?]
+    };
+    let decryptor = dr::keys::decryptor(key_source(args)?.unlock(repo.config())?);
+    let mut results = Vec::new();
+    let mut first_error: Option<Error> = None;
+    for m in &manifests {
+        let bar = progress_bar(json, &format!("verify {}", m.id));
+        let opts = ReadOptions {
+            progress: bar.as_ref().map(|(_, sink)| sink.clone()),
+            ..Default::default()
+        };
+        let outcome = dr::verify::verify_backup(&repo, m, &decryptor, &opts).await;
+        if let Some((bar, _)) = bar {
+            bar.finish_and_clear();
+        }
+        match outcome {
+            Ok(r) => {
+                if !json {
+                    println!(
+                        "{}: ok ({} stored, {} raw, {} tables / {} rows re-counted)",
+                        r.id,
+                        human_bytes(r.stored_bytes),
+                        human_bytes(r.raw_bytes),
+                        r.tables_checked,
+                        r.rows_checked
+                    );
+                }
+                results.push(json!({ "id": r.id, "ok": true, "report": r }));
+            }
+            Err(e) => {
+                if !json {
+                    println!("{}: FAILED: {}", m.id, e.report());
+                }
+                results.push(json!({ "id": m.id, "ok": false, "error": e.report(), "kind": e.kind().as_str() }));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if json {
+        print_json(&results);
+    }
+    match first_error {
+        None => Ok(()),
+        Some(e) if manifests.len() == 1 => Err(e),
+        Some(e) => Err(Error::new(
+            e.kind(),
+            format!(
+                "{} of {} backups failed verification",
+                results.iter().filter(|r| r["ok"] == false).count(),
+                manifests.len()
+            ),
+        )),
+    }
+}
+
+async fn cat(args: &RepoArgs, id: &str) -> Result<()> {
+    let repo = open_repo(args).await?;
+    let manifest = repo.resolve(id).await?;
+    let decryptor = dr::keys::decryptor(key_source(args)?.unlock(repo.config())?);
+    let mut payload =
+        dr::core::open_payload(&repo, &manifest, &decryptor, &ReadOptions::default()).await?;
+    let mut stdout = tokio::io::stdout();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk?;
+        if let Err(e) = stdout.write_all(&chunk).await {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Err(Error::new(
+                    ErrorKind::Cancelled,
+                    "stdout was closed before the payload ended",
+                ));
+            }
+            return Err(Error::io("writing to stdout", e));
+        }
+    }
+    stdout
+        .flush()
+        .await
+        .map_err(|e| Error::io("writing to stdout", e))?;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! How drctl talks: JSON or text on stdout, progress bars and logs on stderr, exit codes.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use dr::core::{Error, ErrorKind, ProgressEvent, ProgressSink, Stage};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Exit codes, stable for scripts.
+pub fn exit_code(e: &Error) -> i32 {
+    match e.kind() {
+        ErrorKind::InvalidInput => 2,
+        ErrorKind::NotFound => 3,
+        ErrorKind::WrongKey => 4,
+        ErrorKind::Corrupt => 5,
+        ErrorKind::NotEmpty | ErrorKind::AlreadyExists => 6,
+        ErrorKind::Locked => 7,
+        ErrorKind::MissingPrerequisite => 8,
+        _ => 1,
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the level chosen by `-v`.
+pub fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output serializes")
+    );
+}
+
+/// A progress bar on stderr when it is a terminal and output is not JSON.
+pub fn progress_bar(json: bool, what: &str) -> Option<(ProgressBar, ProgressSink)> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} {msg}").expect("valid template"),
+    );
+    bar.set_prefix(what.to_string());
+    let sink_bar = bar.clone();
+    let sink: ProgressSink = Arc::new(move |e: &ProgressEvent| {
+        let stage = match e.stage {
+            Stage::Read => "read",
+            Stage::Write => "stored",
+            Stage::Verify => "checked",
+        };
+        let total = e
+            .total
+            .map(|t| format!(" of {}", human_bytes(t)))
+            .unwrap_or_default();
+        sink_bar.set_message(format!(
+            "{stage} {}{total} at {}/s",
+            human_bytes(e.bytes),
+            human_bytes(e.bytes_per_sec as u64)
+        ));
+        sink_bar.tick();
+    });
+    Some((bar, sink))
+}
+
+/// Bytes for people: 1.5 GB, 320 MB (powers of 1000).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

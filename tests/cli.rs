@@ -1,0 +1,348 @@
+//! drctl end to end: real PostgreSQL (throwaway clusters), real file repositories, the real
+//! binary. Every failure must be clear, one line, and lose nothing.
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_list_verify_restore_round_trip() {
+    let cluster = cluster_with_sample(1).await;
+    let repo = Repo::new();
+    let db = cluster.url("app");
+
+    let backup = repo.json(&["backup", "--db", &db, "--label", "daily", "--label", "test"]);
+    let id = backup["id"].as_str().unwrap().to_string();
+    assert!(backup["raw_bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(backup["stored_bytes"].as_u64().unwrap() > 0);
+    assert!(backup["duration_ms"].as_u64().is_some());
+    let tables = backup["tables"].as_array().unwrap();
+    let scans = tables.iter().find(|t| t["name"] == "QrCodeScan").unwrap();
+    assert_eq!(
+        scans["rows"].as_i64().unwrap(),
+        count(&cluster, "app", "QrCodeScan").await
+    );
+    assert!(backup["source"]["consistent_point"]["lsn"].is_string());
+
+    let list = repo.json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["labels"], serde_json::json!(["daily", "test"]));
+    for field in ["finished_at", "raw_bytes", "stored_bytes"] {
+        assert!(!list[0][field].is_null(), "list has {field}");
+    }
+
+    let verified = repo.json(&["verify", &id]);
+    assert_eq!(verified[0]["ok"], true);
+    assert_eq!(verified[0]["report"]["tables_checked"], 3);
+
+    let restored = repo.json(&[
+        "restore",
+        "latest",
+        "--db",
+        &cluster.url("copy"),
+        "--create",
+    ]);
+    assert_eq!(restored["id"], id.as_str());
+    assert_eq!(restored["tables_checked"], 3);
+    for t in dr::sample::SAMPLE_TABLES {
+        assert_eq!(
+            count(&cluster, "app", t).await,
+            count(&cluster, "copy", t).await,
+            "{t}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cat_output_is_a_standard_pg_restore_archive() {
+    let cluster = cluster_with_sample(1).await;
+    let repo = Repo::new();
+    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = repo.run(&["cat", &id]);
+    ok(&out);
+    let archive = repo.path().join("payload.dump");
+    std::fs::write(&archive, &out.stdout).unwrap();
+    let listing = std::process::Command::new(cluster.bin_dir().join("pg_restore"))
+        .arg("--list")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    let toc = String::from_utf8_lossy(&listing.stdout);
+    assert!(toc.contains("TABLE DATA public QrCodeScan"), "{toc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_non_empty_database() {
+    let cluster = cluster_with_sample(1).await;
+    let repo = Repo::new();
+    repo.json(&["backup", "--db", &cluster.url("app")]);
+    let before = count(&cluster, "app", "QrCodeScan").await;
+    let out = repo.run(&["restore", "latest", "--db", &cluster.url("app")]);
+    let err = fails(&out, 6);
+    assert!(err.contains("--replace"), "{err}");
+    assert_eq!(
+        count(&cluster, "app", "QrCodeScan").await,
+        before,
+        "target untouched"
+    );
+
+    // With --replace it goes through, and the data is the backup's.
+    cluster
+        .execute_sql("app", "DELETE FROM \"QrCodeScan\" WHERE id % 2 = 0")
+        .await
+        .unwrap();
+    repo.json(&[
+        "restore",
+        "latest",
+        "--db",
+        &cluster.url("app"),
+        "--replace",
+    ]);
+    assert_eq!(count(&cluster, "app", "QrCodeScan").await, before);
+}
+
+/// Flip one byte of the stored payload at `offset`.
+fn flip_byte(path: &std::path::Path, offset: u64) {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&[b[0] ^ 0x01]).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_backups_fail_verify_and_restore_without_leaving_a_database() {
+    let cluster = cluster_with_sample(1).await;
+    let repo = Repo::new();
+    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let payload = repo.payload(&id);
+    let pristine = std::fs::read(&payload).unwrap();
+    let len = pristine.len() as u64;
+
+    // One flipped byte: in the header, in the middle, in the very last tag.
+    for offset in [3, 20, len / 2, len - 1] {
+        flip_byte(&payload, offset);
+        let err = fails(&repo.run(&["verify", &id]), 5);
+        assert!(err.contains(&id), "names the backup: {err}");
+        let target = format!("flip{offset}");
+        let err = fails(
+            &repo.run(&["restore", &id, "--db", &cluster.url(&target), "--create"]),
+            5,
+        );
+        assert!(!err.is_empty());
+        assert!(
+            !database_exists(&cluster, &target).await,
+            "no half-restored database after flip at {offset}"
+        );
+        std::fs::write(&payload, &pristine).unwrap();
+    }
+
+    // Truncated.
+    std::fs::write(&payload, &pristine[..pristine.len() * 2 / 3]).unwrap();
+    let err = fails(&repo.run(&["verify", &id]), 5);
+    assert!(err.contains("bytes"), "{err}");
+    fails(
+        &repo.run(&["restore", &id, "--db", &cluster.url("trunc"), "--create"]),
+        5,
+    );
+    assert!(!database_exists(&cluster, "trunc").await);
+
+    // Missing.
+    std::fs::remove_file(&payload).unwrap();
+    let err = fails(&repo.run(&["verify", &id]), 5);
+    assert!(err.contains("missing"), "{err}");
+    fails(
+        &repo.run(&["restore", &id, "--db", &cluster.url("gone"), "--create"]),
+        5,
+    );
+    assert!(!database_exists(&cluster, "gone").await);
+
+    // Restored file: everything works again.
+    std::fs::write(&payload, &pristine).unwrap();
+    repo.json(&["verify", &id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_fails_clearly_before_touching_anything() {
+    let cluster = cluster_with_sample(1).await;
+    let repo = Repo::new();
+    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = repo.path().join("other.key");
+    ok(&drctl(
+        &["keygen", "--output", other.to_str().unwrap()],
+        &[],
+    ));
+    let env = [("DR_KEY_FILE", other.to_str().unwrap())];
+    for args in [
+        vec!["verify", id.as_str()],
+        vec!["cat", id.as_str()],
+        vec!["restore", id.as_str(), "--create"],
+        vec!["backup"],
+    ] {
+        let mut all = args.clone();
+        let db = cluster.url("wrongkey");
+        if args[0] == "restore" || args[0] == "backup" {
+            all.extend(["--db", db.as_str()]);
+        }
+        all.extend(["--repo", repo.url.as_str()]);
+        let err = fails(&drctl(&all, &env), 4);
+        assert!(err.contains("not a key of this repository"), "{err}");
+    }
+    assert!(!database_exists(&cluster, "wrongkey").await);
+    // The passphrase path says the same kind of thing.
+    let out = drctl(
+        &["verify", &id, "--repo", &repo.url],
+        &[("DR_PASSPHRASE", "guess")],
+    );
+    fails(&out, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_backup_is_never_listed_and_the_next_one_works() {
+    let cluster = cluster_with_sample(4).await;
+    let repo = Repo::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(["backup", "--repo", &repo.url, "--db", &cluster.url("app")])
+        .env("DR_KEY_FILE", &repo.key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the upload has started writing, then SIGKILL.
+    let backups = std::path::Path::new(&repo.url).join("backups");
+    let started = std::time::Instant::now();
+    loop {
+        let written: u64 = walk_size(&backups);
+        if written > 512 * 1024 {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "backup never started writing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "backup finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(
+        repo.json(&["list"]),
+        serde_json::json!([]),
+        "killed backup is not listed"
+    );
+    let out = repo.run(&[
+        "restore",
+        "latest",
+        "--db",
+        &cluster.url("none"),
+        "--create",
+    ]);
+    fails(&out, 3);
+    let err = fails(&repo.run(&["verify"]), 3);
+    assert!(err.contains("no complete backups"), "{err}");
+
+    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = repo.json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], id.as_str());
+    repo.json(&["verify", "--all"]);
+}
+
+fn walk_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk_size(&p)
+            } else {
+                p.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_and_writes_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    ok(&drctl(&["keygen", "--output", key.to_str().unwrap()], &[]));
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let before = std::fs::read(&key).unwrap();
+    let err = fails(
+        &drctl(&["keygen", "--output", key.to_str().unwrap()], &[]),
+        6,
+    );
+    assert!(err.contains(key.to_str().unwrap()), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+}
+
+#[test]
+fn bad_input_gets_a_clear_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let err = fails(
+        &drctl(&["list", "--repo", missing.to_str().unwrap()], &[]),
+        3,
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    let repo = Repo::new();
+    let err = fails(
+        &repo.run(&[
+            "backup",
+            "--db",
+            "postgres://u@127.0.0.1:1/db",
+            "--compression",
+            "lz4",
+        ]),
+        2,
+    );
+    assert!(err.contains("lz4"), "{err}");
+    let err = fails(
+        &repo.run(&["restore", "../../etc", "--db", "postgres://u@127.0.0.1:1/x"]),
+        2,
+    );
+    assert!(err.contains("not a valid backup id"), "{err}");
+    let err = fails(
+        &drctl(
+            &["init", "--repo", &repo.url],
+            &[("DR_KEY_FILE", repo.key.to_str().unwrap())],
+        ),
+        6,
+    );
+    assert!(err.contains("already exists"), "{err}");
+}

@@ -1,0 +1,138 @@
+//! Shared helpers for the end-to-end tests: run the real `drctl` binary against throwaway
+//! PostgreSQL clusters and temporary repositories.
+#![allow(dead_code, clippy::new_without_default)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use dr::db::testing::TestCluster;
+
+/// A temporary repository with a fresh key.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub key: PathBuf,
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("repo").to_str().unwrap().to_string();
+        let key = dir.path().join("repo.key");
+        ok(&drctl(&["keygen", "--output", key.to_str().unwrap()], &[]));
+        let r = Repo { dir, url, key };
+        ok(&r.run(&["init"]));
+        r
+    }
+
+    /// Run drctl with `--repo` and the key in the environment (never argv).
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--repo", &self.url]);
+        drctl(&all, &[("DR_KEY_FILE", self.key.to_str().unwrap())])
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "drctl {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The payload file of a backup.
+    pub fn payload(&self, id: &str) -> PathBuf {
+        Path::new(&self.url)
+            .join("backups")
+            .join(id)
+            .join("payload-0000")
+    }
+}
+
+pub fn drctl(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drctl"));
+    cmd.args(args)
+        .env_remove("DR_REPO")
+        .env_remove("DR_KEY_FILE")
+        .env_remove("DR_PASSPHRASE")
+        .env_remove("DR_DB")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("drctl runs")
+}
+
+#[track_caller]
+pub fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "drctl failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The failure's stderr, asserting it is one line and the exit code is `code`.
+#[track_caller]
+pub fn fails(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "no panics: {stderr}");
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "no backtraces: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one-line cause: {stderr}"
+    );
+    stderr
+}
+
+pub async fn cluster_with_sample(scale: u32) -> TestCluster {
+    let cluster = TestCluster::start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    cluster.create_database("app").await.unwrap();
+    cluster
+        .execute_sql("app", &dr::sample::sample_sql(scale))
+        .await
+        .unwrap();
+    cluster
+}
+
+pub async fn database_exists(cluster: &TestCluster, name: &str) -> bool {
+    let c = cluster.connect("postgres").await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) == 1
+}
+
+pub async fn count(cluster: &TestCluster, db: &str, table: &str) -> i64 {
+    let c = cluster.connect(db).await.unwrap();
+    c.query_one(&format!("SELECT count(*) FROM \"{table}\""), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
