@@ -31,7 +31,45 @@ if ! have_postgres; then
   fi
 fi
 
+# The stock age CLI and zstd, for the age-format interop test (tests/keys.rs).
+if ! command -v age >/dev/null 2>&1 || ! command -v zstd >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "prereqs: installing age and zstd (apt-get install age zstd)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age zstd >/dev/null
+  else
+    echo "prereqs: the age CLI or zstd is missing; install them with:" >&2
+    echo "    sudo apt-get install -y age zstd" >&2
+    exit 1
+  fi
+fi
+
 # initdb refuses to run as root; the test harness then runs the server as 'postgres'.
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+
+# Test servers for the cloud storage targets, installed from PyPI/npm into fixed folders the
+# test harness (dr-storage's `testing` module) looks in:
+#   moto's S3 server  → ${DR_TOOLS_DIR:-$HOME/.cache/dr}/moto-venv/bin/moto_server
+#   Azurite (Azure)   → ${DR_TOOLS_DIR:-$HOME/.cache/dr}/azurite/node_modules/.bin/azurite-blob
+DR_TOOLS_DIR=${DR_TOOLS_DIR:-$HOME/.cache/dr}
+MOTO_VENV=$DR_TOOLS_DIR/moto-venv
+if [ -z "${DR_MOTO_SERVER:-}" ] && [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+  echo "prereqs: installing moto's S3 server into $MOTO_VENV" >&2
+  mkdir -p "$DR_TOOLS_DIR"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q 'moto[server]==5.*' >&2
+fi
+AZURITE_DIR=$DR_TOOLS_DIR/azurite
+if [ -z "${DR_AZURITE_BLOB:-}" ] && [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "prereqs: installing Azurite into $AZURITE_DIR" >&2
+    mkdir -p "$AZURITE_DIR"
+    (cd "$AZURITE_DIR" && npm install --silent --no-audit --no-fund azurite@3 >&2)
+  else
+    echo "prereqs: npm is missing (needed for Azurite); install it with:" >&2
+    echo "    sudo apt-get install -y npm" >&2
+    exit 1
+  fi
 fi

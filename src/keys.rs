@@ -1,49 +1,75 @@
-//! Turning what a user holds (a key file, a passphrase) into the repository's key.
+//! Keys and recipients of a repository: turning what a user holds (a key file, an identity
+//! file, a passphrase) into encryptors and decryptors, and changing a repository's keys
+//! (add, revoke, rotate) by re-wrapping data keys in manifests, never touching data.
+//!
+//! A repository lists its keys in `dr-repo.json` ([`RepoKey`]). Public-key kinds (`x25519`,
+//! `age`) store their public recipient there, so a backup host needs no secret at all:
+//! [`public_encryptor`] wraps every new backup's data key for every listed recipient, and
+//! the host cannot read what it wrote. Restoring needs a secret: a key file, an identity
+//! file, or a passphrase ([`KeySource`]).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use chrono::Utc;
-use dr_core::{Error, ErrorKind, RepoConfig, RepoKey, Repository, Result};
-use dr_crypto::{AeadDecryptor, AeadEncryptor, Cipher, KdfParams, MasterKey, Passphrase};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use dr_core::lease::Lease;
+use dr_core::{
+    Decryptor, EncryptionInfo, Encryptor, Error, ErrorKind, Manifest, RepoConfig, RepoKey,
+    Repository, Result, Transform,
+};
+use dr_crypto::{
+    AeadDecryptor, AeadEncryptor, AgeDecryptor, AgeEncryptor, AgeRecipient, Cipher, Identity,
+    KdfParams, MasterKey, Passphrase, Recipient, AGE_SCHEME, SCHEME,
+};
 
 /// Where the repository key comes from. Never from argv: a file path, or a passphrase read
 /// from the environment or a prompt.
 #[derive(Debug)]
 pub enum KeySource {
-    /// A key file written by `drctl keygen`.
+    /// A key file or identity file: `drctl keygen` (X25519 identity), `drctl keygen
+    /// --symmetric` (symmetric key), or `age-keygen` (age identity).
     File(PathBuf),
     /// A passphrase, stretched with the KDF parameters stored in the repository.
     Passphrase(Passphrase),
 }
 
 impl KeySource {
-    /// A new repository key entry for `init`: the key and its public registration.
-    pub fn register(&self) -> Result<(MasterKey, RepoKey)> {
-        let (key, kind, kdf) = match self {
-            KeySource::File(path) => (dr_crypto::read_key_file(path)?, "key-file", None),
+    /// A new repository key entry for `init`: the key and its public registration. A
+    /// passphrase gets fresh KDF parameters (stored in the entry).
+    pub fn register(&self) -> Result<(Identity, RepoKey)> {
+        match self {
+            KeySource::File(path) => {
+                let identity = dr_crypto::read_identity_file(path)?;
+                let entry = repo_key(&identity.to_recipient());
+                Ok((identity, entry))
+            }
             KeySource::Passphrase(p) => {
                 let params = KdfParams::generate()?;
                 let key = MasterKey::from_passphrase(p, &params)?;
                 let json = serde_json::to_value(&params).expect("KDF parameters serialize");
-                (key, "passphrase", Some(json))
+                let entry = RepoKey {
+                    id: key.key_id(),
+                    kind: "passphrase".into(),
+                    added_at: Utc::now(),
+                    kdf: Some(json),
+                    recipient: None,
+                };
+                Ok((Identity::Symmetric(key), entry))
             }
-        };
-        let entry = RepoKey {
-            id: key.key_id(),
-            kind: kind.into(),
-            added_at: Utc::now(),
-            kdf,
-        };
-        Ok((key, entry))
+        }
     }
 
-    /// The repository key this source holds, checked against the repository's key list, so
-    /// that a wrong key fails before any work starts.
-    pub fn unlock(&self, config: &RepoConfig) -> Result<MasterKey> {
+    /// The secret this source holds, checked against the repository's key list, so that a
+    /// wrong key fails before any work starts ([`ErrorKind::WrongKey`]).
+    pub fn unlock(&self, config: &RepoConfig) -> Result<Identity> {
         let known: Vec<&str> = config.keys.iter().map(|k| k.id.as_str()).collect();
         match self {
             KeySource::File(path) => {
-                let key = dr_crypto::read_key_file(path)?;
+                let key = dr_crypto::read_identity_file(path)?;
                 let id = key.key_id();
                 if known.contains(&id.as_str()) {
                     Ok(key)
@@ -53,7 +79,7 @@ impl KeySource {
                         format!(
                             "key file {} holds key {id}, which is not a key of this repository (its keys: {})",
                             path.display(),
-                            known.join(", ")
+                            describe_keys(config)
                         ),
                     ))
                 }
@@ -67,14 +93,14 @@ impl KeySource {
                     })?;
                     let key = MasterKey::from_passphrase(p, &params)?;
                     if key.key_id() == entry.id {
-                        return Ok(key);
+                        return Ok(Identity::Symmetric(key));
                     }
                 }
                 Err(Error::new(
                     ErrorKind::WrongKey,
                     format!(
                         "the passphrase opens none of this repository's keys (its keys: {})",
-                        known.join(", ")
+                        describe_keys(config)
                     ),
                 ))
             }
@@ -82,14 +108,527 @@ impl KeySource {
     }
 }
 
-/// The encryptor for new backups in `repo`: the repository's cipher, data keys wrapped for
-/// `key`.
-pub fn encryptor(repo: &Repository, key: MasterKey) -> Result<AeadEncryptor> {
-    let cipher: Cipher = repo.config().defaults.cipher.parse()?;
-    AeadEncryptor::new(cipher, vec![key])
+/// `id (kind), …` for messages.
+pub fn describe_keys(config: &RepoConfig) -> String {
+    if config.keys.is_empty() {
+        return "none".into();
+    }
+    config
+        .keys
+        .iter()
+        .map(|k| format!("{} ({})", k.id, k.kind))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// The decryptor for backups in `repo`.
-pub fn decryptor(key: MasterKey) -> AeadDecryptor {
-    AeadDecryptor::new(vec![key])
+/// The registration of `recipient` in `dr-repo.json`: its id and kind, and for public kinds
+/// the public text. A symmetric key registers as `key-file`.
+pub fn repo_key(recipient: &Recipient) -> RepoKey {
+    RepoKey {
+        id: recipient.key_id(),
+        kind: recipient.kind().into(),
+        added_at: Utc::now(),
+        kdf: None,
+        recipient: recipient.public_text(),
+    }
+}
+
+/// The public recipients listed in the repository's configuration (kinds `x25519`, `age`).
+pub fn public_recipients(config: &RepoConfig) -> Result<Vec<Recipient>> {
+    config
+        .keys
+        .iter()
+        .filter_map(|k| k.recipient.as_deref().map(|r| (k, r)))
+        .map(|(k, text)| {
+            let r = Recipient::parse(text).map_err(|e| {
+                Error::corrupt(format!(
+                    "dr-repo.json lists key {} with a malformed public recipient",
+                    k.id
+                ))
+                .with_source(e)
+            })?;
+            if r.key_id() != k.id {
+                return Err(Error::corrupt(format!(
+                    "dr-repo.json lists key {} with the public recipient of key {}",
+                    k.id,
+                    r.key_id()
+                )));
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Encrypts new backups of a repository with its configured format: `dr-aead-v1` (data keys
+/// wrapped in the manifest) or `age` (standard age files).
+#[derive(Debug)]
+pub enum RepoEncryptor {
+    /// `dr-aead-v1`.
+    Aead(AeadEncryptor),
+    /// Standard age files.
+    Age(AgeEncryptor),
+}
+
+impl RepoEncryptor {
+    /// The ids of the keys every new backup opens with.
+    pub fn key_ids(&self) -> Vec<String> {
+        match self {
+            RepoEncryptor::Aead(e) => e.key_ids(),
+            RepoEncryptor::Age(e) => e.key_ids(),
+        }
+    }
+}
+
+impl Encryptor for RepoEncryptor {
+    fn encrypt_stream(&self) -> Result<(EncryptionInfo, Box<dyn Transform>)> {
+        match self {
+            RepoEncryptor::Aead(e) => e.encrypt_stream(),
+            RepoEncryptor::Age(e) => e.encrypt_stream(),
+        }
+    }
+}
+
+/// The encryptor for new backups in `repo`, for a host that holds `key` (a repository key,
+/// see [`KeySource::unlock`]): data keys are wrapped for every public recipient of the
+/// repository and, if `key` is symmetric, for `key` too.
+pub fn encryptor(repo: &Repository, key: impl Into<Identity>) -> Result<RepoEncryptor> {
+    build_encryptor(repo, Some(key.into()))
+}
+
+/// The encryptor for a host that holds no secret at all: data keys are wrapped for the
+/// repository's public recipients only. Fails with [`ErrorKind::InvalidInput`] if the
+/// repository has none (it then needs its key file or passphrase to back up).
+pub fn public_encryptor(repo: &Repository) -> Result<RepoEncryptor> {
+    build_encryptor(repo, None)
+}
+
+fn build_encryptor(repo: &Repository, key: Option<Identity>) -> Result<RepoEncryptor> {
+    let config = repo.config();
+    let public = public_recipients(config)?;
+    if config.defaults.encryption == AGE_SCHEME {
+        let recipients: Vec<AgeRecipient> = public
+            .into_iter()
+            .filter_map(|r| match r {
+                Recipient::Age(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        return AgeEncryptor::new(recipients).map(RepoEncryptor::Age);
+    }
+    if config.defaults.encryption != SCHEME {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the repository's encryption scheme {:?} is unknown to this dr",
+                config.defaults.encryption
+            ),
+        ));
+    }
+    let cipher: Cipher = config.defaults.cipher.parse()?;
+    let mut recipients = public;
+    if let Some(Identity::Symmetric(k)) = key {
+        recipients.push(Recipient::Symmetric(k));
+    }
+    if recipients.is_empty() {
+        return Err(Error::invalid(format!(
+            "this repository has no public recipients, so backing up needs one of its keys \
+             (its keys: {}): pass --key-file FILE (or set DR_KEY_FILE), or set DR_PASSPHRASE",
+            describe_keys(config)
+        )));
+    }
+    AeadEncryptor::to_recipients(cipher, recipients).map(RepoEncryptor::Aead)
+}
+
+/// Opens backups of either format with the identity it holds.
+#[derive(Debug)]
+pub struct RepoDecryptor {
+    aead: AeadDecryptor,
+    age: AgeDecryptor,
+}
+
+impl Decryptor for RepoDecryptor {
+    fn decrypt_stream(&self, info: &EncryptionInfo) -> Result<Box<dyn Transform>> {
+        if info.scheme == AGE_SCHEME {
+            self.age.decrypt_stream(info)
+        } else {
+            self.aead.decrypt_stream(info)
+        }
+    }
+}
+
+/// The decryptor for backups opened by `key`.
+pub fn decryptor(key: impl Into<Identity>) -> RepoDecryptor {
+    let key = key.into();
+    match key {
+        Identity::Age(a) => RepoDecryptor {
+            aead: AeadDecryptor::with_identities(Vec::new()),
+            age: AgeDecryptor::new(vec![a]),
+        },
+        other => RepoDecryptor {
+            aead: AeadDecryptor::with_identities(vec![other]),
+            age: AgeDecryptor::new(Vec::new()),
+        },
+    }
+}
+
+/// What a key change did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RewrapReport {
+    /// Complete backups in the repository.
+    pub backups: usize,
+    /// Manifests rewritten to add wrapped keys.
+    pub wraps_added: usize,
+    /// Manifests rewritten to remove wrapped keys of revoked keys.
+    pub wraps_removed: usize,
+    /// Key ids added to the repository.
+    pub added: Vec<String>,
+    /// Key ids revoked.
+    pub removed: Vec<String>,
+    /// The repository's keys afterwards.
+    pub keys: Vec<String>,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// Manifests read or written at once.
+const CONCURRENCY: usize = 16;
+
+/// Add `new` as a key of the repository and wrap every backup's data key for it, unwrapping
+/// with `opener` (a current key). See [`change_keys`].
+pub async fn add_key(
+    repo: &mut Repository,
+    opener: &Identity,
+    new: Recipient,
+) -> Result<RewrapReport> {
+    change_keys(repo, Some(opener), vec![new], Vec::new()).await
+}
+
+/// Revoke key `key_id`: remove it from the repository and its wrapped keys from every
+/// manifest. `opener` is needed only if some backup would otherwise be left without a
+/// current key (it then gets a wrap for every remaining public recipient). See
+/// [`change_keys`].
+pub async fn revoke_key(
+    repo: &mut Repository,
+    opener: Option<&Identity>,
+    key_id: &str,
+) -> Result<RewrapReport> {
+    change_keys(repo, opener, Vec::new(), vec![key_id.to_owned()]).await
+}
+
+/// Replace `old` by `new` in one step: add `new` everywhere, then revoke `old`.
+pub async fn rotate_key(
+    repo: &mut Repository,
+    old: &Identity,
+    new: Recipient,
+) -> Result<RewrapReport> {
+    change_keys(repo, Some(old), vec![new], vec![old.key_id()]).await
+}
+
+/// Change a repository's keys: add `add`, revoke the key ids in `remove`, and re-wrap every
+/// backup's data key to match, rewriting manifests only (the data objects keep their bytes
+/// and checksums).
+///
+/// Order, so that an interruption at any point leaves every backup openable by a current
+/// key, and re-running the same call finishes the job:
+/// 1. read every manifest and compute the new wraps (nothing is written if any backup could
+///    not be re-wrapped: the error names them);
+/// 2. write the manifests that gain wrapped keys;
+/// 3. write `dr-repo.json` with the new key list;
+/// 4. remove the revoked keys' wraps from every manifest (listed again, to include backups
+///    committed meanwhile).
+///
+/// `opener` must be a current key of the repository or one being revoked (so that a rotation
+/// interrupted after step 3 can be re-run with the old key). dr-aead-v1 repositories only:
+/// an age repository keeps its wrapped keys in each object's header, which cannot change
+/// without rewriting the object ([`ErrorKind::Unsupported`], see FORMAT.md).
+///
+/// The whole change holds the repository's exclusive lease ([`Lease::exclusive`]); if another
+/// process holds it, this fails at once with [`ErrorKind::Locked`].
+pub async fn change_keys(
+    repo: &mut Repository,
+    opener: Option<&Identity>,
+    add: Vec<Recipient>,
+    remove: Vec<String>,
+) -> Result<RewrapReport> {
+    let lease = Lease::exclusive(repo, "key change", None).await?;
+    let result = change_keys_holding(repo, &lease, opener, add, remove).await;
+    let released = lease.release().await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn change_keys_holding(
+    repo: &mut Repository,
+    lease: &Lease,
+    opener: Option<&Identity>,
+    add: Vec<Recipient>,
+    remove: Vec<String>,
+) -> Result<RewrapReport> {
+    let started = Instant::now();
+    let config = repo.config().clone();
+    if config.defaults.encryption == AGE_SCHEME {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "keys of an age-format repository cannot be changed: age keeps each backup's \
+             wrapped keys in the stored object's header, and dr never rewrites stored objects \
+             (see FORMAT.md, \"age format\")",
+        ));
+    }
+    let current: BTreeSet<String> = config.keys.iter().map(|k| k.id.clone()).collect();
+    let openers: Vec<Identity> = opener.cloned().into_iter().collect();
+    if let Some(o) = opener {
+        let id = o.key_id();
+        if !current.contains(&id) && !remove.contains(&id) {
+            return Err(Error::new(
+                ErrorKind::WrongKey,
+                format!(
+                    "key {id} is not a key of this repository (its keys: {})",
+                    describe_keys(&config)
+                ),
+            ));
+        }
+    }
+    for r in &add {
+        if let Recipient::Age(_) = r {
+            return Err(Error::invalid(
+                "age1… recipients belong to age-format repositories; this repository is \
+                 dr-aead-v1: use a dr-x25519-v1-… recipient from `drctl keygen`",
+            ));
+        }
+        if remove.contains(&r.key_id()) {
+            return Err(Error::invalid(format!(
+                "key {} cannot be added and revoked at once",
+                r.key_id()
+            )));
+        }
+    }
+
+    let mut new_config = config.clone();
+    for r in &add {
+        if !current.contains(&r.key_id()) {
+            new_config.keys.push(repo_key(r));
+        }
+    }
+    new_config.keys.retain(|k| !remove.contains(&k.id));
+    if new_config.keys.is_empty() {
+        return Err(Error::invalid(
+            "refusing to revoke the repository's last key: add another key first (or use \
+             `drctl key rotate`)",
+        ));
+    }
+    let remaining: BTreeSet<String> = new_config.keys.iter().map(|k| k.id.clone()).collect();
+    // Public recipients that remain: a backup left with no current key gets wraps for them.
+    // So does the operator's own key, if it stays.
+    let mut fallback: Vec<Recipient> = public_recipients(&new_config)?
+        .into_iter()
+        .chain(add.iter().cloned())
+        .collect();
+    if let Some(o) = opener {
+        if remaining.contains(&o.key_id()) && !fallback.iter().any(|r| r.key_id() == o.key_id()) {
+            fallback.push(o.to_recipient());
+        }
+    }
+
+    // 1. Plan.
+    let manifests = read_manifests(repo).await?;
+    for id in &remove {
+        let listed = current.contains(id);
+        let wrapped = manifests
+            .iter()
+            .any(|m| m.encryption.key_ids().contains(&id.as_str()));
+        // A rotation re-run after it completed has nothing left to remove: that is fine.
+        if !listed && !wrapped && add.is_empty() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "key {id} is neither a key of this repository nor wrapped in any backup \
+                     (already revoked?); its keys: {}",
+                    describe_keys(&config)
+                ),
+            ));
+        }
+    }
+    let mut additions = Vec::new();
+    let mut problems = Vec::new();
+    for m in &manifests {
+        match plan_addition(m, &openers, &add, &remove, &remaining, &fallback) {
+            Ok(Some(updated)) => additions.push(updated),
+            Ok(None) => {}
+            Err(e) => problems.push(format!("{}: {}", m.id, e.message())),
+        }
+    }
+    if !problems.is_empty() {
+        let n = problems.len();
+        problems.truncate(3);
+        return Err(Error::new(
+            ErrorKind::WrongKey,
+            format!(
+                "{n} backup(s) could not be re-wrapped, nothing was changed: {}{}",
+                problems.join("; "),
+                if n > 3 { "; …" } else { "" }
+            ),
+        ));
+    }
+
+    // 2. Add wraps.
+    lease.check()?;
+    let wraps_added = additions.len();
+    write_manifests(repo, additions).await?;
+
+    // 3. The new key list.
+    lease.check()?;
+    if new_config != config {
+        repo.save_config(new_config.clone()).await?;
+    }
+
+    // 4. Remove revoked wraps, from every backup committed by now.
+    let mut removals = Vec::new();
+    if !remove.is_empty() {
+        for m in read_manifests(repo).await? {
+            if !m
+                .encryption
+                .key_ids()
+                .iter()
+                .any(|id| remove.iter().any(|r| r == id))
+            {
+                continue;
+            }
+            // A backup committed after step 1 may still need its new wraps.
+            let wanted = fallback_for(&m, &add, &remaining, &fallback);
+            let info = dr_crypto::rewrap(&m.encryption, &openers, &wanted, &remove)
+                .map_err(|e| e.with_context("backup", &m.id))?;
+            removals.push(Manifest {
+                encryption: info,
+                ..m
+            });
+        }
+    }
+    lease.check()?;
+    let wraps_removed = removals.len();
+    write_manifests(repo, removals).await?;
+
+    Ok(RewrapReport {
+        backups: manifests.len(),
+        wraps_added,
+        wraps_removed,
+        added: add.iter().map(Recipient::key_id).collect(),
+        removed: remove,
+        keys: new_config.keys.iter().map(|k| k.id.clone()).collect(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// The recipients a manifest must gain: the added ones, plus, if after removal it would be
+/// left with no current key, every remaining public recipient.
+fn fallback_for(
+    m: &Manifest,
+    add: &[Recipient],
+    remaining: &BTreeSet<String>,
+    fallback: &[Recipient],
+) -> Vec<Recipient> {
+    // `remaining` already excludes the revoked keys.
+    let keeps_current = m
+        .encryption
+        .key_ids()
+        .into_iter()
+        .map(str::to_owned)
+        .chain(add.iter().map(Recipient::key_id))
+        .any(|id| remaining.contains(&id));
+    if keeps_current {
+        add.to_vec()
+    } else {
+        let mut all = add.to_vec();
+        all.extend(fallback.iter().cloned());
+        all
+    }
+}
+
+/// The manifest with its new wraps, or `None` if it needs none.
+fn plan_addition(
+    m: &Manifest,
+    openers: &[Identity],
+    add: &[Recipient],
+    remove: &[String],
+    remaining: &BTreeSet<String>,
+    fallback: &[Recipient],
+) -> Result<Option<Manifest>> {
+    if m.encryption.scheme == "none" {
+        return Ok(None);
+    }
+    if m.encryption.scheme != SCHEME {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "its encryption scheme {:?} cannot be re-wrapped",
+                m.encryption.scheme
+            ),
+        ));
+    }
+    let wanted = fallback_for(m, add, remaining, fallback);
+    let missing: Vec<Recipient> = wanted
+        .into_iter()
+        .filter(|r| !m.encryption.key_ids().contains(&r.key_id().as_str()))
+        .collect();
+    if missing.is_empty() {
+        let after: Vec<&str> = m
+            .encryption
+            .key_ids()
+            .into_iter()
+            .filter(|id| !remove.iter().any(|r| r == id))
+            .collect();
+        if !after.iter().any(|id| remaining.contains(*id)) {
+            return Err(Error::new(
+                ErrorKind::WrongKey,
+                "it opens only with keys being revoked and the repository has no public \
+                 recipient to re-wrap it for",
+            ));
+        }
+        return Ok(None);
+    }
+    if openers.is_empty() {
+        return Err(Error::new(
+            ErrorKind::WrongKey,
+            format!(
+                "adding its wrapped keys needs one of its keys ({}): pass --key-file",
+                m.encryption.key_ids().join(", ")
+            ),
+        ));
+    }
+    let info = dr_crypto::rewrap(&m.encryption, openers, &missing, &[])?;
+    Ok(Some(Manifest {
+        encryption: info,
+        ..m.clone()
+    }))
+}
+
+/// Every complete backup's manifest, read concurrently.
+async fn read_manifests(repo: &Repository) -> Result<Vec<Manifest>> {
+    let ids: BTreeSet<String> = repo
+        .storage()
+        .list(dr_core::repo::BACKUPS_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let rest = o.path.strip_prefix(dr_core::repo::BACKUPS_PREFIX)?;
+            let (id, name) = rest.split_once('/')?;
+            (name == "manifest.json").then(|| id.to_owned())
+        })
+        .collect();
+    futures::stream::iter(ids)
+        .map(|id| async move { repo.manifest(&id).await })
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// Write manifests concurrently (each through [`Repository::update_manifest`], which refuses
+/// any change to the objects).
+async fn write_manifests(repo: &Repository, manifests: Vec<Manifest>) -> Result<()> {
+    futures::stream::iter(manifests)
+        .map(|m| async move { repo.update_manifest(&m).await })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
 }

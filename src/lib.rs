@@ -28,6 +28,8 @@ pub use dr_crypto as crypto;
 pub use dr_db as db;
 pub use dr_storage as storage;
 
+pub mod config;
+pub mod jobs;
 pub mod keys;
 pub mod sample;
 pub mod verify;

@@ -31,9 +31,10 @@ pub enum Codec {
 }
 
 impl Default for Codec {
-    /// zstd level 3: zstd's own default, much faster than gzip at a better ratio.
+    /// zstd level 1: on two cores the dump, the server and compression compete for CPU,
+    /// and level 3 costs about twice the CPU for a few percent of ratio (BENCHMARKS.md).
     fn default() -> Self {
-        Codec::Zstd { level: 3 }
+        Codec::Zstd { level: 1 }
     }
 }
 
@@ -291,7 +292,7 @@ mod tests {
             ("none", Codec::None),
             ("gzip", Codec::Gzip { level: 6 }),
             ("gzip:9", Codec::Gzip { level: 9 }),
-            ("zstd", Codec::Zstd { level: 3 }),
+            ("zstd", Codec::Zstd { level: 1 }),
             ("zstd:19", Codec::Zstd { level: 19 }),
         ] {
             assert_eq!(text.parse::<Codec>().unwrap(), codec);

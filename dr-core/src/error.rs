@@ -42,6 +42,9 @@ pub enum ErrorKind {
     MissingPrerequisite,
     /// Another process holds the lease this operation needs.
     Locked,
+    /// The object is in an archive storage class (Glacier, Archive tier) and must be
+    /// restored (thawed) in the store before it can be read.
+    Archived,
     /// A stage of a pipeline stopped (its consumer went away or it was cancelled).
     Cancelled,
     /// Anything else: a bug in dr if you see it.
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::MissingPrerequisite => "missing_prerequisite",
             ErrorKind::Locked => "locked",
+            ErrorKind::Archived => "archived",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Other => "other",
         }

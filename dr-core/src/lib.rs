@@ -22,12 +22,19 @@ pub use source::{
 pub use stage::{spawn_transform, ByteStream, StageOptions, Transform};
 pub use storage::{ObjectMeta, ObjectWriter, PutOptions, StorageExt, StorageTarget};
 
+pub mod lease;
 pub mod manifest;
 pub mod pipeline;
 pub mod progress;
+pub mod prune;
+pub mod replicate;
 pub mod repo;
+pub mod retention;
+pub mod schedule;
 
 pub use manifest::{Manifest, ObjectEntry};
 pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};
 pub use progress::{ProgressEvent, ProgressSink, Stage};
+pub use prune::{prune, PruneOptions, PruneReport};
 pub use repo::{RepoConfig, RepoDefaults, RepoKey, Repository};
+pub use retention::{BackupInfo, Decision, RetentionDuration, RetentionPolicy};

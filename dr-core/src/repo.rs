@@ -40,6 +40,9 @@ pub struct RepoConfig {
     pub defaults: RepoDefaults,
     /// Keys whose holders may open backups. Public information only: ids and KDF parameters.
     pub keys: Vec<RepoKey>,
+    /// The retention policy `drctl prune` applies when given no `--keep-…` flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::RetentionPolicy>,
 }
 
 /// Defaults applied to new backups unless a caller overrides them.
@@ -57,17 +60,25 @@ pub struct RepoDefaults {
 }
 
 /// A key registered with the repository (never the key itself).
+///
+/// Kinds: `key-file` and `passphrase` are symmetric (only their holder can wrap for them);
+/// `x25519` (dr-aead-v1) and `age` (age-format repositories) are public-key recipients whose
+/// public half is stored here, so that a backup host needs no secret to write backups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoKey {
     /// Public key id, as in wrapped keys.
     pub id: String,
-    /// `key-file` or `passphrase` (later: public-key recipients).
+    /// `key-file`, `passphrase`, `x25519` or `age`.
     pub kind: String,
     /// When it was added.
     pub added_at: DateTime<Utc>,
     /// Key-derivation parameters for passphrase keys (interpreted by dr-crypto).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kdf: Option<serde_json::Value>,
+    /// The public recipient (`dr-x25519-v1-…` or `age1…`) of a public-key kind; every new
+    /// backup's data key is wrapped for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
 }
 
 impl RepoConfig {
@@ -79,6 +90,7 @@ impl RepoConfig {
             created_at: Utc::now(),
             defaults,
             keys,
+            retention: None,
         })
     }
 }
@@ -225,6 +237,28 @@ impl Repository {
             )));
         }
         Ok(m)
+    }
+
+    /// Replace the manifest of an already committed backup (pin/unpin, re-wrapped data keys).
+    ///
+    /// The data objects are untouched. The new manifest must describe the same backup (same
+    /// id and objects); the write replaces the old one atomically on every supported store.
+    pub async fn update_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let current = self.manifest(&manifest.id).await?;
+        if current.objects != manifest.objects {
+            return Err(Error::invalid(format!(
+                "refusing to rewrite the manifest of backup '{}' with different objects",
+                manifest.id
+            )));
+        }
+        self.storage
+            .put_bytes(
+                &Self::manifest_path(&manifest.id),
+                Bytes::from(manifest.to_json()),
+                PutOptions::default(),
+            )
+            .await
+            .context("backup", &manifest.id)
     }
 
     /// Resolve `latest` or an id to a complete backup's manifest.

@@ -12,11 +12,13 @@ use ring::hkdf;
 use zeroize::Zeroizing;
 
 use crate::cipher::Cipher;
+use crate::identity::{unsupported_recipient, Identity, Recipient};
 use crate::keys::{fill_random, MasterKey, KEY_BYTES};
 use crate::stream::{
     check_chunk_bytes, Header, StreamOpener, StreamSealer, DEFAULT_CHUNK_BYTES, SALT_BYTES,
     TAG_BYTES,
 };
+use crate::x25519::X25519_WRAP_METHOD;
 
 /// The scheme name recorded in [`EncryptionInfo::scheme`] for streams this crate writes.
 pub const SCHEME: &str = "dr-aead-v1";
@@ -124,12 +126,13 @@ fn unwrap(
 }
 
 /// Encrypts streams as `dr-aead-v1`: a fresh random data key per stream, wrapped for every
-/// master key given, so that any one of them opens the stream.
+/// recipient given (symmetric master keys and X25519 public recipients), so that any one of
+/// them opens the stream.
 ///
 /// `Debug` shows the cipher, chunk size and key ids; never key bytes.
 pub struct AeadEncryptor {
     cipher: Cipher,
-    keys: Vec<MasterKey>,
+    recipients: Vec<Recipient>,
     chunk_bytes: usize,
 }
 
@@ -137,20 +140,32 @@ impl AeadEncryptor {
     /// An encryptor sealing with `cipher` whose streams open with any of `keys` (at least
     /// one; keys given twice are wrapped for once). Chunks hold 64 KiB of plaintext.
     pub fn new(cipher: Cipher, keys: Vec<MasterKey>) -> Result<Self> {
-        if keys.is_empty() {
+        Self::to_recipients(cipher, keys.into_iter().map(Recipient::Symmetric).collect())
+    }
+
+    /// An encryptor whose streams open with the identity behind any of `recipients`:
+    /// symmetric keys and X25519 public recipients (at least one; duplicates are wrapped for
+    /// once). A host that holds only public recipients can write streams it cannot read.
+    /// Age recipients are refused ([`ErrorKind::Unsupported`]): they need an age-format
+    /// repository.
+    pub fn to_recipients(cipher: Cipher, recipients: Vec<Recipient>) -> Result<Self> {
+        if recipients.is_empty() {
             return Err(Error::invalid(
                 "an encryptor needs at least one master key to wrap data keys for",
             ));
         }
-        let mut unique: Vec<MasterKey> = Vec::with_capacity(keys.len());
-        for key in keys {
-            if !unique.iter().any(|k| k.key_id() == key.key_id()) {
-                unique.push(key);
+        let mut unique: Vec<Recipient> = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            if let Recipient::Age(_) = r {
+                return Err(unsupported_recipient(&r, "the dr-aead-v1 format"));
+            }
+            if !unique.iter().any(|k| k.key_id() == r.key_id()) {
+                unique.push(r);
             }
         }
         Ok(AeadEncryptor {
             cipher,
-            keys: unique,
+            recipients: unique,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
         })
     }
@@ -169,11 +184,12 @@ impl AeadEncryptor {
 
     /// The ids of the keys each stream's data key is wrapped for.
     pub fn key_ids(&self) -> Vec<String> {
-        self.keys.iter().map(MasterKey::key_id).collect()
+        self.recipients.iter().map(Recipient::key_id).collect()
     }
 
-    /// Start a stream with the given data key, salt and wrap nonces (one per key). Used by
-    /// [`Encryptor::encrypt_stream`] with random values, and by test vectors with fixed ones.
+    /// Start a stream with the given data key, salt and wrap nonces (one per recipient; X25519
+    /// recipients draw their own ephemeral keys). Used by [`Encryptor::encrypt_stream`] with
+    /// random values, and by test vectors with fixed ones.
     fn start(
         &self,
         data_key: &[u8; KEY_BYTES],
@@ -182,10 +198,10 @@ impl AeadEncryptor {
     ) -> Result<(EncryptionInfo, StreamSealer)> {
         check_chunk_bytes(self.chunk_bytes)?;
         let wrapped_keys = self
-            .keys
+            .recipients
             .iter()
             .zip(wrap_nonces)
-            .map(|(k, n)| wrap(k, data_key, self.cipher, *n))
+            .map(|(r, n)| wrap_for(r, data_key, self.cipher, *n))
             .collect::<Result<Vec<_>>>()?;
         let info = EncryptionInfo {
             scheme: SCHEME.to_owned(),
@@ -211,6 +227,20 @@ impl AeadEncryptor {
     }
 }
 
+/// Wrap `data_key` for one recipient (`nonce` is used by symmetric keys only).
+fn wrap_for(
+    r: &Recipient,
+    data_key: &[u8; KEY_BYTES],
+    cipher: Cipher,
+    nonce: [u8; aead::NONCE_LEN],
+) -> Result<WrappedKey> {
+    match r {
+        Recipient::Symmetric(k) => wrap(k, data_key, cipher, nonce),
+        Recipient::X25519(x) => x.wrap(data_key, cipher),
+        Recipient::Age(_) => Err(unsupported_recipient(r, "the dr-aead-v1 format")),
+    }
+}
+
 impl Encryptor for AeadEncryptor {
     fn encrypt_stream(&self) -> Result<(EncryptionInfo, Box<dyn Transform>)> {
         check_chunk_bytes(self.chunk_bytes)?;
@@ -218,7 +248,7 @@ impl Encryptor for AeadEncryptor {
         fill_random(&mut data_key[..])?;
         let mut salt = [0u8; SALT_BYTES];
         fill_random(&mut salt)?;
-        let mut nonces = vec![[0u8; aead::NONCE_LEN]; self.keys.len()];
+        let mut nonces = vec![[0u8; aead::NONCE_LEN]; self.recipients.len()];
         for n in &mut nonces {
             fill_random(n)?;
         }
@@ -237,28 +267,36 @@ impl fmt::Debug for AeadEncryptor {
     }
 }
 
-/// Opens `dr-aead-v1` streams with any of the master keys it holds.
+/// Opens `dr-aead-v1` streams with any of the identities it holds (symmetric master keys,
+/// X25519 identities).
 ///
 /// `Debug` shows key ids only.
 pub struct AeadDecryptor {
-    keys: Vec<MasterKey>,
+    keys: Vec<Identity>,
 }
 
 impl AeadDecryptor {
     /// A decryptor that tries `keys`; a stream opens if its data key was wrapped for one of
     /// them.
     pub fn new(keys: Vec<MasterKey>) -> Self {
+        AeadDecryptor {
+            keys: keys.into_iter().map(Identity::Symmetric).collect(),
+        }
+    }
+
+    /// A decryptor that tries identities of any kind.
+    pub fn with_identities(keys: Vec<Identity>) -> Self {
         AeadDecryptor { keys }
     }
 
     /// The ids of the keys this decryptor holds.
     pub fn key_ids(&self) -> Vec<String> {
-        self.keys.iter().map(MasterKey::key_id).collect()
+        self.keys.iter().map(Identity::key_id).collect()
     }
-}
 
-impl Decryptor for AeadDecryptor {
-    fn decrypt_stream(&self, info: &EncryptionInfo) -> Result<Box<dyn Transform>> {
+    /// Check the scheme and cipher of `info`, find a wrapped key this decryptor holds an
+    /// identity for, and unwrap the data key.
+    fn data_key(&self, info: &EncryptionInfo) -> Result<(Box<[u8; KEY_BYTES]>, Cipher)> {
         if info.scheme != SCHEME {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -297,8 +335,99 @@ impl Decryptor for AeadDecryptor {
                 ),
             ));
         };
-        let data_key = unwrap(key, wrapped, cipher)?;
+        let data_key = match key {
+            Identity::Symmetric(k) => unwrap(k, wrapped, cipher)?,
+            Identity::X25519(k) => k.unwrap(wrapped, cipher)?,
+            Identity::Age(_) => {
+                return Err(Error::new(
+                    ErrorKind::WrongKey,
+                    format!(
+                        "key {} is an age identity, which opens age-format repositories only",
+                        wrapped.key_id
+                    ),
+                ))
+            }
+        };
+        Ok((data_key, cipher))
+    }
+}
+
+impl Decryptor for AeadDecryptor {
+    fn decrypt_stream(&self, info: &EncryptionInfo) -> Result<Box<dyn Transform>> {
+        let (data_key, cipher) = self.data_key(info)?;
         Ok(Box::new(StreamOpener::new(data_key, cipher)))
+    }
+}
+
+/// Re-wrap a `dr-aead-v1` stream's data key: unwrap it with one of `openers` and wrap it
+/// for each of `add` whose key id the info does not list yet; then drop the wrapped keys whose
+/// id is in `remove`. The stream itself is untouched; only its [`EncryptionInfo`] (in the
+/// manifest) changes. The data key never leaves this function.
+///
+/// When nothing has to be added, no opener is needed (removal alone needs no key). Fails with
+/// [`ErrorKind::WrongKey`] when a key must be added and no opener unwraps the data key, and
+/// with [`ErrorKind::InvalidInput`] if the result would list no wrapped key at all.
+pub fn rewrap(
+    info: &EncryptionInfo,
+    openers: &[Identity],
+    add: &[Recipient],
+    remove: &[String],
+) -> Result<EncryptionInfo> {
+    let mut out = info.clone();
+    let missing: Vec<&Recipient> = add
+        .iter()
+        .filter(|r| !info.wrapped_keys.iter().any(|w| w.key_id == r.key_id()))
+        .collect();
+    if !missing.is_empty() {
+        let (data_key, cipher) = AeadDecryptor::with_identities(openers.to_vec()).data_key(info)?;
+        let data_key = Zeroizing::new(*data_key);
+        for r in missing {
+            if out.wrapped_keys.iter().any(|w| w.key_id == r.key_id()) {
+                continue; // listed twice in `add`
+            }
+            let mut nonce = [0u8; aead::NONCE_LEN];
+            fill_random(&mut nonce)?;
+            out.wrapped_keys
+                .push(wrap_for(r, &data_key, cipher, nonce)?);
+        }
+    }
+    out.wrapped_keys.retain(|w| !remove.contains(&w.key_id));
+    if out.wrapped_keys.is_empty() {
+        return Err(Error::invalid(
+            "refusing to remove every wrapped key: nothing could open the stream afterwards",
+        ));
+    }
+    Ok(out)
+}
+
+/// Check the shape of a wrapped key's body without any key: method known, base64 valid,
+/// length right. For fuzzing and for tools that inspect manifests.
+pub fn check_wrapped_key(wrapped: &WrappedKey) -> Result<()> {
+    match wrapped.method.as_str() {
+        WRAP_METHOD => {
+            let body = STANDARD.decode(&wrapped.body).map_err(|_| {
+                Error::corrupt(format!(
+                    "the wrapped data key for key {} is not valid base64",
+                    wrapped.key_id
+                ))
+            })?;
+            if body.len() != WRAPPED_BYTES {
+                return Err(Error::corrupt(format!(
+                    "the wrapped data key for key {} has {} bytes instead of {WRAPPED_BYTES}",
+                    wrapped.key_id,
+                    body.len()
+                )));
+            }
+            Ok(())
+        }
+        X25519_WRAP_METHOD => crate::x25519::decode_x25519_body(wrapped).map(|_| ()),
+        other => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the data key for key {} is wrapped with unknown method {other:?}",
+                wrapped.key_id
+            ),
+        )),
     }
 }
 

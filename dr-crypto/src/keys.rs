@@ -111,39 +111,19 @@ impl MasterKey {
     /// key line is reported here instead of as a wrong key later. Errors are
     /// [`ErrorKind::InvalidInput`] and never repeat the key text.
     pub fn from_key_file(text: &str) -> Result<MasterKey> {
-        let mut key_line = None;
-        let mut recorded_id = None;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(comment) = line.strip_prefix('#') {
-                if let Some(rest) = comment.trim_start().strip_prefix("dr master key id ") {
-                    let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
-                    if id.len() == 16 {
-                        recorded_id = Some(id.to_ascii_lowercase());
-                    }
-                }
-                continue;
-            }
-            if key_line.is_some() {
-                return Err(Error::invalid(
-                    "not a dr key file: it has more than one non-comment line",
-                ));
-            }
-            key_line = Some(line);
-        }
-        let line = key_line.ok_or_else(|| {
-            Error::invalid(format!(
-                "not a dr key file: no line starting with {KEY_FILE_PREFIX}"
-            ))
-        })?;
-        let encoded = line.strip_prefix(KEY_FILE_PREFIX).ok_or_else(|| {
+        let parsed = KeyText::parse(text)?;
+        let encoded = parsed.line.strip_prefix(KEY_FILE_PREFIX).ok_or_else(|| {
             Error::invalid(format!(
                 "not a dr key file: the key line does not start with {KEY_FILE_PREFIX}"
             ))
         })?;
+        let key = MasterKey::from_encoded(encoded)?;
+        parsed.check_id(&key.id)?;
+        Ok(key)
+    }
+
+    /// Decode the part after [`KEY_FILE_PREFIX`] of a key line.
+    pub(crate) fn from_encoded(encoded: &str) -> Result<MasterKey> {
         let decoded = Zeroizing::new(URL_SAFE_NO_PAD.decode(encoded).map_err(|_| {
             Error::invalid(
                 "the key line of the key file is damaged: it is not valid unpadded base64url",
@@ -157,16 +137,7 @@ impl MasterKey {
         }
         let mut bytes = Box::new([0u8; KEY_BYTES]);
         bytes.copy_from_slice(&decoded);
-        let key = MasterKey::from_boxed(bytes);
-        if let Some(recorded) = recorded_id {
-            if recorded != key.id {
-                return Err(Error::invalid(format!(
-                    "the key file is damaged: its key line does not match the key id {recorded} \
-                     recorded in its comment"
-                )));
-            }
-        }
-        Ok(key)
+        Ok(MasterKey::from_boxed(bytes))
     }
 
     /// The raw key bytes, for key derivation inside this crate.
@@ -202,11 +173,75 @@ impl fmt::Debug for MasterKey {
     }
 }
 
+/// The parts of a key or identity file that every kind shares: one non-comment line, and
+/// the key id recorded in a `# dr … key id <16 hex digits>` comment, if any.
+pub(crate) struct KeyText<'a> {
+    pub(crate) line: &'a str,
+    recorded_id: Option<String>,
+}
+
+impl<'a> KeyText<'a> {
+    /// Lines are split on `\n` (a trailing `\r` is ignored) and trimmed; blank lines and
+    /// `#` comments are skipped; exactly one other line must remain.
+    pub(crate) fn parse(text: &'a str) -> Result<KeyText<'a>> {
+        let mut line = None;
+        let mut recorded_id = None;
+        for l in text.lines() {
+            let l = l.trim();
+            if l.is_empty() {
+                continue;
+            }
+            if let Some(comment) = l.strip_prefix('#') {
+                let comment = comment.trim_start();
+                let rest = comment
+                    .strip_prefix("dr master key id ")
+                    .or_else(|| comment.strip_prefix("dr identity key id "));
+                if let Some(rest) = rest {
+                    let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+                    if id.len() == 16 {
+                        recorded_id = Some(id.to_ascii_lowercase());
+                    }
+                }
+                continue;
+            }
+            if line.is_some() {
+                return Err(Error::invalid(
+                    "not a dr key file: it has more than one non-comment line",
+                ));
+            }
+            line = Some(l);
+        }
+        let line = line.ok_or_else(|| {
+            Error::invalid(format!(
+                "not a dr key file: no line starting with {KEY_FILE_PREFIX} or {}",
+                crate::x25519::IDENTITY_PREFIX
+            ))
+        })?;
+        Ok(KeyText { line, recorded_id })
+    }
+
+    /// Fail if a key id was recorded in a comment and differs from `id`.
+    pub(crate) fn check_id(&self, id: &str) -> Result<()> {
+        match &self.recorded_id {
+            Some(recorded) if recorded != id => Err(Error::invalid(format!(
+                "the key file is damaged: its key line does not match the key id {recorded} \
+                 recorded in its comment"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Write `key` to a new key file at `path`, readable only by its owner (mode 0600 on Unix).
 ///
 /// Never overwrites: if `path` exists the call fails with [`ErrorKind::AlreadyExists`], since
 /// replacing a key file can make every backup it protects unreadable.
 pub fn write_key_file(path: &Path, key: &MasterKey) -> Result<()> {
+    write_secret_file(path, &Zeroizing::new(key.to_key_file()))
+}
+
+/// Write `text` (a key or identity file) to a new file at `path`, mode 0600; never overwrites.
+pub(crate) fn write_secret_file(path: &Path, text: &str) -> Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -227,7 +262,6 @@ pub fn write_key_file(path: &Path, key: &MasterKey) -> Result<()> {
         }
         .with_context("path", path.display())
     })?;
-    let text = Zeroizing::new(key.to_key_file());
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io("writing the key file", e).with_context("path", path.display()))
@@ -238,6 +272,11 @@ pub fn write_key_file(path: &Path, key: &MasterKey) -> Result<()> {
 /// Fails with [`ErrorKind::NotFound`] if there is no file at `path`, and with
 /// [`ErrorKind::InvalidInput`] if its contents are not a valid key; both name the path.
 pub fn read_key_file(path: &Path) -> Result<MasterKey> {
+    read_secret_file(path, MasterKey::from_key_file)
+}
+
+/// Read a small secret text file and parse it with `parse`; errors name the path.
+pub(crate) fn read_secret_file<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T>) -> Result<T> {
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
         let kind = e.kind();
         let error = if kind == std::io::ErrorKind::NotFound {
@@ -251,7 +290,7 @@ pub fn read_key_file(path: &Path) -> Result<MasterKey> {
         Error::invalid("not a dr key file: it is not UTF-8 text")
             .with_context("path", path.display())
     })?;
-    MasterKey::from_key_file(text).map_err(|e| e.with_context("path", path.display()))
+    parse(text).map_err(|e| e.with_context("path", path.display()))
 }
 
 /// A passphrase that a master key is derived from (see [`MasterKey::from_passphrase`]).

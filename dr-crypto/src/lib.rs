@@ -40,7 +40,10 @@
 //! - The decryptor releases only authenticated plaintext and fails in `finish` if the stream
 //!   ended without its final chunk. Its errors are [`dr_core::ErrorKind::Corrupt`] and name
 //!   the chunk number.
-//! - The data key is wrapped (AES-256-GCM) for every [`MasterKey`] given; the wrapped keys
+//! - Recipients: symmetric [`MasterKey`]s (key files, passphrases) and X25519 public keys
+//!   ([`X25519Recipient`]): a host holding only public recipients writes backups it cannot
+//!   read. [`AgeEncryptor`] writes standard age files instead, for the stock `age` CLI.
+//! - The data key is wrapped (AES-256-GCM) for every recipient given; the wrapped keys
 //!   go into the manifest as [`dr_core::WrappedKey`]s, so rotating keys rewrites manifests,
 //!   never data. A decryptor without a matching key fails with
 //!   [`dr_core::ErrorKind::WrongKey`], naming the key ids that would open the stream.
@@ -50,16 +53,24 @@
 //! The byte format is specified in `FORMAT.md` at the root of the repository.
 #![deny(missing_docs)]
 
+mod age;
 mod cipher;
 mod envelope;
+mod identity;
 mod keys;
 mod stream;
+mod x25519;
 
 #[cfg(test)]
 mod vectors;
 
+pub use age::{
+    AgeDecryptor, AgeEncryptor, AgeIdentity, AgeRecipient, AGE_IDENTITY_PREFIX,
+    AGE_RECIPIENT_PREFIX, AGE_SCHEME, AGE_STANZA_METHOD,
+};
 pub use cipher::Cipher;
-pub use envelope::{AeadDecryptor, AeadEncryptor, SCHEME, WRAP_METHOD};
+pub use envelope::{check_wrapped_key, rewrap, AeadDecryptor, AeadEncryptor, SCHEME, WRAP_METHOD};
+pub use identity::{read_identity_file, write_identity_file, Identity, Recipient};
 pub use keys::{
     read_key_file, write_key_file, KdfParams, MasterKey, Passphrase, DEFAULT_KDF_ITERATIONS,
     KDF_PBKDF2_HMAC_SHA256, KEY_BYTES, KEY_FILE_PREFIX,
@@ -67,4 +78,7 @@ pub use keys::{
 pub use stream::{
     DEFAULT_CHUNK_BYTES, HEADER_BYTES, MAGIC, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, SALT_BYTES,
     TAG_BYTES,
+};
+pub use x25519::{
+    X25519Identity, X25519Recipient, IDENTITY_PREFIX, RECIPIENT_PREFIX, X25519_WRAP_METHOD,
 };

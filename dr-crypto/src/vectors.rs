@@ -131,3 +131,26 @@ fn opener_fails_on_counter_overflow() {
     assert!(e.message().contains("chunk counter"), "{e}");
     assert!(out.is_empty());
 }
+
+#[test]
+fn x25519_wrap_matches_the_reference_vector() {
+    use crate::x25519::X25519Identity;
+    let identity = X25519Identity::from_secret_bytes(std::array::from_fn(|i| 0x70 + i as u8));
+    let ephemeral: [u8; 32] = std::array::from_fn(|i| 0x90 + i as u8);
+    assert_eq!(
+        identity.recipient().to_string(),
+        "dr-x25519-v1-I7e7jJGuAIcR-xKEZ4C83x4GX4Ib3-xJ9X58fc1MSCM"
+    );
+    assert_eq!(identity.key_id(), "f5039951f2a0ab03");
+    let w = identity
+        .recipient()
+        .wrap_with_ephemeral(&seq(32), Cipher::Aes256Gcm, ephemeral)
+        .unwrap();
+    assert_eq!(w.key_id, "f5039951f2a0ab03");
+    assert_eq!(w.method, "x25519-hkdf-aes-256-gcm");
+    assert_eq!(
+        w.body,
+        "n9etbc/0KY3T+W1bGyr5EKBTWxSI1/j6uzSamCiAthVM3VdZCsP7j1QstKEI1hieEAs3yqXUPeHkCwvQb4Nle1dZEWqi6fYU/WptjUAFo1U="
+    );
+    assert_eq!(*identity.unwrap(&w, Cipher::Aes256Gcm).unwrap(), seq(32));
+}

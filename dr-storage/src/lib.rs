@@ -9,35 +9,120 @@
 //! # Ok(()) }
 //! ```
 //!
-//! First cut: `file://` (or a plain path) and `memory://`. Writes stream as multipart
-//! uploads that become visible only on `finish()`.
+//! Targets: `s3://bucket/prefix` (and S3-compatible stores through an endpoint override),
+//! `gs://bucket/prefix`, `az://container/prefix`, `file://` (or a plain path) and `memory://`;
+//! see [`from_url_with_options`] for the settings each takes from the environment and from
+//! `key=value` options. Writes stream as multipart uploads that become visible only on
+//! `finish()`. TLS runs on rustls with ring as its crypto provider, installed once when the
+//! first cloud target is opened (no aws-lc-rs).
+//!
+//! # Memory
+//!
+//! An upload holds at most `part size × (parts in flight + 1)` bytes (32 MiB with the
+//! defaults: 8 MiB parts, 3 in flight), whatever the object's size; the part size grows with
+//! the expected size so no object needs more than the store's part-count limit (10,000 on
+//! S3, `max_parts` for stores with fewer). See [`UploadConfig`] and
+//! [`ObjectStoreTarget::upload_memory_budget`].
+//!
+//! # Storage classes
+//!
+//! [`dr_core::PutOptions::storage_class`] goes to S3 as `x-amz-storage-class` (`STANDARD_IA`,
+//! `GLACIER`, `DEEP_ARCHIVE`, …), to GCS as the object's storage class (`NEARLINE`,
+//! `COLDLINE`, `ARCHIVE`) and to Azure as the access tier (`Hot`, `Cool`, `Cold`,
+//! `Archive`); `file://` and `memory://` ignore it. S3's names are translated for GCS and
+//! Azure (`STANDARD_IA` → `NEARLINE` / `Cool`, `GLACIER_IR` → `COLDLINE` / `Cold`, `GLACIER`
+//! and `DEEP_ARCHIVE` → `ARCHIVE` / `Archive`), so one repository default works on every
+//! cloud; each store's own names pass through. Reading an object that must be thawed
+//! first (S3 GLACIER / DEEP_ARCHIVE, Azure Archive) fails with
+//! [`dr_core::ErrorKind::Archived`], never as "permission denied".
 #![deny(missing_docs)]
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+pub mod faults;
 mod object;
+pub mod retry;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod url;
 
-pub use object::ObjectStoreTarget;
+pub use object::{ObjectStoreTarget, UploadConfig};
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dr_core::{Error, ErrorKind, Result, StorageTarget};
+use dr_core::{Error, Result, StorageTarget};
 
-/// Open the storage target a URL names: `file:///abs/dir`, a plain directory path, or
-/// `memory://` (a fresh, empty in-memory store, for tests).
+/// Open the storage target a URL names, configured from the environment: `s3://`, `gs://`,
+/// `az://`, `file:///abs/dir` or a plain directory path, or `memory://` (a fresh, empty
+/// in-memory store, for tests). The same as [`from_url_with_options`] without options.
 ///
 /// A `file://` directory must exist; use [`create_local_dir`] first when initialising.
 pub fn from_url(url: &str) -> Result<Arc<dyn StorageTarget>> {
-    match parse(url)? {
-        Location::Memory => Ok(Arc::new(ObjectStoreTarget::memory())),
-        Location::File(dir) => Ok(Arc::new(ObjectStoreTarget::local(&dir)?)),
+    from_url_with_options::<&str, &str>(url, &[])
+}
+
+/// Open the storage target a URL names, with explicit `key=value` options over the cloud's
+/// standard environment variables.
+///
+/// | URL | environment |
+/// |---|---|
+/// | `s3://bucket/prefix` | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, … |
+/// | `gs://bucket/prefix` | `GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_SERVICE_ACCOUNT_KEY`, `GOOGLE_APPLICATION_CREDENTIALS`, … |
+/// | `az://container/prefix` | `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_SAS_TOKEN`, `AZURE_STORAGE_USE_EMULATOR`, … |
+///
+/// Option keys are object_store's configuration keys for the store (`endpoint`, `region`,
+/// `allow_http`, `access_key_id`, `account_name`, …, with or without the `aws_` / `google_`
+/// / `azure_` prefix), plus `part_size`, `max_parts` and `parts_in_flight` for every scheme
+/// (see [`UploadConfig`]). An unknown key is an error. For an S3-compatible store:
+///
+/// ```
+/// use dr_core::StorageTarget;
+/// let target = dr_storage::from_url_with_options(
+///     "s3://backups/prod",
+///     &[("endpoint", "http://127.0.0.1:9000"), ("allow_http", "true"),
+///       ("access_key_id", "minio"), ("secret_access_key", "minio-secret"),
+///       ("region", "us-east-1")],
+/// )?;
+/// assert_eq!(target.describe(), "s3://backups/prod");
+/// assert!(!format!("{target:?}").contains("minio-secret"));
+/// # Ok::<(), dr_core::Error>(())
+/// ```
+///
+/// Opening does not contact the store; the first request does.
+pub fn from_url_with_options<K: AsRef<str>, V: AsRef<str>>(
+    url: &str,
+    options: &[(K, V)],
+) -> Result<Arc<dyn StorageTarget>> {
+    Ok(Arc::new(open(url, options)?))
+}
+
+/// Like [`from_url_with_options`], but returns the concrete [`ObjectStoreTarget`], for callers
+/// that want its [`UploadConfig`] or memory budget.
+pub fn open<K: AsRef<str>, V: AsRef<str>>(
+    url: &str,
+    options: &[(K, V)],
+) -> Result<ObjectStoreTarget> {
+    let options: Vec<(String, String)> = options
+        .iter()
+        .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+        .collect();
+    url::open(url, &options)
+}
+
+/// Parse `key=value` (as given to `drctl --storage-opt`) into a pair.
+pub fn parse_storage_option(text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        // Show only the key part: the value may be a secret.
+        _ => Err(Error::invalid(
+            "a storage option must have the form key=value (e.g. region=eu-west-1)",
+        )),
     }
 }
 
 /// For a `file://` URL, create its directory if missing (a no-op for other schemes).
 pub fn create_local_dir(url: &str) -> Result<()> {
-    if let Location::File(dir) = parse(url)? {
+    if let url::Location::File(dir) = url::parse(url)? {
         std::fs::create_dir_all(&dir).map_err(|e| {
             Error::io(
                 format!("creating the repository directory {}", dir.display()),
@@ -48,47 +133,10 @@ pub fn create_local_dir(url: &str) -> Result<()> {
     Ok(())
 }
 
-enum Location {
-    Memory,
-    File(PathBuf),
-}
-
-fn parse(url: &str) -> Result<Location> {
-    if url == "memory://" || url == "memory:" {
-        return Ok(Location::Memory);
-    }
-    let path = if let Some(rest) = url.strip_prefix("file://") {
-        if !rest.starts_with('/') {
-            return Err(Error::invalid(format!(
-                "repository URL '{url}': file URLs need an absolute path (file:///srv/backups)"
-            )));
-        }
-        PathBuf::from(rest)
-    } else if let Some((scheme, _)) = url.split_once("://") {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "repository URL scheme '{scheme}://' is not supported yet (file://, memory://)"
-            ),
-        ));
-    } else if url.is_empty() {
-        return Err(Error::invalid("the repository URL is empty"));
-    } else {
-        let p = Path::new(url);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .map_err(|e| Error::io("reading the current directory", e))?
-                .join(p)
-        }
-    };
-    Ok(Location::File(path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dr_core::ErrorKind;
 
     #[test]
     fn rejects_unknown_schemes_and_relative_file_urls() {

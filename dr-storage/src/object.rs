@@ -1,5 +1,6 @@
-//! A [`StorageTarget`] over any [`ObjectStore`].
+//! A [`StorageTarget`] over any [`ObjectStore`], and how its uploads are cut into parts.
 
+use std::fmt;
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -18,20 +19,173 @@ use dr_core::{
     Result, StorageTarget,
 };
 
-/// Smallest part a multipart upload uses (S3's minimum is 5 MiB).
-const MIN_PART_BYTES: usize = 8 << 20;
-/// Parts uploading at once; with [`MIN_PART_BYTES`] this bounds upload memory near 32 MiB.
-const PARTS_IN_FLIGHT: usize = 3;
-/// The most parts an object may have (S3's limit).
-const MAX_PARTS: u64 = 10_000;
+/// S3's smallest part (except the last): 5 MiB.
+const S3_MIN_PART: usize = 5 << 20;
+/// S3's largest part: 5 GiB.
+const S3_MAX_PART: usize = 5 << 30;
+
+/// How streaming uploads are cut into parts, and so how much memory they need.
+///
+/// An upload holds the part being filled plus up to [`parts_in_flight`](Self::parts_in_flight)
+/// parts on their way to the store, so its memory is bounded by
+///
+/// ```text
+/// budget = part size × (parts_in_flight + 1)
+/// ```
+///
+/// whatever the object's size: 8 MiB × 4 = 32 MiB with the defaults. The part size is
+/// [`part_size`](Self::part_size), raised when the expected size of the object is known and
+/// would otherwise need more than [`max_parts`](Self::max_parts) parts. When the size is not
+/// known in advance (a streamed dump), an object can hold at most `part_size × max_parts`
+/// bytes (78 GiB with the defaults); a write beyond that fails at once with a message naming
+/// the `part_size` option, instead of failing at the store after hours of uploading.
+///
+/// As storage options (`--storage-opt`): `part_size=16MiB`, `max_parts=1000`,
+/// `parts_in_flight=4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// The smallest part, and the part size when an object's size is not known in advance.
+    /// Between 5 MiB and 5 GiB (S3's limits). Default 8 MiB.
+    pub part_size: usize,
+    /// The most parts one object may have: 10,000 on S3 and GCS (the default); some
+    /// S3-compatible stores allow 1,000.
+    pub max_parts: u64,
+    /// Parts uploading at once (at least 1). Default 3.
+    pub parts_in_flight: usize,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            part_size: 8 << 20,
+            max_parts: 10_000,
+            parts_in_flight: 3,
+        }
+    }
+}
+
+impl UploadConfig {
+    /// The part size for an object of `expected` bytes (if known): [`Self::part_size`], or
+    /// more (rounded up to whole MiB) so the object fits in [`Self::max_parts`] parts.
+    pub fn part_size_for(&self, expected: Option<u64>) -> usize {
+        let needed = expected.map_or(0, |n| n.div_ceil(self.max_parts.max(1)));
+        let needed = needed.div_ceil(1 << 20).saturating_mul(1 << 20);
+        usize::try_from(needed)
+            .unwrap_or(usize::MAX)
+            .max(self.part_size)
+    }
+
+    /// The memory an upload of an object of `expected` bytes holds at most:
+    /// part size × (parts in flight + 1).
+    pub fn memory_budget(&self, expected: Option<u64>) -> u64 {
+        self.part_size_for(expected) as u64 * (self.parts_in_flight as u64 + 1)
+    }
+
+    /// The largest object an upload with this part size can hold.
+    pub fn max_object_size(&self, part_size: usize) -> u64 {
+        part_size as u64 * self.max_parts
+    }
+
+    /// Apply one storage option if it is an upload option; `Ok(false)` if `key` is not one.
+    pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        let bad =
+            |what: &str| Error::invalid(format!("storage option {key}={value}: expected {what}"));
+        match key {
+            "part_size" => {
+                let n = crate::url::parse_size(value)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .filter(|n| (S3_MIN_PART..=S3_MAX_PART).contains(n))
+                    .ok_or_else(|| bad("a size between 5MiB and 5GiB, e.g. 16MiB"))?;
+                self.part_size = n;
+            }
+            "max_parts" => {
+                self.max_parts = value
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("a positive number of parts, e.g. 1000"))?;
+            }
+            "parts_in_flight" => {
+                self.parts_in_flight = value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| bad("a number from 1 to 64"))?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
 
 /// A storage target backed by an `object_store` implementation.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` and [`StorageTarget::describe`] show the scheme, bucket and prefix only, never
+/// credentials.
+#[derive(Clone)]
 pub struct ObjectStoreTarget {
     store: Arc<dyn ObjectStore>,
     description: String,
     /// Whether the store accepts storage-class attributes.
     storage_classes: bool,
+    /// How storage-class names are spelled for this store.
+    dialect: ClassDialect,
+    upload: UploadConfig,
+}
+
+/// How a store names its storage classes. dr accepts S3's names everywhere (a repository
+/// default of `GLACIER` means the coldest readable-after-thaw class on any cloud) and
+/// translates them for GCS and Azure; a store's own names pass through unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClassDialect {
+    /// Names go to the store as given (S3 and S3-compatible stores).
+    AsGiven,
+    /// GCS: STANDARD, NEARLINE, COLDLINE, ARCHIVE.
+    Gcs,
+    /// Azure access tiers: Hot, Cool, Cold, Archive.
+    Azure,
+}
+
+impl ClassDialect {
+    /// The store's name for `class`.
+    ///
+    /// | given | GCS | Azure |
+    /// |---|---|---|
+    /// | `STANDARD` | `STANDARD` | `Hot` |
+    /// | `STANDARD_IA`, `ONEZONE_IA`, `INTELLIGENT_TIERING` | `NEARLINE` | `Cool` |
+    /// | `GLACIER_IR` | `COLDLINE` | `Cold` |
+    /// | `GLACIER`, `DEEP_ARCHIVE` | `ARCHIVE` | `Archive` |
+    pub(crate) fn translate(self, class: &str) -> String {
+        let upper = class.trim().to_ascii_uppercase();
+        match self {
+            ClassDialect::AsGiven => class.trim().to_string(),
+            ClassDialect::Gcs => match upper.as_str() {
+                "STANDARD_IA" | "ONEZONE_IA" | "INTELLIGENT_TIERING" => "NEARLINE".into(),
+                "GLACIER_IR" => "COLDLINE".into(),
+                "GLACIER" | "DEEP_ARCHIVE" => "ARCHIVE".into(),
+                _ => upper,
+            },
+            ClassDialect::Azure => match upper.as_str() {
+                "STANDARD" | "HOT" => "Hot".into(),
+                "STANDARD_IA" | "ONEZONE_IA" | "INTELLIGENT_TIERING" | "COOL" => "Cool".into(),
+                "GLACIER_IR" | "COLD" => "Cold".into(),
+                "GLACIER" | "DEEP_ARCHIVE" | "ARCHIVE" => "Archive".into(),
+                _ => class.trim().to_string(),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for ObjectStoreTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectStoreTarget")
+            .field("url", &self.description)
+            .field("storage_classes", &self.storage_classes)
+            .field("upload", &self.upload)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ObjectStoreTarget {
@@ -41,6 +195,8 @@ impl ObjectStoreTarget {
             store: Arc::new(object_store::memory::InMemory::new()),
             description: "memory://".into(),
             storage_classes: false,
+            dialect: ClassDialect::AsGiven,
+            upload: UploadConfig::default(),
         }
     }
 
@@ -59,22 +215,64 @@ impl ObjectStoreTarget {
             store: Arc::new(fs),
             description: format!("file://{}", dir.display()),
             storage_classes: false,
+            dialect: ClassDialect::AsGiven,
+            upload: UploadConfig::default(),
         })
     }
 
-    /// Wrap any object store. `description` must not contain secrets.
+    /// Wrap any object store. `description` must not contain secrets; `storage_classes` says
+    /// whether the store takes [`Attribute::StorageClass`] (S3, GCS, Azure do; the local file
+    /// system rejects any attribute, so it must be `false` there).
     pub fn new(store: Arc<dyn ObjectStore>, description: String, storage_classes: bool) -> Self {
         ObjectStoreTarget {
             store,
             description,
             storage_classes,
+            dialect: ClassDialect::AsGiven,
+            upload: UploadConfig::default(),
         }
+    }
+
+    pub(crate) fn with_class_dialect(mut self, dialect: ClassDialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// The same target with different upload part sizes and parallelism.
+    pub fn with_upload_config(mut self, upload: UploadConfig) -> Self {
+        self.upload = upload;
+        self
+    }
+
+    /// How this target cuts uploads into parts.
+    pub fn upload_config(&self) -> UploadConfig {
+        self.upload
+    }
+
+    /// The most memory one streaming upload of unknown size holds:
+    /// part size × (parts in flight + 1). See [`UploadConfig`].
+    pub fn upload_memory_budget(&self) -> u64 {
+        self.upload.memory_budget(None)
+    }
+
+    /// Whether storage classes given in [`PutOptions`] reach the store (`false` for
+    /// `file://` and `memory://`, which ignore them).
+    pub fn supports_storage_classes(&self) -> bool {
+        self.storage_classes
+    }
+
+    /// The underlying object store, for callers that need what the trait does not offer.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 
     fn attributes(&self, opts: &PutOptions) -> Attributes {
         let mut attrs = Attributes::new();
         if let (true, Some(class)) = (self.storage_classes, &opts.storage_class) {
-            attrs.insert(Attribute::StorageClass, class.clone().into());
+            attrs.insert(
+                Attribute::StorageClass,
+                self.dialect.translate(class).into(),
+            );
         }
         attrs
     }
@@ -86,31 +284,154 @@ fn path(p: &str) -> Result<Path> {
 }
 
 /// Translate an object_store error, keeping what callers match on.
-fn map_err(e: object_store::Error, doing: &str) -> Error {
+///
+/// - An archived object (S3 `InvalidObjectState` for GLACIER / DEEP_ARCHIVE, which
+///   object_store reports as "permission denied"; Azure `BlobArchived`, reported as a
+///   conflict) is [`ErrorKind::Archived`] with a message that says to restore it first.
+/// - Permission and authentication failures, and other 4xx answers, are not temporary:
+///   retrying them cannot help.
+/// - Other failures (connection errors, timeouts, 5xx, throttling after object_store's own
+///   retries) are [`ErrorKind::Storage`] and temporary.
+pub(crate) fn map_err(e: object_store::Error, doing: &str) -> Error {
     use object_store::Error as E;
+    let text = chain_text(&e);
+    if text.contains("InvalidObjectState") || text.contains("BlobArchived") {
+        let class = between(&text, "<StorageClass>", "</StorageClass>")
+            .or_else(|| text.contains("BlobArchived").then(|| "Archive".to_string()));
+        let class = class.map_or_else(
+            || "an archive storage class".to_string(),
+            |c| format!("storage class {c}"),
+        );
+        let code = if text.contains("BlobArchived") {
+            "BlobArchived"
+        } else {
+            "InvalidObjectState"
+        };
+        // The store's own error says "permission denied" (S3) or "conflict" (Azure), which
+        // would only mislead: keep just its code as the cause.
+        return Error::new(
+            ErrorKind::Archived,
+            format!(
+                "{doing}: the object is archived ({class}) and must be restored (thawed) in the store before it can be read: start a restore (S3 RestoreObject, or an Azure tier change to Hot or Cool), wait for it to finish, then retry"
+            ),
+        )
+        .with_source(StoreError(format!("the store answered {code}")));
+    }
     let kind = match &e {
         E::NotFound { .. } => ErrorKind::NotFound,
         E::AlreadyExists { .. } | E::Precondition { .. } => ErrorKind::AlreadyExists,
         E::NotSupported { .. } | E::NotImplemented { .. } => ErrorKind::Unsupported,
-        E::InvalidPath { .. } => ErrorKind::InvalidInput,
+        E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => ErrorKind::InvalidInput,
+        // A blocking task cancelled: the runtime is shutting down. Never worth a retry
+        // (and a retry's timer would panic on a runtime that is going away).
+        E::JoinError { .. } => ErrorKind::Cancelled,
         _ => ErrorKind::Storage,
     };
+    let denied = matches!(e, E::PermissionDenied { .. } | E::Unauthenticated { .. });
     let msg = match kind {
         ErrorKind::NotFound => format!("{doing}: object not found"),
         ErrorKind::AlreadyExists => format!("{doing}: object already exists"),
+        _ if denied => format!(
+            "{doing}: access denied by the store (check the credentials and the bucket's permissions)"
+        ),
         _ => format!("{doing} failed"),
     };
-    let err = Error::new(kind, msg).with_source(e);
-    match kind {
-        ErrorKind::Storage => err.temporary(),
-        _ => err,
+    /// A local I/O cause that retrying cannot fix (permissions, a full or read-only disk, a
+    /// missing directory); timeouts, resets and interruptions stay transient.
+    fn permanent_io(e: &(dyn std::error::Error + 'static)) -> bool {
+        use std::io::ErrorKind as Io;
+        let mut cause = Some(e);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                return !matches!(
+                    io.kind(),
+                    Io::TimedOut
+                        | Io::ConnectionReset
+                        | Io::ConnectionAborted
+                        | Io::ConnectionRefused
+                        | Io::NotConnected
+                        | Io::BrokenPipe
+                        | Io::Interrupted
+                        | Io::UnexpectedEof
+                        | Io::WouldBlock
+                        | Io::Other
+                );
+            }
+            cause = c.source();
+        }
+        false
+    }
+    let permanent = permanent_io(&e);
+    let err = Error::new(kind, msg).with_source(StoreError(flatten(&text)));
+    if kind == ErrorKind::Storage && !denied && !permanent && !client_error(&text) {
+        err.temporary()
+    } else {
+        err
     }
 }
 
-/// Part size for an object of `expected` bytes: large enough to stay under the part limit.
-pub(crate) fn part_size(expected: Option<u64>) -> usize {
-    let needed = expected.map_or(0, |n| n.div_ceil(MAX_PARTS - 1));
-    (needed as usize).max(MIN_PART_BYTES)
+/// The cause of a storage error: object_store's whole error chain as one line.
+///
+/// object_store's messages carry the store's response body (often multi-line XML); a cause
+/// printed by a command-line tool must stay on one line, so the chain is flattened here. What
+/// callers match on is the [`ErrorKind`] and [`Error::is_temporary`], decided above from the
+/// typed error; request URLs in the text carry no credentials (object_store redacts
+/// signed query strings).
+#[derive(Debug)]
+struct StoreError(String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Collapse whitespace (newlines in XML bodies) and cap the length.
+fn flatten(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(1024));
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.len() > 1000 {
+            out.push_str(" …");
+            break;
+        }
+    }
+    out
+}
+
+/// Every message of an error chain, joined.
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(" | ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+fn between(text: &str, open: &str, close: &str) -> Option<String> {
+    let start = text.find(open)? + open.len();
+    let len = text[start..].find(close)?;
+    let value = text[start..start + len].trim();
+    (!value.is_empty() && value.len() < 64).then(|| value.to_string())
+}
+
+/// Whether object_store reported an HTTP 4xx answer other than 408 (timeout) and 429
+/// (throttling). object_store does not expose the status as a type, only in its message
+/// ("Server returned non-2xx status code: 400 Bad Request: …").
+fn client_error(text: &str) -> bool {
+    let marker = "status code: ";
+    text.match_indices(marker).any(|(i, _)| {
+        let code = &text[i + marker.len()..];
+        code.starts_with('4') && !code.starts_with("408") && !code.starts_with("429")
+    })
 }
 
 #[async_trait]
@@ -132,13 +453,14 @@ impl StorageTarget for ObjectStoreTarget {
             )
             .await
             .map_err(|e| map_err(e, "starting upload").with_context("object", p))?;
+        let part_size = self.upload.part_size_for(opts.expected_size);
         Ok(Box::new(MultipartWriter {
-            inner: Some(WriteMultipart::new_with_chunk_size(
-                upload,
-                part_size(opts.expected_size),
-            )),
+            inner: Some(WriteMultipart::new_with_chunk_size(upload, part_size)),
             path: p.to_string(),
             written: 0,
+            limit: self.upload.max_object_size(part_size),
+            part_size,
+            parts_in_flight: self.upload.parts_in_flight,
         }))
     }
 
@@ -217,6 +539,10 @@ impl StorageTarget for ObjectStoreTarget {
         }
     }
 
+    /// A server-side copy. On S3 the copy gets the bucket's default storage class (object_store
+    /// sends no `x-amz-storage-class` with CopyObject), a single CopyObject is limited to
+    /// 5 GiB, and copying an archived object fails with [`ErrorKind::Archived`]. To copy with
+    /// a storage class, read the object and write it with [`PutOptions::storage_class`].
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         self.store
             .copy(&path(from)?, &path(to)?)
@@ -226,17 +552,33 @@ impl StorageTarget for ObjectStoreTarget {
 }
 
 /// Streams into a multipart upload; commits on `finish`, aborts on `abort` or drop.
+///
+/// Memory: the part being filled plus at most `parts_in_flight` parts uploading (see
+/// [`UploadConfig`]).
 struct MultipartWriter {
     inner: Option<WriteMultipart>,
     path: String,
     written: u64,
+    /// The largest object `part_size` × the part-count limit allows.
+    limit: u64,
+    part_size: usize,
+    parts_in_flight: usize,
 }
 
 #[async_trait]
 impl ObjectWriter for MultipartWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if self.written + chunk.len() as u64 > self.limit {
+            return Err(Error::invalid(format!(
+                "the object is larger than {} parts of {} MiB can hold: set a larger part size (storage option part_size, e.g. part_size={}MiB) or pass the expected size",
+                self.limit / self.part_size as u64,
+                self.part_size >> 20,
+                (self.part_size >> 20) * 4
+            ))
+            .with_context("object", &self.path));
+        }
         let w = self.inner.as_mut().expect("writer used after finish");
-        w.wait_for_capacity(PARTS_IN_FLIGHT)
+        w.wait_for_capacity(self.parts_in_flight)
             .await
             .map_err(|e| map_err(e, "uploading part").with_context("object", &self.path))?;
         self.written += chunk.len() as u64;
@@ -286,10 +628,167 @@ mod tests {
 
     #[test]
     fn part_size_keeps_objects_under_the_part_limit() {
-        assert_eq!(part_size(None), MIN_PART_BYTES);
-        assert_eq!(part_size(Some(1 << 30)), MIN_PART_BYTES);
+        let cfg = UploadConfig::default();
+        assert_eq!(cfg.part_size_for(None), 8 << 20);
+        assert_eq!(cfg.part_size_for(Some(1 << 30)), 8 << 20);
         let huge = 5u64 << 40; // 5 TiB, S3's largest object
-        let p = part_size(Some(huge)) as u64;
-        assert!(huge.div_ceil(p) < MAX_PARTS, "{p}");
+        let p = cfg.part_size_for(Some(huge)) as u64;
+        assert!(huge.div_ceil(p) <= cfg.max_parts, "{p}");
+        assert_eq!(p % (1 << 20), 0, "whole MiB");
+        let small_limit = UploadConfig {
+            max_parts: 1000,
+            ..cfg
+        };
+        let p = small_limit.part_size_for(Some(100 << 30)) as u64;
+        assert!((100u64 << 30).div_ceil(p) <= 1000, "{p}");
+    }
+
+    #[test]
+    fn memory_budget_is_part_size_times_parts_in_flight_plus_one() {
+        let cfg = UploadConfig::default();
+        assert_eq!(cfg.memory_budget(None), 32 << 20);
+        let t = ObjectStoreTarget::memory().with_upload_config(UploadConfig {
+            part_size: 16 << 20,
+            parts_in_flight: 2,
+            ..cfg
+        });
+        assert_eq!(t.upload_memory_budget(), 48 << 20);
+    }
+
+    #[test]
+    fn upload_options_parse_and_reject_bad_values() {
+        let mut cfg = UploadConfig::default();
+        assert!(cfg.set("part_size", "16MiB").unwrap());
+        assert!(cfg.set("max_parts", "1000").unwrap());
+        assert!(cfg.set("parts_in_flight", "5").unwrap());
+        assert_eq!(
+            cfg,
+            UploadConfig {
+                part_size: 16 << 20,
+                max_parts: 1000,
+                parts_in_flight: 5
+            }
+        );
+        assert!(!cfg.set("region", "eu-west-1").unwrap());
+        for (k, v) in [
+            ("part_size", "1MiB"),
+            ("part_size", "big"),
+            ("max_parts", "0"),
+            ("parts_in_flight", "0"),
+        ] {
+            assert_eq!(
+                cfg.set(k, v).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn archived_objects_map_to_archived_not_permission_denied() {
+        let body = "Server returned non-2xx status code: 403 Forbidden: <Error><Code>InvalidObjectState</Code><StorageClass>DEEP_ARCHIVE</StorageClass></Error>";
+        let e = object_store::Error::PermissionDenied {
+            path: "x".into(),
+            source: body.into(),
+        };
+        let e = map_err(e, "reading object");
+        assert_eq!(e.kind(), ErrorKind::Archived);
+        assert!(e.message().contains("DEEP_ARCHIVE"), "{e}");
+        assert!(e.message().contains("restored (thawed)"), "{e}");
+        assert!(!e.is_temporary());
+        assert!(!e.report().contains("Forbidden"), "{}", e.report());
+
+        let azure = object_store::Error::AlreadyExists {
+            path: "x".into(),
+            source: "409 Conflict: <Code>BlobArchived</Code>".into(),
+        };
+        let e = map_err(azure, "reading object");
+        assert_eq!(e.kind(), ErrorKind::Archived);
+        assert!(e.message().contains("Archive"), "{e}");
+    }
+
+    #[test]
+    fn permission_and_client_errors_are_not_temporary_but_server_errors_are() {
+        let denied = object_store::Error::PermissionDenied {
+            path: "x".into(),
+            source: "403 Forbidden: AccessDenied".into(),
+        };
+        let e = map_err(denied, "reading object");
+        assert_eq!(e.kind(), ErrorKind::Storage);
+        assert!(!e.is_temporary());
+        assert!(e.message().contains("access denied"), "{e}");
+        let bad = object_store::Error::Generic {
+            store: "S3",
+            source: "Server returned non-2xx status code: 400 Bad Request: InvalidStorageClass"
+                .into(),
+        };
+        assert!(!map_err(bad, "x").is_temporary());
+        let busy = object_store::Error::Generic {
+            store: "S3",
+            source: "Server returned non-2xx status code: 503 Service Unavailable: SlowDown".into(),
+        };
+        assert!(map_err(busy, "x").is_temporary());
+        let throttled = object_store::Error::Generic {
+            store: "S3",
+            source: "Server returned non-2xx status code: 429 Too Many Requests".into(),
+        };
+        assert!(map_err(throttled, "x").is_temporary());
+    }
+
+    #[test]
+    fn store_errors_report_on_one_line() {
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: "Server returned non-2xx status code: 404 Not Found: <?xml?>\n<Error>\n  <Code>NoSuchBucket</Code>\n</Error>".into(),
+        };
+        let report = map_err(e, "starting upload").report();
+        assert_eq!(report.lines().count(), 1, "{report}");
+        assert!(report.contains("<Code>NoSuchBucket</Code>"), "{report}");
+    }
+
+    #[tokio::test]
+    async fn writes_beyond_the_part_limit_fail_early_and_clearly() {
+        use dr_core::StorageExt;
+        let t = ObjectStoreTarget::memory().with_upload_config(UploadConfig {
+            part_size: 5 << 20,
+            max_parts: 2,
+            parts_in_flight: 1,
+        });
+        let mut w = t.put_stream("big", PutOptions::default()).await.unwrap();
+        w.write(Bytes::from(vec![1u8; 6 << 20])).await.unwrap();
+        let e = w.write(Bytes::from(vec![2u8; 5 << 20])).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("part_size"), "{e}");
+        w.abort().await.unwrap();
+        assert!(!t.exists("big").await.unwrap());
+        // With the expected size the part size grows and the object fits.
+        let opts = PutOptions {
+            expected_size: Some(11 << 20),
+            ..Default::default()
+        };
+        let mut w = t.put_stream("big", opts).await.unwrap();
+        w.write(Bytes::from(vec![1u8; 6 << 20])).await.unwrap();
+        w.write(Bytes::from(vec![2u8; 5 << 20])).await.unwrap();
+        assert_eq!(w.finish().await.unwrap(), 11 << 20);
+    }
+
+    #[test]
+    fn s3_class_names_translate_for_gcs_and_azure() {
+        assert_eq!(ClassDialect::AsGiven.translate("GLACIER"), "GLACIER");
+        assert_eq!(ClassDialect::Gcs.translate("STANDARD_IA"), "NEARLINE");
+        assert_eq!(ClassDialect::Gcs.translate("deep_archive"), "ARCHIVE");
+        assert_eq!(ClassDialect::Gcs.translate("coldline"), "COLDLINE");
+        assert_eq!(ClassDialect::Azure.translate("STANDARD_IA"), "Cool");
+        assert_eq!(ClassDialect::Azure.translate("GLACIER"), "Archive");
+        assert_eq!(ClassDialect::Azure.translate("cold"), "Cold");
+        assert_eq!(ClassDialect::Azure.translate("Premium"), "Premium");
+    }
+
+    #[test]
+    fn debug_shows_no_store_internals() {
+        let t = ObjectStoreTarget::memory();
+        let d = format!("{t:?}");
+        assert!(d.contains("memory://"), "{d}");
+        assert!(!d.contains("InMemory"), "{d}");
     }
 }

@@ -21,33 +21,97 @@ pub struct Cli {
 /// The repository and the key that opens it.
 #[derive(Debug, Args, Clone)]
 pub struct RepoArgs {
-    /// Repository URL: file:///dir, a directory path, or memory://.
+    /// Repository URL: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix,
+    /// file:///dir, a directory path, or memory://.
     #[arg(long, env = "DR_REPO")]
     pub repo: String,
     /// Key file written by `drctl keygen`. A passphrase comes from DR_PASSPHRASE instead.
     #[arg(long, env = "DR_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// A storage setting KEY=VALUE (repeatable), e.g. endpoint=http://minio:9000,
+    /// region=eu-west-1, allow_http=true, part_size=16MiB, max_parts=1000. Put credentials in
+    /// the cloud's environment variables (AWS_*, GOOGLE_*, AZURE_*), not here: arguments are
+    /// visible to every user of the machine.
+    #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
+    pub storage_opts: Vec<String>,
+}
+
+impl RepoArgs {
+    /// The storage target `--repo` names, with the `--storage-opt` settings, retrying
+    /// transient errors (and resuming interrupted reads) with the default policy.
+    pub fn storage(&self) -> dr::core::Result<std::sync::Arc<dyn dr::core::StorageTarget>> {
+        let target = dr::storage::from_url_with_options(&self.repo, &self.storage_options()?)?;
+        Ok(std::sync::Arc::new(
+            dr::storage::retry::RetryingTarget::new(
+                target,
+                dr::storage::retry::RetryPolicy::default(),
+            ),
+        ))
+    }
+
+    /// The most memory one upload to this repository holds (part size × (parts in flight
+    /// + 1)), as configured by `--storage-opt`.
+    pub fn upload_memory_budget(&self) -> dr::core::Result<u64> {
+        Ok(dr::storage::open(&self.repo, &self.storage_options()?)?.upload_memory_budget())
+    }
+
+    fn storage_options(&self) -> dr::core::Result<Vec<(String, String)>> {
+        self.storage_opts
+            .iter()
+            .map(|o| dr::storage::parse_storage_option(o))
+            .collect()
+    }
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write a new random key file (mode 0600). Refuses to overwrite.
+    /// Write a new secret identity file (mode 0600) and print its public recipient.
+    /// Refuses to overwrite.
     Keygen {
         /// Where to write the key.
         #[arg(long, short)]
         output: PathBuf,
+        /// Write a symmetric key file (DR-KEY-V1) instead of an X25519 identity.
+        #[arg(long, conflicts_with = "age")]
+        symmetric: bool,
+        /// Write an age identity (AGE-SECRET-KEY-1…, for --format age repositories).
+        #[arg(long)]
+        age: bool,
+    },
+    /// The repository's keys: list, add, revoke, rotate (rewrites manifests, never data).
+    Key {
+        #[command(subcommand)]
+        command: crate::key::KeyCommand,
+    },
+    /// Measure this machine.
+    Bench {
+        #[command(subcommand)]
+        command: crate::bench::BenchCommand,
     },
     /// Create a repository.
     Init {
         #[command(flatten)]
         repo: RepoArgs,
         /// Default compression: zstd, zstd:N, gzip, gzip:N or none.
-        #[arg(long, default_value = "zstd:3")]
+        #[arg(long, default_value = "zstd:1")]
         compression: String,
         /// Cipher: aes-256-gcm or chacha20-poly1305.
         #[arg(long, default_value = "aes-256-gcm")]
         cipher: String,
+        /// A public recipient every backup is encrypted to (repeatable): dr-x25519-v1-… from
+        /// `drctl keygen`, or age1… with --format age. A host with only recipients can back
+        /// up but not restore.
+        #[arg(long = "recipient")]
+        recipients: Vec<String>,
+        /// Encryption format: dr (dr-aead-v1, default) or age (standard age files).
+        #[arg(long, default_value = "dr")]
+        format: String,
+        /// Default storage class for backup data (S3 STANDARD_IA, GLACIER, DEEP_ARCHIVE…;
+        /// GCS NEARLINE, COLDLINE, ARCHIVE; Azure Hot, Cool, Cold, Archive). Ignored by
+        /// file:// repositories.
+        #[arg(long)]
+        storage_class: Option<String>,
     },
     /// Back up a PostgreSQL database.
     Backup {
@@ -63,6 +127,11 @@ pub enum Command {
         /// Compression for this backup, overriding the repository default.
         #[arg(long)]
         compression: Option<String>,
+        /// Storage class for this backup's data, overriding the repository default
+        /// (e.g. STANDARD_IA, GLACIER, DEEP_ARCHIVE). Archived backups must be thawed in the
+        /// store before they can be restored.
+        #[arg(long)]
+        storage_class: Option<String>,
     },
     /// List complete backups, newest first.
     List {
@@ -105,10 +174,39 @@ pub enum Command {
         /// Backup id, or `latest`.
         id: String,
     },
+    /// Run the schedule of a dr.toml in the foreground until SIGINT/SIGTERM, or one job now.
+    Run {
+        /// The configuration file (see examples/dr.toml).
+        #[arg(long, env = "DR_CONFIG")]
+        config: PathBuf,
+        /// Run this job now (and the jobs listed in its `then`), print the outcome, and
+        /// exit with it.
+        #[arg(long, value_name = "JOB")]
+        once: Option<String>,
+    },
     /// Run the whole job end to end on a throwaway PostgreSQL and a temporary repository.
     Demo {
         /// Size of the sample database (1 is about 40 MB).
         #[arg(long, default_value_t = 1)]
         scale: u32,
     },
+    /// Copy complete backups to a second storage target (another region), checked end to end.
+    Replicate(crate::replicate::ReplicateArgs),
+    /// Repository leases: list them, break one left by a crashed process.
+    Lock {
+        #[command(subcommand)]
+        command: crate::lock::LockCommand,
+    },
+    /// Pin a backup: retention never deletes it.
+    Pin(crate::retention::PinArgs),
+    /// Unpin a backup: retention decides about it again.
+    Unpin(crate::retention::PinArgs),
+    /// Retention policies: preview one on a list of times, store one in the repository.
+    Retention {
+        #[command(subcommand)]
+        command: crate::retention::RetentionCommand,
+    },
+    /// Delete the backups a retention policy does not keep (manifest first, then data) and
+    /// incomplete uploads older than a grace period.
+    Prune(crate::retention::PruneArgs),
 }

@@ -6,7 +6,6 @@ use dr::core::{
     BackupOptions, Codec, Error, ErrorKind, Manifest, ReadOptions, RepoConfig, RepoDefaults,
     Repository, Result,
 };
-use dr::keys::KeySource;
 use futures::StreamExt;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -17,18 +16,39 @@ use crate::output::{human_bytes, print_json, progress_bar};
 pub async fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
     match cli.command {
-        Command::Keygen { output } => keygen(json, &output),
+        Command::Keygen {
+            output,
+            symmetric,
+            age,
+        } => crate::key::keygen(json, &output, symmetric, age),
+        Command::Key { command } => crate::key::run(json, command).await,
+        Command::Bench { command } => crate::bench::run(json, command),
         Command::Init {
             repo,
             compression,
             cipher,
-        } => init(json, &repo, &compression, &cipher).await,
+            recipients,
+            format,
+            storage_class,
+        } => {
+            init(
+                json,
+                &repo,
+                &compression,
+                &cipher,
+                &recipients,
+                &format,
+                storage_class,
+            )
+            .await
+        }
         Command::Backup {
             repo,
             db,
             labels,
             compression,
-        } => backup(json, &repo, &db, labels, compression).await,
+            storage_class,
+        } => backup(json, &repo, &db, labels, compression, storage_class).await,
         Command::List { repo } => list(json, &repo).await,
         Command::Restore {
             repo,
@@ -41,36 +61,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Verify { repo, id, all } => verify(json, &repo, id, all).await,
         Command::Cat { repo, id } => cat(&repo, &id).await,
         Command::Demo { scale } => crate::demo::run(json, scale).await,
-    }
-}
-
-fn keygen(json: bool, output: &std::path::Path) -> Result<()> {
-    let key = dr::crypto::MasterKey::generate()?;
-    dr::crypto::write_key_file(output, &key)?;
-    if json {
-        print_json(&json!({ "key_id": key.key_id(), "path": output }));
-    } else {
-        println!("wrote key {} to {}", key.key_id(), output.display());
-        println!("keep a copy somewhere safe: without it, no backup made with it can be restored");
-    }
-    Ok(())
-}
-
-/// The key the user supplied: a key file, or a passphrase from the environment.
-fn key_source(args: &RepoArgs) -> Result<KeySource> {
-    if let Some(path) = &args.key_file {
-        return Ok(KeySource::File(path.clone()));
-    }
-    match std::env::var("DR_PASSPHRASE") {
-        Ok(p) if !p.is_empty() => Ok(KeySource::Passphrase(dr::crypto::Passphrase::new(p))),
-        _ => Err(Error::invalid(
-            "no key given: pass --key-file FILE (or set DR_KEY_FILE), or set DR_PASSPHRASE",
-        )),
+        Command::Run { config, once } => crate::run::run(json, &config, once).await,
+        Command::Replicate(args) => crate::replicate::run(json, args).await,
+        Command::Lock { command } => crate::lock::run(json, command).await,
+        Command::Pin(args) => crate::retention::pin(json, &args, true).await,
+        Command::Unpin(args) => crate::retention::pin(json, &args, false).await,
+        Command::Retention { command } => crate::retention::run(json, command).await,
+        Command::Prune(args) => crate::retention::prune(json, &args).await,
     }
 }
 
 async fn open_repo(args: &RepoArgs) -> Result<Repository> {
-    Repository::open(dr::storage::from_url(&args.repo)?).await
+    Repository::open(args.storage()?).await
 }
 
 /// Parse a database URL; fill the password from PGPASSWORD and warn if the URL carries one.
@@ -101,20 +103,37 @@ fn db_config(url: &str) -> Result<tokio_postgres::Config> {
     Ok(config)
 }
 
-async fn init(json: bool, args: &RepoArgs, compression: &str, cipher: &str) -> Result<()> {
+async fn init(
+    json: bool,
+    args: &RepoArgs,
+    compression: &str,
+    cipher: &str,
+    recipients: &[String],
+    format: &str,
+    storage_class: Option<String>,
+) -> Result<()> {
     let compression: Codec = compression.parse()?;
     let cipher: dr::crypto::Cipher = cipher.parse()?;
-    let (_, key) = key_source(args)?.register()?;
+    let encryption = crate::key::scheme(format)?;
+    let keys = crate::key::init_keys(args, recipients, format)?;
     dr::storage::create_local_dir(&args.repo)?;
-    let storage = dr::storage::from_url(&args.repo)?;
+    let storage = args.storage()?;
     let defaults = RepoDefaults {
         compression,
-        encryption: dr::crypto::SCHEME.into(),
-        cipher: cipher.to_string(),
-        storage_class: None,
+        cipher: if encryption == dr::crypto::AGE_SCHEME {
+            "chacha20-poly1305".into()
+        } else {
+            cipher.to_string()
+        },
+        encryption,
+        storage_class,
     };
-    let key_id = key.id.clone();
-    let repo = Repository::init(storage, RepoConfig::new(defaults, vec![key])?).await?;
+    let key_id = keys
+        .iter()
+        .map(|k| k.id.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let repo = Repository::init(storage, RepoConfig::new(defaults, keys)?).await?;
     if json {
         print_json(&json!({
             "repository_id": repo.config().repository_id,
@@ -137,15 +156,16 @@ async fn backup(
     db: &str,
     labels: Vec<String>,
     compression: Option<String>,
+    storage_class: Option<String>,
 ) -> Result<()> {
     let repo = open_repo(args).await?;
-    let key = key_source(args)?.unlock(repo.config())?;
-    let encryptor = dr::keys::encryptor(&repo, key)?;
+    let encryptor = crate::key::backup_encryptor(args, &repo)?;
     let dumper = dr::db::PgDumper::new(db_config(db)?);
     let bar = progress_bar(json, "backup");
     let opts = BackupOptions {
         codec: compression.map(|c| c.parse()).transpose()?,
         labels,
+        storage_class,
         progress: bar.as_ref().map(|(_, sink)| sink.clone()),
         ..Default::default()
     };
@@ -155,7 +175,9 @@ async fn backup(
     }
     let m = result?;
     if json {
-        print_json(&summary(&m));
+        let mut out = summary(&m);
+        out["upload_memory_budget_bytes"] = json!(args.upload_memory_budget()?);
+        print_json(&out);
     } else {
         let secs = m.duration_ms() as f64 / 1000.0;
         println!(
@@ -231,7 +253,7 @@ async fn restore(
 ) -> Result<()> {
     let repo = open_repo(args).await?;
     let manifest = repo.resolve(id).await?;
-    let decryptor = dr::keys::decryptor(key_source(args)?.unlock(repo.config())?);
+    let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let restorer = dr::db::PgRestorer::new(db_config(db)?)
         .create(create)
         .replace(replace)
@@ -277,7 +299,7 @@ async fn verify(json: bool, args: &RepoArgs, id: Option<String>, all: bool) -> R
     } else {
         vec![repo.resolve(id.as_deref().unwrap_or("latest")).await?]
     };
-    let decryptor = dr::keys::decryptor(key_source(args)?.unlock(repo.config())?);
+    let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let mut results = Vec::new();
     let mut first_error: Option<Error> = None;
     for m in &manifests {
@@ -333,7 +355,7 @@ async fn verify(json: bool, args: &RepoArgs, id: Option<String>, all: bool) -> R
 async fn cat(args: &RepoArgs, id: &str) -> Result<()> {
     let repo = open_repo(args).await?;
     let manifest = repo.resolve(id).await?;
-    let decryptor = dr::keys::decryptor(key_source(args)?.unlock(repo.config())?);
+    let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let mut payload =
         dr::core::open_payload(&repo, &manifest, &decryptor, &ReadOptions::default()).await?;
     let mut stdout = tokio::io::stdout();

@@ -1,10 +1,16 @@
 //! drctl: the reference command-line tool of dr. Argument parsing and output only; every
 //! action is a call into the `dr` library.
 
+mod bench;
 mod cli;
 mod commands;
 mod demo;
+mod key;
+mod lock;
 mod output;
+mod replicate;
+mod retention;
+mod run;
 
 use clap::Parser;
 

@@ -16,6 +16,7 @@ pub fn exit_code(e: &Error) -> i32 {
         ErrorKind::NotEmpty | ErrorKind::AlreadyExists => 6,
         ErrorKind::Locked => 7,
         ErrorKind::MissingPrerequisite => 8,
+        ErrorKind::Archived => 9,
         _ => 1,
     }
 }

@@ -1,0 +1,682 @@
+//! Retention: which backups to keep, as a pure function of `(backups, now)`.
+//!
+//! The rules are restic's documented `forget` rules, so that people who know restic get no
+//! surprises:
+//!
+//! - `keep_last N`: the N most recent backups.
+//! - `keep_hourly/daily/weekly/monthly/yearly N`: for the N most recent hours (days, ISO weeks
+//!   Monday–Sunday, months, years) **that have a backup**, the newest backup of each. Periods
+//!   are calendar periods in the policy's time zone (UTC by default), not windows ending now.
+//! - `keep_within D`: every backup made within `D` before the **newest backup** (not before
+//!   `now`: a repository whose backups stopped a month ago does not lose them all).
+//! - `keep_within_hourly/daily/weekly/monthly/yearly D`: the newest backup of each period, for
+//!   the backups made within `D` before the newest backup.
+//! - Durations count years, months, days and hours ([`RetentionDuration`]: `24h`, `7d`,
+//!   `1y2m3d`); years, months and days are calendar steps, hours are elapsed time.
+//! - A backup is kept if any rule keeps it (a union). When fewer periods have backups than a
+//!   rule asks for, the oldest backup is kept too (restic's "oldest" rule), so a young
+//!   repository keeps its whole history rather than only the newest backup of each period.
+//! - Backups in the future (after `now`, clock skew) never define "the newest backup" for the
+//!   `within` rules.
+//!
+//! On top of the rules, three protections no policy can switch off: pinned backups are never
+//! deleted, the newest complete backup is never deleted, and an empty policy deletes nothing.
+//! A policy's [`labels`](RetentionPolicy::labels) select the backups it applies to; others are
+//! kept untouched and do not count towards any rule.
+//!
+//! Every decision carries its reasons (`hourly #3`, `within-daily 7d`, `pinned`, `newest
+//! complete backup`), so a plan can be read, previewed (`drctl retention plan`) and trusted.
+//!
+//! ```
+//! use chrono::{TimeZone, Utc};
+//! use dr_core::retention::{BackupInfo, RetentionPolicy};
+//!
+//! let policy = RetentionPolicy { keep_daily: Some(2), ..Default::default() };
+//! let backups: Vec<BackupInfo> = (0..4)
+//!     .map(|d| BackupInfo::new(format!("b{d}"), Utc.with_ymd_and_hms(2026, 11, 20 + d, 2, 0, 0).unwrap()))
+//!     .collect();
+//! let decisions = policy.evaluate(&backups, Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap());
+//! let kept: Vec<&str> = decisions.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect();
+//! assert_eq!(kept, ["b2", "b3"]);
+//! assert_eq!(decisions[3].reasons, ["daily #1", "newest complete backup"]);
+//! ```
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{
+    DateTime, Datelike, Duration as TimeDelta, LocalResult, NaiveDate, TimeZone, Timelike, Utc,
+};
+use chrono_tz::Tz;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+
+/// A retention policy: restic's `forget` rules plus a time zone and a label filter.
+///
+/// Construct it with struct update syntax (`RetentionPolicy { keep_daily: Some(7),
+/// ..Default::default() }`), deserialize it (it lives in `dr-repo.json` and `dr.toml`; unknown
+/// keys are refused, so a misspelt rule is an error rather than a silently different policy),
+/// or build it from `drctl` flags. A count of `0` or a zero duration switches a rule off, as
+/// in restic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Keep the N most recent backups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the N most recent hours that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the N most recent days that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the N most recent ISO weeks that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the N most recent months that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the N most recent years that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every backup made within this duration before the newest backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<RetentionDuration>,
+    /// Keep the newest backup of each hour, within this duration before the newest backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_hourly: Option<RetentionDuration>,
+    /// Keep the newest backup of each day, within this duration before the newest backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_daily: Option<RetentionDuration>,
+    /// Keep the newest backup of each ISO week, within this duration before the newest backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_weekly: Option<RetentionDuration>,
+    /// Keep the newest backup of each month, within this duration before the newest backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_monthly: Option<RetentionDuration>,
+    /// Keep the newest backup of each year, within this duration before the newest backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_yearly: Option<RetentionDuration>,
+    /// The time zone in which hours, days, weeks, months and years begin (an IANA name such
+    /// as `Europe/Berlin`; UTC by default). Calendar steps of durations are taken in it too.
+    ///
+    /// chrono-tz is used rather than a fixed offset: a fixed offset gets days wrong for half
+    /// the year wherever clocks change, and chrono-tz (the chrono project's own IANA database,
+    /// compiled in) gives the same answer on every machine, unlike the host's zoneinfo files.
+    #[serde(skip_serializing_if = "is_utc")]
+    pub time_zone: Tz,
+    /// Apply the policy only to backups that carry **all** of these labels (none: every
+    /// backup). Backups not selected are kept and count towards no rule.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+fn is_utc(tz: &Tz) -> bool {
+    *tz == Tz::UTC
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            keep_last: None,
+            keep_hourly: None,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+            keep_yearly: None,
+            keep_within: None,
+            keep_within_hourly: None,
+            keep_within_daily: None,
+            keep_within_weekly: None,
+            keep_within_monthly: None,
+            keep_within_yearly: None,
+            time_zone: Tz::UTC,
+            labels: Vec::new(),
+        }
+    }
+}
+
+/// What retention knows about one backup: enough to decide, nothing to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupInfo {
+    /// The backup id.
+    pub id: String,
+    /// When the backup was taken (its start time).
+    pub time: DateTime<Utc>,
+    /// Its labels, for the policy's label filter.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Pinned backups are never deleted.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Whether the backup is committed (has a manifest). Incomplete backups are neither
+    /// counted nor deleted by a policy; prune removes them after a grace period.
+    pub complete: bool,
+}
+
+impl BackupInfo {
+    /// A complete, unpinned, unlabelled backup.
+    pub fn new(id: impl Into<String>, time: DateTime<Utc>) -> Self {
+        BackupInfo {
+            id: id.into(),
+            time,
+            labels: Vec::new(),
+            pinned: false,
+            complete: true,
+        }
+    }
+}
+
+impl From<&Manifest> for BackupInfo {
+    fn from(m: &Manifest) -> Self {
+        BackupInfo {
+            id: m.id.clone(),
+            time: m.started_at,
+            labels: m.labels.clone(),
+            pinned: m.pinned,
+            complete: true,
+        }
+    }
+}
+
+/// The verdict on one backup, with every reason that applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The backup id.
+    pub id: String,
+    /// The backup's time.
+    pub time: DateTime<Utc>,
+    /// Keep (`true`) or delete.
+    pub keep: bool,
+    /// Why it is kept (`hourly #3`, `within-daily 7d`, `pinned`, `newest complete backup`,
+    /// `not selected by labels`), in rule order; empty for a backup to delete.
+    pub reasons: Vec<String>,
+}
+
+/// A calendar duration in restic's units: years, months, days and hours.
+///
+/// Parsed from strings such as `24h`, `7d`, `28d`, `1y`, `1y2m3d` (units in any order, each
+/// a whole number; restic has no weeks: write `7d`). Years, months and days are calendar
+/// steps, so `1m` before 31 March is 3 March (Go's and restic's normalisation of 31
+/// February), and a day is a calendar day across a clock change; hours are elapsed time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RetentionDuration {
+    /// Calendar years.
+    pub years: u32,
+    /// Calendar months.
+    pub months: u32,
+    /// Calendar days.
+    pub days: u32,
+    /// Hours of elapsed time.
+    pub hours: u32,
+}
+
+impl RetentionDuration {
+    /// A duration of `hours` hours.
+    pub fn hours(hours: u32) -> Self {
+        RetentionDuration {
+            hours,
+            ..Default::default()
+        }
+    }
+
+    /// A duration of `days` calendar days.
+    pub fn days(days: u32) -> Self {
+        RetentionDuration {
+            days,
+            ..Default::default()
+        }
+    }
+
+    /// Whether every part is zero (a rule with a zero duration is off).
+    pub fn is_zero(&self) -> bool {
+        *self == RetentionDuration::default()
+    }
+
+    /// The instant this duration before `t`, with calendar steps taken in `tz`.
+    ///
+    /// Years, months and days are subtracted from `t`'s local date and the day overflow is
+    /// normalised forward as Go's `AddDate` does (restic's semantics); the local time of day
+    /// is kept (the earlier instant if it is ambiguous, the next valid one if it falls in a
+    /// clock change's gap); then the hours are subtracted as elapsed time. Saturates at the
+    /// earliest representable instant.
+    pub fn before(&self, t: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+        self.try_before(t, tz).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    fn try_before(&self, t: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        let local = t.with_timezone(&tz).naive_local();
+        let month0 = i64::from(local.month0()) - i64::from(self.months);
+        let year = i64::from(local.year()) - i64::from(self.years) + month0.div_euclid(12);
+        let month = u32::try_from(month0.rem_euclid(12)).ok()? + 1;
+        let first = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, 1)?;
+        let day_offset = i64::from(local.day()) - 1 - i64::from(self.days);
+        let date = first.checked_add_signed(TimeDelta::try_days(day_offset)?)?;
+        let naive = date.and_time(local.time());
+        let shifted = resolve_local(tz, naive)?;
+        shifted.checked_sub_signed(TimeDelta::try_hours(i64::from(self.hours))?)
+    }
+}
+
+/// A local wall-clock time as an instant: the earlier of two in a fold, the first valid one
+/// after a gap.
+fn resolve_local(tz: Tz, naive: chrono::NaiveDateTime) -> Option<DateTime<Utc>> {
+    let mut probe = naive;
+    for _ in 0..4 {
+        match tz.from_local_datetime(&probe) {
+            LocalResult::Single(t) => return Some(t.with_timezone(&Utc)),
+            LocalResult::Ambiguous(a, b) => return Some(a.min(b).with_timezone(&Utc)),
+            LocalResult::None => probe = probe.checked_add_signed(TimeDelta::minutes(30))?,
+        }
+    }
+    Some(tz.from_utc_datetime(&naive).with_timezone(&Utc))
+}
+
+impl fmt::Display for RetentionDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_zero() {
+            return f.write_str("0h");
+        }
+        for (n, unit) in [
+            (self.years, 'y'),
+            (self.months, 'm'),
+            (self.days, 'd'),
+            (self.hours, 'h'),
+        ] {
+            if n > 0 {
+                write!(f, "{n}{unit}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for RetentionDuration {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::invalid(format!(
+                "invalid duration '{s}': {why} (expected whole numbers of y, m, d and h, e.g. 24h, 7d, 1y2m3d)"
+            ))
+        };
+        let text = s.trim();
+        if text.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        let mut d = RetentionDuration::default();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(bad("expected a number"));
+            }
+            let n: u32 = rest[..digits]
+                .parse()
+                .map_err(|_| bad("a number is too large"))?;
+            let unit = rest[digits..]
+                .chars()
+                .next()
+                .ok_or_else(|| bad("the last number has no unit"))?;
+            let slot = match unit {
+                'y' => &mut d.years,
+                'm' => &mut d.months,
+                'd' => &mut d.days,
+                'h' => &mut d.hours,
+                'w' => return Err(bad("weeks are not a unit, as in restic: write 7d")),
+                _ => return Err(bad(&format!("unknown unit '{unit}'"))),
+            };
+            *slot = slot
+                .checked_add(n)
+                .ok_or_else(|| bad("a number is too large"))?;
+            rest = &rest[digits + unit.len_utf8()..];
+        }
+        Ok(d)
+    }
+}
+
+impl Serialize for RetentionDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetentionDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.message().to_string()))
+    }
+}
+
+/// The calendar periods of the `keep_hourly`… and `keep_within_hourly`… rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Period {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Period {
+    const ALL: [Period; 5] = [
+        Period::Hour,
+        Period::Day,
+        Period::Week,
+        Period::Month,
+        Period::Year,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Period::Hour => "hourly",
+            Period::Day => "daily",
+            Period::Week => "weekly",
+            Period::Month => "monthly",
+            Period::Year => "yearly",
+        }
+    }
+
+    /// A number that two times share exactly when they fall in the same period.
+    fn key(self, t: &DateTime<Tz>) -> i64 {
+        let (y, m, d, h) = (
+            i64::from(t.year()),
+            i64::from(t.month()),
+            i64::from(t.day()),
+            i64::from(t.hour()),
+        );
+        match self {
+            Period::Hour => ((y * 100 + m) * 100 + d) * 100 + h,
+            Period::Day => (y * 100 + m) * 100 + d,
+            Period::Week => {
+                let w = t.iso_week();
+                i64::from(w.year()) * 100 + i64::from(w.week())
+            }
+            Period::Month => y * 100 + m,
+            Period::Year => y,
+        }
+    }
+}
+
+/// One `keep_last`/`keep_<period>` rule while it walks the backups, newest first.
+struct CountRule {
+    name: &'static str,
+    period: Option<Period>,
+    left: u32,
+    taken: u32,
+    last_key: Option<i64>,
+}
+
+/// One `keep_within_<period>` rule while it walks the backups, newest first.
+struct WithinRule {
+    name: String,
+    period: Period,
+    cutoff: Option<DateTime<Utc>>,
+    last_key: Option<i64>,
+}
+
+impl RetentionPolicy {
+    /// Whether no rule is set (every count is absent or zero, every duration absent or
+    /// zero). An empty policy keeps every backup. Labels and time zone alone do not count.
+    pub fn is_empty(&self) -> bool {
+        self.counts().iter().all(|(_, n)| n.unwrap_or(0) == 0)
+            && self
+                .durations()
+                .iter()
+                .all(|(_, d)| d.is_none_or(|d| d.is_zero()))
+    }
+
+    fn counts(&self) -> [(Option<Period>, Option<u32>); 6] {
+        [
+            (None, self.keep_last),
+            (Some(Period::Hour), self.keep_hourly),
+            (Some(Period::Day), self.keep_daily),
+            (Some(Period::Week), self.keep_weekly),
+            (Some(Period::Month), self.keep_monthly),
+            (Some(Period::Year), self.keep_yearly),
+        ]
+    }
+
+    fn durations(&self) -> [(Option<Period>, Option<RetentionDuration>); 6] {
+        [
+            (None, self.keep_within),
+            (Some(Period::Hour), self.keep_within_hourly),
+            (Some(Period::Day), self.keep_within_daily),
+            (Some(Period::Week), self.keep_within_weekly),
+            (Some(Period::Month), self.keep_within_monthly),
+            (Some(Period::Year), self.keep_within_yearly),
+        ]
+    }
+
+    /// Whether the policy applies to a backup with these labels.
+    pub fn selects(&self, labels: &[String]) -> bool {
+        self.labels.iter().all(|l| labels.contains(l))
+    }
+
+    /// Decide, for every backup, whether to keep it and why. Pure: the same input always
+    /// gives the same output, and nothing is read or deleted.
+    ///
+    /// Returns one decision per backup, in the order of `backups`. Ties in time are broken
+    /// by id (the greater id counts as newer). `now` only tells which backups lie in the
+    /// future; periods and `within` windows are anchored on the backups themselves.
+    pub fn evaluate(&self, backups: &[BackupInfo], now: DateTime<Utc>) -> Vec<Decision> {
+        let mut reasons: Vec<Vec<String>> = vec![Vec::new(); backups.len()];
+        let newer = |a: usize, b: usize| -> Ordering {
+            backups[b]
+                .time
+                .cmp(&backups[a].time)
+                .then_with(|| backups[b].id.cmp(&backups[a].id))
+        };
+
+        // The backups the rules walk: complete, selected by labels; newest first.
+        let mut order: Vec<usize> = (0..backups.len())
+            .filter(|&i| backups[i].complete && self.selects(&backups[i].labels))
+            .collect();
+        order.sort_by(|&a, &b| newer(a, b));
+
+        if self.is_empty() {
+            for &i in &order {
+                reasons[i].push("empty policy keeps everything".into());
+            }
+        } else {
+            self.apply_rules(backups, &order, now, &mut reasons);
+        }
+
+        for (i, b) in backups.iter().enumerate() {
+            if !b.complete {
+                reasons[i].push("incomplete (prune removes it after the grace period)".into());
+            } else if !self.selects(&b.labels) {
+                reasons[i].push("not selected by labels".into());
+            }
+            if b.pinned {
+                reasons[i].push("pinned".into());
+            }
+        }
+        let newest_complete = (0..backups.len())
+            .filter(|&i| backups[i].complete)
+            .min_by(|&a, &b| newer(a, b));
+        if let Some(i) = newest_complete {
+            reasons[i].push("newest complete backup".into());
+        }
+
+        backups
+            .iter()
+            .zip(reasons)
+            .map(|(b, reasons)| Decision {
+                id: b.id.clone(),
+                time: b.time,
+                keep: !reasons.is_empty(),
+                reasons,
+            })
+            .collect()
+    }
+
+    /// The restic rules over `order` (selected complete backups, newest first).
+    fn apply_rules(
+        &self,
+        backups: &[BackupInfo],
+        order: &[usize],
+        now: DateTime<Utc>,
+        reasons: &mut [Vec<String>],
+    ) {
+        let tz = self.time_zone;
+        // "The newest backup" of the within rules: never one in the future. With none
+        // before `now`, every backup counts as within (restic's zero time).
+        let latest = order
+            .iter()
+            .map(|&i| backups[i].time)
+            .filter(|t| *t <= now)
+            .max();
+        let cutoff = |d: RetentionDuration| latest.map(|l| d.before(l, tz));
+        let inside = |t: DateTime<Utc>, cutoff: Option<DateTime<Utc>>| cutoff.is_none_or(|c| t > c);
+
+        let mut counts: Vec<CountRule> = self
+            .counts()
+            .into_iter()
+            .filter_map(|(period, n)| {
+                let n = n.filter(|n| *n > 0)?;
+                Some(CountRule {
+                    name: period.map_or("last", Period::name),
+                    period,
+                    left: n,
+                    taken: 0,
+                    last_key: None,
+                })
+            })
+            .collect();
+        let within = self
+            .keep_within
+            .filter(|d| !d.is_zero())
+            .map(|d| (d, cutoff(d)));
+        let mut withins: Vec<WithinRule> = Period::ALL
+            .into_iter()
+            .zip(self.durations().into_iter().skip(1))
+            .filter_map(|(period, (_, d))| {
+                let d = d.filter(|d| !d.is_zero())?;
+                Some(WithinRule {
+                    name: format!("within-{} {d}", period.name()),
+                    period,
+                    cutoff: cutoff(d),
+                    last_key: None,
+                })
+            })
+            .collect();
+
+        for (pos, &i) in order.iter().enumerate() {
+            let oldest = pos + 1 == order.len();
+            let time = backups[i].time;
+            let local = time.with_timezone(&tz);
+            let why = &mut reasons[i];
+
+            for rule in counts.iter_mut().filter(|r| r.left > 0) {
+                let key = rule.period.map(|p| p.key(&local));
+                let new_period = key.is_none() || key != rule.last_key;
+                if new_period || oldest {
+                    rule.left -= 1;
+                    rule.taken += 1;
+                    rule.last_key = key;
+                    let prefix = if new_period { "" } else { "oldest " };
+                    why.push(format!("{prefix}{} #{}", rule.name, rule.taken));
+                }
+            }
+            if let Some((d, c)) = within {
+                if inside(time, c) {
+                    why.push(format!("within {d}"));
+                }
+            }
+            for rule in withins.iter_mut() {
+                if inside(time, rule.cutoff) {
+                    let key = Some(rule.period.key(&local));
+                    let new_period = key != rule.last_key;
+                    if new_period || oldest {
+                        rule.last_key = key;
+                        let prefix = if new_period { "" } else { "oldest " };
+                        why.push(format!("{prefix}{}", rule.name));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for RetentionPolicy {
+    /// `keep 24 hourly, 7 daily, within-daily 7d (Europe/Berlin; labels: app)`, or `keep
+    /// everything (empty policy)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        for (period, n) in self.counts() {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                match period {
+                    None => parts.push(format!("last {n}")),
+                    Some(p) => parts.push(format!("{n} {}", p.name())),
+                }
+            }
+        }
+        for (period, d) in self.durations() {
+            if let Some(d) = d.filter(|d| !d.is_zero()) {
+                match period {
+                    None => parts.push(format!("within {d}")),
+                    Some(p) => parts.push(format!("within-{} {d}", p.name())),
+                }
+            }
+        }
+        if parts.is_empty() {
+            f.write_str("keep everything (empty policy)")?;
+        } else {
+            write!(f, "keep {}", parts.join(", "))?;
+        }
+        let mut notes = Vec::new();
+        if self.time_zone != Tz::UTC {
+            notes.push(self.time_zone.name().to_string());
+        }
+        if !self.labels.is_empty() {
+            notes.push(format!("labels: {}", self.labels.join(", ")));
+        }
+        if !notes.is_empty() {
+            write!(f, " ({})", notes.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse an IANA time-zone name (`UTC`, `Europe/Berlin`) into a [`Tz`].
+pub fn parse_time_zone(name: &str) -> Result<Tz> {
+    name.trim().parse::<Tz>().map_err(|_| {
+        Error::invalid(format!(
+            "unknown time zone '{name}' (expected an IANA name such as UTC or Europe/Berlin)"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn month_steps_normalise_overflowing_days_like_go() {
+        let d: RetentionDuration = "1m".parse().unwrap();
+        assert_eq!(
+            d.before(at("2026-03-31T12:00:00Z"), Tz::UTC),
+            at("2026-03-03T12:00:00Z")
+        );
+    }
+
+    #[test]
+    fn day_steps_keep_the_local_time_across_a_clock_change() {
+        let d = RetentionDuration::days(1);
+        // 2026-03-29 is the spring-forward day in Berlin: one calendar day is 23 hours.
+        let t = at("2026-03-29T10:00:00Z"); // 12:00 CEST
+        assert_eq!(
+            d.before(t, chrono_tz::Europe::Berlin),
+            at("2026-03-28T11:00:00Z") // 12:00 CET
+        );
+    }
+}

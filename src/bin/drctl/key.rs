@@ -1,0 +1,285 @@
+//! Keys: `drctl keygen`, the keys `init` registers, the key a command unlocks, and
+//! `drctl key list|add|revoke|rotate`.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use dr::core::{Error, ErrorKind, RepoKey, Repository, Result};
+use dr::crypto::{Identity, Recipient};
+use dr::keys::{KeySource, RepoEncryptor};
+use serde_json::json;
+
+use crate::cli::RepoArgs;
+use crate::output::print_json;
+
+/// `drctl key …`: the repository's keys.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the repository's keys and how many backups each opens.
+    List {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Add a public recipient and wrap every backup's data key for it (manifests only).
+    /// --key-file (or DR_KEY_FILE, DR_PASSPHRASE) is a current key, used to unwrap.
+    Add {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// The new public recipient (dr-x25519-v1-… from `drctl keygen`).
+        #[arg(long)]
+        recipient: String,
+    },
+    /// Revoke a key: remove it from the repository and from every backup's manifest.
+    Revoke {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// The key id to revoke (see `drctl key list`).
+        key_id: String,
+    },
+    /// Add a new recipient and revoke the key in --key-file, in one step.
+    Rotate {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// The new public recipient (dr-x25519-v1-… from `drctl keygen`).
+        #[arg(long)]
+        new_recipient: String,
+    },
+}
+
+/// `drctl keygen`: an X25519 identity (default), a symmetric key, or an age identity.
+pub fn keygen(json: bool, output: &Path, symmetric: bool, age: bool) -> Result<()> {
+    let identity: Identity = if symmetric {
+        dr::crypto::MasterKey::generate()?.into()
+    } else if age {
+        dr::crypto::AgeIdentity::generate().into()
+    } else {
+        dr::crypto::X25519Identity::generate()?.into()
+    };
+    dr::crypto::write_identity_file(output, &identity)?;
+    let recipient = identity.to_recipient().public_text();
+    if json {
+        print_json(&json!({
+            "key_id": identity.key_id(),
+            "kind": identity.kind(),
+            "recipient": recipient,
+            "path": output,
+        }));
+    } else if let Some(r) = recipient {
+        // The recipient alone on stdout, so that `R=$(drctl keygen -o F)` works.
+        println!("{r}");
+        eprintln!(
+            "wrote identity {} to {}; its public recipient is above. Keep the file offline: \
+             without it, no backup encrypted to it can be restored",
+            identity.key_id(),
+            output.display()
+        );
+    } else {
+        println!("wrote key {} to {}", identity.key_id(), output.display());
+        println!("keep a copy somewhere safe: without it, no backup made with it can be restored");
+    }
+    Ok(())
+}
+
+/// The secret the user supplied, if any: a key file, or a passphrase from the environment.
+pub fn key_source(args: &RepoArgs) -> Option<KeySource> {
+    if let Some(path) = &args.key_file {
+        return Some(KeySource::File(path.clone()));
+    }
+    match std::env::var("DR_PASSPHRASE") {
+        Ok(p) if !p.is_empty() => Some(KeySource::Passphrase(dr::crypto::Passphrase::new(p))),
+        _ => None,
+    }
+}
+
+/// The key entries `init` registers: the supplied key (if any) and every `--recipient`.
+pub fn init_keys(args: &RepoArgs, recipients: &[String], format: &str) -> Result<Vec<RepoKey>> {
+    let mut keys: Vec<RepoKey> = Vec::new();
+    if let Some(source) = key_source(args) {
+        let (_, entry) = source.register()?;
+        keys.push(entry);
+    }
+    for text in recipients {
+        let r = Recipient::parse(text)?;
+        let entry = dr::keys::repo_key(&r);
+        if !keys.iter().any(|k| k.id == entry.id) {
+            keys.push(entry);
+        }
+    }
+    if keys.is_empty() {
+        return Err(Error::invalid(
+            "no key given: pass --recipient PUB (repeatable; from `drctl keygen`), or \
+             --key-file FILE (or set DR_KEY_FILE), or set DR_PASSPHRASE",
+        ));
+    }
+    let want = if format == "age" { "age" } else { "" };
+    for k in &keys {
+        let is_age = k.kind == "age";
+        if (want == "age") != is_age {
+            return Err(Error::invalid(if want == "age" {
+                format!(
+                    "key {} is of kind {}: an age-format repository takes age1… recipients and \
+                     age identity files (age-keygen) only",
+                    k.id, k.kind
+                )
+            } else {
+                format!(
+                    "key {} is an age key: pass --format age for an age-format repository",
+                    k.id
+                )
+            }));
+        }
+    }
+    Ok(keys)
+}
+
+/// The encryption scheme of a `--format`: `dr` (dr-aead-v1) or `age`.
+pub fn scheme(format: &str) -> Result<String> {
+    match format {
+        "dr" | "dr-aead-v1" => Ok(dr::crypto::SCHEME.into()),
+        "age" => Ok(dr::crypto::AGE_SCHEME.into()),
+        other => Err(Error::invalid(format!(
+            "unknown --format {other:?}: use dr (default) or age"
+        ))),
+    }
+}
+
+/// The identity that opens backups, for restore, cat and verify. Without any key given the
+/// error names the keys that would open the repository's backups.
+pub fn unlock(args: &RepoArgs, repo: &Repository) -> Result<Identity> {
+    match key_source(args) {
+        Some(source) => source.unlock(repo.config()),
+        None => Err(Error::new(
+            ErrorKind::WrongKey,
+            format!(
+                "no key given, and reading backups needs a secret key of this repository: one \
+                 of {}; pass --key-file FILE (or set DR_KEY_FILE), or set DR_PASSPHRASE",
+                dr::keys::describe_keys(repo.config())
+            ),
+        )),
+    }
+}
+
+/// The encryptor for `backup`: with a key given, it must be a repository key; without one,
+/// the repository's public recipients are enough.
+pub fn backup_encryptor(args: &RepoArgs, repo: &Repository) -> Result<RepoEncryptor> {
+    match key_source(args) {
+        Some(source) => dr::keys::encryptor(repo, source.unlock(repo.config())?),
+        None => dr::keys::public_encryptor(repo),
+    }
+}
+
+async fn open(args: &RepoArgs) -> Result<Repository> {
+    Repository::open(args.storage()?).await
+}
+
+fn required_key(args: &RepoArgs, repo: &Repository, what: &str) -> Result<Identity> {
+    match key_source(args) {
+        Some(source) => {
+            let config = repo.config();
+            // A rotation interrupted after the key list changed is re-run with the old key,
+            // which is then no longer listed: accept any key file here and let the library
+            // check it against the keys and the manifests.
+            match &source {
+                KeySource::File(path) => dr::crypto::read_identity_file(path),
+                KeySource::Passphrase(_) => source.unlock(config),
+            }
+        }
+        None => Err(Error::invalid(format!(
+            "{what} needs a current key of the repository to unwrap data keys: pass --key-file \
+             FILE (or set DR_KEY_FILE), or set DR_PASSPHRASE"
+        ))),
+    }
+}
+
+pub async fn run(json: bool, cmd: KeyCommand) -> Result<()> {
+    match cmd {
+        KeyCommand::List { repo } => list(json, &repo).await,
+        KeyCommand::Add { repo, recipient } => {
+            let mut r = open(&repo).await?;
+            let opener = required_key(&repo, &r, "adding a key")?;
+            let new = Recipient::parse(&recipient)?;
+            let report = dr::keys::add_key(&mut r, &opener, new).await?;
+            print_report(json, "added", &report);
+            Ok(())
+        }
+        KeyCommand::Revoke { repo, key_id } => {
+            let mut r = open(&repo).await?;
+            let opener = match key_source(&repo) {
+                Some(_) => Some(required_key(&repo, &r, "revoking a key")?),
+                None => None,
+            };
+            let report = dr::keys::revoke_key(&mut r, opener.as_ref(), &key_id).await?;
+            print_report(json, "revoked", &report);
+            Ok(())
+        }
+        KeyCommand::Rotate {
+            repo,
+            new_recipient,
+        } => {
+            let mut r = open(&repo).await?;
+            let old = required_key(&repo, &r, "rotating")?;
+            let new = Recipient::parse(&new_recipient)?;
+            let report = dr::keys::rotate_key(&mut r, &old, new).await?;
+            print_report(json, "rotated", &report);
+            Ok(())
+        }
+    }
+}
+
+async fn list(json: bool, args: &RepoArgs) -> Result<()> {
+    let repo = open(args).await?;
+    let backups = repo.list_backups().await?;
+    let rows: Vec<serde_json::Value> = repo
+        .config()
+        .keys
+        .iter()
+        .map(|k| {
+            let opens = backups
+                .iter()
+                .filter(|m| m.encryption.key_ids().contains(&k.id.as_str()))
+                .count();
+            json!({
+                "id": k.id,
+                "kind": k.kind,
+                "added_at": k.added_at,
+                "recipient": k.recipient,
+                "backups": opens,
+            })
+        })
+        .collect();
+    if json {
+        print_json(&json!({ "keys": rows, "backups": backups.len() }));
+        return Ok(());
+    }
+    for r in &rows {
+        println!(
+            "{}  {:<10}  added {}  opens {} of {} backups{}",
+            r["id"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or(""),
+            r["added_at"].as_str().unwrap_or(""),
+            r["backups"],
+            backups.len(),
+            r["recipient"]
+                .as_str()
+                .map(|s| format!("  {s}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn print_report(json: bool, verb: &str, r: &dr::keys::RewrapReport) {
+    if json {
+        print_json(r);
+        return;
+    }
+    println!(
+        "{verb}: {} backups, {} manifests gained wrapped keys, {} lost revoked ones, {} ms; \
+         keys now {}",
+        r.backups,
+        r.wraps_added,
+        r.wraps_removed,
+        r.duration_ms,
+        r.keys.join(", ")
+    );
+}

@@ -1,0 +1,182 @@
+//! `drctl run`: the schedule of a dr.toml in the foreground, or one job now.
+
+use std::path::Path;
+use std::time::Duration;
+
+use dr::config::Config;
+use dr::core::schedule::{format_duration, JobOutcome, SchedulerEvent};
+use dr::core::{Error, ErrorKind, Result};
+
+use crate::output::print_json;
+
+pub async fn run(json: bool, config: &Path, once: Option<String>) -> Result<()> {
+    let config = Config::from_path(config)?;
+    let scheduler = config.scheduler().await?;
+    match once {
+        Some(job) => {
+            let outcomes = scheduler.run_now(&job).await?;
+            if json {
+                print_json(&outcomes);
+            } else {
+                for o in &outcomes {
+                    println!("{}", outcome_line(o));
+                }
+            }
+            match outcomes.iter().find(|o| !o.ok) {
+                None => Ok(()),
+                Some(failed) => {
+                    let e = failed.error.as_ref();
+                    Err(Error::new(
+                        kind_from_str(e.map_or("other", |e| e.kind.as_str())),
+                        format!(
+                            "job '{}' failed: {}",
+                            failed.job,
+                            e.map_or("unknown error", |e| e.message.as_str())
+                        ),
+                    ))
+                }
+            }
+        }
+        None => daemon(json, &config, scheduler).await,
+    }
+}
+
+async fn daemon(
+    json: bool,
+    config: &Config,
+    scheduler: dr::core::schedule::Scheduler,
+) -> Result<()> {
+    let mut events = scheduler.subscribe();
+    let printer = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => print_event(json, &event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("drctl: {n} scheduler events were dropped (output too slow)");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    scheduler.start().await?;
+    if !json {
+        println!(
+            "drctl: running {} job(s) on {}; stop with Ctrl-C or SIGTERM",
+            scheduler.jobs().len(),
+            scheduler.repository().storage().describe()
+        );
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("cannot listen for SIGTERM", e))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let grace = config.scheduler.shutdown_grace;
+    eprintln!(
+        "drctl: stopping; a running job gets up to {} to finish (signal again to abort it now)",
+        format_duration(grace)
+    );
+    let stopping = scheduler.shutdown(grace);
+    tokio::pin!(stopping);
+    tokio::select! {
+        _ = &mut stopping => {}
+        _ = async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        } => {
+            eprintln!("drctl: aborting the running job");
+            scheduler.abort_running();
+            stopping.await;
+        }
+    }
+    // Let the printer drain what is queued.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    printer.abort();
+    Ok(())
+}
+
+fn print_event(json: bool, event: &SchedulerEvent) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(event).expect("events serialize")
+        );
+        return;
+    }
+    match event {
+        SchedulerEvent::Planned {
+            job,
+            scheduled_for,
+            run_at,
+        } => println!(
+            "{job}: next run {} (tick {})",
+            run_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            scheduled_for.format("%H:%M:%S")
+        ),
+        SchedulerEvent::Started { job, kind, .. } => println!("{job}: {kind} started"),
+        SchedulerEvent::Progress { .. } => {}
+        SchedulerEvent::Succeeded(o) | SchedulerEvent::Failed(o) => println!("{}", outcome_line(o)),
+        SchedulerEvent::Skipped {
+            job,
+            reason,
+            detail,
+            ..
+        } => println!("{job}: skipped ({reason:?}): {detail}"),
+    }
+}
+
+fn outcome_line(o: &JobOutcome) -> String {
+    let secs = o.duration_ms as f64 / 1000.0;
+    let mut line = match (&o.summary, &o.error) {
+        (Some(s), _) if o.ok => format!("{}: ok in {secs:.1} s: {}", o.job, s.message),
+        (_, Some(e)) => format!("{}: FAILED after {secs:.1} s: {}", o.job, e.message),
+        _ => format!(
+            "{}: {} in {secs:.1} s",
+            o.job,
+            if o.ok { "ok" } else { "FAILED" }
+        ),
+    };
+    if let Some(r) = &o.rpo {
+        match (r.within, r.age_secs) {
+            (true, Some(age)) => line.push_str(&format!(
+                " [RPO {} met: newest backup {} old]",
+                format_duration(Duration::from_secs(r.rpo_secs)),
+                format_duration(Duration::from_secs(age))
+            )),
+            (false, Some(age)) => line.push_str(&format!(
+                " [RPO {} MISSED: newest backup {} old]",
+                format_duration(Duration::from_secs(r.rpo_secs)),
+                format_duration(Duration::from_secs(age))
+            )),
+            (_, None) => line.push_str(" [RPO MISSED: no complete backup]"),
+        }
+    }
+    line
+}
+
+/// The error kind an outcome recorded, for the exit code.
+fn kind_from_str(s: &str) -> ErrorKind {
+    [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Corrupt,
+        ErrorKind::WrongKey,
+        ErrorKind::InvalidInput,
+        ErrorKind::NotEmpty,
+        ErrorKind::Unsupported,
+        ErrorKind::Storage,
+        ErrorKind::Database,
+        ErrorKind::Io,
+        ErrorKind::MissingPrerequisite,
+        ErrorKind::Locked,
+        ErrorKind::Archived,
+        ErrorKind::Cancelled,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == s)
+    .unwrap_or(ErrorKind::Other)
+}

@@ -1,0 +1,228 @@
+//! dr's job runners for the scheduler ([`dr_core::schedule`]): backup, prune and verify.
+//!
+//! Each is a [`JobRunner`] holding the settings of one job (which database, which labels,
+//! which policy), so several jobs of one kind (hourly and daily backups with different
+//! labels) are several runners. Their summaries carry figures for dashboards: bytes, counts,
+//! ids and durations.
+//!
+//! ```no_run
+//! # async fn run(repo: dr::core::Repository, key: dr::crypto::Identity) -> dr::core::Result<()> {
+//! use std::sync::Arc;
+//! use dr::core::schedule::{Job, JobKind, Schedule, Scheduler, SchedulerOptions};
+//! use dr::jobs::{BackupJob, PruneJob};
+//!
+//! let db: tokio_postgres::Config = "host=127.0.0.1 user=app dbname=app".parse().unwrap();
+//! let backup = BackupJob::new(
+//!     Arc::new(dr::db::PgDumper::new(db)),
+//!     Arc::new(dr::keys::encryptor(&repo, key)?),
+//! )
+//! .labels(["daily"]);
+//! let policy = dr::core::RetentionPolicy { keep_daily: Some(7), ..Default::default() };
+//! let scheduler = Scheduler::new(repo, SchedulerOptions::default(), vec![
+//!     Job::new("daily", JobKind::Backup, Arc::new(backup))
+//!         .schedule(Schedule::cron_utc("0 2 * * *")?)
+//!         .then("prune"),
+//!     Job::new("prune", JobKind::Prune, Arc::new(PruneJob::new(policy))),
+//! ])?;
+//! scheduler.start().await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use dr_core::prune::{prune, PruneOptions};
+use dr_core::schedule::{JobContext, JobRunner, JobSummary};
+use dr_core::{
+    BackupOptions, Codec, Decryptor, Dumper, Encryptor, ReadOptions, Result, RetentionPolicy,
+};
+
+/// Backs up a source into the scheduler's repository.
+pub struct BackupJob {
+    dumper: Arc<dyn Dumper>,
+    encryptor: Arc<dyn Encryptor>,
+    labels: Vec<String>,
+    codec: Option<Codec>,
+}
+
+impl std::fmt::Debug for BackupJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupJob")
+            .field("labels", &self.labels)
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackupJob {
+    /// Back up what `dumper` produces, encrypted by `encryptor` (see [`crate::keys::encryptor`]
+    /// and [`crate::keys::public_encryptor`]), with the repository's default compression.
+    pub fn new(dumper: Arc<dyn Dumper>, encryptor: Arc<dyn Encryptor>) -> BackupJob {
+        BackupJob {
+            dumper,
+            encryptor,
+            labels: Vec::new(),
+            codec: None,
+        }
+    }
+
+    /// Record these labels in each backup's manifest (retention policies select by label).
+    pub fn labels<I, S>(mut self, labels: I) -> BackupJob
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.labels = labels.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Compress with `codec` instead of the repository default.
+    pub fn codec(mut self, codec: Codec) -> BackupJob {
+        self.codec = Some(codec);
+        self
+    }
+}
+
+#[async_trait]
+impl JobRunner for BackupJob {
+    async fn run(&self, ctx: &JobContext) -> Result<JobSummary> {
+        let opts = BackupOptions {
+            codec: self.codec,
+            labels: self.labels.clone(),
+            progress: Some(ctx.progress_sink()),
+            ..Default::default()
+        };
+        let m = dr_core::backup(
+            ctx.repository(),
+            self.dumper.as_ref(),
+            self.encryptor.as_ref(),
+            &opts,
+        )
+        .await?;
+        let rows: u64 = m.stats.tables.iter().map(|t| t.rows).sum();
+        Ok(JobSummary::new(format!(
+            "backup {}: {} bytes raw, {} bytes stored, {} tables",
+            m.id,
+            m.raw_bytes,
+            m.stored_bytes,
+            m.stats.tables.len()
+        ))
+        .figure("backup_id", m.id.clone())
+        .figure("raw_bytes", m.raw_bytes)
+        .figure("stored_bytes", m.stored_bytes)
+        .figure("duration_ms", m.duration_ms())
+        .figure("tables", m.stats.tables.len())
+        .figure("rows", rows))
+    }
+}
+
+/// Applies a retention policy to the scheduler's repository ([`dr_core::prune`]).
+#[derive(Debug, Clone)]
+pub struct PruneJob {
+    policy: RetentionPolicy,
+    opts: PruneOptions,
+}
+
+impl PruneJob {
+    /// Prune by `policy`, with default options (incomplete uploads older than a day are
+    /// removed; the exclusive lease is waited for up to a minute).
+    pub fn new(policy: RetentionPolicy) -> PruneJob {
+        PruneJob {
+            policy,
+            opts: PruneOptions {
+                lease_wait: Some(std::time::Duration::from_secs(60)),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// With explicit prune options.
+    pub fn options(mut self, opts: PruneOptions) -> PruneJob {
+        self.opts = opts;
+        self
+    }
+}
+
+#[async_trait]
+impl JobRunner for PruneJob {
+    async fn run(&self, ctx: &JobContext) -> Result<JobSummary> {
+        let report = prune(ctx.repository(), &self.policy, &self.opts).await?;
+        let kept = report.decisions.iter().filter(|d| d.keep).count();
+        Ok(JobSummary::new(format!(
+            "pruned {} backups ({} bytes), kept {kept}, removed {} incomplete uploads",
+            report.deleted.len(),
+            report.freed_bytes,
+            report.incomplete_removed.len()
+        ))
+        .figure("deleted", report.deleted.len())
+        .figure("freed_bytes", report.freed_bytes)
+        .figure("kept", kept)
+        .figure("incomplete_removed", report.incomplete_removed.len())
+        .figure("dry_run", report.dry_run))
+    }
+}
+
+/// Reads back the newest backup (or every backup) and checks it: sizes, SHA-256,
+/// authentication tags, decompression, and row counts ([`crate::verify::verify_backup`]).
+pub struct VerifyJob {
+    decryptor: Arc<dyn Decryptor>,
+    all: bool,
+}
+
+impl std::fmt::Debug for VerifyJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyJob")
+            .field("all", &self.all)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyJob {
+    /// Verify the newest complete backup with `decryptor` (see [`crate::keys::decryptor`]).
+    pub fn new(decryptor: Arc<dyn Decryptor>) -> VerifyJob {
+        VerifyJob {
+            decryptor,
+            all: false,
+        }
+    }
+
+    /// Verify every complete backup instead of the newest only.
+    pub fn all(mut self, all: bool) -> VerifyJob {
+        self.all = all;
+        self
+    }
+}
+
+#[async_trait]
+impl JobRunner for VerifyJob {
+    async fn run(&self, ctx: &JobContext) -> Result<JobSummary> {
+        let repo = ctx.repository();
+        let manifests = if self.all {
+            repo.list_backups().await?
+        } else {
+            vec![repo.resolve("latest").await?]
+        };
+        let opts = ReadOptions {
+            progress: Some(ctx.progress_sink()),
+            ..Default::default()
+        };
+        let (mut stored, mut tables, mut rows) = (0u64, 0usize, 0u64);
+        for m in &manifests {
+            let r = crate::verify::verify_backup(repo, m, self.decryptor.as_ref(), &opts).await?;
+            stored += r.stored_bytes;
+            tables += r.tables_checked;
+            rows += r.rows_checked;
+        }
+        let newest = manifests.first().map(|m| m.id.clone()).unwrap_or_default();
+        Ok(JobSummary::new(format!(
+            "verified {} backup(s) (newest {newest}): {stored} bytes read, {tables} tables / {rows} rows re-counted",
+            manifests.len()
+        ))
+        .figure("backups", manifests.len())
+        .figure("newest_backup_id", newest)
+        .figure("stored_bytes", stored)
+        .figure("tables_checked", tables)
+        .figure("rows_checked", rows))
+    }
+}

@@ -1,0 +1,192 @@
+//! `drctl run` end to end: a real dr.toml, a real PostgreSQL (throwaway cluster), a real
+//! file repository, the real binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A dr.toml for `repo` and database `db`, with extra TOML appended.
+fn write_config(repo: &Repo, db: &str, jobs: &str) -> PathBuf {
+    let path = repo.path().join("dr.toml");
+    let text = format!(
+        r#"labels = ["test"]
+
+[repository]
+url = "{url}"
+
+[database]
+url = "{db}"
+
+[key]
+file = "repo.key"          # relative to this file
+
+[objectives]
+rpo = "1h"
+rto = "15m"
+
+[retention]
+keep_last = 5
+
+{jobs}"#,
+        url = repo.url,
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn drctl_run(config: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--json", "run", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    drctl(&args, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_backup_takes_a_backup_then_prunes_and_records_the_outcome() {
+    let cluster = cluster_with_sample(1).await;
+    let repo = Repo::new();
+    let config = write_config(
+        &repo,
+        &cluster.url("app"),
+        r#"
+[jobs.backup]
+kind = "backup"
+cron = "0 2 * * *"
+labels = ["nightly"]
+then = ["prune"]
+
+[jobs.prune]
+kind = "prune"
+"#,
+    );
+    let out = drctl_run(&config, &["--once", "backup"]);
+    ok(&out);
+    let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backup = &outcomes[0];
+    assert_eq!(backup["job"], "backup");
+    assert_eq!(backup["ok"], true, "{backup}");
+    let figures = &backup["summary"]["figures"];
+    let id = figures["backup_id"].as_str().unwrap().to_string();
+    assert!(figures["raw_bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(figures["stored_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(figures["tables"], 3);
+    assert_eq!(
+        backup["rpo"]["within"], true,
+        "a fresh backup is within the RPO"
+    );
+    assert_eq!(backup["rpo"]["newest_backup"], id.as_str());
+    assert_eq!(outcomes[1]["job"], "prune");
+    assert_eq!(outcomes[1]["ok"], true, "{}", outcomes[1]);
+    assert_eq!(outcomes[1]["summary"]["figures"]["deleted"], 0);
+
+    let list = repo.json(&["list"]);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["labels"], serde_json::json!(["test", "nightly"]));
+    // The outcome is the job's record in the repository, for the next scheduler's start.
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(&repo.url).join("jobs/backup/last.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record, outcomes[0]);
+    let verified = repo.json(&["verify", &id]);
+    assert_eq!(verified[0]["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_reports_a_failed_job_with_its_exit_code() {
+    let repo = Repo::new();
+    // Nothing listens on port 1: the dump fails.
+    let config = write_config(
+        &repo,
+        "postgres://postgres@127.0.0.1:1/app",
+        "[jobs.backup]\nkind = \"backup\"\n",
+    );
+    let out = drctl_run(&config, &["--once", "backup"]);
+    let stderr = fails(&out, 1);
+    assert!(stderr.contains("job 'backup' failed"), "{stderr}");
+    let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcomes[0]["ok"], false);
+    assert_eq!(outcomes[0]["error"]["kind"], "database");
+
+    let stderr = fails(&drctl_run(&config, &["--once", "nope"]), 3);
+    assert!(stderr.contains("no job named 'nope'"), "{stderr}");
+}
+
+#[test]
+fn run_refuses_a_config_with_a_mistake_naming_the_line() {
+    let repo = Repo::new();
+    let config = write_config(
+        &repo,
+        "postgres://postgres@127.0.0.1:5432/app",
+        "[jobs.backup]\nkind = \"backup\"\ncron = \"0 25 * * *\"\n",
+    );
+    let stderr = fails(&drctl_run(&config, &["--once", "backup"]), 2);
+    assert!(stderr.contains("line 21: jobs.backup.cron"), "{stderr}");
+    assert!(stderr.contains("dr.toml"), "names the file: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_as_a_daemon_runs_the_schedule_and_stops_cleanly_on_sigterm() {
+    let cluster = cluster_with_sample(1).await;
+    let repo = Repo::new();
+    // Every five seconds (6-field cron, seconds first).
+    let config = write_config(
+        &repo,
+        &cluster.url("app"),
+        "[jobs.backup]\nkind = \"backup\"\ncron = \"*/5 * * * * *\"\nmissed = \"skip\"\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(["--json", "run", "--config", config.to_str().unwrap()])
+        .env_remove("DR_REPO")
+        .env_remove("DR_KEY_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let record = Path::new(&repo.url).join("jobs/backup/last.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !record.exists() {
+        assert!(Instant::now() < deadline, "no run within a minute");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("drctl run exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    let started = kinds.iter().position(|k| *k == "started").unwrap();
+    let succeeded = kinds.iter().position(|k| *k == "succeeded").unwrap();
+    assert!(started < succeeded, "{kinds:?}");
+    assert!(kinds.contains(&"planned"), "{kinds:?}");
+    // Nothing half-written: every backup folder is committed.
+    assert!(!repo.json(&["list"]).as_array().unwrap().is_empty());
+    let incomplete: Vec<_> = std::fs::read_dir(Path::new(&repo.url).join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.join("manifest.json").exists())
+        .collect();
+    assert!(incomplete.is_empty(), "{incomplete:?}");
+}
