@@ -151,16 +151,9 @@ impl Dumper for PgDumper {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::MissingPrerequisite
-            } else {
-                ErrorKind::Io
-            };
-            Error::new(kind, "cannot start pg_dump")
-                .with_context("program", program.display())
-                .with_source(e)
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| tools::spawn_failed("pg_dump", &program, e))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let stderr = tools::spawn_stderr_tail(stderr, "pg_dump");

@@ -213,16 +213,9 @@ impl PgRestorer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::MissingPrerequisite
-            } else {
-                ErrorKind::Io
-            };
-            Error::new(kind, "cannot start pg_restore")
-                .with_context("program", program.display())
-                .with_source(e)
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| tools::spawn_failed("pg_restore", program, e))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let stderr =
             tools::spawn_stderr_tail(child.stderr.take().expect("stderr is piped"), "pg_restore");

@@ -144,6 +144,19 @@ pub(crate) fn server_major(version_num: i32) -> u32 {
 }
 
 /// Read a child's stderr to its end on a task, keeping the last [`STDERR_TAIL_BYTES`].
+/// The error for a client program (`pg_dump`, `pg_restore`) that could not be started:
+/// a missing binary is a missing prerequisite, anything else an I/O failure.
+pub(crate) fn spawn_failed(name: &'static str, program: &Path, e: std::io::Error) -> Error {
+    let kind = if e.kind() == std::io::ErrorKind::NotFound {
+        ErrorKind::MissingPrerequisite
+    } else {
+        ErrorKind::Io
+    };
+    Error::new(kind, format!("cannot start {name}"))
+        .with_context("program", program.display())
+        .with_source(e)
+}
+
 pub(crate) fn spawn_stderr_tail<R>(mut stderr: R, program: &'static str) -> JoinHandle<String>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
