@@ -121,6 +121,7 @@ impl Dumper for BufferSource {
                 ..Default::default()
             },
             stream: once_bytes(self.0.clone(), 1 << 20),
+            size_hint: Some(self.0.len() as u64),
             completion: Box::new(Done),
         })
     }

@@ -350,12 +350,10 @@ pub async fn change_keys(
     add: Vec<Recipient>,
     remove: Vec<String>,
 ) -> Result<RewrapReport> {
-    let lease = Lease::exclusive(repo, "key change", None).await?;
-    let result = change_keys_holding(repo, &lease, opener, add, remove).await;
-    let released = lease.release().await;
-    let report = result?;
-    released?;
-    Ok(report)
+    Lease::exclusive(repo, "key change", None)
+        .await?
+        .hold(async |lease| change_keys_holding(repo, lease, opener, add, remove).await)
+        .await
 }
 
 async fn change_keys_holding(

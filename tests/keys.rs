@@ -51,6 +51,7 @@ impl Dumper for BufferSource {
                 ..Default::default()
             },
             stream: once_bytes(self.0.clone(), 64 * 1024),
+            size_hint: Some(self.0.len() as u64),
             completion: Box::new(Done),
         })
     }

@@ -174,6 +174,7 @@ async fn interrupted_replication_leaves_nothing_listed_and_a_rerun_completes() {
     let opts = ReplicateOptions {
         storage_class: Some("GLACIER".into()),
         verify: true,
+        ..Default::default()
     };
     let report = replicate(&src, link.clone(), Selection::All, &opts)
         .await
@@ -208,6 +209,62 @@ async fn replication_refuses_a_destination_holding_another_repository() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     assert!(e.to_string().contains("another dr repository"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_waits_for_or_refuses_a_destination_locked_by_another_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = new_repo(file_target(&tmp.path().join("src"))).await;
+    let dst = file_target(&tmp.path().join("dst"));
+    replicate(&src, dst.clone(), Selection::All, &ReplicateOptions::default())
+        .await
+        .unwrap();
+    let replica = Repository::open(dst.clone()).await.unwrap();
+    // Another process prunes the destination.
+    let held = dr::core::lease::Lease::exclusive(&replica, "prune", None)
+        .await
+        .unwrap();
+
+    let e = replicate(
+        &src,
+        dst.clone(),
+        Selection::All,
+        &ReplicateOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Locked, "{e:?}");
+    assert!(
+        e.to_string().contains("prune"),
+        "names the holder's purpose: {e}"
+    );
+
+    // With a wait, replication goes ahead once the holder is done.
+    let waiting = tokio::spawn({
+        let dst = dst.clone();
+        async move {
+            let opts = ReplicateOptions {
+                lease_wait: Some(std::time::Duration::from_secs(30)),
+                ..Default::default()
+            };
+            replicate(&src, dst, Selection::All, &opts).await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "waits while the lease is held");
+    held.release().await.unwrap();
+    waiting
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    assert!(
+        dr::core::lease::list(&replica)
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.state == "released"),
+        "replication released the destination's lease"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,6 +418,7 @@ async fn replicate_file_to_s3_with_a_storage_class_then_restore_from_s3() {
     let opts = ReplicateOptions {
         storage_class: Some("STANDARD_IA".into()),
         verify: true,
+        ..Default::default()
     };
     assert!(src.list_backups().await.unwrap()[0].stored_bytes > 1 << 20);
     replicate(&src, link.clone(), Selection::All, &opts)

@@ -361,6 +361,16 @@ impl Lease {
         Ok(())
     }
 
+    /// Run `work` while holding the lease, then release it. An error of `work` is returned
+    /// before an error of the release, which matters only when the work succeeded.
+    pub async fn hold<T>(self, work: impl AsyncFnOnce(&Lease) -> Result<T>) -> Result<T> {
+        let result = work(&self).await;
+        let released = self.release().await;
+        let value = result?;
+        released?;
+        Ok(value)
+    }
+
     /// Stop renewing and release the lease, so the next caller gets it at once.
     /// Releasing a lease that was already lost succeeds (there is nothing to release).
     pub async fn release(mut self) -> Result<()> {

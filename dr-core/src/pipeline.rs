@@ -117,7 +117,7 @@ pub async fn backup(
 
     let put = PutOptions {
         storage_class: storage_class.clone(),
-        expected_size: None,
+        expected_size: dump.size_hint.map(stored_size_bound),
     };
     let writer = repo
         .storage()
@@ -170,6 +170,13 @@ pub async fn backup(
         .context("backup", &id)?;
     tracing::info!(backup = %id, raw_bytes, stored_bytes, "backup committed");
     Ok(manifest)
+}
+
+/// The most a payload of `raw` bytes can take once compressed and encrypted: compression
+/// may add a little to incompressible data and encryption adds a tag to every chunk, both
+/// far below 1/1024 of the size.
+fn stored_size_bound(raw: u64) -> u64 {
+    raw.saturating_add(raw / 1024).saturating_add(1 << 20)
 }
 
 /// Stream `data` into `writer`; finish it only once the dumper reports success.
@@ -256,6 +263,7 @@ pub async fn open_payload(
     let objects = manifest.objects.clone();
     let progress = opts.progress.clone();
     let stored_total = manifest.stored_bytes;
+    let stages = opts.stages;
     let stored: ByteStream = futures::stream::iter(objects)
         .then(move |o| {
             let storage = storage.clone();
@@ -265,7 +273,7 @@ pub async fn open_payload(
                 Ok::<_, Error>(spawn_transform(
                     stream,
                     Box::new(HashTap::new(slot, Some(o))),
-                    StageOptions::default(),
+                    stages,
                 ))
             }
         })

@@ -99,19 +99,13 @@ pub async fn prune(
     policy: &RetentionPolicy,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
-    let lease = if opts.dry_run {
-        None
-    } else {
-        Some(Lease::exclusive(repo, "prune", opts.lease_wait).await?)
-    };
-    let result = prune_locked(repo, policy, opts, lease.as_ref()).await;
-    if let Some(lease) = lease {
-        let released = lease.release().await;
-        if result.is_ok() {
-            released?;
-        }
+    if opts.dry_run {
+        return prune_locked(repo, policy, opts, None).await;
     }
-    result
+    Lease::exclusive(repo, "prune", opts.lease_wait)
+        .await?
+        .hold(async |lease| prune_locked(repo, policy, opts, Some(lease)).await)
+        .await
 }
 
 async fn prune_locked(

@@ -25,12 +25,15 @@
 //!    incomplete at the destination: never listed, and redone from scratch by the next run
 //!    (which is how an interrupted replication resumes).
 //!
+//! The whole run holds the destination's exclusive lease, so two replications into one
+//! destination never race each other, and prune or key rotation there wait for it.
+//!
 //! The destination's `dr-repo.json` is created from the source's when absent (same
 //! repository id, so the copy is recognisably a replica); a destination holding another
 //! repository is refused.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -38,6 +41,7 @@ use ring::digest;
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::lease::{Lease, LeaseOptions, EXCLUSIVE};
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::repo::{RepoConfig, Repository, CONFIG_PATH};
 use crate::storage::{PutOptions, StorageExt, StorageTarget};
@@ -62,6 +66,9 @@ pub struct ReplicateOptions {
     /// SHA-256 (otherwise only its size is checked there; the hash is always checked on
     /// the way through).
     pub verify: bool,
+    /// How long to wait for the destination's exclusive lease if another process holds it;
+    /// `None` fails at once with [`ErrorKind::Locked`].
+    pub lease_wait: Option<Duration>,
 }
 
 /// What a replication did.
@@ -94,6 +101,26 @@ pub async fn replicate(
     ids: Selection,
     opts: &ReplicateOptions,
 ) -> Result<ReplicateReport> {
+    let lease = Lease::acquire_on(
+        dst.clone(),
+        EXCLUSIVE,
+        "replicate",
+        opts.lease_wait,
+        &LeaseOptions::default(),
+    )
+    .await?;
+    lease
+        .hold(async |lease| replicate_locked(src, dst, ids, opts, lease).await)
+        .await
+}
+
+async fn replicate_locked(
+    src: &Repository,
+    dst: Arc<dyn StorageTarget>,
+    ids: Selection,
+    opts: &ReplicateOptions,
+    lease: &Lease,
+) -> Result<ReplicateReport> {
     let started = Instant::now();
     let mut report = ReplicateReport {
         verified: opts.verify,
@@ -118,6 +145,7 @@ pub async fn replicate(
     manifests.sort_by(|a, b| a.id.cmp(&b.id));
 
     for m in &manifests {
+        lease.check()?;
         let id = m.id.clone();
         if already_there(m, dst.as_ref())
             .await

@@ -63,6 +63,10 @@ pub struct Dump {
     pub source: SourceInfo,
     /// The payload. Must be read to its end before [`DumpCompletion::finish`].
     pub stream: ByteStream,
+    /// A generous estimate of the payload's size in bytes, if the source can tell before
+    /// it starts. The upload sizes its parts from it, so that a large payload does not run
+    /// out of parts (10,000 on S3); an estimate too small only costs that headroom.
+    pub size_hint: Option<u64>,
     /// Reports whether the dump succeeded, with its statistics.
     pub completion: Box<dyn DumpCompletion>,
 }

@@ -125,13 +125,132 @@ fn counter_overflow() -> Error {
     Error::corrupt("the stream has more chunks than the chunk counter allows (2^64 - 1)")
 }
 
+/// Cuts a byte stream into chunks of one size and holds back the newest chunk until it is
+/// known whether more follows: in dr-aead-v1 only the final chunk is sealed as the last.
+struct Chunker {
+    size: usize,
+    /// Bytes held back: at most one chunk.
+    held: Vec<u8>,
+}
+
+impl Chunker {
+    fn new(size: usize) -> Chunker {
+        Chunker {
+            size,
+            held: Vec::with_capacity(size),
+        }
+    }
+
+    /// Hand every chunk of `input` known not to be the last to `chunk`, in order; hold back
+    /// the rest (at most one chunk).
+    fn feed(&mut self, mut input: &[u8], mut chunk: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let size = self.size;
+        while !input.is_empty() {
+            if self.held.len() == size {
+                // More input follows, so the held chunk is not the last one.
+                chunk(&self.held)?;
+                self.held.clear();
+            }
+            if self.held.is_empty() && input.len() > size {
+                let (whole, rest) = input.split_at(size);
+                chunk(whole)?;
+                input = rest;
+                continue;
+            }
+            let take = (size - self.held.len()).min(input.len());
+            self.held.extend_from_slice(&input[..take]);
+            input = &input[take..];
+        }
+        Ok(())
+    }
+
+    /// Bytes of output the chunks of `more` input give at most, for `out.reserve`.
+    fn output_bound(&self, more: usize, bytes_per_chunk: usize) -> usize {
+        (self.held.len() + more) / self.size * bytes_per_chunk
+    }
+}
+
+impl Drop for Chunker {
+    fn drop(&mut self) {
+        // The sealer holds plaintext here.
+        self.held.zeroize();
+    }
+}
+
+/// Append `plaintext` sealed as chunk number `counter`, and count it.
+fn seal_chunk(
+    key: &LessSafeKey,
+    counter: &mut u64,
+    plaintext: &[u8],
+    last: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    if *counter == u64::MAX {
+        return Err(counter_overflow());
+    }
+    let start = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = key
+        .seal_in_place_separate_tag(nonce(*counter, last), Aad::empty(), &mut out[start..])
+        .map_err(|_| Error::new(ErrorKind::Other, "sealing a chunk failed"))?;
+    out.extend_from_slice(tag.as_ref());
+    *counter += 1;
+    Ok(())
+}
+
+/// Append the plaintext of the stored chunk number `counter`, and count it. On failure
+/// `out` is left as it was.
+fn open_chunk(
+    key: &LessSafeKey,
+    counter: &mut u64,
+    stored: &[u8],
+    last: bool,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    if *counter == u64::MAX {
+        return Err(counter_overflow());
+    }
+    let start = out.len();
+    out.extend_from_slice(stored);
+    let opened = key
+        .open_in_place(nonce(*counter, last), Aad::empty(), &mut out[start..])
+        .map(|p| p.len());
+    match opened {
+        Ok(len) => {
+            out.truncate(start + len);
+            *counter += 1;
+            Ok(())
+        }
+        Err(_) => {
+            out.truncate(start);
+            // Work out the likeliest cause for the message; `stored` is still intact.
+            let mut scratch = stored.to_vec();
+            let other = key
+                .open_in_place(nonce(*counter, !last), Aad::empty(), &mut scratch)
+                .is_ok();
+            scratch.zeroize();
+            let n = *counter;
+            Err(Error::corrupt(match (other, last) {
+                (true, true) => format!(
+                    "the stream is truncated: it ends after chunk {n}, which is not its final chunk"
+                ),
+                (true, false) => format!(
+                    "unexpected data after the final chunk {n}: the stored object has bytes appended"
+                ),
+                (false, _) => format!(
+                    "authentication failed at chunk {n}: the stored data was modified, \
+                     truncated, or belongs to another backup"
+                ),
+            }))
+        }
+    }
+}
+
 /// Seals plaintext into a dr-aead-v1 stream.
 pub(crate) struct StreamSealer {
     header: Option<[u8; HEADER_BYTES]>,
     key: LessSafeKey,
-    chunk_bytes: usize,
-    /// Plaintext held back until it is known whether more follows (at most one chunk).
-    pending: Vec<u8>,
+    chunks: Chunker,
     counter: u64,
     finished: bool,
 }
@@ -142,8 +261,7 @@ impl StreamSealer {
         StreamSealer {
             key: payload_key(data_key, &encoded, header.cipher),
             header: Some(encoded),
-            chunk_bytes: header.chunk_bytes,
-            pending: Vec::with_capacity(header.chunk_bytes),
+            chunks: Chunker::new(header.chunk_bytes),
             counter: 0,
             finished: false,
         }
@@ -159,58 +277,21 @@ impl StreamSealer {
             out.extend_from_slice(&h);
         }
     }
-
-    /// Append `plaintext` sealed as the next chunk.
-    fn seal(&mut self, plaintext: Pending<'_>, last: bool, out: &mut Vec<u8>) -> Result<()> {
-        if self.counter == u64::MAX {
-            return Err(counter_overflow());
-        }
-        let start = out.len();
-        match plaintext {
-            Pending::Input(p) => out.extend_from_slice(p),
-            Pending::Buffered => out.extend_from_slice(&self.pending),
-        }
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce(self.counter, last), Aad::empty(), &mut out[start..])
-            .map_err(|_| Error::new(ErrorKind::Other, "sealing a chunk failed"))?;
-        out.extend_from_slice(tag.as_ref());
-        self.counter += 1;
-        Ok(())
-    }
-}
-
-enum Pending<'a> {
-    Input(&'a [u8]),
-    Buffered,
 }
 
 impl Transform for StreamSealer {
-    fn update(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
         if self.finished {
             return Err(Error::new(ErrorKind::Other, "update after finish"));
         }
         self.emit_header(out);
-        let cs = self.chunk_bytes;
-        let total = self.pending.len() + input.len();
-        out.reserve(total / cs * (cs + TAG_BYTES));
-        while !input.is_empty() {
-            if self.pending.len() == cs {
-                // More input follows, so the held chunk is not the last one.
-                self.seal(Pending::Buffered, false, out)?;
-                self.pending.clear();
-            }
-            if self.pending.is_empty() && input.len() > cs {
-                let (chunk, rest) = input.split_at(cs);
-                self.seal(Pending::Input(chunk), false, out)?;
-                input = rest;
-                continue;
-            }
-            let take = (cs - self.pending.len()).min(input.len());
-            self.pending.extend_from_slice(&input[..take]);
-            input = &input[take..];
-        }
-        Ok(())
+        out.reserve(
+            self.chunks
+                .output_bound(input.len(), self.chunks.size + TAG_BYTES),
+        );
+        let (key, counter) = (&self.key, &mut self.counter);
+        self.chunks
+            .feed(input, |chunk| seal_chunk(key, counter, chunk, false, out))
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
@@ -219,16 +300,10 @@ impl Transform for StreamSealer {
         }
         self.finished = true;
         self.emit_header(out);
-        out.reserve(self.pending.len() + TAG_BYTES);
-        self.seal(Pending::Buffered, true, out)?;
-        self.pending.zeroize();
+        out.reserve(self.chunks.held.len() + TAG_BYTES);
+        seal_chunk(&self.key, &mut self.counter, &self.chunks.held, true, out)?;
+        self.chunks.held.zeroize();
         Ok(())
-    }
-}
-
-impl Drop for StreamSealer {
-    fn drop(&mut self) {
-        self.pending.zeroize();
     }
 }
 
@@ -239,10 +314,8 @@ pub(crate) struct StreamOpener {
     expected_cipher: Cipher,
     header: Vec<u8>,
     key: Option<LessSafeKey>,
-    /// Stored bytes of one chunk: ciphertext and tag.
-    stored_chunk_bytes: usize,
-    /// Stored bytes held back until it is known whether more follows (at most one chunk).
-    pending: Vec<u8>,
+    /// Stored chunks (ciphertext and tag); sized once the header is read.
+    chunks: Chunker,
     counter: u64,
     finished: bool,
 }
@@ -254,8 +327,7 @@ impl StreamOpener {
             expected_cipher,
             header: Vec::with_capacity(HEADER_BYTES),
             key: None,
-            stored_chunk_bytes: 0,
-            pending: Vec::new(),
+            chunks: Chunker::new(0),
             counter: 0,
             finished: false,
         }
@@ -266,86 +338,35 @@ impl StreamOpener {
         self.counter = counter;
     }
 
-    /// Take header bytes from the front of `input`; true once the header is complete.
-    fn read_header(&mut self, input: &mut &[u8]) -> Result<bool> {
-        if self.key.is_some() {
-            return Ok(true);
-        }
-        let take = (HEADER_BYTES - self.header.len()).min(input.len());
-        self.header.extend_from_slice(&input[..take]);
-        *input = &input[take..];
-        if self.header.len() < HEADER_BYTES {
-            return Ok(false);
-        }
-        let mut encoded = [0u8; HEADER_BYTES];
-        encoded.copy_from_slice(&self.header);
-        let header = Header::decode(&encoded)?;
-        if header.cipher != self.expected_cipher {
-            return Err(Error::corrupt(format!(
-                "the stream header names cipher {} but the manifest says {}: the stream and \
-                 its manifest do not belong together",
-                header.cipher, self.expected_cipher
-            )));
-        }
-        let mut data_key = self
-            .data_key
-            .take()
-            .ok_or_else(|| Error::new(ErrorKind::Other, "data key already used"))?;
-        self.key = Some(payload_key(&data_key, &encoded, header.cipher));
-        data_key.zeroize();
-        self.stored_chunk_bytes = header.chunk_bytes + TAG_BYTES;
-        self.pending = Vec::with_capacity(self.stored_chunk_bytes);
-        Ok(true)
-    }
-
-    /// Open one stored chunk into `out`. On failure `out` is left as it was.
-    fn open(&mut self, stored: Pending<'_>, last: bool, out: &mut Vec<u8>) -> Result<()> {
-        let stored: &[u8] = match stored {
-            Pending::Input(s) => s,
-            Pending::Buffered => &self.pending,
-        };
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| Error::new(ErrorKind::Other, "chunk before header"))?;
-        if self.counter == u64::MAX {
-            return Err(counter_overflow());
-        }
-        let start = out.len();
-        out.extend_from_slice(stored);
-        let opened = key
-            .open_in_place(nonce(self.counter, last), Aad::empty(), &mut out[start..])
-            .map(|p| p.len());
-        match opened {
-            Ok(len) => {
-                out.truncate(start + len);
-                self.counter += 1;
-                Ok(())
+    /// Take header bytes from the front of `input`; the payload key once the header is
+    /// complete.
+    fn read_header(&mut self, input: &mut &[u8]) -> Result<Option<&LessSafeKey>> {
+        if self.key.is_none() {
+            let take = (HEADER_BYTES - self.header.len()).min(input.len());
+            self.header.extend_from_slice(&input[..take]);
+            *input = &input[take..];
+            if self.header.len() < HEADER_BYTES {
+                return Ok(None);
             }
-            Err(_) => {
-                out.truncate(start);
-                // Work out the likeliest cause for the message; `stored` is still intact.
-                let mut scratch = stored.to_vec();
-                let other = key
-                    .open_in_place(nonce(self.counter, !last), Aad::empty(), &mut scratch)
-                    .is_ok();
-                scratch.zeroize();
-                let n = self.counter;
-                Err(Error::corrupt(match (other, last) {
-                    (true, true) => format!(
-                        "the stream is truncated: it ends after chunk {n}, which is not its final chunk"
-                    ),
-                    (true, false) => format!(
-                        "unexpected data after the final chunk {n}: the stored object has \
-                         bytes appended"
-                    ),
-                    (false, _) => format!(
-                        "authentication failed at chunk {n}: the stored data was modified, \
-                         truncated, or belongs to another backup"
-                    ),
-                }))
+            let mut encoded = [0u8; HEADER_BYTES];
+            encoded.copy_from_slice(&self.header);
+            let header = Header::decode(&encoded)?;
+            if header.cipher != self.expected_cipher {
+                return Err(Error::corrupt(format!(
+                    "the stream header names cipher {} but the manifest says {}: the stream and \
+                     its manifest do not belong together",
+                    header.cipher, self.expected_cipher
+                )));
             }
+            let mut data_key = self
+                .data_key
+                .take()
+                .ok_or_else(|| Error::new(ErrorKind::Other, "data key already used"))?;
+            self.key = Some(payload_key(&data_key, &encoded, header.cipher));
+            data_key.zeroize();
+            self.chunks = Chunker::new(header.chunk_bytes + TAG_BYTES);
         }
+        Ok(self.key.as_ref())
     }
 }
 
@@ -362,29 +383,14 @@ impl Transform for StreamOpener {
         if self.finished {
             return Err(Error::new(ErrorKind::Other, "update after finish"));
         }
-        if !self.read_header(&mut input)? {
+        if self.read_header(&mut input)?.is_none() {
             return Ok(());
         }
-        let s = self.stored_chunk_bytes;
-        let total = self.pending.len() + input.len();
-        out.reserve(total / s * s);
-        while !input.is_empty() {
-            if self.pending.len() == s {
-                // More input follows, so the held chunk must not be the last one.
-                self.open(Pending::Buffered, false, out)?;
-                self.pending.clear();
-            }
-            if self.pending.is_empty() && input.len() > s {
-                let (chunk, rest) = input.split_at(s);
-                self.open(Pending::Input(chunk), false, out)?;
-                input = rest;
-                continue;
-            }
-            let take = (s - self.pending.len()).min(input.len());
-            self.pending.extend_from_slice(&input[..take]);
-            input = &input[take..];
-        }
-        Ok(())
+        out.reserve(self.chunks.output_bound(input.len(), self.chunks.size));
+        let key = self.key.as_ref().expect("the header was read");
+        let counter = &mut self.counter;
+        self.chunks
+            .feed(input, |chunk| open_chunk(key, counter, chunk, false, out))
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
@@ -392,15 +398,16 @@ impl Transform for StreamOpener {
             return Err(Error::new(ErrorKind::Other, "finish called twice"));
         }
         self.finished = true;
-        if self.key.is_none() {
+        let Some(key) = self.key.as_ref() else {
             return Err(Error::corrupt(format!(
                 "the stream is truncated: it has {} bytes, fewer than its {HEADER_BYTES}-byte header",
                 self.header.len()
             )));
-        }
+        };
         let n = self.counter;
-        if self.pending.len() < TAG_BYTES {
-            return Err(Error::corrupt(if self.pending.is_empty() && n == 0 {
+        let last = &self.chunks.held;
+        if last.len() < TAG_BYTES {
+            return Err(Error::corrupt(if last.is_empty() && n == 0 {
                 "the stream is truncated: it ends after the header, before its first chunk"
                     .to_owned()
             } else {
@@ -409,13 +416,13 @@ impl Transform for StreamOpener {
                 )
             }));
         }
-        if self.pending.len() == TAG_BYTES && n > 0 {
+        if last.len() == TAG_BYTES && n > 0 {
             return Err(Error::corrupt(format!(
                 "chunk {n} is an empty final chunk, which only an empty stream may have"
             )));
         }
-        self.open(Pending::Buffered, true, out)?;
-        self.pending.clear();
+        open_chunk(key, &mut self.counter, last, true, out)?;
+        self.chunks.held.clear();
         Ok(())
     }
 }

@@ -605,7 +605,13 @@ async fn dump_records_consistent_point() {
         "{at}"
     );
 
+    let size_hint = dump.size_hint.expect("a database announces its size");
     let payload = collect(dump.stream).await.unwrap();
+    assert!(
+        size_hint >= payload.len() as u64,
+        "the size estimate ({size_hint}) covers the dump ({})",
+        payload.len()
+    );
     let stats = dump.completion.finish().await.unwrap();
     let events = stats.tables.iter().find(|t| t.name == "events").unwrap();
     assert_eq!(

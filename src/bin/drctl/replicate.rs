@@ -37,6 +37,10 @@ pub struct ReplicateArgs {
     /// (otherwise its size is checked there; the hash is always checked in transit).
     #[arg(long)]
     pub verify: bool,
+    /// Wait up to this many seconds for the destination's exclusive lease if another
+    /// process holds it (default: fail at once).
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
 }
 
 /// The storage target a URL names with `KEY=VALUE` settings, retrying transient errors.
@@ -67,6 +71,7 @@ pub async fn run(json: bool, args: ReplicateArgs) -> Result<()> {
     let opts = ReplicateOptions {
         storage_class: args.storage_class.clone(),
         verify: args.verify,
+        lease_wait: args.lock_wait.map(std::time::Duration::from_secs),
     };
     let report = replicate(&src, dst.clone(), selection, &opts).await?;
     if json {

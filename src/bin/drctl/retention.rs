@@ -303,12 +303,12 @@ async fn set(json: bool, args: &RepoArgs, policy: &PolicyArgs, clear: bool) -> R
     let new = if clear { None } else { Some(policy.policy()?) };
     // The configuration is rewritten whole: hold the exclusive lease meanwhile so that a
     // concurrent key change is not lost.
-    let lease = dr::core::lease::Lease::exclusive(&repo, "retention set", None).await?;
     let mut config = repo.config().clone();
     config.retention = new.clone();
-    let saved = repo.save_config(config).await;
-    lease.release().await?;
-    saved?;
+    dr::core::lease::Lease::exclusive(&repo, "retention set", None)
+        .await?
+        .hold(async |_| repo.save_config(config).await)
+        .await?;
     if json {
         print_json(&json!({ "retention": new }));
     } else {
