@@ -136,3 +136,34 @@ pub async fn count(cluster: &TestCluster, db: &str, table: &str) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// Row count and a digest of every row's text of `table`, order-independent.
+pub async fn table_fingerprint(cluster: &TestCluster, db: &str, table: &str) -> (i64, String) {
+    let c = cluster.connect(db).await.unwrap();
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') \
+                 FROM \"{table}\" t"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Assert that `restored` holds the same rows as `source` in every sample table.
+pub async fn assert_same_sample(cluster: &TestCluster, source: &str, restored: &str) {
+    for t in dr::sample::SAMPLE_TABLES {
+        let (want, got) = (
+            table_fingerprint(cluster, source, t).await,
+            table_fingerprint(cluster, restored, t).await,
+        );
+        assert!(want.0 > 0, "sample table {t} has rows");
+        assert_eq!(
+            want, got,
+            "table {t}: rows and content of {restored} match {source}"
+        );
+    }
+}
