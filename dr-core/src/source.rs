@@ -71,6 +71,15 @@ pub struct Dump {
     pub completion: Box<dyn DumpCompletion>,
 }
 
+impl std::fmt::Debug for Dump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dump")
+            .field("source", &self.source)
+            .field("size_hint", &self.size_hint)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The end of a dump: tells whether the producer (a child process, a transaction) ended
 /// cleanly. A stream that ended without a successful `finish` is not a complete dump.
 #[async_trait]

@@ -17,17 +17,33 @@ pub(crate) struct Conn {
     task: JoinHandle<std::result::Result<(), tokio_postgres::Error>>,
 }
 
-/// Connect with `config` (no TLS yet: `sslmode=require` is refused as unsupported).
+/// Connect with `config`, over TLS as its `sslmode` says (see [`crate::tls`]).
 /// `what` names the purpose for messages ("snapshot", "maintenance", …).
 pub(crate) async fn connect(config: &Config, what: &'static str) -> Result<Conn> {
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            "sslmode=require is not supported yet: dr connects without TLS",
-        )
-        .with_context("connection", what));
-    }
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+    let unix_host = config
+        .get_hosts()
+        .iter()
+        .any(|h| matches!(h, Host::Unix(_)));
+    let connected = if config.get_ssl_mode() == SslMode::Disable || unix_host {
+        if unix_host && config.get_ssl_mode() == SslMode::Require {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "sslmode=require with a Unix-socket host: TLS is not used over Unix sockets; \
+                 connect through TCP or use sslmode=prefer",
+            )
+            .with_context("connection", what));
+        }
+        config
+            .connect(NoTls)
+            .await
+            .map(|(client, connection)| (client, drive(connection, what)))
+    } else {
+        config
+            .connect(crate::tls::connector()?)
+            .await
+            .map(|(client, connection)| (client, drive(connection, what)))
+    };
+    let (client, task) = connected.map_err(|e| {
         let mut err = Error::new(ErrorKind::Database, "cannot connect to PostgreSQL")
             .with_context("connection", what);
         if let Some(db) = config.get_dbname() {
@@ -40,14 +56,25 @@ pub(crate) async fn connect(config: &Config, what: &'static str) -> Result<Conn>
             err
         }
     })?;
-    let task = tokio::spawn(async move {
+    Ok(Conn { client, task })
+}
+
+/// Run a connection on its own task, logging its failure.
+fn drive<S, T>(
+    connection: tokio_postgres::Connection<S, T>,
+    what: &'static str,
+) -> JoinHandle<std::result::Result<(), tokio_postgres::Error>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
         let r = connection.await;
         if let Err(e) = &r {
             tracing::warn!(connection = what, error = %e, "PostgreSQL connection failed");
         }
         r
-    });
-    Ok(Conn { client, task })
+    })
 }
 
 fn is_transient_connect_error(err: &Error) -> bool {

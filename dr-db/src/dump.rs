@@ -43,8 +43,8 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`, `PGAPPNAME=dr`),
 /// never its arguments; see [`PgDumper::command`].
 ///
-/// Limitations: the snapshot connection does not use TLS yet (`sslmode=require` is refused
-/// as [`ErrorKind::Unsupported`]); with several hosts in the configuration, `pg_dump` must
+/// TLS follows `sslmode` as libpq does, for the snapshot connection and `pg_dump` alike
+/// (see [`crate::tls`]). Limitation: with several hosts in the configuration, `pg_dump` must
 /// reach the same server as the snapshot connection (it fails with "invalid snapshot
 /// identifier" otherwise).
 #[derive(Clone)]

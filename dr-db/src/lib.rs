@@ -50,6 +50,7 @@ mod dump;
 mod restore;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 mod tools;
 
 pub use dump::PgDumper;

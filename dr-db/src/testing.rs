@@ -71,6 +71,8 @@ pub struct TestCluster {
     port: u16,
     /// `Some("postgres")` when the programs run through `runuser` (we are root).
     run_as: Option<String>,
+    /// Whether the server accepts TCP connections over TLS only.
+    tls: bool,
 }
 
 impl fmt::Debug for TestCluster {
@@ -80,6 +82,7 @@ impl fmt::Debug for TestCluster {
             .field("data", &self.data)
             .field("bin", &self.bin)
             .field("run_as", &self.run_as)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -89,6 +92,18 @@ impl TestCluster {
     /// the install command) when the server programs or, as root, the `postgres` user are
     /// missing.
     pub async fn start() -> Result<TestCluster> {
+        TestCluster::create(None).await
+    }
+
+    /// Like [`TestCluster::start`], but the server accepts TCP connections over TLS only,
+    /// with the certificate chain `cert_pem` and its private key `key_pem` (PEM). The
+    /// cluster's [`config`](Self::config) and [`url`](Self::url) ask for
+    /// `sslmode=require`.
+    pub async fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<TestCluster> {
+        TestCluster::create(Some((cert_pem, key_pem))).await
+    }
+
+    async fn create(tls: Option<(&str, &str)>) -> Result<TestCluster> {
         let bin = server_bin_dir()?;
         let run_as = if effective_uid_is_root() {
             Some("postgres".to_string())
@@ -99,8 +114,11 @@ impl TestCluster {
             .prefix("dr-pg-")
             .tempdir()
             .map_err(|e| Error::io("cannot create a temporary directory", e))?;
-        if let Some(user) = &run_as {
-            let (uid, gid) = user_ids(user).await?;
+        let owner = match &run_as {
+            Some(user) => Some(user_ids(user).await?),
+            None => None,
+        };
+        if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .map_err(|e| Error::io("cannot give the cluster directory to postgres", e))?;
         }
@@ -110,10 +128,47 @@ impl TestCluster {
             bin,
             port: 0,
             run_as,
+            tls: tls.is_some(),
         };
         cluster.initdb().await?;
+        if let Some((cert_pem, key_pem)) = tls {
+            cluster.require_tls(cert_pem, key_pem, owner)?;
+        }
         cluster.start_server().await?;
         Ok(cluster)
+    }
+
+    /// Install the server certificate and key, turn `ssl` on, and refuse TCP connections
+    /// without TLS.
+    fn require_tls(&self, cert_pem: &str, key_pem: &str, owner: Option<(u32, u32)>) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let write = |name: &str, text: &str, mode: u32| -> Result<()> {
+            let path = self.data.join(name);
+            let io = |e| Error::io("cannot write the test cluster's TLS files", e);
+            std::fs::write(&path, text).map_err(io)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(io)?;
+            }
+            Ok(())
+        };
+        write("server.crt", cert_pem, 0o644)?;
+        // The server refuses a key that others can read.
+        write("server.key", key_pem, 0o600)?;
+        write(
+            "pg_hba.conf",
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+            0o600,
+        )?;
+        let conf = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)
+            .map_err(|e| Error::io("cannot read the test cluster's configuration", e))?;
+        text.push_str("\nssl = on\n");
+        std::fs::write(&conf, text)
+            .map_err(|e| Error::io("cannot write the test cluster's configuration", e))?;
+        Ok(())
     }
 
     /// The port the server listens on (127.0.0.1).
@@ -139,6 +194,9 @@ impl TestCluster {
             .user("postgres")
             .dbname(dbname)
             .application_name("dr-test");
+        if self.tls {
+            c.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         c
     }
 
@@ -152,27 +210,17 @@ impl TestCluster {
                 encoded.push_str(&format!("%{b:02X}"));
             }
         }
-        format!("postgres://postgres@127.0.0.1:{}/{encoded}", self.port)
+        let tls = if self.tls { "?sslmode=require" } else { "" };
+        format!("postgres://postgres@127.0.0.1:{}/{encoded}{tls}", self.port)
     }
 
     /// A client connected to `dbname`; its connection runs on a spawned task that logs its
     /// error (through `tracing`) if it fails.
     pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client> {
-        let (client, connection) = self
-            .config(dbname)
-            .connect(tokio_postgres::NoTls)
+        let conn = connect(&self.config(dbname), "test")
             .await
-            .map_err(|e| {
-                Error::new(ErrorKind::Database, "cannot connect to the test cluster")
-                    .with_context("database", dbname)
-                    .with_source(e)
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!(error = %e, "test cluster connection failed");
-            }
-        });
-        Ok(client)
+            .map_err(|e| e.with_context("cluster", "test cluster"))?;
+        Ok(conn.client)
     }
 
     /// `CREATE DATABASE "name"`.
