@@ -22,6 +22,11 @@ pub struct SourceInfo {
     /// The consistent point the dump reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_point: Option<ConsistentPoint>,
+    /// What a restorer needs to recreate the source faithfully, by the source's own names:
+    /// for PostgreSQL the database's `encoding`, `lc_collate`, `lc_ctype`,
+    /// `locale_provider` and `locale`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// The moment a dump is consistent with.

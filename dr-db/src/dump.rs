@@ -1,5 +1,6 @@
 //! [`PgDumper`]: a consistent logical dump through `pg_dump --snapshot`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -18,6 +19,7 @@ use tokio_postgres::Config;
 
 use crate::archive::ArchiveInspector;
 use crate::conn::{apply_libpq_env, connect, db_error, Conn};
+use crate::locale::DatabaseLocale;
 use crate::tools;
 
 /// Size of the chunks the dump stream yields.
@@ -133,6 +135,20 @@ impl Dumper for PgDumper {
             }
         };
 
+        let locale = match DatabaseLocale::of(
+            &conn.client,
+            snapshot.server_version_num,
+            &snapshot.database,
+        )
+        .await
+        {
+            Ok(locale) => locale,
+            Err(e) => {
+                let _ = conn.close().await;
+                return Err(e.with_context("database", &dbname));
+            }
+        };
+
         let client_major = tools::program_major_version(&program).await?;
         let server_major = tools::server_major(snapshot.server_version_num);
         if client_major < server_major {
@@ -172,7 +188,12 @@ impl Dumper for PgDumper {
             done: false,
         });
 
+        let mut properties = BTreeMap::new();
+        if let Some(locale) = &locale {
+            locale.record(&mut properties);
+        }
         let source = SourceInfo {
+            properties,
             kind: "postgres".into(),
             format: "pg_dump-custom".into(),
             name: snapshot.database.clone(),

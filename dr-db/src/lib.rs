@@ -47,6 +47,7 @@
 pub mod archive;
 mod conn;
 mod dump;
+mod locale;
 mod restore;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -13,7 +13,8 @@ use tokio::io::AsyncWriteExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Config;
 
-use crate::conn::{apply_libpq_env, connect, db_error, quote_ident, quote_literal, Conn};
+use crate::conn::{apply_libpq_env, connect, db_error, quote_ident, Conn};
+use crate::locale::DatabaseLocale;
 use crate::tools;
 
 /// The payload format this restorer reads (`pg_dump -Fc`).
@@ -88,8 +89,9 @@ impl fmt::Debug for PgRestorer {
 enum Plan {
     /// Restore into the existing, empty target.
     Into,
-    /// Create the target, restore into it.
-    Create,
+    /// Create the target with the source's locale (when the backup recorded it), restore
+    /// into it.
+    Create(Option<DatabaseLocale>),
     /// Restore into a scratch database, then swap it in for the non-empty target.
     Replace(ExistingDb),
 }
@@ -102,9 +104,7 @@ struct Maintenance {
 
 /// Properties of an existing target that a replacement keeps.
 struct ExistingDb {
-    encoding: String,
-    collate: String,
-    ctype: String,
+    locale: DatabaseLocale,
     owner: Option<String>,
 }
 
@@ -305,8 +305,15 @@ impl PgRestorer {
                 let (tables, rows) = self.check_counts(target, expected).await?;
                 Ok(report(target, tables, rows, false))
             }
-            Plan::Create => {
-                let sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(target));
+            Plan::Create(locale) => {
+                let locale = match locale {
+                    Some(locale) => locale.create_clauses(maint.server_num)?,
+                    None => String::new(),
+                };
+                let sql = format!(
+                    "CREATE DATABASE {} TEMPLATE template0{locale}",
+                    quote_ident(target)
+                );
                 maint
                     .conn
                     .client
@@ -335,11 +342,9 @@ impl PgRestorer {
             Plan::Replace(existing) => {
                 let scratch = scratch_name(target);
                 let mut sql = format!(
-                    "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+                    "CREATE DATABASE {} TEMPLATE template0{}",
                     quote_ident(&scratch),
-                    quote_literal(&existing.encoding),
-                    quote_literal(&existing.collate),
-                    quote_literal(&existing.ctype),
+                    existing.locale.create_clauses(maint.server_num)?,
                 );
                 if let Some(owner) = &existing.owner {
                     sql.push_str(&format!(" OWNER {}", quote_ident(owner)));
@@ -546,23 +551,24 @@ async fn describe_contents(conn: &Conn) -> Result<Option<String>> {
     Ok((!parts.is_empty()).then(|| parts.join(", ")))
 }
 
-async fn find_database(maint: &Conn, name: &str) -> Result<Option<ExistingDb>> {
+async fn find_database(maint: &Maintenance, name: &str) -> Result<Option<ExistingDb>> {
+    let Some(locale) = DatabaseLocale::of(&maint.conn.client, maint.server_num, name).await? else {
+        return Ok(None);
+    };
     let row = maint
+        .conn
         .client
         .query_opt(
-            "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text, \
-                    pg_get_userbyid(datdba)::text, pg_has_role(current_user, datdba, 'MEMBER') \
+            "SELECT pg_get_userbyid(datdba)::text, pg_has_role(current_user, datdba, 'MEMBER') \
              FROM pg_database WHERE datname = $1",
             &[&name],
         )
         .await
         .map_err(|e| db_error("cannot look up the target database", e))?;
     Ok(row.map(|r| ExistingDb {
-        encoding: r.get(0),
-        collate: r.get(1),
-        ctype: r.get(2),
-        owner: if r.get::<_, bool>(4) {
-            Some(r.get(3))
+        locale,
+        owner: if r.get::<_, bool>(1) {
+            Some(r.get(0))
         } else {
             None
         },
@@ -628,8 +634,10 @@ impl Restorer for PgRestorer {
             tools::find_program(self.bin_dir.as_deref(), "pg_restore", tools::INSTALL_CLIENT)?;
         let maint = self.maintenance().await?;
         let result = async {
-            let plan = match find_database(&maint.conn, &target).await? {
-                None if self.create => Plan::Create,
+            let plan = match find_database(&maint, &target).await? {
+                // As the source was; dumps from before dr recorded it get the server's
+                // defaults.
+                None if self.create => Plan::Create(DatabaseLocale::recorded(&source.properties)),
                 None => {
                     return Err(Error::new(
                         ErrorKind::NotFound,

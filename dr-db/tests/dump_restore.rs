@@ -738,3 +738,77 @@ async fn credentials_never_in_argv() {
         .unwrap();
     assert_eq!(report.rows_checked, 1);
 }
+
+/// Encoding, collation, ctype and locale provider of database `db`.
+async fn locale_of(cluster: &TestCluster, db: &str) -> (String, String, String, String, String) {
+    let client = cluster.connect("postgres").await.unwrap();
+    let r = client
+        .query_one(
+            "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text, \
+                    datlocprovider::text, coalesce(daticulocale, '')::text \
+             FROM pg_database WHERE datname = $1",
+            &[&db],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_gives_the_new_database_the_source_encoding_and_locale() {
+    let cluster = start_cluster().await;
+    // Neither is the cluster's default (UTF8, libc).
+    sql(
+        &cluster,
+        "postgres",
+        "CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'",
+    )
+    .await;
+    sql(
+        &cluster,
+        "postgres",
+        "CREATE DATABASE icu TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'de-DE'",
+    )
+    .await;
+    for db in ["latin", "icu"] {
+        sql(
+            &cluster,
+            db,
+            "CREATE TABLE words (w text); INSERT INTO words VALUES ('café'), ('Straße'), ('zebra');",
+        )
+        .await;
+    }
+
+    for db in ["latin", "icu"] {
+        let (source, payload, stats) = dump(&cluster, db).await;
+        let recorded = locale_of(&cluster, db).await;
+        assert_eq!(
+            source.properties.get("encoding"),
+            Some(&recorded.0),
+            "{db}: the dump records the encoding"
+        );
+        let copy = format!("{db}_copy");
+        PgRestorer::new(cluster.config(&copy))
+            .create(true)
+            .restore(&source, &stats, once_bytes(payload, 1 << 20))
+            .await
+            .unwrap_or_else(|e| panic!("{db}: {}", e.report()));
+        assert_eq!(locale_of(&cluster, &copy).await, recorded, "{db}");
+        let words = |d: String| {
+            let cluster = &cluster;
+            async move {
+                let client = cluster.connect(&d).await.unwrap();
+                client
+                    .query("SELECT w FROM words ORDER BY w", &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(words(db.to_string()).await, words(copy).await, "{db}");
+    }
+    assert_eq!(locale_of(&cluster, "latin_copy").await.0, "LATIN1");
+    assert_eq!(locale_of(&cluster, "icu_copy").await.3, "i");
+}
