@@ -18,7 +18,7 @@
 //!
 //! [objectives]
 //! rpo = "1h"                              # outcomes say whether the newest backup is within it
-//! rto = "30m"                             # recorded
+//! rto = "30m"                             # drills fail beyond it
 //!
 //! [retention]                             # restic's forget rules (dr::core::retention)
 //! keep_hourly = 24
@@ -29,7 +29,7 @@
 //! length = "2h"
 //!
 //! [jobs.hourly]
-//! kind = "backup"                         # backup, prune or verify
+//! kind = "backup"                         # backup, prune, verify or drill
 //! cron = "0 * * * *"
 //! time_zone = "UTC"                       # IANA name; UTC by default
 //! jitter = "5m"
@@ -130,8 +130,8 @@ pub struct Objectives {
     /// Recovery point objective: the most data (in time) that may be lost. Each job outcome
     /// says whether the newest complete backup is within it.
     pub rpo: Option<Duration>,
-    /// Recovery time objective: how long a restore may take. Recorded for reports and
-    /// drills.
+    /// Recovery time objective: how long a restore may take. Restore drills
+    /// ([`crate::drill`]) fail when they take longer.
     pub rto: Option<Duration>,
 }
 
@@ -159,7 +159,7 @@ impl Default for SchedulerConfig {
 pub struct JobConfig {
     /// The job's name (the table's key).
     pub name: String,
-    /// backup, prune or verify.
+    /// backup, prune, verify or drill.
     pub kind: JobKind,
     /// When it runs; `None` for a job that runs only after another or by hand.
     pub schedule: Option<Schedule>,
@@ -386,6 +386,18 @@ impl Config {
         Ok(config)
     }
 
+    /// Where drills restore to: the database `<database>_drill` on the database's server,
+    /// created and dropped by each drill.
+    pub fn drill_config(&self) -> Result<tokio_postgres::Config> {
+        let mut config = self.database_config()?;
+        let name = config
+            .get_dbname()
+            .ok_or_else(|| Error::invalid("database.url names no database"))?
+            .to_string();
+        config.dbname(format!("{name}_drill"));
+        Ok(config)
+    }
+
     /// The scheduler's options: the RPO and concurrency from this file, the system clock.
     pub fn scheduler_options(&self) -> SchedulerOptions {
         SchedulerOptions {
@@ -401,6 +413,13 @@ impl Config {
         let identity = match self.key_source()? {
             Some(source) => Some(source.unlock(repo.config())?),
             None => None,
+        };
+        // Verify and drill jobs read backups: they need the key itself.
+        let decryptor = |job: &str| -> Result<Arc<dyn dr_core::Decryptor>> {
+            let key = identity.clone().ok_or_else(|| {
+                Error::invalid(format!("job '{job}' reads backups, which needs a [key]"))
+            })?;
+            Ok(Arc::new(crate::keys::decryptor(key)))
         };
         let mut jobs = Vec::new();
         for jc in &self.jobs {
@@ -422,17 +441,13 @@ impl Config {
                 }
                 JobKind::Prune => Arc::new(crate::jobs::PruneJob::new(self.retention.clone())),
                 JobKind::Verify => {
-                    let key = identity.clone().ok_or_else(|| {
-                        Error::invalid(format!(
-                            "job '{}' verifies backups, which needs a [key]",
-                            jc.name
-                        ))
-                    })?;
-                    Arc::new(
-                        crate::jobs::VerifyJob::new(Arc::new(crate::keys::decryptor(key)))
-                            .all(jc.all),
-                    )
+                    Arc::new(crate::jobs::VerifyJob::new(decryptor(&jc.name)?).all(jc.all))
                 }
+                JobKind::Drill => Arc::new(crate::jobs::DrillJob::new(
+                    decryptor(&jc.name)?,
+                    self.drill_config()?,
+                    self.objectives,
+                )),
                 JobKind::Custom(kind) => {
                     return Err(Error::invalid(format!(
                         "job '{}' has kind '{kind}', which dr.toml cannot run",
@@ -584,7 +599,7 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
         })?;
         let kind = src.check(&j.kind, &key("kind"), |k| match k.parse::<JobKind>()? {
             JobKind::Custom(other) => Err(Error::invalid(format!(
-                "unknown kind '{other}': use backup, prune or verify"
+                "unknown kind '{other}': use backup, prune, verify or drill"
             ))),
             kind => Ok(kind),
         })?;
@@ -602,6 +617,15 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
                     &key("kind"),
                     Error::invalid(
                         "a prune job needs a [retention] policy (an empty policy deletes nothing)",
+                    ),
+                ))
+            }
+            JobKind::Drill if database.is_none() || key_config == KeyConfig::None => {
+                return Err(src.err(
+                    j.kind.span(),
+                    &key("kind"),
+                    Error::invalid(
+                        "a drill job needs a [database] (it restores beside it, into <name>_drill) and a [key]",
                     ),
                 ))
             }

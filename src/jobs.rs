@@ -1,4 +1,5 @@
-//! dr's job runners for the scheduler ([`dr_core::schedule`]): backup, prune and verify.
+//! dr's job runners for the scheduler ([`dr_core::schedule`]): backup, prune, verify and
+//! restore drills.
 //!
 //! Each is a [`JobRunner`] holding the settings of one job (which database, which labels,
 //! which policy), so several jobs of one kind (hourly and daily backups with different
@@ -224,5 +225,79 @@ impl JobRunner for VerifyJob {
         .figure("stored_bytes", stored)
         .figure("tables_checked", tables)
         .figure("rows_checked", rows))
+    }
+}
+
+/// Restores the newest backup into a scratch database, checks it and measures RTO and RPO
+/// against the objectives ([`crate::drill::drill`]); a drill that misses an objective or
+/// finds orphaned rows is a failed run.
+pub struct DrillJob {
+    decryptor: Arc<dyn Decryptor>,
+    scratch: tokio_postgres::Config,
+    opts: crate::drill::DrillOptions,
+}
+
+impl std::fmt::Debug for DrillJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrillJob")
+            .field("scratch", &self.scratch.get_dbname())
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DrillJob {
+    /// Drill into the database `scratch` names (created and dropped by each run), judged
+    /// against `objectives`.
+    pub fn new(
+        decryptor: Arc<dyn Decryptor>,
+        scratch: tokio_postgres::Config,
+        objectives: crate::config::Objectives,
+    ) -> DrillJob {
+        DrillJob {
+            decryptor,
+            scratch,
+            opts: crate::drill::DrillOptions {
+                objectives,
+                no_owner: true,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl JobRunner for DrillJob {
+    async fn run(&self, ctx: &JobContext) -> Result<JobSummary> {
+        let repo = ctx.repository();
+        let latest = repo.resolve("latest").await?;
+        let mut opts = self.opts.clone();
+        opts.read.progress = Some(ctx.progress_sink());
+        let report = crate::drill::drill(
+            repo,
+            &latest,
+            self.decryptor.as_ref(),
+            self.scratch.clone(),
+            &opts,
+        )
+        .await?;
+        if let Some(e) = crate::drill::failure(&report, &opts.objectives) {
+            return Err(e);
+        }
+        Ok(JobSummary::new(format!(
+            "drill of {}: restored and checked in {} ms, data {} s old, {} tables / {} rows, {} foreign keys without orphans",
+            report.id,
+            report.restore_ms,
+            report.backup_age_secs,
+            report.tables_checked,
+            report.rows_checked,
+            report.foreign_keys.len()
+        ))
+        .figure("backup_id", report.id.clone())
+        .figure("restore_ms", report.restore_ms)
+        .figure("backup_age_secs", report.backup_age_secs)
+        .figure("tables_checked", report.tables_checked)
+        .figure("rows_checked", report.rows_checked)
+        .figure("foreign_keys", report.foreign_keys.len()))
     }
 }

@@ -29,6 +29,7 @@ pub use dr_db as db;
 pub use dr_storage as storage;
 
 pub mod config;
+pub mod drill;
 pub mod jobs;
 pub mod keys;
 pub mod sample;

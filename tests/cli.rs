@@ -340,3 +340,82 @@ fn bad_input_gets_a_clear_one_line_error() {
     );
     assert!(err.contains("already exists"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_restores_checks_measures_and_drops_the_scratch_database() {
+    let cluster = cluster_with_sample(1).await;
+    let repo = Repo::new();
+    repo.json(&["backup", "--db", &cluster.url("app")]);
+    let scratch = cluster.url("app_drill");
+
+    let report = repo.json(&["drill", "--db", &scratch, "--rto", "1h", "--rpo", "1h"]);
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["tables_checked"], 3);
+    assert_eq!(report["rto_met"], true);
+    assert_eq!(report["rpo_met"], true);
+    let keys = report["foreign_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "the sample's two foreign keys: {report}");
+    assert!(keys.iter().all(|k| k["orphans"] == 0), "{report}");
+    assert!(report["restore_ms"].as_u64().unwrap() > 0);
+    assert!(report["backup_age_secs"].as_i64().unwrap() < 3600);
+    assert!(
+        !database_exists(&cluster, "app_drill").await,
+        "the scratch database is dropped"
+    );
+
+    // An objective the restore cannot meet fails the drill, and still drops the copy.
+    let out = repo.run(&["drill", "--db", &scratch, "--rto", "0"]);
+    let err = fails(&out, 1);
+    assert!(err.contains("over the RTO"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MISSED"));
+    assert!(!database_exists(&cluster, "app_drill").await);
+
+    // Never into the backed-up database itself, nor into one that exists.
+    let err = fails(&repo.run(&["drill", "--db", &cluster.url("app")]), 2);
+    assert!(err.contains("must not be the backed-up database"), "{err}");
+    cluster.create_database("occupied").await.unwrap();
+    let err = fails(&repo.run(&["drill", "--db", &cluster.url("occupied")]), 6);
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_finds_orphaned_rows_behind_a_foreign_key_that_was_not_valid() {
+    let cluster = cluster_with_sample(1).await;
+    // Scans of QR codes that are gone, under a key added NOT VALID (so never checked).
+    cluster
+        .execute_sql(
+            "app",
+            "ALTER TABLE \"QrCodeScan\" DROP CONSTRAINT \"QrCodeScan_qrCodeId_fkey\"; \
+             DELETE FROM \"QrCode\" WHERE id IN (SELECT \"qrCodeId\" FROM \"QrCodeScan\" LIMIT 1); \
+             ALTER TABLE \"QrCodeScan\" ADD CONSTRAINT scan_code FOREIGN KEY (\"qrCodeId\") \
+               REFERENCES \"QrCode\"(id) NOT VALID;",
+        )
+        .await
+        .unwrap();
+    let orphans = {
+        let c = cluster.connect("app").await.unwrap();
+        c.query_one(
+            "SELECT count(*) FROM \"QrCodeScan\" s WHERE NOT EXISTS \
+             (SELECT 1 FROM \"QrCode\" q WHERE q.id = s.\"qrCodeId\")",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    assert!(orphans > 0);
+    let repo = Repo::new();
+    repo.json(&["backup", "--db", &cluster.url("app")]);
+
+    let out = repo.run(&["--json", "drill", "--db", &cluster.url("app_drill")]);
+    let err = fails(&out, 5);
+    assert!(
+        err.contains(&format!(
+            "{orphans} rows of \"QrCodeScan\" reference missing rows of \"QrCode\" (foreign key scan_code)"
+        )),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], false);
+    assert!(!database_exists(&cluster, "app_drill").await);
+}

@@ -190,3 +190,41 @@ async fn run_as_a_daemon_runs_the_schedule_and_stops_cleanly_on_sigterm() {
         .collect();
     assert!(incomplete.is_empty(), "{incomplete:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_drill_restores_the_newest_backup_beside_the_database_and_judges_it() {
+    let cluster = cluster_with_sample(1).await;
+    let repo = Repo::new();
+    let config = write_config(
+        &repo,
+        &cluster.url("app"),
+        r#"
+[jobs.backup]
+kind = "backup"
+
+[jobs.drill]
+kind = "drill"
+cron = "0 5 2 * *"
+"#,
+    );
+    ok(&drctl_run(&config, &["--once", "backup"]));
+    let out = drctl_run(&config, &["--once", "drill"]);
+    ok(&out);
+    let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drill = &outcomes[0];
+    assert_eq!(drill["job"], "drill");
+    assert_eq!(drill["ok"], true, "{drill}");
+    let figures = &drill["summary"]["figures"];
+    assert_eq!(figures["tables_checked"], 3);
+    assert_eq!(figures["foreign_keys"], 2);
+    assert!(figures["restore_ms"].as_u64().unwrap() > 0);
+    assert_eq!(
+        figures["backup_id"],
+        repo.json(&["list"])[0]["id"],
+        "drills the newest backup"
+    );
+    assert!(
+        !database_exists(&cluster, "app_drill").await,
+        "the scratch database <name>_drill is dropped"
+    );
+}

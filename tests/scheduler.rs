@@ -577,7 +577,7 @@ fn example_config_parses() {
     let names: Vec<&str> = c.jobs.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(
         names,
-        ["daily", "hourly", "monthly", "prune", "verify", "weekly"]
+        ["daily", "drill", "hourly", "monthly", "prune", "verify", "weekly"]
     );
     let hourly = c.job("hourly").unwrap();
     let s = hourly.schedule.as_ref().unwrap();

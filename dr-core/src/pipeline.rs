@@ -62,6 +62,14 @@ pub struct ReadOptions {
     pub progress: Option<ProgressSink>,
 }
 
+impl std::fmt::Debug for ReadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadOptions")
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Take a backup of `dumper`'s source into `repo`, encrypted by `encryptor`.
 ///
 /// Returns the committed manifest. On any error nothing is committed, and the partial

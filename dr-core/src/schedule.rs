@@ -464,7 +464,7 @@ fn uniform() -> f64 {
 // Jobs, runners, outcomes, events
 // ---------------------------------------------------------------------------------------
 
-/// What a job does. The three dr kinds, or one an embedder defines.
+/// What a job does. The dr kinds, or one an embedder defines.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum JobKind {
     /// Take a backup.
@@ -473,17 +473,20 @@ pub enum JobKind {
     Prune,
     /// Read back and check stored backups.
     Verify,
+    /// Restore a backup into a scratch database, check it, and measure RTO and RPO.
+    Drill,
     /// Anything else an embedder schedules.
     Custom(String),
 }
 
 impl JobKind {
-    /// `backup`, `prune`, `verify`, or the custom name.
+    /// `backup`, `prune`, `verify`, `drill`, or the custom name.
     pub fn as_str(&self) -> &str {
         match self {
             JobKind::Backup => "backup",
             JobKind::Prune => "prune",
             JobKind::Verify => "verify",
+            JobKind::Drill => "drill",
             JobKind::Custom(name) => name,
         }
     }
@@ -503,6 +506,7 @@ impl FromStr for JobKind {
             "backup" => JobKind::Backup,
             "prune" => JobKind::Prune,
             "verify" => JobKind::Verify,
+            "drill" => JobKind::Drill,
             "" => return Err(Error::invalid("a job kind must not be empty")),
             other => JobKind::Custom(other.to_string()),
         })

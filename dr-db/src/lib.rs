@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+pub mod checks;
 mod conn;
 mod dump;
 mod locale;

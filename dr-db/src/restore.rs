@@ -170,6 +170,20 @@ impl PgRestorer {
             .ok_or_else(|| Error::invalid("the restore target's configuration names no database"))
     }
 
+    /// Drop the target database, disconnecting its sessions: the end of a restore drill's
+    /// scratch copy. Dropping a database that does not exist is not an error.
+    pub async fn drop_target(&self) -> Result<()> {
+        let target = self.target_name()?;
+        let maint = self.maintenance().await?;
+        let dropped = match find_database(&maint, &target).await {
+            Ok(Some(_)) => drop_database(&maint, &target).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let _ = maint.conn.close().await;
+        dropped.map_err(|e| e.with_context("database", &target))
+    }
+
     fn config_for(&self, dbname: &str) -> Config {
         let mut c = self.target.clone();
         c.dbname(dbname);

@@ -157,6 +157,9 @@ pub enum Command {
         #[arg(long)]
         no_owner: bool,
     },
+    /// Restore drill: restore a backup into a scratch database, check it (row counts,
+    /// orphaned rows), measure RTO and RPO against objectives, drop it.
+    Drill(crate::drill::DrillArgs),
     /// Read every stored byte of backups and check them; needs no database.
     Verify {
         #[command(flatten)]

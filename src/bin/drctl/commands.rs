@@ -59,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             no_owner,
         } => restore(json, &repo, &id, &db, create, replace, no_owner).await,
         Command::Verify { repo, id, all } => verify(json, &repo, id, all).await,
+        Command::Drill(args) => crate::drill::run(json, args).await,
         Command::Cat { repo, id } => cat(&repo, &id).await,
         Command::Demo { scale } => crate::demo::run(json, scale).await,
         Command::Run { config, once } => crate::run::run(json, &config, once).await,
@@ -76,7 +77,7 @@ async fn open_repo(args: &RepoArgs) -> Result<Repository> {
 }
 
 /// Parse a database URL; fill the password from PGPASSWORD and warn if the URL carries one.
-fn db_config(url: &str) -> Result<tokio_postgres::Config> {
+pub fn db_config(url: &str) -> Result<tokio_postgres::Config> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
         Error::invalid("the database URL is malformed (expected postgres://user@host:port/db)")
             .with_source(e)

@@ -1,0 +1,205 @@
+//! Restore drills: the runbook's monthly "restore it somewhere and see" as one call. A
+//! drill restores a backup into a scratch database that it creates, checks it (row counts
+//! against the manifest, every foreign key for orphaned rows), measures the recovery time
+//! and the recovery point it achieved, compares them with the objectives, and drops the
+//! scratch database.
+//!
+//! ```no_run
+//! # async fn run(repo: dr::core::Repository, key: dr::crypto::Identity) -> dr::core::Result<()> {
+//! use std::time::Duration;
+//! use dr::config::Objectives;
+//! use dr::drill::{drill, DrillOptions};
+//!
+//! let scratch: tokio_postgres::Config = "host=127.0.0.1 user=postgres dbname=app_drill".parse().unwrap();
+//! let opts = DrillOptions {
+//!     objectives: Objectives { rpo: Some(Duration::from_secs(3600)), rto: Some(Duration::from_secs(1800)) },
+//!     ..Default::default()
+//! };
+//! let latest = repo.resolve("latest").await?;
+//! let report = drill(&repo, &latest, &dr::keys::decryptor(key), scratch, &opts).await?;
+//! println!("restored in {} ms; passed: {}", report.restore_ms, report.passed);
+//! # Ok(()) }
+//! ```
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use dr_core::{Decryptor, Error, ErrorKind, Manifest, ReadOptions, Repository, Result};
+use dr_db::checks::{foreign_key_orphans, ForeignKeyCheck};
+use dr_db::PgRestorer;
+
+use crate::config::Objectives;
+
+/// How to run a drill.
+#[derive(Debug, Clone, Default)]
+pub struct DrillOptions {
+    /// The objectives the drill is judged against (none: it only measures).
+    pub objectives: Objectives,
+    /// Keep the scratch database afterwards (for a look inside) instead of dropping it.
+    pub keep: bool,
+    /// Restore ownership with `--no-owner` (roles of the source may not exist here).
+    pub no_owner: bool,
+    /// Reading the backup.
+    pub read: ReadOptions,
+}
+
+/// What a drill found. `passed` is the verdict; the rest says why.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    /// The backup restored.
+    pub id: String,
+    /// The scratch database it was restored into.
+    pub scratch_database: String,
+    /// When the drill ran.
+    pub at: DateTime<Utc>,
+    /// Recovery time: wall time of the restore and its checks, in milliseconds.
+    pub restore_ms: u64,
+    /// Recovery point: how old the backup's data was when the drill ran, in seconds (what a
+    /// disaster at that moment would have lost).
+    pub backup_age_secs: i64,
+    /// Tables whose row counts matched the manifest.
+    pub tables_checked: usize,
+    /// Rows in those tables.
+    pub rows_checked: u64,
+    /// Every foreign key, with its orphaned rows.
+    pub foreign_keys: Vec<ForeignKeyCheck>,
+    /// Whether the restore met the RTO (`None` without one).
+    pub rto_met: Option<bool>,
+    /// Whether the backup's age met the RPO (`None` without one).
+    pub rpo_met: Option<bool>,
+    /// Whether the scratch database was kept.
+    pub kept: bool,
+    /// No orphaned rows, and every objective met.
+    pub passed: bool,
+}
+
+impl DrillReport {
+    /// Rows breaking a foreign key, over all keys.
+    pub fn orphans(&self) -> u64 {
+        self.foreign_keys.iter().map(|k| k.orphans).sum()
+    }
+
+    /// Why the drill did not pass, one reason a line; empty when it passed.
+    pub fn failures(&self, objectives: &Objectives) -> Vec<String> {
+        let mut out = Vec::new();
+        for k in self.foreign_keys.iter().filter(|k| k.orphans > 0) {
+            out.push(format!(
+                "{} rows of {} reference missing rows of {} (foreign key {})",
+                k.orphans, k.table, k.references, k.constraint
+            ));
+        }
+        if let (Some(false), Some(rto)) = (self.rto_met, objectives.rto) {
+            out.push(format!(
+                "the restore took {:.1} s, over the RTO of {} s",
+                self.restore_ms as f64 / 1000.0,
+                rto.as_secs()
+            ));
+        }
+        if let (Some(false), Some(rpo)) = (self.rpo_met, objectives.rpo) {
+            out.push(format!(
+                "the backup was {} s old, over the RPO of {} s",
+                self.backup_age_secs,
+                rpo.as_secs()
+            ));
+        }
+        out
+    }
+}
+
+/// Restore `manifest`'s backup into the new database `scratch` names (which must not exist:
+/// a drill never touches a database it did not create), check it, measure it, and drop it
+/// unless [`DrillOptions::keep`]. A restore or check that fails is an error (and leaves no
+/// scratch database); missed objectives and orphaned rows are a report with `passed` false.
+pub async fn drill(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    scratch: tokio_postgres::Config,
+    opts: &DrillOptions,
+) -> Result<DrillReport> {
+    let at = Utc::now();
+    let scratch_database = scratch
+        .get_dbname()
+        .ok_or_else(|| Error::invalid("the drill's scratch database URL names no database"))?
+        .to_string();
+    if scratch_database == manifest.source.name {
+        return Err(Error::invalid(format!(
+            "the scratch database must not be the backed-up database \"{scratch_database}\": \
+             name a new one, e.g. {scratch_database}_drill"
+        )));
+    }
+    let restorer = PgRestorer::new(scratch.clone())
+        .create(true)
+        .no_owner(opts.no_owner);
+    let started = Instant::now();
+    let restored = dr_core::restore(repo, manifest, decryptor, &restorer, &opts.read).await?;
+    let foreign_keys = match foreign_key_orphans(&scratch).await {
+        Ok(keys) => keys,
+        Err(e) => {
+            let _ = restorer.drop_target().await;
+            return Err(e.with_context("drill", "checking foreign keys"));
+        }
+    };
+    let restore_ms = started.elapsed().as_millis() as u64;
+    if !opts.keep {
+        restorer.drop_target().await?;
+    }
+
+    let data_time = manifest
+        .source
+        .consistent_point
+        .as_ref()
+        .and_then(|p| DateTime::parse_from_rfc3339(&p.snapshot_time).ok())
+        .map_or(manifest.started_at, |t| t.with_timezone(&Utc));
+    let backup_age_secs = (at - data_time).num_seconds();
+    let rto_met = opts
+        .objectives
+        .rto
+        .map(|rto| u128::from(restore_ms) <= rto.as_millis());
+    let rpo_met = opts
+        .objectives
+        .rpo
+        .map(|rpo| backup_age_secs <= rpo.as_secs() as i64);
+    let orphans: u64 = foreign_keys.iter().map(|k| k.orphans).sum();
+    let passed = orphans == 0 && rto_met != Some(false) && rpo_met != Some(false);
+    tracing::info!(backup = %manifest.id, restore_ms, backup_age_secs, orphans, passed, "restore drill finished");
+    Ok(DrillReport {
+        id: manifest.id.clone(),
+        scratch_database,
+        at,
+        restore_ms,
+        backup_age_secs,
+        tables_checked: restored.tables_checked,
+        rows_checked: restored.rows_checked,
+        foreign_keys,
+        rto_met,
+        rpo_met,
+        kept: opts.keep,
+        passed,
+    })
+}
+
+/// The error a failed drill reports (after its report was shown), for exit codes and job
+/// outcomes: orphaned rows mean the backup does not restore a consistent database.
+pub fn failure(report: &DrillReport, objectives: &Objectives) -> Option<Error> {
+    if report.passed {
+        return None;
+    }
+    let kind = if report.orphans() > 0 {
+        ErrorKind::Corrupt
+    } else {
+        ErrorKind::Other
+    };
+    Some(
+        Error::new(
+            kind,
+            format!(
+                "restore drill failed: {}",
+                report.failures(objectives).join("; ")
+            ),
+        )
+        .with_context("backup", &report.id),
+    )
+}
