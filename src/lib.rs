@@ -30,6 +30,7 @@ pub use dr_storage as storage;
 
 pub mod config;
 pub mod drill;
+pub mod files;
 pub mod jobs;
 pub mod keys;
 pub mod sample;

@@ -419,3 +419,157 @@ async fn drill_finds_orphaned_rows_behind_a_foreign_key_that_was_not_valid() {
     assert_eq!(report["passed"], false);
     assert!(!database_exists(&cluster, "app_drill").await);
 }
+
+#[test]
+fn directory_backup_restores_files_links_and_modes_and_is_a_standard_tar() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = Repo::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let uploads = tmp.path().join("uploads");
+    std::fs::create_dir_all(uploads.join("2026/11")).unwrap();
+    std::fs::create_dir_all(uploads.join("empty")).unwrap();
+    let png: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(uploads.join("2026/11/qr-1.png"), &png).unwrap();
+    std::fs::write(uploads.join("export.csv"), "id,name\n1,é\n").unwrap();
+    std::fs::set_permissions(
+        uploads.join("export.csv"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("2026/11/qr-1.png", uploads.join("latest.png")).unwrap();
+
+    let backup = repo.json(&[
+        "backup",
+        "--dir",
+        uploads.to_str().unwrap(),
+        "--label",
+        "uploads",
+    ]);
+    let id = backup["id"].as_str().unwrap().to_string();
+    assert_eq!(backup["source"]["kind"], "files");
+    assert_eq!(
+        backup["tables"][0]["rows"], 2,
+        "two regular files: {backup}"
+    );
+    assert_eq!(
+        backup["tables"][0]["bytes"],
+        png.len() as u64 + "id,name\n1,é\n".len() as u64
+    );
+    assert_eq!(repo.json(&["verify", &id])[0]["ok"], true);
+
+    let restored = tmp.path().join("restored");
+    let report = repo.json(&["restore", &id, "--dir", restored.to_str().unwrap()]);
+    assert_eq!(report["rows_checked"], 2);
+    assert_eq!(
+        std::fs::read(restored.join("2026/11/qr-1.png")).unwrap(),
+        png
+    );
+    assert_eq!(
+        std::fs::read_link(restored.join("latest.png")).unwrap(),
+        std::path::Path::new("2026/11/qr-1.png"),
+        "links stay links"
+    );
+    let mode = std::fs::metadata(restored.join("export.csv"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    assert!(restored.join("empty").is_dir());
+
+    // A non-empty target is refused and untouched; --replace swaps the backup in.
+    std::fs::write(restored.join("stray.txt"), "keep me").unwrap();
+    let err = fails(
+        &repo.run(&["restore", &id, "--dir", restored.to_str().unwrap()]),
+        6,
+    );
+    assert!(err.contains("--replace"), "{err}");
+    assert!(restored.join("stray.txt").exists());
+    repo.json(&[
+        "restore",
+        &id,
+        "--dir",
+        restored.to_str().unwrap(),
+        "--replace",
+    ]);
+    assert!(!restored.join("stray.txt").exists());
+    assert_eq!(
+        std::fs::read(restored.join("2026/11/qr-1.png")).unwrap(),
+        png
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".dr-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no staging left behind: {leftovers:?}"
+    );
+
+    // The payload is a standard tar archive.
+    let out = repo.run(&["cat", &id]);
+    ok(&out);
+    let listing = std::process::Command::new("tar")
+        .arg("-t")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&out.stdout)?;
+            child.wait_with_output()
+        })
+        .expect("tar (GNU tar, installed with the base system) lists the archive");
+    let names = String::from_utf8_lossy(&listing.stdout);
+    assert!(names.contains("2026/11/qr-1.png"), "{names}");
+
+    // A database restore of a directory backup is refused before touching anything.
+    let err = fails(
+        &repo.run(&["restore", &id, "--db", "postgres://postgres@127.0.0.1:1/x"]),
+        1,
+    );
+    assert!(err.contains("tar"), "{err}");
+}
+
+#[test]
+fn a_tampered_directory_backup_restores_nothing() {
+    let repo = Repo::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i % 253) as u8 ^ (i >> 11) as u8)
+        .collect();
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let id = repo.json(&[
+        "backup",
+        "--dir",
+        src.to_str().unwrap(),
+        "--compression",
+        "none",
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let payload = repo.payload(&id);
+    let len = std::fs::metadata(&payload).unwrap().len();
+    flip_byte(&payload, len / 2);
+
+    let target = tmp.path().join("restored");
+    let out = repo.run(&["restore", &id, "--dir", target.to_str().unwrap()]);
+    let err = fails(&out, 5);
+    assert!(
+        err.contains("SHA-256") || err.contains("authentication failed"),
+        "{err}"
+    );
+    assert!(!target.exists(), "nothing is put in place");
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".dr-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no staging left behind: {leftovers:?}"
+    );
+}

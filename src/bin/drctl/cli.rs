@@ -113,14 +113,22 @@ pub enum Command {
         #[arg(long)]
         storage_class: Option<String>,
     },
-    /// Back up a PostgreSQL database.
+    /// Back up a PostgreSQL database, or a directory of files.
     Backup {
         #[command(flatten)]
         repo: RepoArgs,
         /// Database URL (postgres://user@host:port/db). Put the password in PGPASSWORD or
         /// ~/.pgpass, not here: arguments are visible to every user of the machine.
-        #[arg(long, env = "DR_DB")]
-        db: String,
+        #[arg(
+            long,
+            env = "DR_DB",
+            required_unless_present = "dir",
+            conflicts_with = "dir"
+        )]
+        db: Option<String>,
+        /// A directory to back up instead (user uploads, exported files), as a tar archive.
+        #[arg(long)]
+        dir: Option<PathBuf>,
         /// A label to record (repeatable).
         #[arg(long = "label")]
         labels: Vec<String>,
@@ -138,17 +146,25 @@ pub enum Command {
         #[command(flatten)]
         repo: RepoArgs,
     },
-    /// Restore a backup into a database.
+    /// Restore a backup into a database, or a directory backup into a directory.
     Restore {
         #[command(flatten)]
         repo: RepoArgs,
         /// Backup id, or `latest`.
         id: String,
         /// Target database URL.
-        #[arg(long, env = "DR_DB")]
-        db: String,
-        /// Create the target database (it must not exist).
+        #[arg(
+            long,
+            env = "DR_DB",
+            required_unless_present = "dir",
+            conflicts_with = "dir"
+        )]
+        db: Option<String>,
+        /// Target directory of a directory backup (missing or empty, unless --replace).
         #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Create the target database (it must not exist).
+        #[arg(long, conflicts_with = "dir")]
         create: bool,
         /// Replace a non-empty target (restored beside it first, swapped in when complete).
         #[arg(long)]

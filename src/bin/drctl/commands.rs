@@ -45,19 +45,48 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Backup {
             repo,
             db,
+            dir,
             labels,
             compression,
             storage_class,
-        } => backup(json, &repo, &db, labels, compression, storage_class).await,
+        } => {
+            let dumper: Box<dyn dr::core::Dumper> = match (db, dir) {
+                (_, Some(dir)) => Box::new(dr::files::DirDumper::new(dir)),
+                (Some(db), None) => Box::new(dr::db::PgDumper::new(db_config(&db)?)),
+                (None, None) => unreachable!("clap requires --db or --dir"),
+            };
+            backup(
+                json,
+                &repo,
+                dumper.as_ref(),
+                labels,
+                compression,
+                storage_class,
+            )
+            .await
+        }
         Command::List { repo } => list(json, &repo).await,
         Command::Restore {
             repo,
             id,
             db,
+            dir,
             create,
             replace,
             no_owner,
-        } => restore(json, &repo, &id, &db, create, replace, no_owner).await,
+        } => {
+            let restorer: Box<dyn dr::core::Restorer> = match (db, dir) {
+                (_, Some(dir)) => Box::new(dr::files::DirRestorer::new(dir).replace(replace)),
+                (Some(db), None) => Box::new(
+                    dr::db::PgRestorer::new(db_config(&db)?)
+                        .create(create)
+                        .replace(replace)
+                        .no_owner(no_owner),
+                ),
+                (None, None) => unreachable!("clap requires --db or --dir"),
+            };
+            restore(json, &repo, &id, restorer.as_ref()).await
+        }
         Command::Verify { repo, id, all } => verify(json, &repo, id, all).await,
         Command::Drill(args) => crate::drill::run(json, args).await,
         Command::Cat { repo, id } => cat(&repo, &id).await,
@@ -154,14 +183,13 @@ async fn init(
 async fn backup(
     json: bool,
     args: &RepoArgs,
-    db: &str,
+    dumper: &dyn dr::core::Dumper,
     labels: Vec<String>,
     compression: Option<String>,
     storage_class: Option<String>,
 ) -> Result<()> {
     let repo = open_repo(args).await?;
     let encryptor = crate::key::backup_encryptor(args, &repo)?;
-    let dumper = dr::db::PgDumper::new(db_config(db)?);
     let bar = progress_bar(json, "backup");
     let opts = BackupOptions {
         codec: compression.map(|c| c.parse()).transpose()?,
@@ -170,7 +198,7 @@ async fn backup(
         progress: bar.as_ref().map(|(_, sink)| sink.clone()),
         ..Default::default()
     };
-    let result = dr::core::backup(&repo, &dumper, &encryptor, &opts).await;
+    let result = dr::core::backup(&repo, dumper, &encryptor, &opts).await;
     if let Some((bar, _)) = bar {
         bar.finish_and_clear();
     }
@@ -181,13 +209,18 @@ async fn backup(
         print_json(&out);
     } else {
         let secs = m.duration_ms() as f64 / 1000.0;
+        let contents = if m.source.kind == dr::files::KIND {
+            let files: u64 = m.stats.tables.iter().map(|t| t.rows).sum();
+            format!("{files} files")
+        } else {
+            format!("{} tables", m.stats.tables.len())
+        };
         println!(
-            "backup {} complete: {} raw, {} stored ({:.1}x), {} tables, {:.1} s ({}/s)",
+            "backup {} complete: {} raw, {} stored ({:.1}x), {contents}, {:.1} s ({}/s)",
             m.id,
             human_bytes(m.raw_bytes),
             human_bytes(m.stored_bytes),
             m.raw_bytes as f64 / m.stored_bytes.max(1) as f64,
-            m.stats.tables.len(),
             secs,
             human_bytes((m.raw_bytes as f64 / secs.max(0.001)) as u64)
         );
@@ -247,25 +280,18 @@ async fn restore(
     json: bool,
     args: &RepoArgs,
     id: &str,
-    db: &str,
-    create: bool,
-    replace: bool,
-    no_owner: bool,
+    restorer: &dyn dr::core::Restorer,
 ) -> Result<()> {
     let repo = open_repo(args).await?;
     let manifest = repo.resolve(id).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
-    let restorer = dr::db::PgRestorer::new(db_config(db)?)
-        .create(create)
-        .replace(replace)
-        .no_owner(no_owner);
     let bar = progress_bar(json, "restore");
     let opts = ReadOptions {
         progress: bar.as_ref().map(|(_, sink)| sink.clone()),
         ..Default::default()
     };
     let started = Instant::now();
-    let result = dr::core::restore(&repo, &manifest, &decryptor, &restorer, &opts).await;
+    let result = dr::core::restore(&repo, &manifest, &decryptor, restorer, &opts).await;
     if let Some((bar, _)) = bar {
         bar.finish_and_clear();
     }
@@ -281,12 +307,18 @@ async fn restore(
             "duration_ms": ms,
         }));
     } else {
+        let checked = if manifest.source.kind == dr::files::KIND {
+            format!("{} files", report.rows_checked)
+        } else {
+            format!(
+                "{} tables, {} rows",
+                report.tables_checked, report.rows_checked
+            )
+        };
         println!(
-            "restored backup {} into {}: {} tables, {} rows checked against the manifest, {:.1} s",
+            "restored backup {} into {}: {checked} checked against the manifest, {:.1} s",
             manifest.id,
             report.target,
-            report.tables_checked,
-            report.rows_checked,
             ms as f64 / 1000.0
         );
     }
