@@ -1,5 +1,6 @@
-//! Verification that reaches past checksums: for PostgreSQL payloads, the row counts are
-//! derived again from the decrypted archive and compared with the manifest.
+//! Verification that reaches past checksums: for PostgreSQL payloads the row counts, for
+//! directory payloads the files and bytes, are derived again from the decrypted archive and
+//! compared with the manifest.
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -30,22 +31,20 @@ pub async fn verify_backup(
     opts: &ReadOptions,
 ) -> Result<VerifyReport> {
     let mut payload = open_payload(repo, manifest, decryptor, opts).await?;
-    let mut inspector =
-        (manifest.source.format == "pg_dump-custom").then(dr_db::archive::ArchiveInspector::new);
+    let mut recount = Recount::for_format(&manifest.source.format);
     let mut raw_bytes = 0u64;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk?;
         raw_bytes += chunk.len() as u64;
-        if let Some(i) = inspector.as_mut() {
-            i.feed(&chunk)
-                .map_err(|e| e.with_context("backup", &manifest.id))?;
-        }
+        recount
+            .feed(&chunk)
+            .map_err(|e| e.with_context("backup", &manifest.id))?;
     }
     let (mut tables_checked, mut rows_checked) = (0, 0);
-    if let Some(i) = inspector {
-        let found = i
-            .finish()
-            .map_err(|e| e.with_context("backup", &manifest.id))?;
+    if let Some(found) = recount
+        .finish()
+        .map_err(|e| e.with_context("backup", &manifest.id))?
+    {
         if found.tables.len() != manifest.stats.tables.len() {
             return Err(Error::corrupt(format!(
                 "payload holds {} tables, the manifest lists {}",
@@ -73,4 +72,38 @@ pub async fn verify_backup(
         tables_checked,
         rows_checked,
     })
+}
+
+/// What can be re-counted in a payload: a PostgreSQL archive's rows per table, a directory
+/// archive's files and bytes.
+enum Recount {
+    Pg(Box<dr_db::archive::ArchiveInspector>),
+    Tar(crate::files::TarCounter),
+    Nothing,
+}
+
+impl Recount {
+    fn for_format(format: &str) -> Recount {
+        match format {
+            "pg_dump-custom" => Recount::Pg(Box::new(dr_db::archive::ArchiveInspector::new())),
+            crate::files::FORMAT => Recount::Tar(crate::files::TarCounter::new()),
+            _ => Recount::Nothing,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<()> {
+        match self {
+            Recount::Pg(i) => i.feed(chunk),
+            Recount::Tar(c) => c.feed(chunk),
+            Recount::Nothing => Ok(()),
+        }
+    }
+
+    fn finish(self) -> Result<Option<dr_core::DumpStats>> {
+        match self {
+            Recount::Pg(i) => i.finish().map(Some),
+            Recount::Tar(c) => c.finish().map(Some),
+            Recount::Nothing => Ok(None),
+        }
+    }
 }

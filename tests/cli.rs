@@ -455,7 +455,12 @@ fn directory_backup_restores_files_links_and_modes_and_is_a_standard_tar() {
         backup["tables"][0]["bytes"],
         png.len() as u64 + "id,name\n1,é\n".len() as u64
     );
-    assert_eq!(repo.json(&["verify", &id])[0]["ok"], true);
+    let verified = repo.json(&["verify", &id]);
+    assert_eq!(verified[0]["ok"], true);
+    assert_eq!(
+        verified[0]["report"]["rows_checked"], 2,
+        "verify re-counts the files in the archive: {verified}"
+    );
 
     let restored = tmp.path().join("restored");
     let report = repo.json(&["restore", &id, "--dir", restored.to_str().unwrap()]);
