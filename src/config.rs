@@ -38,6 +38,11 @@
 //! labels = ["hourly"]
 //! then = ["prune"]
 //!
+//! [jobs.uploads]
+//! kind = "backup"
+//! dir = "/srv/app/uploads"                # a directory instead of the database
+//! cron = "30 * * * *"
+//!
 //! [jobs.prune]
 //! kind = "prune"                          # no cron: it runs after the backups
 //! ```
@@ -169,6 +174,9 @@ pub struct JobConfig {
     pub then: Vec<String>,
     /// Verify every backup rather than the newest (verify jobs).
     pub all: bool,
+    /// Back up this directory (user uploads, exported files) instead of the database
+    /// (backup jobs; relative paths are relative to the configuration file).
+    pub dir: Option<PathBuf>,
 }
 
 // ----- the file as written ---------------------------------------------------------------
@@ -269,6 +277,8 @@ struct RawJob {
     then: Vec<Spanned<String>>,
     #[serde(default)]
     all: bool,
+    #[serde(default)]
+    dir: Option<Spanned<PathBuf>>,
 }
 
 /// Turns spans into "line N: key: message" errors.
@@ -431,12 +441,12 @@ impl Config {
                     };
                     let mut labels = self.labels.clone();
                     labels.extend(jc.labels.iter().cloned());
+                    let dumper: Arc<dyn dr_core::Dumper> = match &jc.dir {
+                        Some(dir) => Arc::new(crate::files::DirDumper::new(dir)),
+                        None => Arc::new(dr_db::PgDumper::new(self.database_config()?)),
+                    };
                     Arc::new(
-                        crate::jobs::BackupJob::new(
-                            Arc::new(dr_db::PgDumper::new(self.database_config()?)),
-                            Arc::new(encryptor),
-                        )
-                        .labels(labels),
+                        crate::jobs::BackupJob::new(dumper, Arc::new(encryptor)).labels(labels),
                     )
                 }
                 JobKind::Prune => Arc::new(crate::jobs::PruneJob::new(self.retention.clone())),
@@ -603,12 +613,21 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
             ))),
             kind => Ok(kind),
         })?;
+        if let Some(dir) = &j.dir {
+            if kind != JobKind::Backup {
+                return Err(src.err(
+                    dir.span(),
+                    &key("dir"),
+                    Error::invalid("only backup jobs back up a directory"),
+                ));
+            }
+        }
         match kind {
-            JobKind::Backup if database.is_none() => {
+            JobKind::Backup if database.is_none() && j.dir.is_none() => {
                 return Err(src.err(
                     j.kind.span(),
                     &key("kind"),
-                    Error::invalid("a backup job needs a [database] table"),
+                    Error::invalid("a backup job needs a [database] table, or a dir to back up"),
                 ))
             }
             JobKind::Prune if retention == RetentionPolicy::default() => {
@@ -714,6 +733,10 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
             labels: j.labels.clone(),
             then,
             all: j.all,
+            dir: j.dir.as_ref().map(|d| match base {
+                Some(base) if d.get_ref().is_relative() => base.join(d.get_ref()),
+                _ => d.get_ref().clone(),
+            }),
         });
     }
     if jobs.is_empty() {

@@ -228,3 +228,53 @@ cron = "0 5 2 * *"
         "the scratch database <name>_drill is dropped"
     );
 }
+
+#[test]
+fn run_once_backs_up_a_directory_job_relative_to_the_config_file() {
+    let repo = Repo::new();
+    let uploads = repo.path().join("uploads");
+    std::fs::create_dir_all(uploads.join("qr")).unwrap();
+    std::fs::write(uploads.join("qr/1.png"), vec![1u8; 70_000]).unwrap();
+    std::fs::write(uploads.join("qr/2.png"), vec![2u8; 30_000]).unwrap();
+    // No database is reachable: a directory job does not need one.
+    let config = write_config(
+        &repo,
+        "postgres://postgres@127.0.0.1:1/app",
+        r#"
+[jobs.uploads]
+kind = "backup"
+dir = "uploads"
+cron = "30 * * * *"
+labels = ["uploads"]
+"#,
+    );
+    let out = drctl_run(&config, &["--once", "uploads"]);
+    ok(&out);
+    let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcomes[0]["ok"], true, "{}", outcomes[0]);
+    assert_eq!(outcomes[0]["summary"]["figures"]["rows"], 2, "two files");
+    let id = outcomes[0]["summary"]["figures"]["backup_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = repo.json(&["list"]);
+    assert_eq!(list[0]["source"]["kind"], "files");
+    assert_eq!(list[0]["labels"], serde_json::json!(["test", "uploads"]));
+
+    let restored = repo.path().join("restored");
+    repo.json(&["restore", &id, "--dir", restored.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(restored.join("qr/1.png")).unwrap(),
+        vec![1u8; 70_000]
+    );
+
+    // `dir` belongs to backup jobs only, and the mistake names its line.
+    let config = write_config(
+        &repo,
+        "postgres://postgres@127.0.0.1:1/app",
+        "[jobs.prune]\nkind = \"prune\"\ndir = \"uploads\"\n",
+    );
+    let stderr = fails(&drctl_run(&config, &["--once", "prune"]), 2);
+    assert!(stderr.contains("jobs.prune.dir"), "{stderr}");
+    assert!(stderr.contains("only backup jobs"), "{stderr}");
+}

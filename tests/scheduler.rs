@@ -577,7 +577,7 @@ fn example_config_parses() {
     let names: Vec<&str> = c.jobs.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(
         names,
-        ["daily", "drill", "hourly", "monthly", "prune", "verify", "weekly"]
+        ["daily", "drill", "hourly", "monthly", "prune", "uploads", "verify", "weekly"]
     );
     let hourly = c.job("hourly").unwrap();
     let s = hourly.schedule.as_ref().unwrap();
@@ -586,6 +586,10 @@ fn example_config_parses() {
     assert!(matches!(s.window, dr::core::schedule::WindowRule::NotIn(_)));
     assert_eq!(hourly.then, ["prune"]);
     assert!(c.job("prune").unwrap().schedule.is_none());
+    assert_eq!(
+        c.job("uploads").unwrap().dir.as_deref(),
+        Some(std::path::Path::new("/srv/app/uploads"))
+    );
     assert_eq!(c.retention.keep_monthly, Some(12));
     assert_eq!(c.objectives.rpo, Some(Duration::from_secs(3600)));
     assert_eq!(c.objectives.rto, Some(Duration::from_secs(1800)));
