@@ -29,7 +29,7 @@
 //! length = "2h"
 //!
 //! [jobs.hourly]
-//! kind = "backup"                         # backup, prune, verify or drill
+//! kind = "backup"                         # backup, prune, verify, drill or replicate
 //! cron = "0 * * * *"
 //! time_zone = "UTC"                       # IANA name; UTC by default
 //! jitter = "5m"
@@ -164,7 +164,7 @@ impl Default for SchedulerConfig {
 pub struct JobConfig {
     /// The job's name (the table's key).
     pub name: String,
-    /// backup, prune, verify or drill.
+    /// backup, prune, verify, drill or replicate.
     pub kind: JobKind,
     /// When it runs; `None` for a job that runs only after another or by hand.
     pub schedule: Option<Schedule>,
@@ -177,6 +177,21 @@ pub struct JobConfig {
     /// Back up this directory (user uploads, exported files) instead of the database
     /// (backup jobs; relative paths are relative to the configuration file).
     pub dir: Option<PathBuf>,
+    /// Where a replicate job copies backups to.
+    pub to: Option<ReplicaConfig>,
+}
+
+/// A replicate job's destination: `to`, `to_options`, `storage_class`, `verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// The destination URL (another region, another provider).
+    pub url: String,
+    /// Storage options of the destination; credentials belong in the environment.
+    pub options: BTreeMap<String, String>,
+    /// Storage class of the copied data (e.g. GLACIER for the cold copy).
+    pub storage_class: Option<String>,
+    /// Read every copied object back and check its SHA-256.
+    pub verify: bool,
 }
 
 // ----- the file as written ---------------------------------------------------------------
@@ -279,6 +294,14 @@ struct RawJob {
     all: bool,
     #[serde(default)]
     dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    to: Option<Spanned<String>>,
+    #[serde(default)]
+    to_options: BTreeMap<String, String>,
+    #[serde(default)]
+    storage_class: Option<String>,
+    #[serde(default)]
+    verify: bool,
 }
 
 /// Turns spans into "line N: key: message" errors.
@@ -458,6 +481,29 @@ impl Config {
                     self.drill_config()?,
                     self.objectives,
                 )),
+                JobKind::Replicate => {
+                    let to = jc.to.as_ref().ok_or_else(|| {
+                        Error::invalid(format!("job '{}' has no destination", jc.name))
+                    })?;
+                    let in_job = |e: Error| e.with_context("job", &jc.name);
+                    dr_storage::create_local_dir(&to.url).map_err(in_job)?;
+                    let storage = dr_storage::from_url_with_options(
+                        &to.url,
+                        &to.options.iter().collect::<Vec<_>>(),
+                    )
+                    .map_err(in_job)?;
+                    Arc::new(crate::jobs::ReplicateJob::new(
+                        Arc::new(dr_storage::retry::RetryingTarget::new(
+                            storage,
+                            dr_storage::retry::RetryPolicy::default(),
+                        )),
+                        dr_core::replicate::ReplicateOptions {
+                            storage_class: to.storage_class.clone(),
+                            verify: to.verify,
+                            lease_wait: Some(std::time::Duration::from_secs(60)),
+                        },
+                    ))
+                }
                 JobKind::Custom(kind) => {
                     return Err(Error::invalid(format!(
                         "job '{}' has kind '{kind}', which dr.toml cannot run",
@@ -609,7 +655,7 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
         })?;
         let kind = src.check(&j.kind, &key("kind"), |k| match k.parse::<JobKind>()? {
             JobKind::Custom(other) => Err(Error::invalid(format!(
-                "unknown kind '{other}': use backup, prune, verify or drill"
+                "unknown kind '{other}': use backup, prune, verify, drill or replicate"
             ))),
             kind => Ok(kind),
         })?;
@@ -622,6 +668,38 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
                 ));
             }
         }
+        if kind != JobKind::Replicate
+            && (j.storage_class.is_some() || j.verify || !j.to_options.is_empty())
+        {
+            return Err(src.err(
+                j.kind.span(),
+                &key("kind"),
+                Error::invalid("storage_class, verify and to_options belong to replicate jobs"),
+            ));
+        }
+        let to = match (&kind, &j.to) {
+            (JobKind::Replicate, Some(url)) => Some(ReplicaConfig {
+                url: url.get_ref().clone(),
+                options: j.to_options.clone(),
+                storage_class: j.storage_class.clone(),
+                verify: j.verify,
+            }),
+            (JobKind::Replicate, None) => {
+                return Err(src.err(
+                    j.kind.span(),
+                    &key("to"),
+                    Error::invalid("a replicate job needs a destination URL (to = \"s3://…\")"),
+                ))
+            }
+            (_, Some(url)) => {
+                return Err(src.err(
+                    url.span(),
+                    &key("to"),
+                    Error::invalid("only replicate jobs have a destination"),
+                ))
+            }
+            (_, None) => None,
+        };
         match kind {
             JobKind::Backup if database.is_none() && j.dir.is_none() => {
                 return Err(src.err(
@@ -737,6 +815,7 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
                 Some(base) if d.get_ref().is_relative() => base.join(d.get_ref()),
                 _ => d.get_ref().clone(),
             }),
+            to,
         });
     }
     if jobs.is_empty() {

@@ -1,5 +1,5 @@
-//! dr's job runners for the scheduler ([`dr_core::schedule`]): backup, prune, verify and
-//! restore drills.
+//! dr's job runners for the scheduler ([`dr_core::schedule`]): backup, prune, verify,
+//! restore drills and replication to a second region.
 //!
 //! Each is a [`JobRunner`] holding the settings of one job (which database, which labels,
 //! which policy), so several jobs of one kind (hourly and daily backups with different
@@ -299,5 +299,55 @@ impl JobRunner for DrillJob {
         .figure("tables_checked", report.tables_checked)
         .figure("rows_checked", report.rows_checked)
         .figure("foreign_keys", report.foreign_keys.len()))
+    }
+}
+
+/// Copies every complete backup the destination lacks to a second storage target
+/// ([`dr_core::replicate::replicate`]): the runbook's copy in another region.
+pub struct ReplicateJob {
+    to: Arc<dyn dr_core::StorageTarget>,
+    opts: dr_core::replicate::ReplicateOptions,
+}
+
+impl std::fmt::Debug for ReplicateJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicateJob")
+            .field("to", &self.to.describe())
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
+
+impl ReplicateJob {
+    /// Replicate into `to` with `opts` (storage class at the destination, read-back check).
+    pub fn new(
+        to: Arc<dyn dr_core::StorageTarget>,
+        opts: dr_core::replicate::ReplicateOptions,
+    ) -> ReplicateJob {
+        ReplicateJob { to, opts }
+    }
+}
+
+#[async_trait]
+impl JobRunner for ReplicateJob {
+    async fn run(&self, ctx: &JobContext) -> Result<JobSummary> {
+        let report = dr_core::replicate::replicate(
+            ctx.repository(),
+            self.to.clone(),
+            dr_core::replicate::Selection::All,
+            &self.opts,
+        )
+        .await?;
+        Ok(JobSummary::new(format!(
+            "replicated {} backups ({} bytes) to {}; {} already there",
+            report.copied.len(),
+            report.bytes_copied,
+            self.to.describe(),
+            report.skipped.len()
+        ))
+        .figure("copied", report.copied.len())
+        .figure("skipped", report.skipped.len())
+        .figure("bytes_copied", report.bytes_copied)
+        .figure("duration_ms", report.duration_ms))
     }
 }

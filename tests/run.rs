@@ -278,3 +278,65 @@ labels = ["uploads"]
     assert!(stderr.contains("jobs.prune.dir"), "{stderr}");
     assert!(stderr.contains("only backup jobs"), "{stderr}");
 }
+
+#[test]
+fn run_once_replicate_copies_backups_to_the_second_region_and_skips_them_next_time() {
+    let repo = Repo::new();
+    let uploads = repo.path().join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    std::fs::write(uploads.join("a.csv"), "id\n1\n").unwrap();
+    let replica = tempfile::tempdir().unwrap();
+    let replica_url = replica.path().join("dr").to_str().unwrap().to_string();
+    let config = write_config(
+        &repo,
+        "postgres://postgres@127.0.0.1:1/app",
+        &format!(
+            r#"
+[jobs.uploads]
+kind = "backup"
+dir = "uploads"
+then = ["offsite"]
+
+[jobs.offsite]
+kind = "replicate"
+to = "{replica_url}"
+storage_class = "GLACIER"
+verify = true
+"#
+        ),
+    );
+    let out = drctl_run(&config, &["--once", "uploads"]);
+    ok(&out);
+    let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcomes[1]["job"], "offsite");
+    assert_eq!(outcomes[1]["ok"], true, "{}", outcomes[1]);
+    assert_eq!(outcomes[1]["summary"]["figures"]["copied"], 1);
+
+    // The replica lists the backup, with the destination's storage class.
+    let listed = drctl(&["--json", "list", "--repo", &replica_url], &[]);
+    ok(&listed);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(listed[0]["id"], repo.json(&["list"])[0]["id"]);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(&replica_url).join(format!("backups/{id}/manifest.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["objects"][0]["storage_class"], "GLACIER");
+
+    let out = drctl_run(&config, &["--once", "offsite"]);
+    ok(&out);
+    let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcomes[0]["summary"]["figures"]["copied"], 0);
+    assert_eq!(outcomes[0]["summary"]["figures"]["skipped"], 1);
+
+    // A replicate job without a destination is refused, naming the key.
+    let config = write_config(
+        &repo,
+        "postgres://postgres@127.0.0.1:1/app",
+        "[jobs.offsite]\nkind = \"replicate\"\n",
+    );
+    let stderr = fails(&drctl_run(&config, &["--once", "offsite"]), 2);
+    assert!(stderr.contains("jobs.offsite.to"), "{stderr}");
+}

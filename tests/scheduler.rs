@@ -577,7 +577,10 @@ fn example_config_parses() {
     let names: Vec<&str> = c.jobs.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(
         names,
-        ["daily", "drill", "hourly", "monthly", "prune", "uploads", "verify", "weekly"]
+        [
+            "daily", "drill", "hourly", "monthly", "offsite", "prune", "uploads", "verify",
+            "weekly"
+        ]
     );
     let hourly = c.job("hourly").unwrap();
     let s = hourly.schedule.as_ref().unwrap();
@@ -590,6 +593,9 @@ fn example_config_parses() {
         c.job("uploads").unwrap().dir.as_deref(),
         Some(std::path::Path::new("/srv/app/uploads"))
     );
+    let offsite = c.job("offsite").unwrap().to.as_ref().unwrap();
+    assert_eq!(offsite.storage_class.as_deref(), Some("GLACIER"));
+    assert_eq!(offsite.options["region"], "eu-west-1");
     assert_eq!(c.retention.keep_monthly, Some(12));
     assert_eq!(c.objectives.rpo, Some(Duration::from_secs(3600)));
     assert_eq!(c.objectives.rto, Some(Duration::from_secs(1800)));

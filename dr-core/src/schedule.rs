@@ -475,18 +475,21 @@ pub enum JobKind {
     Verify,
     /// Restore a backup into a scratch database, check it, and measure RTO and RPO.
     Drill,
+    /// Copy complete backups to a second storage target.
+    Replicate,
     /// Anything else an embedder schedules.
     Custom(String),
 }
 
 impl JobKind {
-    /// `backup`, `prune`, `verify`, `drill`, or the custom name.
+    /// `backup`, `prune`, `verify`, `drill`, `replicate`, or the custom name.
     pub fn as_str(&self) -> &str {
         match self {
             JobKind::Backup => "backup",
             JobKind::Prune => "prune",
             JobKind::Verify => "verify",
             JobKind::Drill => "drill",
+            JobKind::Replicate => "replicate",
             JobKind::Custom(name) => name,
         }
     }
@@ -507,6 +510,7 @@ impl FromStr for JobKind {
             "prune" => JobKind::Prune,
             "verify" => JobKind::Verify,
             "drill" => JobKind::Drill,
+            "replicate" => JobKind::Replicate,
             "" => return Err(Error::invalid("a job kind must not be empty")),
             other => JobKind::Custom(other.to_string()),
         })
