@@ -53,7 +53,15 @@ pub async fn verify_backup(
             ))
             .with_context("backup", &manifest.id));
         }
+        let files = manifest.source.kind == crate::files::KIND;
         for (got, want) in found.tables.iter().zip(&manifest.stats.tables) {
+            if files && (got.rows, got.bytes) != (want.rows, want.bytes) {
+                return Err(Error::corrupt(format!(
+                    "the archive holds {} files ({} bytes), the manifest says {} files ({} bytes)",
+                    got.rows, got.bytes, want.rows, want.bytes
+                ))
+                .with_context("backup", &manifest.id));
+            }
             if got.schema != want.schema || got.name != want.name || got.rows != want.rows {
                 return Err(Error::corrupt(format!(
                     "table {}.{} has {} rows in the payload, the manifest says {}.{} has {}",

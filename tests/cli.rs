@@ -578,3 +578,26 @@ fn a_tampered_directory_backup_restores_nothing() {
         "no staging left behind: {leftovers:?}"
     );
 }
+
+#[test]
+fn verify_recounts_a_directory_backup_against_its_manifest() {
+    let repo = Repo::new();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.txt"), "a").unwrap();
+    std::fs::write(tmp.path().join("b.txt"), "bb").unwrap();
+    let id = repo.json(&["backup", "--dir", tmp.path().to_str().unwrap()])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Someone edits the (unauthenticated) manifest: the archive disagrees.
+    let manifest_path = repo.payload(&id).with_file_name("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["stats"]["tables"][0]["rows"] = 3.into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let err = fails(&repo.run(&["verify", &id]), 5);
+    assert!(
+        err.contains("the archive holds 2 files (3 bytes), the manifest says 3 files (3 bytes)"),
+        "{err}"
+    );
+}
