@@ -501,15 +501,7 @@ fn directory_backup_restores_files_links_and_modes_and_is_a_standard_tar() {
         std::fs::read(restored.join("2026/11/qr-1.png")).unwrap(),
         png
     );
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".dr-"))
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "no staging left behind: {leftovers:?}"
-    );
+    assert_no_staging_left(tmp.path());
 
     // The payload is a standard tar archive.
     let out = repo.run(&["cat", &id]);
@@ -568,15 +560,7 @@ fn a_tampered_directory_backup_restores_nothing() {
         "{err}"
     );
     assert!(!target.exists(), "nothing is put in place");
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".dr-"))
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "no staging left behind: {leftovers:?}"
-    );
+    assert_no_staging_left(tmp.path());
 }
 
 #[test]
@@ -599,5 +583,18 @@ fn verify_recounts_a_directory_backup_against_its_manifest() {
     assert!(
         err.contains("the archive holds 2 files (3 bytes), the manifest says 3 files (3 bytes)"),
         "{err}"
+    );
+}
+
+/// A directory restore leaves no `.dr-restore-*` or `.dr-replaced-*` folder beside its target.
+fn assert_no_staging_left(parent: &std::path::Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".dr-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no staging left behind: {leftovers:?}"
     );
 }
