@@ -376,14 +376,10 @@ impl Config {
     /// Open the repository, retrying transient storage errors with the default policy (a
     /// daemon must ride out a dropped connection).
     pub async fn open_repository(&self) -> Result<Repository> {
-        let storage = dr_storage::from_url_with_options(
+        let storage = dr_storage::from_url_retrying(
             &self.repository.url,
             &self.repository.options.iter().collect::<Vec<_>>(),
         )?;
-        let storage = Arc::new(dr_storage::retry::RetryingTarget::new(
-            storage,
-            dr_storage::retry::RetryPolicy::default(),
-        ));
         Repository::open(storage).await
     }
 
@@ -487,16 +483,13 @@ impl Config {
                     })?;
                     let in_job = |e: Error| e.with_context("job", &jc.name);
                     dr_storage::create_local_dir(&to.url).map_err(in_job)?;
-                    let storage = dr_storage::from_url_with_options(
+                    let storage = dr_storage::from_url_retrying(
                         &to.url,
                         &to.options.iter().collect::<Vec<_>>(),
                     )
                     .map_err(in_job)?;
                     Arc::new(crate::jobs::ReplicateJob::new(
-                        Arc::new(dr_storage::retry::RetryingTarget::new(
-                            storage,
-                            dr_storage::retry::RetryPolicy::default(),
-                        )),
+                        storage,
                         dr_core::replicate::ReplicateOptions {
                             storage_class: to.storage_class.clone(),
                             verify: to.verify,

@@ -324,26 +324,17 @@ impl Restorer for DirRestorer {
             }
         }
 
+        // Renames, and removing a replaced tree, are blocking file-system work: off the
+        // runtime's threads.
         let staged = staging.keep();
-        let moved = if occupied {
-            let old = parent.join(format!(
-                ".dr-replaced-{}",
-                staged.file_name().unwrap_or_default().to_string_lossy()
-            ));
-            std::fs::rename(&target, &old)
-                .and_then(|()| std::fs::rename(&staged, &target).inspect_err(|_| {
-                    let _ = std::fs::rename(&old, &target);
-                }))
-                .map(|()| {
-                    if let Err(e) = std::fs::remove_dir_all(&old) {
-                        tracing::warn!(path = %old.display(), error = %e, "cannot remove the replaced directory");
-                    }
-                })
-        } else {
-            std::fs::rename(&staged, &target)
-        };
+        let moved =
+            tokio::task::spawn_blocking(move || put_in_place(&staged, &target, &parent, occupied))
+                .await
+                .map_err(|e| {
+                    Error::new(ErrorKind::Other, "moving the restored directory failed")
+                        .with_source(e)
+                })?;
         if let Err(e) = moved {
-            let _ = std::fs::remove_dir_all(&staged);
             return Err(
                 Error::io("cannot move the restored directory into place", e)
                     .with_context("directory", &shown),
@@ -356,6 +347,35 @@ impl Restorer for DirRestorer {
             replaced: occupied,
         })
     }
+}
+
+/// Rename the checked `staged` tree to `target`. An `occupied` target is renamed aside
+/// first, put back if the second rename fails, and removed once the new tree is in place.
+/// On failure `staged` is removed.
+fn put_in_place(staged: &Path, target: &Path, parent: &Path, occupied: bool) -> io::Result<()> {
+    let moved = if occupied {
+        let old = parent.join(format!(
+            ".dr-replaced-{}",
+            staged.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        std::fs::rename(target, &old)
+            .and_then(|()| {
+                std::fs::rename(staged, target).inspect_err(|_| {
+                    let _ = std::fs::rename(&old, target);
+                })
+            })
+            .map(|()| {
+                if let Err(e) = std::fs::remove_dir_all(&old) {
+                    tracing::warn!(path = %old.display(), error = %e, "cannot remove the replaced directory");
+                }
+            })
+    } else {
+        std::fs::rename(staged, target)
+    };
+    if moved.is_err() {
+        let _ = std::fs::remove_dir_all(staged);
+    }
+    moved
 }
 
 /// Unpack the archive from `reader` into `into`, read the stream to its end (so its final

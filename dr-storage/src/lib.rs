@@ -96,6 +96,19 @@ pub fn from_url_with_options<K: AsRef<str>, V: AsRef<str>>(
     Ok(Arc::new(open(url, options)?))
 }
 
+/// [`from_url_with_options`] behind a [`retry::RetryingTarget`] with the default policy:
+/// transient errors are retried and interrupted reads resumed. What long-running processes,
+/// command-line tools and copies to a second region want.
+pub fn from_url_retrying<K: AsRef<str>, V: AsRef<str>>(
+    url: &str,
+    options: &[(K, V)],
+) -> Result<Arc<dyn StorageTarget>> {
+    Ok(Arc::new(retry::RetryingTarget::new(
+        from_url_with_options(url, options)?,
+        retry::RetryPolicy::default(),
+    )))
+}
+
 /// Like [`from_url_with_options`], but returns the concrete [`ObjectStoreTarget`], for callers
 /// that want its [`UploadConfig`] or memory budget.
 pub fn open<K: AsRef<str>, V: AsRef<str>>(

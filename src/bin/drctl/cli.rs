@@ -40,13 +40,7 @@ impl RepoArgs {
     /// The storage target `--repo` names, with the `--storage-opt` settings, retrying
     /// transient errors (and resuming interrupted reads) with the default policy.
     pub fn storage(&self) -> dr::core::Result<std::sync::Arc<dyn dr::core::StorageTarget>> {
-        let target = dr::storage::from_url_with_options(&self.repo, &self.storage_options()?)?;
-        Ok(std::sync::Arc::new(
-            dr::storage::retry::RetryingTarget::new(
-                target,
-                dr::storage::retry::RetryPolicy::default(),
-            ),
-        ))
+        dr::storage::from_url_retrying(&self.repo, &self.storage_options()?)
     }
 
     /// The most memory one upload to this repository holds (part size × (parts in flight

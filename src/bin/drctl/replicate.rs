@@ -5,7 +5,6 @@ use std::sync::Arc;
 use clap::Args;
 use dr::core::replicate::{replicate, ReplicateOptions, Selection};
 use dr::core::{Error, Repository, Result, StorageTarget};
-use dr::storage::retry::{RetryPolicy, RetryingTarget};
 
 use crate::output::{human_bytes, print_json};
 
@@ -49,10 +48,7 @@ pub fn retrying(url: &str, opts: &[String]) -> Result<Arc<dyn StorageTarget>> {
         .iter()
         .map(|o| dr::storage::parse_storage_option(o))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Arc::new(RetryingTarget::new(
-        dr::storage::from_url_with_options(url, &opts)?,
-        RetryPolicy::default(),
-    )))
+    dr::storage::from_url_retrying(url, &opts)
 }
 
 pub async fn run(json: bool, args: ReplicateArgs) -> Result<()> {
