@@ -195,7 +195,7 @@ impl Dumper for PgDumper {
         let source = SourceInfo {
             properties,
             kind: "postgres".into(),
-            format: "pg_dump-custom".into(),
+            format: crate::PAYLOAD_FORMAT.into(),
             name: snapshot.database.clone(),
             server_version: Some(snapshot.server_version.clone()),
             consistent_point: Some(ConsistentPoint {
