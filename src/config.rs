@@ -461,7 +461,7 @@ impl Config {
                     let mut labels = self.labels.clone();
                     labels.extend(jc.labels.iter().cloned());
                     let dumper: Arc<dyn dr_core::Dumper> = match &jc.dir {
-                        Some(dir) => Arc::new(crate::files::DirDumper::new(dir)),
+                        Some(dir) => Arc::new(dr_files::DirDumper::new(dir)),
                         None => Arc::new(dr_db::PgDumper::new(self.database_config()?)),
                     };
                     Arc::new(

@@ -198,6 +198,7 @@ pub enum Command {
         once: Option<String>,
     },
     /// Run the whole job end to end on a throwaway PostgreSQL and a temporary repository.
+    #[cfg(feature = "demo")]
     Demo {
         /// Size of the sample database (1 is about 40 MB).
         #[arg(long, default_value_t = 1)]

@@ -90,6 +90,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Verify { repo, id, all } => verify(json, &repo, id, all).await,
         Command::Drill(args) => crate::drill::run(json, args).await,
         Command::Cat { repo, id } => cat(&repo, &id).await,
+        #[cfg(feature = "demo")]
         Command::Demo { scale } => crate::demo::run(json, scale).await,
         Command::Run { config, once } => crate::run::run(json, &config, once).await,
         Command::Replicate(args) => crate::replicate::run(json, args).await,
@@ -209,7 +210,7 @@ async fn backup(
         print_json(&out);
     } else {
         let secs = m.duration_ms() as f64 / 1000.0;
-        let contents = if m.source.kind == dr::files::KIND {
+        let contents = if m.source.kind == dr::files::SOURCE_KIND {
             let files: u64 = m.stats.tables.iter().map(|t| t.rows).sum();
             format!("{files} files")
         } else {
@@ -307,7 +308,7 @@ async fn restore(
             "duration_ms": ms,
         }));
     } else {
-        let checked = if manifest.source.kind == dr::files::KIND {
+        let checked = if manifest.source.kind == dr::files::SOURCE_KIND {
             format!("{} files", report.rows_checked)
         } else {
             format!(

@@ -26,7 +26,7 @@ pub async fn run(json: bool, scale: u32) -> Result<()> {
     let t = Instant::now();
     cluster.create_database("qrapp").await?;
     cluster
-        .execute_sql("qrapp", &dr::sample::sample_sql(scale))
+        .execute_sql("qrapp", &crate::sample::sample_sql(scale))
         .await?;
     let load_ms = t.elapsed().as_millis();
 
@@ -79,18 +79,12 @@ pub async fn run(json: bool, scale: u32) -> Result<()> {
     let restore_ms = t.elapsed().as_millis();
 
     say("comparing every table of the original and the restored database");
-    let mut tables = Vec::new();
-    for table in dr::sample::SAMPLE_TABLES {
-        let original = fingerprint(&cluster, "qrapp", table).await?;
-        let copy = fingerprint(&cluster, "qrapp_restored", table).await?;
-        if original != copy {
-            return Err(Error::corrupt(format!(
-                "table {table} differs after restore: {} rows (md5 {}) before, {} rows (md5 {}) after",
-                original.0, original.1, copy.0, copy.1
-            )));
-        }
-        tables.push(json!({ "table": table, "rows": original.0, "md5": original.1 }));
-    }
+    let tables = dr::db::compare::compare_tables(
+        &cluster.config("qrapp"),
+        &cluster.config("qrapp_restored"),
+        &crate::sample::SAMPLE_TABLES,
+    )
+    .await?;
 
     let report = json!({
         "backup_id": manifest.id,
@@ -139,20 +133,4 @@ pub async fn run(json: bool, scale: u32) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Row count and an order-independent digest of a table's contents.
-async fn fingerprint(cluster: &TestCluster, db: &str, table: &str) -> Result<(i64, String)> {
-    let client = cluster.connect(db).await?;
-    let sql = format!(
-        "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM \"{table}\" t"
-    );
-    let row = client.query_one(&sql, &[]).await.map_err(|e| {
-        Error::new(
-            dr::core::ErrorKind::Database,
-            format!("reading table {table} in {db}"),
-        )
-        .with_source(e)
-    })?;
-    Ok((row.get(0), row.get(1)))
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod commands;
+#[cfg(feature = "demo")]
 mod demo;
 mod drill;
 mod key;
@@ -12,6 +13,8 @@ mod output;
 mod replicate;
 mod retention;
 mod run;
+#[cfg(feature = "demo")]
+mod sample;
 
 use clap::Parser;
 
