@@ -738,7 +738,8 @@ fn ttl_chrono(ttl: Duration) -> chrono::Duration {
     chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
 }
 
-fn host_name() -> String {
+/// This machine's host name (for lease holders and the origin of directory backups).
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

@@ -568,7 +568,11 @@ impl JobError {
 pub struct RpoStatus {
     /// The objective, in seconds.
     pub rpo_secs: u64,
-    /// The newest complete backup, if any.
+    /// The series judged: of the repository's series, the one whose newest backup is
+    /// oldest (every series is within the objective exactly when this one is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<crate::series::Series>,
+    /// That series' newest complete backup, if any.
     pub newest_backup: Option<String>,
     /// When it started (its data is at least that fresh).
     pub newest_backup_at: Option<DateTime<Utc>>,
@@ -699,6 +703,7 @@ pub struct JobContext {
     kind: JobKind,
     scheduled_for: DateTime<Utc>,
     repo: Repository,
+    clock: Clock,
     events: broadcast::Sender<SchedulerEvent>,
     cancel: watch::Receiver<bool>,
 }
@@ -722,6 +727,11 @@ impl JobContext {
     /// The job's kind.
     pub fn kind(&self) -> &JobKind {
         &self.kind
+    }
+
+    /// The scheduler's wall clock: backups a job takes are stamped with it.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The tick this run is for.
@@ -1381,6 +1391,7 @@ async fn execute(
         kind: job.kind.clone(),
         scheduled_for,
         repo: inner.repo.clone(),
+        clock: clock.clone(),
         events: inner.events.clone(),
         cancel: inner.cancel.subscribe(),
     };
@@ -1500,26 +1511,35 @@ async fn release(lease: Option<Lease>) {
 
 async fn rpo_status(repo: &Repository, rpo: Duration, now: DateTime<Utc>) -> Option<RpoStatus> {
     let rpo_secs = rpo.as_secs();
-    match repo.resolve("latest").await {
-        Ok(m) => {
+    match repo
+        .newest_per_series(&crate::series::SeriesSelector::any())
+        .await
+    {
+        Ok(newest) => {
+            // The stalest series decides: a fresh uploads backup must not hide a database
+            // whose backups stopped.
+            let Some(m) = newest.into_iter().min_by_key(|m| m.started_at) else {
+                return Some(RpoStatus {
+                    rpo_secs,
+                    series: None,
+                    newest_backup: None,
+                    newest_backup_at: None,
+                    age_secs: None,
+                    within: false,
+                });
+            };
             let age = (now - m.started_at).num_seconds().max(0) as u64;
             Some(RpoStatus {
                 rpo_secs,
+                series: Some(m.series),
                 newest_backup: Some(m.id),
                 newest_backup_at: Some(m.started_at),
                 age_secs: Some(age),
                 within: age <= rpo_secs,
             })
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => Some(RpoStatus {
-            rpo_secs,
-            newest_backup: None,
-            newest_backup_at: None,
-            age_secs: None,
-            within: false,
-        }),
         Err(e) => {
-            tracing::warn!(error = %e.report(), "could not find the newest backup for the RPO check");
+            tracing::warn!(error = %e.report(), "could not find the newest backups for the RPO check");
             None
         }
     }
