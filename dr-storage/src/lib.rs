@@ -44,9 +44,11 @@ mod object;
 pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod upload;
 mod url;
 
-pub use object::{ObjectStoreTarget, UploadConfig};
+pub use object::ObjectStoreTarget;
+pub use upload::UploadConfig;
 
 use std::sync::Arc;
 
