@@ -376,10 +376,11 @@ impl Config {
     /// Open the repository, retrying transient storage errors with the default policy (a
     /// daemon must ride out a dropped connection).
     pub async fn open_repository(&self) -> Result<Repository> {
-        let storage = dr_storage::from_url_retrying(
+        let storage = dr_storage::open(
             &self.repository.url,
             &self.repository.options.iter().collect::<Vec<_>>(),
-        )?;
+        )?
+        .retrying();
         Repository::open(storage).await
     }
 
@@ -483,11 +484,9 @@ impl Config {
                     })?;
                     let in_job = |e: Error| e.with_context("job", &jc.name);
                     dr_storage::create_local_dir(&to.url).map_err(in_job)?;
-                    let storage = dr_storage::from_url_retrying(
-                        &to.url,
-                        &to.options.iter().collect::<Vec<_>>(),
-                    )
-                    .map_err(in_job)?;
+                    let storage = dr_storage::open(&to.url, &to.options.iter().collect::<Vec<_>>())
+                        .map_err(in_job)?
+                        .retrying();
                     Arc::new(crate::jobs::ReplicateJob::new(
                         storage,
                         dr_core::replicate::ReplicateOptions {

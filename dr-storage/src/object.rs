@@ -19,6 +19,7 @@ use dr_core::{
     Result, StorageTarget,
 };
 
+use crate::retry::{RetryPolicy, RetryingTarget};
 use crate::upload::UploadConfig;
 
 /// A storage target backed by an `object_store` implementation.
@@ -154,6 +155,12 @@ impl ObjectStoreTarget {
     /// part size × (parts in flight + 1). See [`UploadConfig`].
     pub fn upload_memory_budget(&self) -> u64 {
         self.upload.memory_budget(None)
+    }
+
+    /// This target behind a [`RetryingTarget`] with the default policy: transient errors
+    /// are retried and interrupted reads resumed.
+    pub fn retrying(self) -> Arc<dyn StorageTarget> {
+        Arc::new(RetryingTarget::new(Arc::new(self), RetryPolicy::default()))
     }
 
     /// Whether storage classes given in [`PutOptions`] reach the store (`false` for
