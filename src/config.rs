@@ -401,7 +401,7 @@ impl Config {
         Ok(match &job.dir {
             Some(dir) => SeriesSelector {
                 kind: Some(crate::files::KIND.into()),
-                origin: Some(dr_core::lease::host_name()),
+                origin: Some(dr_core::names::host_name()),
                 name: Some(
                     std::fs::canonicalize(dir)
                         .unwrap_or_else(|_| dir.clone())
@@ -424,10 +424,11 @@ impl Config {
     /// Open the repository, retrying transient storage errors with the default policy (a
     /// daemon must ride out a dropped connection).
     pub async fn open_repository(&self) -> Result<Repository> {
-        let storage = dr_storage::from_url_retrying(
+        let storage = dr_storage::open(
             &self.repository.url,
             &self.repository.options.iter().collect::<Vec<_>>(),
-        )?;
+        )?
+        .retrying();
         Repository::open(storage).await
     }
 
@@ -531,11 +532,9 @@ impl Config {
                     })?;
                     let in_job = |e: Error| e.with_context("job", &jc.name);
                     dr_storage::create_local_dir(&to.url).map_err(in_job)?;
-                    let storage = dr_storage::from_url_retrying(
-                        &to.url,
-                        &to.options.iter().collect::<Vec<_>>(),
-                    )
-                    .map_err(in_job)?;
+                    let storage = dr_storage::open(&to.url, &to.options.iter().collect::<Vec<_>>())
+                        .map_err(in_job)?
+                        .retrying();
                     Arc::new(crate::jobs::ReplicateJob::new(
                         storage,
                         dr_core::replicate::ReplicateOptions {
@@ -968,7 +967,7 @@ cron = "0 2 * * *"
         let policies = c.retention_policies().unwrap();
         assert_eq!(policies.default.keep_daily, Some(7));
         let uploads: dr_core::Series =
-            format!("files:{}:/srv/uploads", dr_core::lease::host_name())
+            format!("files:{}:/srv/uploads", dr_core::names::host_name())
                 .parse()
                 .unwrap();
         assert_eq!(policies.policy_for(&uploads).keep_last, Some(3));

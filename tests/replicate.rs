@@ -407,9 +407,8 @@ async fn replicate_file_to_s3_with_a_storage_class_then_restore_from_s3() {
     let key = MasterKey::generate().unwrap();
     let src = source_with_backups(&cluster, &tmp.path().join("src"), 1, &key).await;
     let id = src.list_backups().await.unwrap()[0].id.clone();
-    let s3_target =
-        dr::storage::from_url_with_options(&format!("s3://{bucket}/replica"), &s3.options())
-            .unwrap();
+    let s3_target: Arc<dyn StorageTarget> =
+        Arc::new(dr::storage::open(&format!("s3://{bucket}/replica"), &s3.options()).unwrap());
 
     // First attempt: the link to S3 is cut off mid-upload. The multipart upload is aborted:
     // nothing listed, and no orphaned parts left to bill.

@@ -24,6 +24,7 @@ pub use storage::{ObjectMeta, ObjectWriter, PutOptions, StorageExt, StorageTarge
 
 pub mod lease;
 pub mod manifest;
+pub mod names;
 pub mod pipeline;
 pub mod progress;
 pub mod prune;

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Codec;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::Manifest;
+pub use crate::names::check_backup_id;
+use crate::names::random_hex;
 use crate::series::{Series, SeriesSelector};
 use crate::storage::{PutOptions, StorageExt, StorageTarget};
 
@@ -366,28 +368,4 @@ pub fn new_backup_id(started_at: DateTime<Utc>, source_kind: &str) -> Result<Str
         if short.is_empty() { "x".into() } else { short },
         random_hex(2)?
     ))
-}
-
-/// Ids are plain path segments: letters, digits, `-`, `_`, `.`; no traversal.
-pub fn check_backup_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("'{id}' is not a valid backup id")))
-    }
-}
-
-fn random_hex(n: usize) -> Result<String> {
-    use ring::rand::SecureRandom;
-    let mut buf = vec![0u8; n];
-    ring::rand::SystemRandom::new()
-        .fill(&mut buf)
-        .map_err(|_| Error::new(ErrorKind::Other, "the system random generator failed"))?;
-    Ok(hex::encode(buf))
 }

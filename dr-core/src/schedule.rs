@@ -98,6 +98,8 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, ErrorKind, Result};
 pub use crate::lease::Clock;
 use crate::lease::{Lease, LeaseOptions, DEFAULT_TTL, JOB_PREFIX};
+pub use crate::names::check_job_name;
+use crate::names::host_name;
 use crate::progress::{ProgressEvent, ProgressSink, Stage};
 use crate::repo::Repository;
 use crate::storage::{PutOptions, StorageExt};
@@ -1580,35 +1582,8 @@ pub async fn write_record(repo: &Repository, outcome: &JobOutcome) -> Result<()>
         .map_err(|e| e.with_context("job", &outcome.job))
 }
 
-/// Job names are plain path segments (they name leases and records).
-pub fn check_job_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "'{name}' is not a valid job name (letters, digits, '-', '_', '.')"
-        )))
-    }
-}
-
 fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
 }
 
 /// Parse a duration such as `90s`, `5m`, `1h30m`, `2h`, `7d` (seconds, minutes, hours,

@@ -40,20 +40,13 @@ impl RepoArgs {
     /// The storage target `--repo` names, with the `--storage-opt` settings, retrying
     /// transient errors (and resuming interrupted reads) with the default policy.
     pub fn storage(&self) -> dr::core::Result<std::sync::Arc<dyn dr::core::StorageTarget>> {
-        dr::storage::from_url_retrying(&self.repo, &self.storage_options()?)
+        Ok(crate::storage::open(&self.repo, &self.storage_opts)?.retrying())
     }
 
     /// The most memory one upload to this repository holds (part size × (parts in flight
     /// + 1)), as configured by `--storage-opt`.
     pub fn upload_memory_budget(&self) -> dr::core::Result<u64> {
-        Ok(dr::storage::open(&self.repo, &self.storage_options()?)?.upload_memory_budget())
-    }
-
-    fn storage_options(&self) -> dr::core::Result<Vec<(String, String)>> {
-        self.storage_opts
-            .iter()
-            .map(|o| dr::storage::parse_storage_option(o))
-            .collect()
+        Ok(crate::storage::open(&self.repo, &self.storage_opts)?.upload_memory_budget())
     }
 }
 
