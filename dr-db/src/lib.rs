@@ -58,7 +58,7 @@ pub mod testing;
 pub mod tls;
 mod tools;
 
-pub use dump::PgDumper;
+pub use dump::{PgDumper, SOURCE_KIND};
 pub use restore::PgRestorer;
 
 /// `SourceInfo::format` of a PostgreSQL backup's payload: `pg_dump`'s custom-format archive,

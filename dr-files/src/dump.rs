@@ -69,6 +69,7 @@ impl Dumper for DirDumper {
                 kind: SOURCE_KIND.into(),
                 format: PAYLOAD_FORMAT.into(),
                 name,
+                origin: Some(dr_core::names::host_name()),
                 ..Default::default()
             },
             stream,

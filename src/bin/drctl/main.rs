@@ -15,6 +15,7 @@ mod retention;
 mod run;
 #[cfg(feature = "demo")]
 mod sample;
+mod storage;
 
 use clap::Parser;
 
