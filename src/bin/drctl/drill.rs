@@ -7,7 +7,7 @@ use dr::core::schedule::parse_duration;
 use dr::core::{ReadOptions, Repository, Result};
 use dr::drill::{drill, failure, DrillOptions};
 
-use crate::cli::RepoArgs;
+use crate::args::RepoArgs;
 use crate::output::{print_json, progress_bar};
 
 /// Arguments of `drctl drill`.
@@ -19,7 +19,7 @@ pub struct DrillArgs {
     #[arg(default_value = "latest")]
     pub id: String,
     #[command(flatten)]
-    pub series: crate::cli::SeriesArgs,
+    pub series: crate::args::SeriesArgs,
     /// URL of the scratch database to restore into; it must not exist (the drill creates
     /// it, and drops it afterwards).
     #[arg(long, env = "DR_DRILL_DB")]
@@ -59,7 +59,7 @@ pub async fn run(json: bool, args: DrillArgs) -> Result<()> {
             ..Default::default()
         },
     };
-    let scratch = crate::commands::db_config(&args.db)?;
+    let scratch = crate::args::db_config(&args.db)?;
     let result = drill(&repo, &manifest, &decryptor, scratch, &opts).await;
     if let Some((bar, _)) = bar {
         bar.finish_and_clear();

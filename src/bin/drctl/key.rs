@@ -9,7 +9,7 @@ use dr::crypto::{Identity, Recipient};
 use dr::keys::{KeySource, RepoEncryptor};
 use serde_json::json;
 
-use crate::cli::RepoArgs;
+use crate::args::RepoArgs;
 use crate::output::print_json;
 
 /// `drctl key …`: the repository's keys.

@@ -1,6 +1,7 @@
 //! drctl: the reference command-line tool of dr. Argument parsing and output only; every
 //! action is a call into the `dr` library.
 
+mod args;
 mod bench;
 mod cli;
 mod commands;

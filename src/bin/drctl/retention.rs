@@ -12,7 +12,7 @@ use dr::core::retention::{
 use dr::core::{Error, Repository, Result, RetentionPolicy, Series};
 use serde_json::json;
 
-use crate::cli::{RepoArgs, SeriesArgs};
+use crate::args::{RepoArgs, SeriesArgs};
 use crate::output::{human_bytes, print_json};
 
 /// The `--keep-…` flags, the time zone and the label filter of a retention policy.
