@@ -8,14 +8,10 @@ use dr::core::{BackupOptions, Error, ReadOptions, RepoConfig, RepoDefaults, Repo
 use dr::db::testing::TestCluster;
 use serde_json::json;
 
-use crate::output::{human_bytes, print_json};
+use crate::output::{human_bytes, print_json, Output};
 
-pub async fn run(json: bool, scale: u32) -> Result<()> {
-    let say = |msg: &str| {
-        if !json {
-            println!("· {msg}");
-        }
-    };
+pub async fn run(out: Output, scale: u32) -> Result<()> {
+    let say = |msg: &str| out.say(format_args!("· {msg}"));
     let total = Instant::now();
 
     say("starting a throwaway PostgreSQL cluster");
@@ -100,7 +96,7 @@ pub async fn run(json: bool, scale: u32) -> Result<()> {
         "tables": tables,
         "identical": true,
     });
-    if json {
+    if out.is_json() {
         print_json(&report);
     } else {
         println!();

@@ -8,7 +8,7 @@ use dr::core::{ReadOptions, Repository, Result};
 use dr::drill::{drill, failure, DrillOptions};
 
 use crate::args::RepoArgs;
-use crate::output::{print_json, progress_bar};
+use crate::output::{print_json, Output};
 
 /// Arguments of `drctl drill`.
 #[derive(Debug, Args)]
@@ -38,7 +38,7 @@ pub struct DrillArgs {
     pub no_owner: bool,
 }
 
-pub async fn run(json: bool, args: DrillArgs) -> Result<()> {
+pub async fn run(out: Output, args: DrillArgs) -> Result<()> {
     let objectives = Objectives {
         rto: args.rto.as_deref().map(parse_duration).transpose()?,
         rpo: args.rpo.as_deref().map(parse_duration).transpose()?,
@@ -49,7 +49,7 @@ pub async fn run(json: bool, args: DrillArgs) -> Result<()> {
         .within(dr::core::SeriesSelector::kind(dr::db::SOURCE_KIND))?;
     let manifest = repo.resolve(&args.id, &selector).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(&args.repo, &repo)?);
-    let bar = progress_bar(json, "drill");
+    let bar = out.progress_bar("drill");
     let opts = DrillOptions {
         objectives,
         keep: args.keep,
@@ -65,7 +65,7 @@ pub async fn run(json: bool, args: DrillArgs) -> Result<()> {
         bar.finish_and_clear();
     }
     let report = result?;
-    if json {
+    if out.is_json() {
         print_json(&report);
     } else {
         let verdict = |met: Option<bool>| match met {

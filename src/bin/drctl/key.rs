@@ -10,7 +10,7 @@ use dr::keys::{KeySource, RepoEncryptor};
 use serde_json::json;
 
 use crate::args::RepoArgs;
-use crate::output::print_json;
+use crate::output::{print_json, Output};
 
 /// `drctl key …`: the repository's keys.
 #[derive(Debug, Subcommand)]
@@ -47,7 +47,7 @@ pub enum KeyCommand {
 }
 
 /// `drctl keygen`: an X25519 identity (default), a symmetric key, or an age identity.
-pub fn keygen(json: bool, output: &Path, symmetric: bool, age: bool) -> Result<()> {
+pub fn keygen(out: Output, output: &Path, symmetric: bool, age: bool) -> Result<()> {
     let identity: Identity = if symmetric {
         dr::crypto::MasterKey::generate()?.into()
     } else if age {
@@ -57,7 +57,7 @@ pub fn keygen(json: bool, output: &Path, symmetric: bool, age: bool) -> Result<(
     };
     dr::crypto::write_identity_file(output, &identity)?;
     let recipient = identity.to_recipient().public_text();
-    if json {
+    if out.is_json() {
         print_json(&json!({
             "key_id": identity.key_id(),
             "kind": identity.kind(),
@@ -191,15 +191,15 @@ fn required_key(args: &RepoArgs, repo: &Repository, what: &str) -> Result<Identi
     }
 }
 
-pub async fn run(json: bool, cmd: KeyCommand) -> Result<()> {
+pub async fn run(out: Output, cmd: KeyCommand) -> Result<()> {
     match cmd {
-        KeyCommand::List { repo } => list(json, &repo).await,
+        KeyCommand::List { repo } => list(out, &repo).await,
         KeyCommand::Add { repo, recipient } => {
             let mut r = open(&repo).await?;
             let opener = required_key(&repo, &r, "adding a key")?;
             let new = Recipient::parse(&recipient)?;
             let report = dr::keys::add_key(&mut r, &opener, new).await?;
-            print_report(json, "added", &report);
+            print_report(out, "added", &report);
             Ok(())
         }
         KeyCommand::Revoke { repo, key_id } => {
@@ -209,7 +209,7 @@ pub async fn run(json: bool, cmd: KeyCommand) -> Result<()> {
                 None => None,
             };
             let report = dr::keys::revoke_key(&mut r, opener.as_ref(), &key_id).await?;
-            print_report(json, "revoked", &report);
+            print_report(out, "revoked", &report);
             Ok(())
         }
         KeyCommand::Rotate {
@@ -220,13 +220,13 @@ pub async fn run(json: bool, cmd: KeyCommand) -> Result<()> {
             let old = required_key(&repo, &r, "rotating")?;
             let new = Recipient::parse(&new_recipient)?;
             let report = dr::keys::rotate_key(&mut r, &old, new).await?;
-            print_report(json, "rotated", &report);
+            print_report(out, "rotated", &report);
             Ok(())
         }
     }
 }
 
-async fn list(json: bool, args: &RepoArgs) -> Result<()> {
+async fn list(out: Output, args: &RepoArgs) -> Result<()> {
     let repo = open(args).await?;
     let backups = repo.list_backups().await?;
     let rows: Vec<serde_json::Value> = repo
@@ -247,7 +247,7 @@ async fn list(json: bool, args: &RepoArgs) -> Result<()> {
             })
         })
         .collect();
-    if json {
+    if out.is_json() {
         print_json(&json!({ "keys": rows, "backups": backups.len() }));
         return Ok(());
     }
@@ -268,18 +268,16 @@ async fn list(json: bool, args: &RepoArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_report(json: bool, verb: &str, r: &dr::keys::RewrapReport) {
-    if json {
-        print_json(r);
-        return;
-    }
-    println!(
-        "{verb}: {} backups, {} manifests gained wrapped keys, {} lost revoked ones, {} ms; \
-         keys now {}",
-        r.backups,
-        r.wraps_added,
-        r.wraps_removed,
-        r.duration_ms,
-        r.keys.join(", ")
-    );
+fn print_report(out: Output, verb: &str, report: &dr::keys::RewrapReport) {
+    out.result(report, |r| {
+        println!(
+            "{verb}: {} backups, {} manifests gained wrapped keys, {} lost revoked ones, {} ms; \
+             keys now {}",
+            r.backups,
+            r.wraps_added,
+            r.wraps_removed,
+            r.duration_ms,
+            r.keys.join(", ")
+        )
+    });
 }

@@ -33,7 +33,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(commands::run(args));
+    // The output is chosen here, once; commands print through it.
+    let out = output::Output::from_flag(args.json);
+    let result = runtime.block_on(commands::run(args.command, out));
     // Give pipeline threads a moment to notice a cancelled stream, then leave.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     if let Err(e) = result {
