@@ -131,7 +131,7 @@ async fn init(
     let compression: Codec = compression.parse()?;
     let cipher: dr::crypto::Cipher = cipher.parse()?;
     let encryption = crate::key::scheme(format)?;
-    let keys = crate::key::init_keys(args, recipients, format)?;
+    let keys = crate::key::init_keys(args, recipients, &encryption)?;
     dr::storage::create_local_dir(&args.repo)?;
     let storage = args.storage()?;
     let defaults = RepoDefaults {

@@ -91,45 +91,10 @@ pub fn key_source(args: &RepoArgs) -> Option<KeySource> {
     }
 }
 
-/// The key entries `init` registers: the supplied key (if any) and every `--recipient`.
-pub fn init_keys(args: &RepoArgs, recipients: &[String], format: &str) -> Result<Vec<RepoKey>> {
-    let mut keys: Vec<RepoKey> = Vec::new();
-    if let Some(source) = key_source(args) {
-        let (_, entry) = source.register()?;
-        keys.push(entry);
-    }
-    for text in recipients {
-        let r = Recipient::parse(text)?;
-        let entry = dr::keys::repo_key(&r);
-        if !keys.iter().any(|k| k.id == entry.id) {
-            keys.push(entry);
-        }
-    }
-    if keys.is_empty() {
-        return Err(Error::invalid(
-            "no key given: pass --recipient PUB (repeatable; from `drctl keygen`), or \
-             --key-file FILE (or set DR_KEY_FILE), or set DR_PASSPHRASE",
-        ));
-    }
-    let want = if format == "age" { "age" } else { "" };
-    for k in &keys {
-        let is_age = k.kind == "age";
-        if (want == "age") != is_age {
-            return Err(Error::invalid(if want == "age" {
-                format!(
-                    "key {} is of kind {}: an age-format repository takes age1… recipients and \
-                     age identity files (age-keygen) only",
-                    k.id, k.kind
-                )
-            } else {
-                format!(
-                    "key {} is an age key: pass --format age for an age-format repository",
-                    k.id
-                )
-            }));
-        }
-    }
-    Ok(keys)
+/// The key entries `init` registers: the supplied key (if any) and every `--recipient`,
+/// checked against the repository's encryption scheme by [`dr::keys::initial_keys`].
+pub fn init_keys(args: &RepoArgs, recipients: &[String], scheme: &str) -> Result<Vec<RepoKey>> {
+    dr::keys::initial_keys(key_source(args).as_ref(), recipients, scheme)
 }
 
 /// The encryption scheme of a `--format`: `dr` (dr-aead-v1) or `age`.
