@@ -697,7 +697,7 @@ mod tests {
         assert_eq!(keys.len(), 1, "a repeated recipient is listed once");
         assert_eq!(keys[0].kind, "x25519");
         assert_eq!(
-            initial_keys(None, &[age.clone()], AGE_SCHEME).unwrap()[0].kind,
+            initial_keys(None, std::slice::from_ref(&age), AGE_SCHEME).unwrap()[0].kind,
             "age"
         );
 
