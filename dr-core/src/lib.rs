@@ -31,6 +31,7 @@ pub mod replicate;
 pub mod repo;
 pub mod retention;
 pub mod schedule;
+pub mod wal;
 
 pub use manifest::{Manifest, ObjectEntry};
 pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};

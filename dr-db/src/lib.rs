@@ -54,6 +54,7 @@ mod restore;
 pub mod testing;
 pub mod tls;
 mod tools;
+pub mod wal;
 
 pub use dump::PgDumper;
 pub use restore::PgRestorer;
