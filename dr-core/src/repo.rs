@@ -313,7 +313,7 @@ pub fn check_backup_id(id: &str) -> Result<()> {
     }
 }
 
-fn random_hex(n: usize) -> Result<String> {
+pub(crate) fn random_hex(n: usize) -> Result<String> {
     use ring::rand::SecureRandom;
     let mut buf = vec![0u8; n];
     ring::rand::SystemRandom::new()

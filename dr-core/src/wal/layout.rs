@@ -170,6 +170,10 @@ pub struct WalRecord {
     /// What a reading of the WAL records found, if it was read (segments and partials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contents: Option<WalContents>,
+    /// For a timeline history: its text, so that the archive's timelines are known without
+    /// a key (it holds positions and PostgreSQL's reasons, no data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
 }
 
 impl WalRecord {

@@ -10,15 +10,17 @@
 //!   files PostgreSQL archives;
 //! - [`TimelineHistory`]: timeline history files, and whether a backup can reach a timeline;
 //! - [`layout`]: where archived files lie in a repository and the record that commits each;
+//!   [`WalArchive`] reads and writes them (pushing each file once, checking every byte back);
 //! - [`ArchiveIndex`]: an archive's contents as a value — ranges, gaps, how far a backup
 //!   rolls forward, the PITR window;
 //! - [`plan_restore`]: choosing a base backup for a target and refusing unreachable targets
 //!   before anything is written;
 //! - [`retention`]: WAL-aware retention with a PITR window separate from backup retention.
 //!
-//! Everything here is a pure function of its inputs. Reading segments and talking to the
+//! Everything but [`WalArchive`] is a pure function of its inputs. Reading segments and talking to the
 //! server (headers, `pg_backup_start`, recovery settings) is dr-db's business.
 
+pub mod archive;
 mod history;
 mod index;
 pub mod layout;
@@ -27,6 +29,7 @@ mod name;
 mod plan;
 pub mod retention;
 
+pub use archive::{PushOptions, PushOutcome, WalArchive};
 pub use history::{HistoryEntry, TimelineHistory, TimelineSpan, Unreachable};
 pub use index::{
     ArchiveIndex, BackupReach, BaseBackup, Chain, FileInfo, Gap, Recoverable, SegmentRange,

@@ -4,13 +4,21 @@
 //!   segment or a data directory belongs to, so that a segment from another cluster is
 //!   refused before it is archived;
 //! - [`scan_segment`]: when the transactions in a segment ended and which restore points it
-//!   holds, recorded with each archived segment.
+//!   holds, recorded with each archived segment;
+//! - [`WalPusher`]: `archive_command` — check, compress, encrypt and store each file once,
+//!   pushing the files waiting behind it in parallel;
+//! - [`WalFetcher`]: `restore_command` — every byte checked on the way back, "not found"
+//!   told apart from a gap or damage, prefetching ahead.
 //!
 //! The storage-agnostic rules (names, timelines, continuity, retention) are in
 //! [`dr_core::wal`].
 
+mod fetch;
 mod header;
+mod push;
 mod records;
 
+pub use fetch::{Fetched, WalFetcher};
 pub use header::{version_of_magic, ControlFile, SegmentHeader};
+pub use push::{PushReport, Pushed, WalPusher};
 pub use records::scan_segment;
