@@ -165,6 +165,7 @@ fn write_tar(root: &Path, out: ChannelWriter) -> Result<DumpStats> {
             rows: files,
             bytes,
         }],
+        ..Default::default()
     })
 }
 
@@ -514,6 +515,7 @@ impl TarCounter {
                 rows: self.files,
                 bytes: self.bytes,
             }],
+            ..Default::default()
         })
     }
 }

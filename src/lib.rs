@@ -33,5 +33,6 @@ pub mod drill;
 pub mod files;
 pub mod jobs;
 pub mod keys;
+pub mod pitr;
 pub mod sample;
 pub mod verify;

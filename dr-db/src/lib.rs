@@ -49,6 +49,7 @@ pub mod checks;
 mod conn;
 mod dump;
 mod locale;
+pub mod physical;
 mod restore;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -57,4 +58,5 @@ mod tools;
 pub mod wal;
 
 pub use dump::{PgDumper, SOURCE_KIND};
+pub use physical::{PhysicalDumper, PhysicalRestorer};
 pub use restore::PgRestorer;

@@ -11,6 +11,7 @@
 //! - [`TimelineHistory`]: timeline history files, and whether a backup can reach a timeline;
 //! - [`layout`]: where archived files lie in a repository and the record that commits each;
 //!   [`WalArchive`] reads and writes them (pushing each file once, checking every byte back);
+//! - [`base`]: physical base backups' manifests read as [`BaseBackup`]s;
 //! - [`ArchiveIndex`]: an archive's contents as a value — ranges, gaps, how far a backup
 //!   rolls forward, the PITR window;
 //! - [`plan_restore`]: choosing a base backup for a target and refusing unreachable targets
@@ -21,6 +22,7 @@
 //! server (headers, `pg_backup_start`, recovery settings) is dr-db's business.
 
 pub mod archive;
+pub mod base;
 mod history;
 mod index;
 pub mod layout;
@@ -30,6 +32,7 @@ mod plan;
 pub mod retention;
 
 pub use archive::{PushOptions, PushOutcome, WalArchive};
+pub use base::{base_backup, is_physical, PHYSICAL_KIND};
 pub use history::{HistoryEntry, TimelineHistory, TimelineSpan, Unreachable};
 pub use index::{
     ArchiveIndex, BackupReach, BaseBackup, Chain, FileInfo, Gap, Recoverable, SegmentRange,

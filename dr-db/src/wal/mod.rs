@@ -8,7 +8,8 @@
 //! - [`WalPusher`]: `archive_command` — check, compress, encrypt and store each file once,
 //!   pushing the files waiting behind it in parallel;
 //! - [`WalFetcher`]: `restore_command` — every byte checked on the way back, "not found"
-//!   told apart from a gap or damage, prefetching ahead.
+//!   told apart from a gap or damage, prefetching ahead;
+//! - [`RecoverySettings`]: `recovery.signal` and the recovery target of a restored cluster.
 //!
 //! The storage-agnostic rules (names, timelines, continuity, retention) are in
 //! [`dr_core::wal`].
@@ -17,8 +18,10 @@ mod fetch;
 mod header;
 mod push;
 mod records;
+mod recovery;
 
 pub use fetch::{Fetched, WalFetcher};
 pub use header::{version_of_magic, ControlFile, SegmentHeader};
 pub use push::{PushReport, Pushed, WalPusher};
 pub use records::scan_segment;
+pub use recovery::{RecoverySettings, TargetAction};

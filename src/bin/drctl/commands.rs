@@ -46,12 +46,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             repo,
             db,
             dir,
+            physical,
             labels,
             compression,
             storage_class,
         } => {
             let dumper: Box<dyn dr::core::Dumper> = match (db, dir) {
                 (_, Some(dir)) => Box::new(dr::files::DirDumper::new(dir)),
+                (Some(db), None) if physical => {
+                    Box::new(dr::db::PhysicalDumper::new(db_config(&db)?))
+                }
                 (Some(db), None) => Box::new(dr::db::PgDumper::new(db_config(&db)?)),
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };
@@ -72,10 +76,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             series,
             db,
             dir,
+            pitr,
             create,
             replace,
             no_owner,
         } => {
+            if pitr.pgdata.is_some() {
+                return crate::wal::restore(json, &repo, &id, &series, &pitr).await;
+            }
             let usable = SeriesSelector::kind(if dir.is_some() {
                 dr::files::KIND
             } else {
@@ -110,6 +118,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Unpin(args) => crate::retention::pin(json, &args, false).await,
         Command::Retention { command } => crate::retention::run(json, command).await,
         Command::Prune(args) => crate::retention::prune(json, &args).await,
+        Command::WalPush(args) => crate::wal::push(json, args).await,
+        Command::WalFetch(args) => match crate::wal::fetch(json, args).await {
+            Ok(0) => Ok(()),
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("drctl wal-fetch: {}", e.report());
+                std::process::exit(crate::wal::FETCH_FATAL)
+            }
+        },
+        Command::Wal { command } => crate::wal::state(json, command).await,
     }
 }
 

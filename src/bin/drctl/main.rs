@@ -13,6 +13,7 @@ mod replicate;
 mod retention;
 mod run;
 mod storage;
+mod wal;
 
 use clap::Parser;
 
