@@ -173,6 +173,7 @@ impl Dumper for PhysicalDumper {
                 head,
                 started_at,
                 system_identifier: cluster.system_identifier,
+                config: self.config.clone(),
             }),
         })
     }
@@ -184,6 +185,27 @@ struct Completion {
     head: Arc<Mutex<Vec<u8>>>,
     started_at: DateTime<Utc>,
     system_identifier: String,
+    config: Config,
+}
+
+/// The server's WAL position now. `pg_basebackup` reports the backup's stop position only
+/// when it fetches WAL itself, so the position read right after the backup completed stands
+/// in for it: at or after the true stop position, so the backup is never taken for
+/// consistent earlier than it is (at worst a few records later).
+async fn position_after(config: &Config) -> Result<Lsn> {
+    let conn = connect(config, "physical backup").await?;
+    let text: String = conn
+        .client
+        .query_one(
+            "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+             ELSE pg_current_wal_lsn() END)::text",
+            &[],
+        )
+        .await
+        .map_err(|e| db_error("cannot read the WAL position after the backup", e))?
+        .get(0);
+    let _ = conn.close().await;
+    text.parse()
 }
 
 #[async_trait]
@@ -198,19 +220,16 @@ impl DumpCompletion for Completion {
         if !status.success() {
             return Err(program_failed("pg_basebackup", status, &stderr));
         }
-        let stop_time = Utc::now();
         let head = std::mem::take(&mut *self.head.lock().unwrap());
         let label_text = first_member(&head, "backup_label").ok_or_else(|| {
             Error::corrupt("pg_basebackup's archive does not start with backup_label")
         })?;
         let label = BackupLabel::parse(&label_text)?;
-        let stop_lsn = stop_position(&stderr).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Database,
-                "pg_basebackup did not report where the backup ends (\"write-ahead log end point\")",
-            )
-            .with_context("stderr", &stderr)
-        })?;
+        let stop_time = Utc::now();
+        let stop_lsn = match stop_position(&stderr) {
+            Some(l) => l,
+            None => position_after(&self.config).await?,
+        };
         let mut p = BTreeMap::new();
         p.insert(PROP_SYSTEM_ID.into(), self.system_identifier);
         p.insert(PROP_TIMELINE.into(), label.timeline.to_string());
