@@ -33,6 +33,12 @@ impl Archive {
         drctl(&all, &[])
     }
 
+    fn json_list(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["--json", "list"]);
+        ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     fn dir(&self, name: &str) -> PathBuf {
         self.root.path().join(name)
     }
@@ -336,6 +342,31 @@ async fn point_in_time_recovery_under_load_and_damage() {
     assert!(std::fs::read_dir(&early)
         .map(|mut d| d.next().is_none())
         .unwrap_or(true));
+
+    // Retention: a second base backup, more WAL, then keep only the newest backup. The WAL
+    // before it goes, and the kept backup still restores to the end of the archive.
+    ok(&archive.run(&["backup", "--physical", "--db", &url]));
+    for id in 17..=19 {
+        markers.push(write_marker(&client, id).await);
+        archive_current(&cluster).await;
+    }
+    let before = archived_segments(&archive, &sysid);
+    let pruned = archive.run(&["--json", "prune", "--keep-last", "1"]);
+    ok(&pruned);
+    let items: serde_json::Value = serde_json::from_slice(&pruned.stdout).unwrap();
+    let wal_deleted = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["wal_file"].as_str().is_some_and(|n| n.len() == 24) && i["keep"] == false)
+        .count();
+    let after = archived_segments(&archive, &sysid);
+    assert!(wal_deleted > 0 && after.len() < before.len(), "{items}");
+    assert_eq!(before.len() - after.len(), wal_deleted, "{items}");
+    assert_eq!(archive.json_list().len(), 1);
+    let (ids, balanced) = restore_and_read(&archive, "restore-after-prune", &[]).await;
+    assert_eq!(ids, upto(19));
+    assert!(balanced);
 
     damage(&archive, &cluster, &sysid).await;
 }

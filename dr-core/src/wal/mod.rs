@@ -29,6 +29,7 @@ pub mod layout;
 mod lsn;
 mod name;
 mod plan;
+pub mod prune;
 pub mod retention;
 
 pub use archive::{PushOptions, PushOutcome, WalArchive};
