@@ -143,7 +143,7 @@ async fn prune_locked(
 
     // WAL first: its plan may protect a backup (the anchor of the PITR window).
     let mut wal =
-        crate::wal::prune::plan(repo, &manifests, &decisions, opts.keep_pitr.clone(), now).await?;
+        crate::wal::prune::plan(repo, &manifests, &decisions, opts.keep_pitr, now).await?;
     for (id, why) in wal.iter().flat_map(|w| w.plan.protected.iter()) {
         if let Some(d) = decisions.iter_mut().find(|d| &d.id == id) {
             if !d.keep {

@@ -62,7 +62,7 @@ pub async fn plan(
             .unwrap_or_default();
         out.push(WalPrune {
             system_identifier: cluster.system_identifier.to_string(),
-            plan: evaluate(&index, &backups, keep_pitr.clone(), now),
+            plan: evaluate(&index, &backups, keep_pitr, now),
             deleted: Vec::new(),
         });
     }

@@ -424,7 +424,7 @@ pub async fn prune(json: bool, args: &PruneArgs) -> Result<()> {
         ),
         lease_wait: args.lock_wait.map(std::time::Duration::from_secs),
         series: args.series.selector(),
-        keep_pitr: args.keep_pitr.clone(),
+        keep_pitr: args.keep_pitr,
         ..Default::default()
     };
     let report = dr::core::prune(&repo, &policy, &opts).await?;
