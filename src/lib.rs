@@ -34,4 +34,5 @@ pub mod config;
 pub mod drill;
 pub mod jobs;
 pub mod keys;
+pub mod pitr;
 pub mod verify;

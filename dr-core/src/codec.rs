@@ -231,13 +231,17 @@ impl ZstdDecoder {
         let mut inb = InBuffer::around(input);
         loop {
             let mut outb = OutBuffer::around(&mut self.buf[..]);
+            let consumed_before = inb.pos();
             let hint = self
                 .raw
                 .run(&mut inb, &mut outb)
                 .map_err(|e| corrupt("zstd", e))?;
             let written = outb.pos();
             out.extend_from_slice(&self.buf[..written]);
-            if written > 0 || inb.pos() > 0 {
+            // Only a call that made progress says where the frame stands: after a frame
+            // ended exactly at the end of the buffer, one more call with nothing left
+            // returns the hint for a next frame, which must not undo "complete".
+            if written > 0 || inb.pos() > consumed_before {
                 self.frame_complete = hint == 0;
             }
             if inb.pos() == input.len() && written < self.buf.len() {
@@ -285,6 +289,18 @@ mod tests {
         Codec::Zstd { level: 1 },
         Codec::Zstd { level: 3 },
     ];
+
+    #[test]
+    fn zstd_output_of_an_exact_multiple_of_the_buffer_is_complete() {
+        // A 16 MiB WAL segment of zeros decompresses in exactly 128 full buffers.
+        let data = vec![0u8; 16 << 20];
+        let codec = Codec::Zstd { level: 1 };
+        let packed = run(codec.encoder().unwrap().as_mut(), &data, 1 << 20).unwrap();
+        for piece in [packed.len(), 7] {
+            let back = run(codec.decoder().unwrap().as_mut(), &packed, piece).unwrap();
+            assert_eq!(back.len(), data.len());
+        }
+    }
 
     #[test]
     fn parses_and_prints_every_spelling() {

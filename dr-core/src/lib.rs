@@ -33,6 +33,7 @@ pub mod repo;
 pub mod retention;
 pub mod schedule;
 pub mod series;
+pub mod wal;
 
 pub use manifest::{Manifest, ObjectEntry};
 pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};

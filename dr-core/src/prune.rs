@@ -46,6 +46,10 @@ pub struct PruneOptions {
     pub lease_wait: Option<Duration>,
     /// Only backups of these series are pruned; the others are kept ("not selected").
     pub series: SeriesSelector,
+    /// How long archived WAL stays recoverable to any point (the PITR window), separate
+    /// from backup retention; `None`: from every kept physical backup onwards. See
+    /// [`crate::wal::retention`].
+    pub keep_pitr: Option<crate::retention::RetentionDuration>,
 }
 
 impl Default for PruneOptions {
@@ -56,6 +60,7 @@ impl Default for PruneOptions {
             now: None,
             lease_wait: None,
             series: SeriesSelector::any(),
+            keep_pitr: None,
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct PruneReport {
     pub incomplete: Vec<IncompleteUpload>,
     /// Ids of the incomplete uploads removed (in a dry run: that would be).
     pub incomplete_removed: Vec<String>,
+    /// WAL retention per archived cluster.
+    pub wal: Vec<crate::wal::prune::WalPrune>,
 }
 
 /// Apply `policies` to `repo`, each series under its own policy
@@ -134,6 +141,18 @@ async fn prune_locked(
         d.reasons = vec!["series not selected".into()];
     }
 
+    // WAL first: its plan may protect a backup (the anchor of the PITR window).
+    let mut wal =
+        crate::wal::prune::plan(repo, &manifests, &decisions, opts.keep_pitr, now).await?;
+    for (id, why) in wal.iter().flat_map(|w| w.plan.protected.iter()) {
+        if let Some(d) = decisions.iter_mut().find(|d| &d.id == id) {
+            if !d.keep {
+                d.keep = true;
+                d.reasons.push(why.clone());
+            }
+        }
+    }
+
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         now,
@@ -142,6 +161,7 @@ async fn prune_locked(
         freed_bytes: 0,
         incomplete: Vec::new(),
         incomplete_removed: Vec::new(),
+        wal: Vec::new(),
     };
 
     // `list_backups` is newest first; delete oldest first.
@@ -202,6 +222,21 @@ async fn prune_locked(
             bytes: objects.iter().map(|o| o.size).sum(),
             removed,
         });
+    }
+
+    // WAL of the clusters whose physical series is selected, after the backups.
+    for mut w in wal.drain(..) {
+        let series = crate::series::Series {
+            kind: crate::wal::base::PHYSICAL_KIND.into(),
+            origin: w.system_identifier.clone(),
+            name: crate::wal::base::PHYSICAL_NAME.into(),
+        };
+        if !opts.series.matches(&series) {
+            continue;
+        }
+        check()?;
+        crate::wal::prune::apply(repo, &mut w, opts.dry_run).await?;
+        report.wal.push(w);
     }
     Ok(report)
 }

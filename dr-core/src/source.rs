@@ -56,6 +56,10 @@ pub struct ConsistentPoint {
 pub struct DumpStats {
     /// Per-table (or per-item) row counts and sizes, in dump order.
     pub tables: Vec<TableStats>,
+    /// Facts about the source known only once the dump ended, by the source's own names:
+    /// for a physical base backup its stop position and `backup_label`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// Rows and bytes of one table (or one file, for a directory source).

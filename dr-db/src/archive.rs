@@ -387,7 +387,10 @@ impl ArchiveInspector {
                 bytes: self.large_object_bytes,
             });
         }
-        Ok(DumpStats { tables })
+        Ok(DumpStats {
+            tables,
+            ..Default::default()
+        })
     }
 
     /// The error for an archive that ended where it must not.

@@ -52,13 +52,16 @@ pub mod compare;
 mod conn;
 mod dump;
 mod locale;
+pub mod physical;
 mod restore;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
 mod tools;
+pub mod wal;
 
 pub use dump::{PgDumper, SOURCE_KIND};
+pub use physical::{PhysicalDumper, PhysicalRestorer};
 pub use restore::PgRestorer;
 
 /// `SourceInfo::format` of a PostgreSQL backup's payload: `pg_dump`'s custom-format archive,

@@ -95,6 +95,110 @@ impl TestCluster {
         TestCluster::create(None).await
     }
 
+    /// Like [`TestCluster::start`], with `settings` (lines of `postgresql.conf`, e.g.
+    /// `archive_mode = on`) in force from the first start.
+    pub async fn start_with_settings(settings: &str) -> Result<TestCluster> {
+        let mut cluster = TestCluster::prepare().await?;
+        cluster.initdb().await?;
+        cluster.append_conf(settings)?;
+        cluster.start_server().await?;
+        Ok(cluster)
+    }
+
+    /// Start a server on an existing data directory `data` (a restored one), which is given
+    /// to the server's user and mode 0700 first. Its parent directories must be traversable
+    /// by that user. The directory is not removed on drop; the server is stopped.
+    pub async fn start_on(data: &Path) -> Result<TestCluster> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut cluster = TestCluster::prepare().await?;
+        cluster.data = data.to_path_buf();
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("cannot set the data directory's mode", e))?;
+        cluster.give_to_server(data).await?;
+        cluster.start_server().await?;
+        Ok(cluster)
+    }
+
+    /// Give `path` (recursively) to the user the server runs as, when that is not us (as
+    /// root): a repository the server archives into, a key file its `archive_command` reads.
+    pub async fn give_to_server(&self, path: &Path) -> Result<()> {
+        let Some(user) = &self.run_as else {
+            return Ok(());
+        };
+        let out = tokio::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{user}:"))
+            .arg(path)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| Error::io("cannot run chown", e))?;
+        if !out.status.success() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "chown {} failed: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stop the server at once (`pg_ctl stop -m immediate`), as a crash would.
+    pub fn stop_immediately(&mut self) {
+        self.stop();
+    }
+
+    /// The server's log so far (its last ~2 KB).
+    pub fn log_tail(&self) -> String {
+        let log = self.dir.as_ref().map(|d| d.path().join("server.log"));
+        tail(
+            &log.and_then(|l| std::fs::read_to_string(l).ok())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn append_conf(&self, settings: &str) -> Result<()> {
+        let conf = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)
+            .map_err(|e| Error::io("cannot read the test cluster's configuration", e))?;
+        text.push('\n');
+        text.push_str(settings);
+        text.push('\n');
+        std::fs::write(&conf, text)
+            .map_err(|e| Error::io("cannot write the test cluster's configuration", e))
+    }
+
+    /// A cluster value with its temporary directory (given to the server's user), not yet
+    /// initialised or started.
+    async fn prepare() -> Result<TestCluster> {
+        let bin = server_bin_dir()?;
+        let run_as = if effective_uid_is_root() {
+            Some("postgres".to_string())
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("dr-pg-")
+            .tempdir()
+            .map_err(|e| Error::io("cannot create a temporary directory", e))?;
+        if let Some(user) = &run_as {
+            let (uid, gid) = user_ids(user).await?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(|e| Error::io("cannot give the cluster directory to postgres", e))?;
+        }
+        Ok(TestCluster {
+            data: dir.path().join("data"),
+            dir: Some(dir),
+            bin,
+            port: 0,
+            run_as,
+            tls: false,
+        })
+    }
+
     /// Like [`TestCluster::start`], but the server accepts TCP connections over TLS only,
     /// with the certificate chain `cert_pem` and its private key `key_pem` (PEM). The
     /// cluster's [`config`](Self::config) and [`url`](Self::url) ask for

@@ -71,6 +71,7 @@ fn files_stats(files: u64, bytes: u64) -> DumpStats {
             rows: files,
             bytes,
         }],
+        ..Default::default()
     }
 }
 

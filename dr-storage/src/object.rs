@@ -35,6 +35,8 @@ pub struct ObjectStoreTarget {
     /// How storage-class names are spelled for this store.
     dialect: ClassDialect,
     upload: UploadConfig,
+    /// For a local directory: its path, so that committed objects are flushed to disk.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// How a store names its storage classes. dr accepts S3's names everywhere (a repository
@@ -99,10 +101,15 @@ impl ObjectStoreTarget {
             storage_classes: false,
             dialect: ClassDialect::AsGiven,
             upload: UploadConfig::default(),
+            local_root: None,
         }
     }
 
     /// A directory on the local file system, which must exist.
+    ///
+    /// Every object is flushed to disk (the file, then the directories up to the root)
+    /// before a write reports success: an archived WAL segment must survive a power cut once
+    /// PostgreSQL has been told it is stored, and so must a committed backup.
     pub fn local(dir: &FsPath) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::new(
@@ -119,6 +126,7 @@ impl ObjectStoreTarget {
             storage_classes: false,
             dialect: ClassDialect::AsGiven,
             upload: UploadConfig::default(),
+            local_root: Some(dir.to_path_buf()),
         })
     }
 
@@ -132,6 +140,7 @@ impl ObjectStoreTarget {
             storage_classes,
             dialect: ClassDialect::AsGiven,
             upload: UploadConfig::default(),
+            local_root: None,
         }
     }
 
@@ -184,6 +193,29 @@ impl ObjectStoreTarget {
         }
         attrs
     }
+}
+
+/// Flush object `p` under the local directory `root` to disk: the file, then each directory
+/// from its own up to `root` (so that new directories' entries survive too).
+async fn sync_local(root: &FsPath, p: &str) -> Result<()> {
+    let root = root.to_path_buf();
+    let file = root.join(p);
+    let owned = p.to_string();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::File::open(&file)?.sync_all()?;
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            std::fs::File::open(d)?.sync_all()?;
+            if d == root {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Other, "flushing to disk failed").with_source(e))?
+    .map_err(|e| Error::io("flushing a written object to disk", e).with_context("object", owned))
 }
 
 fn path(p: &str) -> Result<Path> {
@@ -369,6 +401,7 @@ impl StorageTarget for ObjectStoreTarget {
             limit: self.upload.max_object_size(part_size),
             part_size,
             parts_in_flight: self.upload.parts_in_flight,
+            local_root: self.local_root.clone(),
         }))
     }
 
@@ -383,6 +416,9 @@ impl StorageTarget for ObjectStoreTarget {
             .put_opts(&location, PutPayload::from_bytes(bytes), put)
             .await
             .map_err(|e| map_err(e, "creating object").with_context("object", p))?;
+        if let Some(root) = &self.local_root {
+            sync_local(root, p).await?;
+        }
         Ok(())
     }
 
@@ -471,6 +507,7 @@ struct MultipartWriter {
     limit: u64,
     part_size: usize,
     parts_in_flight: usize,
+    local_root: Option<std::path::PathBuf>,
 }
 
 #[async_trait]
@@ -499,6 +536,9 @@ impl ObjectWriter for MultipartWriter {
         w.finish()
             .await
             .map_err(|e| map_err(e, "completing upload").with_context("object", &self.path))?;
+        if let Some(root) = &self.local_root {
+            sync_local(root, &self.path).await?;
+        }
         Ok(self.written)
     }
 

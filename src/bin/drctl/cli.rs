@@ -86,6 +86,10 @@ pub enum Command {
         /// A directory to back up instead (user uploads, exported files), as a tar archive.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// A physical base backup of the whole cluster --db connects to (pg_basebackup over
+        /// a replication connection), for point-in-time recovery with the WAL archive.
+        #[arg(long, requires = "db")]
+        physical: bool,
         /// A label to record (repeatable).
         #[arg(long = "label")]
         labels: Vec<String>,
@@ -118,13 +122,15 @@ pub enum Command {
         #[arg(
             long,
             env = "DR_DB",
-            required_unless_present = "dir",
+            required_unless_present_any = ["dir", "pgdata"],
             conflicts_with = "dir"
         )]
         db: Option<String>,
         /// Target directory of a directory backup (missing or empty, unless --replace).
         #[arg(long)]
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        pitr: crate::wal::PitrArgs,
         /// Create the target database (it must not exist).
         #[arg(long, conflicts_with = "dir")]
         create: bool,
@@ -192,6 +198,17 @@ pub enum Command {
     Retention {
         #[command(subcommand)]
         command: crate::retention::RetentionCommand,
+    },
+    /// archive_command: archive one WAL file (%p) of the server in the working directory,
+    /// compressed and encrypted; exit 0 only once it is stored.
+    WalPush(crate::wal::PushArgs),
+    /// restore_command: write the archived WAL file %f to %p (exit 1: not archived; 126: an
+    /// error that must stop recovery — damage, a gap, a wrong key).
+    WalFetch(crate::wal::FetchArgs),
+    /// The WAL archive: list its ranges, gaps and PITR window, or verify it.
+    Wal {
+        #[command(subcommand)]
+        command: crate::wal::WalCommand,
     },
     /// Delete the backups a retention policy does not keep (manifest first, then data) and
     /// incomplete uploads older than a grace period.

@@ -47,12 +47,16 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             repo,
             db,
             dir,
+            physical,
             labels,
             compression,
             storage_class,
         } => {
             let dumper: Box<dyn dr::core::Dumper> = match (db, dir) {
                 (_, Some(dir)) => Box::new(dr::files::DirDumper::new(dir)),
+                (Some(db), None) if physical => {
+                    Box::new(dr::db::PhysicalDumper::new(db_config(&db)?))
+                }
                 (Some(db), None) => Box::new(dr::db::PgDumper::new(db_config(&db)?)),
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };
@@ -73,10 +77,14 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             series,
             db,
             dir,
+            pitr,
             create,
             replace,
             no_owner,
         } => {
+            if pitr.pgdata.is_some() {
+                return crate::wal::restore(out.is_json(), &repo, &id, &series, &pitr).await;
+            }
             let usable = SeriesSelector::kind(if dir.is_some() {
                 dr::files::SOURCE_KIND
             } else {
@@ -112,6 +120,16 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
         Command::Unpin(args) => crate::retention::pin(out, &args, false).await,
         Command::Retention { command } => crate::retention::run(out, command).await,
         Command::Prune(args) => crate::retention::prune(out, &args).await,
+        Command::WalPush(args) => crate::wal::push(out.is_json(), args).await,
+        Command::WalFetch(args) => match crate::wal::fetch(out.is_json(), args).await {
+            Ok(0) => Ok(()),
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("drctl wal-fetch: {}", e.report());
+                std::process::exit(crate::wal::FETCH_FATAL)
+            }
+        },
+        Command::Wal { command } => crate::wal::state(out.is_json(), command).await,
     }
 }
 

@@ -17,6 +17,7 @@ mod run;
 #[cfg(feature = "demo")]
 mod sample;
 mod storage;
+mod wal;
 
 use clap::Parser;
 

@@ -177,6 +177,11 @@ pub struct PruneArgs {
     /// process holds it (default: fail at once).
     #[arg(long, value_name = "SECONDS")]
     pub lock_wait: Option<u64>,
+    /// Keep archived WAL so that any point of this last stretch (e.g. 7d) can be recovered
+    /// to, separately from backup retention; the backup that anchors the window is kept.
+    /// Without it, WAL is kept from every kept physical backup onwards.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_pitr: Option<RetentionDuration>,
 }
 
 /// Mark a backup as pinned (never deleted by retention) or unpin it.
@@ -419,6 +424,7 @@ pub async fn prune(out: Output, args: &PruneArgs) -> Result<()> {
         ),
         lease_wait: args.lock_wait.map(std::time::Duration::from_secs),
         series: args.series.selector(),
+        keep_pitr: args.keep_pitr,
         ..Default::default()
     };
     let report = dr::core::prune(&repo, &policy, &opts).await?;
@@ -456,6 +462,16 @@ fn prune_json(report: &PruneReport, opts: &PruneOptions) -> serde_json::Value {
             "reasons": reasons,
             "incomplete": true,
         }));
+    }
+    for w in &report.wal {
+        for f in &w.plan.files {
+            items.push(json!({
+                "wal_file": f.name,
+                "cluster": w.system_identifier,
+                "keep": f.keep,
+                "reasons": f.reasons,
+            }));
+        }
     }
     serde_json::Value::Array(items)
 }
@@ -508,4 +524,16 @@ fn print_prune(report: &PruneReport, policy: &SeriesPolicies) {
             ""
         }
     );
+    for w in &report.wal {
+        println!(
+            "WAL of cluster {}: {would} {} of {} archived files{}",
+            w.system_identifier,
+            w.deleted.len(),
+            w.plan.files.len(),
+            w.plan
+                .window_start
+                .map(|t| format!("; PITR window from {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default()
+        );
+    }
 }

@@ -1,0 +1,415 @@
+//! `archive_command`: pushing the files PostgreSQL hands over, and the ones it will hand
+//! over next.
+//!
+//! PostgreSQL runs `archive_command` for one file at a time, in its data directory, and
+//! recycles the file only after the command exits 0. A slow command makes WAL pile up in
+//! `pg_wal` (the commonest complaint about archiving), so [`WalPusher::push`] also pushes, in
+//! parallel with the file asked for, the next files waiting in `pg_wal/archive_status/*.ready`,
+//! and remembers each one it stored in a spool (`<name>.ok`, holding the SHA-256 of what was
+//! stored). When PostgreSQL asks for such a file, the push only checks that the file still has
+//! that SHA-256 and returns at once. PostgreSQL is never told a file is archived that is not
+//! stored (a marker is written only after the file's record is committed), and nothing is
+//! dropped to save disk: a file that cannot be pushed fails its call, and PostgreSQL retries.
+//!
+//! Every segment's long header is checked before anything is stored: it must belong to the
+//! cluster whose data directory runs the command (`global/pg_control`), carry the name's
+//! timeline and position, and have the archive's segment size.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::Utc;
+use dr_core::wal::archive::sha256_hex;
+use dr_core::wal::{
+    PushOptions, PushOutcome, SegmentSize, TimelineHistory, WalArchive, WalCluster, WalContents,
+    WalFile,
+};
+use dr_core::{Encryptor, Error, ErrorKind, Repository, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::wal::header::{ControlFile, SegmentHeader};
+use crate::wal::records::scan_segment;
+
+/// How a file's push ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pushed {
+    /// Stored now.
+    Stored,
+    /// Already archived with the same contents (a retry, or pushed by another process).
+    AlreadyArchived,
+    /// Pushed ahead by an earlier call; found in the spool, unchanged.
+    FromSpool,
+}
+
+/// What [`WalPusher::push`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    /// The file PostgreSQL asked for.
+    pub name: String,
+    /// How its push ended.
+    pub outcome: Pushed,
+    /// Bytes stored for it (0 unless stored now).
+    pub stored_bytes: u64,
+    /// Files waiting in `archive_status` that were pushed ahead and spooled.
+    pub ahead: Vec<String>,
+    /// Files pushed ahead that failed (PostgreSQL will ask for them; they are retried then).
+    pub ahead_failed: Vec<String>,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// A spool marker: a file pushed ahead, and the SHA-256 of what was stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct SpoolMarker {
+    repository_id: String,
+    sha256: String,
+    bytes: u64,
+}
+
+/// Pushes WAL files of one data directory into a repository's archive.
+#[derive(Clone)]
+pub struct WalPusher {
+    repo: Repository,
+    encryptor: Arc<dyn Encryptor>,
+    pgdata: PathBuf,
+    spool: PathBuf,
+    parallel: usize,
+    opts: PushOptions,
+}
+
+impl std::fmt::Debug for WalPusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalPusher")
+            .field("repository", &self.repo.storage().describe())
+            .field("pgdata", &self.pgdata)
+            .field("spool", &self.spool)
+            .field("parallel", &self.parallel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WalPusher {
+    /// A pusher for the server whose data directory is `pgdata`; files are encrypted by
+    /// `encryptor` (a host with only the repository's public recipients can push). Pushes up
+    /// to 4 files at once; spools in `pgdata/pg_wal/dr_spool`.
+    pub fn new(
+        repo: Repository,
+        encryptor: Arc<dyn Encryptor>,
+        pgdata: impl Into<PathBuf>,
+    ) -> Self {
+        let pgdata = pgdata.into();
+        WalPusher {
+            spool: pgdata.join("pg_wal").join("dr_spool"),
+            repo,
+            encryptor,
+            pgdata,
+            parallel: 4,
+            opts: PushOptions::default(),
+        }
+    }
+
+    /// Keep spool markers in `dir` instead.
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool = dir.into();
+        self
+    }
+
+    /// Push up to `n` files at once (1: only the file asked for, no spool).
+    pub fn parallel(mut self, n: usize) -> Self {
+        self.parallel = n.max(1);
+        self
+    }
+
+    /// Compression and storage class of pushed files.
+    pub fn options(mut self, opts: PushOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Archive the file at `path` (`%p`: relative to the working directory, which is the
+    /// data directory when PostgreSQL runs the command). See the [module docs](self).
+    ///
+    /// `Ok` means the file is stored and committed; any error means it is not (and
+    /// PostgreSQL will retry). A segment of another cluster, a renamed segment and a
+    /// different file under an archived name are refused.
+    pub async fn push(&self, path: &Path) -> Result<PushReport> {
+        let started = Instant::now();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::invalid(format!("{} names no WAL file", path.display())))?
+            .to_string();
+        let control = ControlFile::read(&self.pgdata)?;
+        let data = read_file(path).await?;
+
+        // The fast path: pushed ahead by an earlier call, and unchanged since.
+        if self.parallel > 1 && self.take_spooled(&name, &data).await {
+            return Ok(PushReport {
+                name,
+                outcome: Pushed::FromSpool,
+                stored_bytes: 0,
+                ahead: Vec::new(),
+                ahead_failed: Vec::new(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+
+        let archive = self.archive(&control, &name, &data).await?;
+        let file = archive
+            .parse_name(&name)
+            .map_err(|e| e.with_context("file", path.display()))?;
+        let this = self.push_one(&archive, &control, file, data);
+        let ahead = self.ready_after(&archive, file);
+        let others = futures::future::join_all(ahead.iter().map(|f| {
+            let archive = &archive;
+            let control = &control;
+            async move {
+                let p = self
+                    .pgdata
+                    .join("pg_wal")
+                    .join(f.name(archive.segment_size()));
+                let r = async {
+                    let data = read_file(&p).await?;
+                    let sha = sha256_hex(&data);
+                    let bytes = data.len() as u64;
+                    self.push_one(archive, control, *f, data).await?;
+                    self.spool_marker(&f.name(archive.segment_size()), sha, bytes)
+                        .await
+                }
+                .await;
+                (f.name(archive.segment_size()), r)
+            }
+        }));
+        let (outcome, others) = futures::join!(this, others);
+        let mut report = PushReport {
+            name,
+            outcome: Pushed::Stored,
+            stored_bytes: 0,
+            ahead: Vec::new(),
+            ahead_failed: Vec::new(),
+            duration_ms: 0,
+        };
+        for (n, r) in others {
+            match r {
+                Ok(()) => report.ahead.push(n),
+                Err(e) => {
+                    tracing::debug!(file = %n, error = %e.report(), "pushing ahead failed; PostgreSQL will ask again");
+                    report.ahead_failed.push(n);
+                }
+            }
+        }
+        match outcome? {
+            PushOutcome::Stored { stored_bytes } => report.stored_bytes = stored_bytes,
+            PushOutcome::AlreadyArchived => report.outcome = Pushed::AlreadyArchived,
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    /// The archive of this server's cluster, created by the first push.
+    async fn archive(&self, control: &ControlFile, name: &str, data: &[u8]) -> Result<WalArchive> {
+        match WalArchive::open(&self.repo, control.system_identifier).await {
+            Ok(a) => return Ok(a),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // First push: learn the segment size from this file or any segment in pg_wal.
+        let header = match SegmentHeader::parse(data) {
+            Ok(h) if !name.ends_with(".history") && !name.ends_with(".backup") => h,
+            _ => any_segment_header(&self.pgdata.join("pg_wal"))?,
+        };
+        let pg_version = std::fs::read_to_string(self.pgdata.join("PG_VERSION"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(header.pg_version);
+        WalArchive::register(
+            &self.repo,
+            WalCluster {
+                format: dr_core::wal::layout::WAL_FORMAT,
+                system_identifier: control.system_identifier,
+                segment_bytes: header.segment_size,
+                pg_version,
+                created_at: Utc::now(),
+            },
+        )
+        .await
+    }
+
+    /// Check and push one file.
+    async fn push_one(
+        &self,
+        archive: &WalArchive,
+        control: &ControlFile,
+        file: WalFile,
+        data: Bytes,
+    ) -> Result<PushOutcome> {
+        let name = file.name(archive.segment_size());
+        let contents = check_file(file, &data, control, archive.segment_size())
+            .map_err(|e| e.with_context("file", &name))?;
+        archive
+            .push(file, data, contents, self.encryptor.as_ref(), &self.opts)
+            .await
+    }
+
+    /// Complete segments waiting after `file`, oldest first, that are not spooled yet: as
+    /// many as run beside it.
+    fn ready_after(&self, archive: &WalArchive, file: WalFile) -> Vec<WalFile> {
+        if self.parallel < 2 || !matches!(file, WalFile::Segment(_)) {
+            return Vec::new();
+        }
+        let status = self.pgdata.join("pg_wal").join("archive_status");
+        let Ok(entries) = std::fs::read_dir(&status) else {
+            return Vec::new();
+        };
+        let mut ready: Vec<WalFile> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n = e.file_name().to_str()?.strip_suffix(".ready")?.to_string();
+                let f = archive.parse_name(&n).ok()?;
+                (matches!(f, WalFile::Segment(_))
+                    && f > file
+                    && !self.spool.join(format!("{n}.ok")).exists())
+                .then_some(f)
+            })
+            .collect();
+        ready.sort();
+        ready.truncate(self.parallel - 1);
+        ready
+    }
+
+    /// Whether `name` was pushed ahead with exactly these bytes; the marker is used up. Also
+    /// clears markers of files PostgreSQL no longer waits for.
+    async fn take_spooled(&self, name: &str, data: &[u8]) -> bool {
+        let marker = self.spool.join(format!("{name}.ok"));
+        let found = match tokio::fs::read(&marker).await {
+            Ok(b) => serde_json::from_slice::<SpoolMarker>(&b).ok(),
+            Err(_) => None,
+        };
+        let hit = found.is_some_and(|m| {
+            m.repository_id == self.repo.config().repository_id
+                && m.bytes == data.len() as u64
+                && m.sha256 == sha256_hex(data)
+        });
+        let _ = tokio::fs::remove_file(&marker).await;
+        self.clear_stale_markers();
+        hit
+    }
+
+    fn clear_stale_markers(&self) {
+        let status = self.pgdata.join("pg_wal").join("archive_status");
+        let Ok(entries) = std::fs::read_dir(&self.spool) else {
+            return;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let file_name = e.file_name();
+            let Some(n) = file_name.to_str().and_then(|n| n.strip_suffix(".ok")) else {
+                continue;
+            };
+            if !status.join(format!("{n}.ready")).exists() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    async fn spool_marker(&self, name: &str, sha256: String, bytes: u64) -> Result<()> {
+        let io = |e| Error::io("writing a spool marker", e);
+        tokio::fs::create_dir_all(&self.spool).await.map_err(io)?;
+        let tmp = self.spool.join(format!("{name}.ok.tmp"));
+        let marker = SpoolMarker {
+            repository_id: self.repo.config().repository_id.clone(),
+            sha256,
+            bytes,
+        };
+        let json = serde_json::to_vec(&marker).expect("marker serializes");
+        tokio::fs::write(&tmp, json).await.map_err(io)?;
+        tokio::fs::rename(&tmp, self.spool.join(format!("{name}.ok")))
+            .await
+            .map_err(io)
+    }
+}
+
+async fn read_file(path: &Path) -> Result<Bytes> {
+    tokio::fs::read(path).await.map(Bytes::from).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::Io
+        };
+        Error::new(kind, format!("cannot read WAL file {}", path.display())).with_source(e)
+    })
+}
+
+/// Check a file before it is archived; for segments, read what its records say.
+fn check_file(
+    file: WalFile,
+    data: &[u8],
+    control: &ControlFile,
+    size: SegmentSize,
+) -> Result<Option<WalContents>> {
+    match file {
+        WalFile::Segment(id) | WalFile::Partial(id) => {
+            let header = SegmentHeader::parse(data)?;
+            if header.system_identifier != control.system_identifier {
+                return Err(Error::invalid(format!(
+                    "refusing a WAL segment from another cluster: it was written by system {}, \
+                     this data directory is system {}",
+                    header.system_identifier, control.system_identifier
+                )));
+            }
+            if header.segment_size != size {
+                return Err(Error::invalid(format!(
+                    "the segment is of {} segments, the archive of {size} segments",
+                    header.segment_size
+                )));
+            }
+            header.check_segment(id)?;
+            if matches!(file, WalFile::Segment(_)) && data.len() as u64 != size.bytes() {
+                return Err(Error::corrupt(format!(
+                    "a complete segment must be {} bytes, this one is {}",
+                    size.bytes(),
+                    data.len()
+                )));
+            }
+            Ok(Some(scan_segment(data, &header)))
+        }
+        WalFile::History(tl) => {
+            let text = std::str::from_utf8(data)
+                .map_err(|_| Error::corrupt("a timeline history must be text"))?;
+            TimelineHistory::parse(tl, text)?;
+            Ok(None)
+        }
+        WalFile::Backup { .. } => Ok(None),
+    }
+}
+
+/// The header of any segment in `pg_wal`, for the segment size of a first push that is not
+/// a segment.
+fn any_segment_header(pg_wal: &Path) -> Result<SegmentHeader> {
+    let entries = std::fs::read_dir(pg_wal)
+        .map_err(|e| Error::io(format!("cannot list {}", pg_wal.display()), e))?;
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { continue };
+        if n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut head = [0u8; 64];
+            if let Ok(mut f) = std::fs::File::open(e.path()) {
+                use std::io::Read;
+                if f.read_exact(&mut head).is_ok() {
+                    if let Ok(h) = SegmentHeader::parse(&head) {
+                        return Ok(h);
+                    }
+                }
+            }
+        }
+    }
+    Err(Error::new(
+        ErrorKind::NotFound,
+        format!(
+            "no WAL segment in {} to learn the segment size from",
+            pg_wal.display()
+        ),
+    ))
+}

@@ -1,0 +1,364 @@
+//! `drctl wal-push`, `wal-fetch`, `wal list|verify` and the point-in-time `restore --pgdata`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use dr::core::wal::{base, ArchiveIndex, Lsn, RecoveryTarget, TargetTimeline, WalArchive};
+use dr::core::{Error, ErrorKind, ReadOptions, Repository, Result};
+use dr::db::wal::{ControlFile, Fetched, TargetAction, WalFetcher, WalPusher};
+use serde_json::json;
+
+use crate::cli::{RepoArgs, SeriesArgs};
+use crate::output::print_json;
+
+/// `drctl wal-push`: PostgreSQL's `archive_command`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The server's data directory (default: the working directory, where PostgreSQL runs
+    /// archive_command).
+    #[arg(long, default_value = ".")]
+    pub pgdata: PathBuf,
+    /// Files pushed at once: the one asked for plus the next ones waiting (1: no spool).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// The file to archive (`%p`).
+    pub path: PathBuf,
+}
+
+/// `drctl wal-fetch`: PostgreSQL's `restore_command`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The recovering server's data directory (default: the working directory).
+    #[arg(long, default_value = ".")]
+    pub pgdata: PathBuf,
+    /// Segments read ahead into pg_wal/dr_prefetch after each fetch (0: none).
+    #[arg(long, default_value_t = 4)]
+    pub prefetch: usize,
+    /// The file PostgreSQL wants (`%f`).
+    pub name: String,
+    /// Where to write it (`%p`).
+    pub dest: PathBuf,
+}
+
+/// `drctl wal …`.
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Per cluster and timeline: archived ranges, gaps, the PITR window, the newest segment.
+    List(StateArgs),
+    /// Like list, but fails (exit 5) when a kept base backup cannot be restored or a gap
+    /// breaks the chain after it.
+    Verify(StateArgs),
+}
+
+/// Arguments of `wal list|verify`.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+/// The point-in-time part of `drctl restore`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PitrArgs {
+    /// Restore a physical base backup into this data directory (missing or empty) and
+    /// prepare recovery to a target; start the server on it to recover.
+    #[arg(long, conflicts_with_all = ["db", "dir"])]
+    pub pgdata: Option<PathBuf>,
+    /// Recover to this time (RFC 3339, e.g. 2026-12-01T01:50:00Z).
+    #[arg(long, requires = "pgdata", group = "target")]
+    pub target_time: Option<String>,
+    /// Recover to this WAL position (e.g. 0/3000148).
+    #[arg(long, requires = "pgdata", group = "target")]
+    pub target_lsn: Option<String>,
+    /// Recover until this transaction has committed.
+    #[arg(long, requires = "pgdata", group = "target")]
+    pub target_xid: Option<u64>,
+    /// Recover to this restore point (pg_create_restore_point).
+    #[arg(long, requires = "pgdata", group = "target")]
+    pub target_name: Option<String>,
+    /// At the target: promote (default), pause or shutdown.
+    #[arg(long, requires = "pgdata", default_value = "promote")]
+    pub target_action: String,
+    /// Timeline to follow: latest (default), current or a number.
+    #[arg(long, requires = "pgdata", default_value = "latest")]
+    pub target_timeline: String,
+    /// Keep archive_mode as it was in the backup (by default the restored copy does not
+    /// archive, so it never pushes WAL into the production archive).
+    #[arg(long, requires = "pgdata")]
+    pub archive: bool,
+}
+
+/// Exit status that makes PostgreSQL abort recovery instead of taking it as "not found"
+/// (it treats any status above 125 like a signal).
+pub const FETCH_FATAL: i32 = 126;
+
+pub async fn push(json: bool, args: PushArgs) -> Result<()> {
+    let repo = Repository::open(args.repo.storage()?).await?;
+    let encryptor = crate::key::backup_encryptor(&args.repo, &repo)?;
+    let pusher = WalPusher::new(repo, Arc::new(encryptor), &args.pgdata).parallel(args.parallel);
+    let path = if args.path.is_absolute() {
+        args.path.clone()
+    } else {
+        args.pgdata.join(&args.path)
+    };
+    let report = pusher.push(&path).await?;
+    if json {
+        print_json(&report);
+    } else {
+        tracing::info!(file = %report.name, outcome = ?report.outcome, ahead = report.ahead.len(), ms = report.duration_ms, "archived");
+    }
+    Ok(())
+}
+
+/// Returns the process exit code: 0 written, 1 not archived (the end of the archive).
+/// Errors are printed and mapped to [`FETCH_FATAL`] by the caller.
+pub async fn fetch(json: bool, args: FetchArgs) -> Result<i32> {
+    let repo = Repository::open(args.repo.storage()?).await?;
+    let decryptor = dr::keys::decryptor(crate::key::unlock(&args.repo, &repo)?);
+    let control = ControlFile::read(&args.pgdata)?;
+    let mut fetcher =
+        WalFetcher::new(&repo, Arc::new(decryptor), control.system_identifier).await?;
+    if args.prefetch > 0 {
+        fetcher = fetcher.prefetch_dir(args.pgdata.join("pg_wal").join("dr_prefetch"));
+    }
+    let dest = if args.dest.is_absolute() {
+        args.dest.clone()
+    } else {
+        args.pgdata.join(&args.dest)
+    };
+    let outcome = fetcher.fetch(&args.name, &dest).await?;
+    if json {
+        print_json(&json!({ "name": args.name, "outcome": outcome }));
+    }
+    if outcome == Fetched::NotFound {
+        return Ok(1);
+    }
+    if args.prefetch > 0 {
+        // Best effort: a failed read-ahead is read again, and checked, when asked for.
+        if let Err(e) = fetcher.prefetch_after(&args.name, args.prefetch).await {
+            tracing::debug!(error = %e.report(), "prefetch failed");
+        }
+    }
+    Ok(0)
+}
+
+pub async fn state(json: bool, command: WalCommand) -> Result<()> {
+    let (args, strict) = match &command {
+        WalCommand::List(a) => (a, false),
+        WalCommand::Verify(a) => (a, true),
+    };
+    let repo = Repository::open(args.repo.storage()?).await?;
+    let clusters = WalArchive::clusters(&repo).await?;
+    let physical = repo
+        .list_series(&dr::core::SeriesSelector::kind(base::PHYSICAL_KIND))
+        .await?;
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for c in clusters {
+        let archive = WalArchive::open(&repo, c.system_identifier).await?;
+        let index = archive.index(true).await?;
+        let backups: Vec<_> = physical
+            .iter()
+            .filter(|m| base::system_identifier(m).ok() == Some(c.system_identifier))
+            .map(base::base_backup)
+            .collect::<Result<_>>()?;
+        let reach: Vec<_> = backups.iter().map(|b| index.reach(b)).collect();
+        for r in &reach {
+            if !r.consistent {
+                problems.push(format!(
+                    "cluster {}: base backup {} lacks part of its own WAL",
+                    c.system_identifier, r.id
+                ));
+            }
+        }
+        let gaps = index.gaps();
+        for g in &gaps {
+            problems.push(format!(
+                "cluster {}: timeline {} misses {} segment(s) {}..{}",
+                c.system_identifier, g.timeline, g.segments, g.first, g.last
+            ));
+        }
+        let window = index.window(&backups);
+        if !json {
+            print_cluster(c.system_identifier, &index, &gaps, &window);
+        }
+        out.push(json!({
+            "system_identifier": c.system_identifier.to_string(),
+            "segment_bytes": c.segment_bytes.bytes(),
+            "ranges": index.ranges(),
+            "gaps": gaps,
+            "window": window,
+            "backups": reach,
+            "newest_age_seconds": index.newest().map(|(_, i)| (chrono::Utc::now() - i.time()).num_seconds()),
+        }));
+    }
+    if json {
+        print_json(&out);
+    }
+    if strict && !problems.is_empty() {
+        return Err(Error::new(ErrorKind::Corrupt, problems.join("; ")));
+    }
+    Ok(())
+}
+
+fn print_cluster(
+    sysid: u64,
+    index: &ArchiveIndex,
+    gaps: &[dr::core::wal::Gap],
+    window: &[dr::core::wal::Recoverable],
+) {
+    println!("cluster {sysid}");
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    for r in index.ranges() {
+        println!(
+            "  timeline {}: {}..{} ({} segments{}), {} .. {}",
+            r.timeline,
+            r.first,
+            r.last,
+            r.segments,
+            if r.partial_end {
+                ", then a partial"
+            } else {
+                ""
+            },
+            fmt(r.from),
+            fmt(r.to)
+        );
+    }
+    for g in gaps {
+        println!(
+            "  GAP on timeline {}: {}..{} ({} segments missing)",
+            g.timeline, g.first, g.last, g.segments
+        );
+    }
+    if window.is_empty() {
+        println!("  PITR window: none (no base backup with its WAL)");
+    }
+    for w in window {
+        println!("  PITR window: {} .. {}", fmt(w.from), fmt(w.to));
+    }
+    if let Some((f, i)) = index.newest() {
+        println!(
+            "  newest: {} ({} s ago)",
+            f.name(index.segment_size()),
+            (chrono::Utc::now() - i.time()).num_seconds()
+        );
+    }
+}
+
+/// The recovery target the flags name.
+pub fn target(args: &PitrArgs) -> Result<RecoveryTarget> {
+    if let Some(t) = &args.target_time {
+        let t = chrono::DateTime::parse_from_rfc3339(t).map_err(|_| {
+            Error::invalid(format!(
+                "--target-time '{t}' is not an RFC 3339 time (e.g. 2026-12-01T01:50:00Z)"
+            ))
+        })?;
+        return Ok(RecoveryTarget::Time(t.with_timezone(&chrono::Utc)));
+    }
+    if let Some(l) = &args.target_lsn {
+        return Ok(RecoveryTarget::Lsn(l.parse::<Lsn>()?));
+    }
+    if let Some(x) = args.target_xid {
+        return Ok(RecoveryTarget::Xid(x));
+    }
+    if let Some(n) = &args.target_name {
+        return Ok(RecoveryTarget::Name(n.clone()));
+    }
+    Ok(RecoveryTarget::Latest)
+}
+
+/// Quote `s` for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The `restore_command` for a restored server: this drctl, this repository, this key
+/// file (a path; never a secret in the command line).
+fn restore_command(repo: &RepoArgs) -> Result<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("cannot tell where drctl is installed", e))?;
+    let key = repo.key_file.as_ref().ok_or_else(|| {
+        Error::invalid(
+            "a point-in-time restore needs --key-file (or DR_KEY_FILE): the restored server's \
+             restore_command reads the archived WAL with it",
+        )
+    })?;
+    let key = std::path::absolute(key).map_err(|e| Error::io("cannot resolve --key-file", e))?;
+    let repo_url = if Path::new(&repo.repo).exists() {
+        std::path::absolute(&repo.repo)
+            .map_err(|e| Error::io("cannot resolve --repo", e))?
+            .display()
+            .to_string()
+    } else {
+        repo.repo.clone()
+    };
+    let mut cmd = format!(
+        "{} wal-fetch --repo {} --key-file {}",
+        shell_quote(&exe.display().to_string()),
+        shell_quote(&repo_url),
+        shell_quote(&key.display().to_string())
+    );
+    for o in &repo.storage_opts {
+        cmd.push_str(&format!(" --storage-opt {}", shell_quote(o)));
+    }
+    cmd.push_str(" %f %p");
+    Ok(cmd)
+}
+
+pub async fn restore(
+    json: bool,
+    repo_args: &RepoArgs,
+    id: &str,
+    series: &SeriesArgs,
+    args: &PitrArgs,
+) -> Result<()> {
+    let pgdata = args.pgdata.clone().expect("called with --pgdata");
+    let req = dr::pitr::PitrRequest {
+        backup: Some(id.to_string()),
+        series: series.selector(),
+        pgdata: std::path::absolute(&pgdata)
+            .map_err(|e| Error::io("cannot resolve --pgdata", e))?,
+        target: target(args)?,
+        action: args.target_action.parse::<TargetAction>()?,
+        timeline: args.target_timeline.parse::<TargetTimeline>()?,
+        archive: args.archive,
+        restore_command: restore_command(repo_args)?,
+    };
+    let repo = Repository::open(repo_args.storage()?).await?;
+    let decryptor = dr::keys::decryptor(crate::key::unlock(repo_args, &repo)?);
+    let started = std::time::Instant::now();
+    let r = dr::pitr::restore_to_point(&repo, &decryptor, &req, &ReadOptions::default()).await?;
+    let ms = started.elapsed().as_millis() as u64;
+    if json {
+        print_json(&json!({
+            "id": r.backup.id,
+            "system_identifier": r.system_identifier.to_string(),
+            "pgdata": req.pgdata,
+            "target": req.target.to_string(),
+            "timeline": r.plan.timeline,
+            "first_segment": r.plan.first_segment,
+            "last_segment": r.plan.last_segment,
+            "reaches": r.plan.reaches,
+            "duration_ms": ms,
+        }));
+    } else {
+        println!(
+            "restored base backup {} into {} ({:.1} s); recovery to {} on timeline {} is \
+             prepared (WAL {} .. {}): start the server on it to recover",
+            r.backup.id,
+            req.pgdata.display(),
+            ms as f64 / 1000.0,
+            req.target,
+            r.plan.timeline,
+            r.plan.first_segment,
+            r.plan.last_segment
+        );
+    }
+    Ok(())
+}

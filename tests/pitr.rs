@@ -1,0 +1,556 @@
+//! Continuous archiving and point-in-time recovery end to end, on one real cluster under a
+//! pgbench load: `drctl wal-push` as its archive_command, `drctl backup --physical`, and
+//! `drctl restore --pgdata` to several targets (a time, a restore point, an LSN, an xid and
+//! the end of the archive), each restored cluster started and checked: exactly the markers
+//! committed before the target, and pgbench's balance invariant. Then the damage cases on
+//! the same archive: a re-push, a different file under an archived name, a segment of
+//! another system, a flipped stored byte, a missing segment, a timeline history.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::{drctl, fails, ok};
+use dr::db::testing::TestCluster;
+
+const DRCTL: &str = env!("CARGO_BIN_EXE_drctl");
+
+/// A repository and key the server's user can read and write.
+struct Archive {
+    root: tempfile::TempDir,
+    repo: String,
+    key: String,
+}
+
+impl Archive {
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["--repo", &self.repo, "--key-file", &self.key]);
+        drctl(&all, &[])
+    }
+
+    fn json_list(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["--json", "list"]);
+        ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+}
+
+async fn query_i64(cluster: &TestCluster, sql: &str) -> i64 {
+    let c = cluster.connect("app").await.unwrap();
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn query_text(cluster: &TestCluster, sql: &str) -> String {
+    let c = cluster.connect("app").await.unwrap();
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+fn pgbench(cluster: &TestCluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(cluster.bin_dir().join("pgbench"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &cluster.port().to_string(),
+        "-U",
+        "postgres",
+    ])
+    .args(args)
+    .arg("app")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+/// One marker row per committed transaction, with the times around its commit.
+struct Marker {
+    before: DateTime<Utc>,
+    after: DateTime<Utc>,
+    lsn_after: String,
+    xid: i64,
+}
+
+async fn write_marker(client: &tokio_postgres::Client, id: i64) -> Marker {
+    let before = Utc::now();
+    let row = client
+        .query_one(
+            "INSERT INTO marker VALUES ($1) RETURNING txid_current()",
+            &[&(id as i32)],
+        )
+        .await
+        .unwrap();
+    let after = Utc::now();
+    let lsn_after: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    Marker {
+        before,
+        after,
+        lsn_after,
+        xid: row.get(0),
+    }
+}
+
+/// Switch to a new segment and wait until the archiver has pushed the one just finished.
+async fn archive_current(cluster: &TestCluster) {
+    let c = cluster.connect("app").await.unwrap();
+    let name: String = c
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    c.batch_execute("SELECT pg_switch_wal()").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = c
+            .query_one(
+                "SELECT coalesce(last_archived_wal, ''), failed_count, coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+                &[],
+            )
+            .await
+            .unwrap();
+        let last: String = row.get(0);
+        if last.len() >= 24 && last[..24] >= name[..] {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} was not archived within 60 s (archiver: last {last}, failed {} times, last failed {}); server log: {}",
+            row.get::<_, i64>(1),
+            row.get::<_, String>(2),
+            cluster.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Restore to a target with drctl, start a server on it, wait for the end of recovery and
+/// return the marker ids and whether pgbench's balances agree.
+async fn restore_and_read(archive: &Archive, name: &str, target: &[&str]) -> (Vec<i64>, bool) {
+    let pgdata = archive.dir(name);
+    let mut args = vec!["restore", "latest", "--pgdata", pgdata.to_str().unwrap()];
+    args.extend_from_slice(target);
+    ok(&archive.run(&args));
+    assert!(pgdata.join("recovery.signal").is_file());
+    let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("archive_mode = 'off'"), "{auto}");
+    let restored = TestCluster::start_on(&pgdata)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {}", e.report()));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = restored.connect("app").await.unwrap();
+        let in_recovery: bool = c
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if !in_recovery {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: still in recovery after 120 s: {}",
+            restored.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c = restored.connect("app").await.unwrap();
+    let ids: Vec<i64> = c
+        .query("SELECT id::bigint FROM marker ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let row = c
+        .query_one(
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts)::bigint,
+                    (SELECT sum(bbalance) FROM pgbench_branches)::bigint,
+                    (SELECT sum(tbalance) FROM pgbench_tellers)::bigint",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (a, b, t): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    (ids, a == b && b == t)
+}
+
+fn upto(n: i64) -> Vec<i64> {
+    (1..=n).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_recovery_under_load_and_damage() {
+    // The server (as root: the postgres user) must reach the repository, key and drctl.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = root.path().join("repo").to_str().unwrap().to_string();
+    let key = root.path().join("repo.key").to_str().unwrap().to_string();
+    ok(&drctl(&["keygen", "--output", &key], &[]));
+    let archive = Archive { root, repo, key };
+    ok(&archive.run(&["init"]));
+
+    let cluster = TestCluster::start_with_settings("archive_mode = on\narchive_command = ''\n")
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    cluster
+        .give_to_server(Path::new(&archive.repo))
+        .await
+        .unwrap();
+    cluster
+        .give_to_server(Path::new(&archive.key))
+        .await
+        .unwrap();
+    let command = format!(
+        "'{DRCTL}' wal-push --repo '{}' --key-file '{}' %p",
+        archive.repo, archive.key
+    );
+    cluster.create_database("app").await.unwrap();
+    let set = format!(
+        "ALTER SYSTEM SET archive_command = '{}'",
+        command.replace('\'', "''")
+    );
+    for sql in [
+        set.as_str(),
+        "SELECT pg_reload_conf()",
+        "CREATE TABLE marker (id int PRIMARY KEY)",
+    ] {
+        cluster.execute_sql("app", sql).await.unwrap();
+    }
+    let init = pgbench(&cluster, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    // Load during and after the base backup.
+    let mut load = pgbench(&cluster, &["-c", "2", "-T", "12", "-n"])
+        .spawn()
+        .unwrap();
+    let client = cluster.connect("app").await.unwrap();
+    let mut markers = Vec::new();
+    for id in 1..=4 {
+        markers.push(write_marker(&client, id).await);
+    }
+    let url = cluster.url("app");
+    let backup = archive.run(&["--json", "backup", "--physical", "--db", &url]);
+    ok(&backup);
+    let manifest: serde_json::Value = serde_json::from_slice(&backup.stdout).unwrap();
+    let sysid = query_text(
+        &cluster,
+        "SELECT system_identifier::text FROM pg_control_system()",
+    )
+    .await;
+    assert_eq!(
+        manifest["series"],
+        format!("postgres-physical:{sysid}:cluster")
+    );
+    assert!(manifest["source"]["kind"] == "postgres-physical");
+    for id in 5..=14 {
+        markers.push(write_marker(&client, id).await);
+        if id == 9 {
+            client
+                .batch_execute("SELECT pg_create_restore_point('after-9')")
+                .await
+                .unwrap();
+        }
+    }
+    let status = load.wait().unwrap();
+    assert!(status.success(), "pgbench failed");
+    for id in 15..=16 {
+        markers.push(write_marker(&client, id).await);
+    }
+    archive_current(&cluster).await;
+    let _ = query_i64(&cluster, "SELECT count(*) FROM marker").await;
+
+    // The archive's state.
+    let state = archive.run(&["--json", "wal", "verify"]);
+    ok(&state);
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    assert_eq!(state[0]["system_identifier"], sysid.as_str());
+    assert_eq!(state[0]["gaps"].as_array().unwrap().len(), 0, "{state}");
+    assert_eq!(state[0]["window"].as_array().unwrap().len(), 1, "{state}");
+
+    // Each target gives exactly the markers committed before it.
+    let m = |id: i64| &markers[id as usize - 1];
+    let between = m(6).after + (m(7).before - m(6).after) / 2;
+    let cases: Vec<(&str, Vec<String>, Vec<i64>)> = vec![
+        (
+            "time",
+            vec!["--target-time".into(), between.to_rfc3339()],
+            upto(6),
+        ),
+        (
+            "name",
+            vec!["--target-name".into(), "after-9".into()],
+            upto(9),
+        ),
+        (
+            "lsn",
+            vec!["--target-lsn".into(), m(11).lsn_after.clone()],
+            upto(11),
+        ),
+        (
+            "xid",
+            vec!["--target-xid".into(), m(13).xid.to_string()],
+            upto(13),
+        ),
+        ("latest", vec![], upto(16)),
+    ];
+    for (name, target, expected) in cases {
+        let target: Vec<&str> = target.iter().map(String::as_str).collect();
+        let (ids, balanced) = restore_and_read(&archive, &format!("restore-{name}"), &target).await;
+        assert_eq!(ids, expected, "target {name}");
+        assert!(balanced, "target {name}: pgbench balances disagree");
+    }
+
+    // A non-empty directory is refused before anything is read.
+    let full = archive.dir("restore-latest");
+    let e = fails(
+        &archive.run(&["restore", "latest", "--pgdata", full.to_str().unwrap()]),
+        6,
+    );
+    assert!(e.contains("not empty"), "{e}");
+    // A target before the first backup was consistent is refused before writing.
+    let early = archive.dir("restore-early");
+    let out = archive.run(&[
+        "restore",
+        "latest",
+        "--pgdata",
+        early.to_str().unwrap(),
+        "--target-time",
+        &(m(1).before - chrono::Duration::hours(1)).to_rfc3339(),
+    ]);
+    assert!(!out.status.success());
+    assert!(std::fs::read_dir(&early)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true));
+
+    // Retention: a second base backup, more WAL, then keep only the newest backup. The WAL
+    // before it goes, and the kept backup still restores to the end of the archive.
+    ok(&archive.run(&["backup", "--physical", "--db", &url]));
+    for id in 17..=19 {
+        markers.push(write_marker(&client, id).await);
+        archive_current(&cluster).await;
+    }
+    let before = archived_segments(&archive, &sysid);
+    let pruned = archive.run(&["--json", "prune", "--keep-last", "1"]);
+    ok(&pruned);
+    let items: serde_json::Value = serde_json::from_slice(&pruned.stdout).unwrap();
+    let wal_deleted = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["wal_file"].as_str().is_some_and(|n| n.len() == 24) && i["keep"] == false)
+        .count();
+    let after = archived_segments(&archive, &sysid);
+    assert!(wal_deleted > 0 && after.len() < before.len(), "{items}");
+    assert_eq!(before.len() - after.len(), wal_deleted, "{items}");
+    assert_eq!(archive.json_list().len(), 1);
+    let (ids, balanced) = restore_and_read(&archive, "restore-after-prune", &[]).await;
+    assert_eq!(ids, upto(19));
+    assert!(balanced);
+
+    damage(&archive, &cluster, &sysid).await;
+}
+
+/// The complete segments archived on timeline 1, in order.
+fn archived_segments(archive: &Archive, sysid: &str) -> Vec<String> {
+    let dir = Path::new(&archive.repo)
+        .join("wal")
+        .join(sysid)
+        .join("00000001");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_str()?.to_string();
+            let seg = n.strip_suffix(".json")?;
+            (seg.len() == 24).then(|| seg.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
+    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
+    let work = archive.dir("damage");
+    std::fs::create_dir_all(&work).unwrap();
+    let segments = archived_segments(archive, sysid);
+    assert!(segments.len() >= 3, "{segments:?}");
+    let middle = segments[segments.len() / 2].clone();
+    let fetched = work.join(&middle);
+
+    // Fetch one back and push it again: an identical re-push succeeds.
+    ok(&archive.run(&[
+        "wal-fetch",
+        "--pgdata",
+        &pgdata,
+        "--prefetch",
+        "0",
+        &middle,
+        fetched.to_str().unwrap(),
+    ]));
+    let original = std::fs::read(&fetched).unwrap();
+    let again = archive.run(&[
+        "--json",
+        "wal-push",
+        "--pgdata",
+        &pgdata,
+        "--parallel",
+        "1",
+        fetched.to_str().unwrap(),
+    ]);
+    ok(&again);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already_archived"));
+
+    // Different contents under the same name fail loudly (exit 6).
+    let mut changed = original.clone();
+    changed[original.len() / 2] ^= 0x55;
+    std::fs::write(&fetched, &changed).unwrap();
+    let e = fails(
+        &archive.run(&[
+            "wal-push",
+            "--pgdata",
+            &pgdata,
+            "--parallel",
+            "1",
+            fetched.to_str().unwrap(),
+        ]),
+        6,
+    );
+    assert!(
+        e.contains("already archived with different contents"),
+        "{e}"
+    );
+
+    // A segment whose header names another system (its xlp_sysid, at byte 24, changed) is
+    // refused before anything is stored.
+    let mut other = original.clone();
+    other[24] ^= 0xff;
+    let other_name = format!("{}FF", &middle[..22]);
+    let other_path = work.join(&other_name);
+    std::fs::write(&other_path, &other).unwrap();
+    let out = archive.run(&[
+        "wal-push",
+        "--pgdata",
+        &pgdata,
+        "--parallel",
+        "1",
+        other_path.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("another cluster"), "{e}");
+    assert!(!archived_segments(archive, sysid).contains(&other_name));
+
+    // A flipped byte in the stored bytes is refused at fetch with the status that stops
+    // recovery (126), never taken for "not archived".
+    let tl = Path::new(&archive.repo)
+        .join("wal")
+        .join(sysid)
+        .join("00000001");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tl.join(format!("{middle}.json"))).unwrap()).unwrap();
+    let data = Path::new(&archive.repo).join(record["object"]["path"].as_str().unwrap());
+    let stored = std::fs::read(&data).unwrap();
+    let mut flipped = stored.clone();
+    flipped[stored.len() / 2] ^= 1;
+    std::fs::write(&data, &flipped).unwrap();
+    let dest = work.join("flipped");
+    let out = archive.run(&[
+        "wal-fetch",
+        "--pgdata",
+        &pgdata,
+        "--prefetch",
+        "0",
+        &middle,
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("modified"));
+    assert!(!dest.exists());
+    std::fs::write(&data, &stored).unwrap();
+
+    // A missing segment in the middle: fetch names the gap and stops recovery; wal verify
+    // fails; a restore past it is refused before the directory is written.
+    std::fs::remove_file(tl.join(format!("{middle}.json"))).unwrap();
+    let out = archive.run(&[
+        "wal-fetch",
+        "--pgdata",
+        &pgdata,
+        "--prefetch",
+        "0",
+        &middle,
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(126));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains(&middle) && e.contains("gap"), "{e}");
+    let v = archive.run(&["wal", "verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    let gap_dir = archive.dir("restore-gap");
+    let out = archive.run(&["restore", "latest", "--pgdata", gap_dir.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "a restore across a gap must be refused"
+    );
+    assert!(std::fs::read_dir(&gap_dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true));
+    // A segment that is simply past the end is "not archived" (exit 1).
+    let past = format!("{}{:08X}", &middle[..16], 0xFEu32);
+    let out = archive.run(&[
+        "wal-fetch",
+        "--pgdata",
+        &pgdata,
+        "--prefetch",
+        "0",
+        &past,
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A timeline history is stored once and never replaced.
+    let history = work.join("00000002.history");
+    std::fs::write(&history, "1\t0/5000000\tno recovery target specified\n").unwrap();
+    ok(&archive.run(&["wal-push", "--pgdata", &pgdata, history.to_str().unwrap()]));
+    std::fs::write(&history, "1\t0/6000000\tno recovery target specified\n").unwrap();
+    let e = fails(
+        &archive.run(&["wal-push", "--pgdata", &pgdata, history.to_str().unwrap()]),
+        6,
+    );
+    assert!(e.contains("never replaced"), "{e}");
+}
