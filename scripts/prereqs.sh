@@ -44,6 +44,23 @@ if ! command -v age >/dev/null 2>&1 || ! command -v zstd >/dev/null 2>&1; then
   fi
 fi
 
+# promtool (tests/status.rs checks `drctl status --prometheus` with `promtool check metrics`;
+# the Prometheus server scrapes a running `drctl run`) and a headless Chromium (tests/report.rs
+# opens the HTML report in it and takes a screenshot).
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
+   || ! command -v chromium-headless-shell >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "prereqs: installing prometheus and chromium-headless-shell (apt-get install)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      prometheus chromium-headless-shell fonts-dejavu-core >/dev/null
+  else
+    echo "prereqs: promtool/prometheus or chromium-headless-shell is missing; install them with:" >&2
+    echo "    sudo apt-get install -y --no-install-recommends prometheus chromium-headless-shell fonts-dejavu-core" >&2
+    exit 1
+  fi
+fi
+
 # initdb refuses to run as root; the test harness then runs the server as 'postgres'.
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres

@@ -33,5 +33,8 @@ pub mod drill;
 pub mod files;
 pub mod jobs;
 pub mod keys;
+pub mod records;
+pub mod report;
 pub mod sample;
+pub mod status;
 pub mod verify;

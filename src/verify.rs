@@ -5,6 +5,7 @@
 use futures::StreamExt;
 use serde::Serialize;
 
+use dr_core::records::{self, CheckKind, CheckRecord};
 use dr_core::{open_payload, Decryptor, Error, Manifest, ReadOptions, Repository, Result};
 
 /// What `verify` checked for one backup.
@@ -23,8 +24,34 @@ pub struct VerifyReport {
 }
 
 /// Read every stored byte of a backup, check checksums, authentication tags and
-/// decompression, and for `pg_dump-custom` payloads re-count every table's rows.
+/// decompression, and for `pg_dump-custom` payloads re-count every table's rows. The
+/// outcome, passed or failed, is stored as a check record ([`dr_core::records`]).
 pub async fn verify_backup(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    opts: &ReadOptions,
+) -> Result<VerifyReport> {
+    let started_at = chrono::Utc::now();
+    let result = check_backup(repo, manifest, decryptor, opts).await;
+    let record = CheckRecord::new(
+        CheckKind::Verify,
+        &manifest.id,
+        manifest.series.clone(),
+        started_at,
+    );
+    let record = match &result {
+        Ok(report) => CheckRecord {
+            details: serde_json::to_value(report).unwrap_or_default(),
+            ..record
+        },
+        Err(e) => record.failed(e.report()),
+    };
+    records::write_or_warn(repo, &record).await;
+    result
+}
+
+async fn check_backup(
     repo: &Repository,
     manifest: &Manifest,
     decryptor: &dyn Decryptor,
