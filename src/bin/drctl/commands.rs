@@ -102,6 +102,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => verify(json, &repo, id, &series.selector(), all).await,
         Command::Drill(args) => crate::drill::run(json, args).await,
         Command::Status(args) => crate::status::run(json, args).await,
+        Command::Report(args) => crate::report::run(args).await,
         Command::Cat { repo, id, series } => cat(&repo, &id, &series.selector()).await,
         Command::Demo { scale } => crate::demo::run(json, scale).await,
         Command::Run { config, once } => crate::run::run(json, &config, once).await,

@@ -10,6 +10,7 @@ mod key;
 mod lock;
 mod output;
 mod replicate;
+mod report;
 mod retention;
 mod run;
 mod status;
