@@ -33,6 +33,7 @@ pub mod drill;
 pub mod files;
 pub mod jobs;
 pub mod keys;
+pub mod monitoring;
 pub mod records;
 pub mod report;
 pub mod sample;

@@ -8,6 +8,7 @@ mod demo;
 mod drill;
 mod key;
 mod lock;
+mod monitor;
 mod output;
 mod replicate;
 mod report;
