@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every fuzz target for a bounded time (default 60 s each): the parsers of untrusted
 # bytes (stream header and chunk framing, key and identity files, wrapped keys, manifests,
-# dr-repo.json, the pg_dump archive inspector, age files).
+# dr-repo.json, the pg_dump archive inspector, the tar counter, age files).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #

@@ -3,7 +3,12 @@
 # PostgreSQL server binaries (initdb, pg_ctl, postgres) and client programs (pg_dump,
 # pg_restore), plus the contrib extensions the tests use (hstore, citext, pgcrypto).
 # As root it installs what is missing with apt-get; otherwise it prints the command.
+#
+#   scripts/prereqs.sh          everything the tests need (also age, zstd, moto, Azurite)
+#   scripts/prereqs.sh --demo   only what `drctl demo` needs: PostgreSQL (scripts/demo.sh)
 set -euo pipefail
+demo_only=false
+if [ "${1:-}" = --demo ]; then demo_only=true; fi
 
 pg_bindir() {
   if [ -n "${DR_PG_BINDIR:-}" ]; then echo "$DR_PG_BINDIR"; return; fi
@@ -30,6 +35,14 @@ if ! have_postgres; then
     exit 1
   fi
 fi
+
+# initdb refuses to run as root; the test harness then runs the server as 'postgres'.
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+
+# The demo stops here: the rest is for the test suite only.
+if $demo_only; then exit 0; fi
 
 # The stock age CLI and zstd, for the age-format interop test (tests/keys.rs).
 if ! command -v age >/dev/null 2>&1 || ! command -v zstd >/dev/null 2>&1; then
@@ -59,11 +72,6 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     echo "    sudo apt-get install -y --no-install-recommends prometheus chromium-headless-shell fonts-dejavu-core" >&2
     exit 1
   fi
-fi
-
-# initdb refuses to run as root; the test harness then runs the server as 'postgres'.
-if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
-  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
 
 # Test servers for the cloud storage targets, installed from PyPI/npm into fixed folders the

@@ -408,7 +408,7 @@ impl Config {
     fn series_of(&self, job: &JobConfig) -> Result<SeriesSelector> {
         Ok(match &job.dir {
             Some(dir) => SeriesSelector {
-                kind: Some(crate::files::KIND.into()),
+                kind: Some(dr_files::SOURCE_KIND.into()),
                 origin: Some(dr_core::names::host_name()),
                 name: Some(
                     std::fs::canonicalize(dir)
@@ -518,7 +518,7 @@ impl Config {
                     let mut labels = self.labels.clone();
                     labels.extend(jc.labels.iter().cloned());
                     let dumper: Arc<dyn dr_core::Dumper> = match &jc.dir {
-                        Some(dir) => Arc::new(crate::files::DirDumper::new(dir)),
+                        Some(dir) => Arc::new(dr_files::DirDumper::new(dir)),
                         None => Arc::new(dr_db::PgDumper::new(self.database_config()?)),
                     };
                     Arc::new(

@@ -108,6 +108,53 @@ impl KeySource {
     }
 }
 
+/// The keys a new repository starts with: the secret key `source` (a key file's identity, or
+/// a passphrase with fresh KDF parameters) and every public recipient in `recipients` (their
+/// text, e.g. `dr-x25519-v1-…` or `age1…`), without repeats. Refuses an empty list, and a key
+/// the repository's `encryption` scheme cannot use: an age repository takes age keys only,
+/// a dr-aead-v1 repository no age key.
+pub fn initial_keys(
+    source: Option<&KeySource>,
+    recipients: &[String],
+    encryption: &str,
+) -> Result<Vec<RepoKey>> {
+    let mut keys: Vec<RepoKey> = Vec::new();
+    if let Some(source) = source {
+        let (_, entry) = source.register()?;
+        keys.push(entry);
+    }
+    for text in recipients {
+        let entry = repo_key(&Recipient::parse(text)?);
+        if !keys.iter().any(|k| k.id == entry.id) {
+            keys.push(entry);
+        }
+    }
+    if keys.is_empty() {
+        return Err(Error::invalid(
+            "no key given: pass --recipient PUB (repeatable; from `drctl keygen`), or \
+         --key-file FILE (or set DR_KEY_FILE), or set DR_PASSPHRASE",
+        ));
+    }
+    let age_repository = encryption == AGE_SCHEME;
+    for k in &keys {
+        if age_repository != (k.kind == "age") {
+            return Err(Error::invalid(if age_repository {
+                format!(
+                    "key {} is of kind {}: an age-format repository takes age1… recipients and \
+                 age identity files (age-keygen) only",
+                    k.id, k.kind
+                )
+            } else {
+                format!(
+                    "key {} is an age key: pass --format age for an age-format repository",
+                    k.id
+                )
+            }));
+        }
+    }
+    Ok(keys)
+}
+
 /// `id (kind), …` for messages.
 pub fn describe_keys(config: &RepoConfig) -> String {
     if config.keys.is_empty() {
@@ -629,4 +676,45 @@ async fn write_manifests(repo: &Repository, manifests: Vec<Manifest>) -> Result<
         .try_collect::<Vec<()>>()
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dr_crypto::{AgeIdentity, X25519Identity};
+
+    fn recipient_text(identity: impl Into<Identity>) -> String {
+        let identity: Identity = identity.into();
+        identity.to_recipient().public_text().expect("a public key")
+    }
+
+    #[test]
+    fn initial_keys_list_each_key_once_and_only_kinds_the_scheme_can_use() {
+        let x = recipient_text(X25519Identity::generate().unwrap());
+        let age = recipient_text(AgeIdentity::generate());
+
+        let keys = initial_keys(None, &[x.clone(), x.clone()], SCHEME).unwrap();
+        assert_eq!(keys.len(), 1, "a repeated recipient is listed once");
+        assert_eq!(keys[0].kind, "x25519");
+        assert_eq!(
+            initial_keys(None, std::slice::from_ref(&age), AGE_SCHEME).unwrap()[0].kind,
+            "age"
+        );
+
+        let e = initial_keys(None, &[], SCHEME).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.message().starts_with("no key given"), "{e}");
+
+        let e = initial_keys(None, &[x, age.clone()], SCHEME).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.message().contains("is an age key"), "{e}");
+
+        let x25519 = recipient_text(X25519Identity::generate().unwrap());
+        let e = initial_keys(None, &[age, x25519], AGE_SCHEME).unwrap_err();
+        assert!(
+            e.message()
+                .contains("is of kind x25519: an age-format repository"),
+            "{e}"
+        );
+    }
 }

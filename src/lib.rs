@@ -1,8 +1,9 @@
 //! dr: PostgreSQL disaster recovery as one streaming, verified system.
 //!
 //! This facade re-exports the workspace's crates and adds the few flows that join them
-//! (opening a repository with a key, verifying a PostgreSQL payload's row counts). The
-//! `drctl` command-line tool (feature `cli`) is built only on this public API.
+//! (opening a repository with a key, verifying a payload's contents with the plug-in that
+//! wrote it, drills, the dr.toml runbook). The `drctl` command-line tool (feature `cli`) is
+//! built only on this public API.
 //!
 //! ```no_run
 //! # async fn run() -> dr::core::Result<()> {
@@ -26,16 +27,15 @@
 pub use dr_core as core;
 pub use dr_crypto as crypto;
 pub use dr_db as db;
+pub use dr_files as files;
 pub use dr_storage as storage;
 
 pub mod config;
 pub mod drill;
-pub mod files;
 pub mod jobs;
 pub mod keys;
 pub mod monitoring;
 pub mod records;
 pub mod report;
-pub mod sample;
 pub mod status;
 pub mod verify;

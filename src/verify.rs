@@ -1,12 +1,12 @@
-//! Verification that reaches past checksums: for PostgreSQL payloads the row counts, for
-//! directory payloads the files and bytes, are derived again from the decrypted archive and
-//! compared with the manifest.
+//! Verification that reaches past checksums: the plug-in that wrote a payload re-counts it
+//! from the decrypted bytes (a PostgreSQL archive's rows per table, a directory archive's
+//! files and bytes), and the counts are compared with the manifest.
 
 use futures::StreamExt;
 use serde::Serialize;
 
 use dr_core::records::{self, CheckKind, CheckRecord};
-use dr_core::{open_payload, Decryptor, Error, Manifest, ReadOptions, Repository, Result};
+use dr_core::{open_payload, Decryptor, Manifest, PayloadCheck, ReadOptions, Repository, Result};
 
 /// What `verify` checked for one backup.
 #[derive(Debug, Clone, Serialize)]
@@ -17,15 +17,28 @@ pub struct VerifyReport {
     pub stored_bytes: u64,
     /// Payload bytes after decryption and decompression.
     pub raw_bytes: u64,
-    /// Tables whose row counts were re-derived from the payload and matched the manifest.
+    /// Tables (for a directory backup: its one files entry) whose counts were re-derived from
+    /// the payload and matched the manifest.
     pub tables_checked: usize,
-    /// Rows counted in those tables.
+    /// Rows (files) counted in those tables.
     pub rows_checked: u64,
 }
 
+/// The registry of re-counters: a fresh [`PayloadCheck`] for payloads in `format` (a
+/// manifest's `source.format`) from the plug-in that writes that format, or `None` for a
+/// format no plug-in of this build re-counts. A new payload format adds its line here.
+pub fn payload_check(format: &str) -> Option<Box<dyn PayloadCheck>> {
+    match format {
+        dr_db::PAYLOAD_FORMAT => Some(Box::new(dr_db::archive::ArchiveInspector::new())),
+        dr_files::PAYLOAD_FORMAT => Some(Box::new(dr_files::TarCounter::new())),
+        _ => None,
+    }
+}
+
 /// Read every stored byte of a backup, check checksums, authentication tags and
-/// decompression, and for `pg_dump-custom` payloads re-count every table's rows. The
-/// outcome, passed or failed, is stored as a check record ([`dr_core::records`]).
+/// decompression, and re-count the payload with its plug-in's [`payload_check`] (a format
+/// without one is checked up to its length). The outcome, passed or failed, is stored as a
+/// check record ([`dr_core::records`]).
 pub async fn verify_backup(
     repo: &Repository,
     manifest: &Manifest,
@@ -58,87 +71,31 @@ async fn check_backup(
     opts: &ReadOptions,
 ) -> Result<VerifyReport> {
     let mut payload = open_payload(repo, manifest, decryptor, opts).await?;
-    let mut recount = Recount::for_format(&manifest.source.format);
+    let mut check = payload_check(&manifest.source.format);
     let mut raw_bytes = 0u64;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk?;
         raw_bytes += chunk.len() as u64;
-        recount
-            .feed(&chunk)
-            .map_err(|e| e.with_context("backup", &manifest.id))?;
-    }
-    let (mut tables_checked, mut rows_checked) = (0, 0);
-    if let Some(found) = recount
-        .finish()
-        .map_err(|e| e.with_context("backup", &manifest.id))?
-    {
-        if found.tables.len() != manifest.stats.tables.len() {
-            return Err(Error::corrupt(format!(
-                "payload holds {} tables, the manifest lists {}",
-                found.tables.len(),
-                manifest.stats.tables.len()
-            ))
-            .with_context("backup", &manifest.id));
-        }
-        let files = manifest.source.kind == crate::files::KIND;
-        for (got, want) in found.tables.iter().zip(&manifest.stats.tables) {
-            if files && (got.rows, got.bytes) != (want.rows, want.bytes) {
-                return Err(Error::corrupt(format!(
-                    "the archive holds {} files ({} bytes), the manifest says {} files ({} bytes)",
-                    got.rows, got.bytes, want.rows, want.bytes
-                ))
-                .with_context("backup", &manifest.id));
-            }
-            if got.schema != want.schema || got.name != want.name || got.rows != want.rows {
-                return Err(Error::corrupt(format!(
-                    "table {}.{} has {} rows in the payload, the manifest says {}.{} has {}",
-                    got.schema, got.name, got.rows, want.schema, want.name, want.rows
-                ))
-                .with_context("backup", &manifest.id));
-            }
-            tables_checked += 1;
-            rows_checked += got.rows;
+        if let Some(check) = check.as_mut() {
+            check
+                .feed(&chunk)
+                .map_err(|e| e.with_context("backup", &manifest.id))?;
         }
     }
+    let found = match check {
+        Some(check) => {
+            check
+                .check(&manifest.stats)
+                .map_err(|e| e.with_context("backup", &manifest.id))?
+                .tables
+        }
+        None => Vec::new(),
+    };
     Ok(VerifyReport {
         id: manifest.id.clone(),
         stored_bytes: manifest.stored_bytes,
         raw_bytes,
-        tables_checked,
-        rows_checked,
+        tables_checked: found.len(),
+        rows_checked: found.iter().map(|t| t.rows).sum(),
     })
-}
-
-/// What can be re-counted in a payload: a PostgreSQL archive's rows per table, a directory
-/// archive's files and bytes.
-enum Recount {
-    Pg(Box<dr_db::archive::ArchiveInspector>),
-    Tar(crate::files::TarCounter),
-    Nothing,
-}
-
-impl Recount {
-    fn for_format(format: &str) -> Recount {
-        match format {
-            "pg_dump-custom" => Recount::Pg(Box::new(dr_db::archive::ArchiveInspector::new())),
-            crate::files::FORMAT => Recount::Tar(crate::files::TarCounter::new()),
-            _ => Recount::Nothing,
-        }
-    }
-
-    fn feed(&mut self, chunk: &[u8]) -> Result<()> {
-        match self {
-            Recount::Pg(i) => i.feed(chunk),
-            Recount::Tar(c) => c.feed(chunk),
-            Recount::Nothing => Ok(()),
-        }
-    }
-
-    fn finish(self) -> Result<Option<dr_core::DumpStats>> {
-        match self {
-            Recount::Pg(i) => i.finish().map(Some),
-            Recount::Tar(c) => c.finish().map(Some),
-            Recount::Nothing => Ok(None),
-        }
-    }
 }

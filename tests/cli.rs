@@ -599,3 +599,27 @@ fn assert_no_staging_left(parent: &std::path::Path) {
         "no staging left behind: {leftovers:?}"
     );
 }
+
+/// The quick start: `drctl demo` loads the sample into a throwaway cluster, backs it up,
+/// verifies, restores into a new database and finds every table identical.
+#[cfg(feature = "demo")]
+#[test]
+fn demo_backs_up_verifies_restores_and_compares_the_sample() {
+    let out = drctl(&["--json", "demo"], &[]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["identical"], true, "{report}");
+    let tables: Vec<&str> = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert!(t["rows"].as_u64().unwrap() > 0, "{t}");
+            assert_eq!(t["md5"].as_str().unwrap().len(), 32, "{t}");
+            t["table"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(tables, common::sample::SAMPLE_TABLES);
+    assert_eq!(report["tables_verified"], 3, "{report}");
+    assert_eq!(report["tables_restored"], 3, "{report}");
+}

@@ -7,6 +7,10 @@ use std::process::{Command, Output, Stdio};
 
 use dr::db::testing::TestCluster;
 
+/// The demo's sample database, shared with drctl rather than exported by the library.
+#[path = "../src/bin/drctl/sample.rs"]
+pub mod sample;
+
 /// A temporary repository with a fresh key.
 pub struct Repo {
     pub dir: tempfile::TempDir,
@@ -111,7 +115,7 @@ pub async fn cluster_with_sample(scale: u32) -> TestCluster {
         .unwrap_or_else(|e| panic!("{}", e.report()));
     cluster.create_database("app").await.unwrap();
     cluster
-        .execute_sql("app", &dr::sample::sample_sql(scale))
+        .execute_sql("app", &sample::sample_sql(scale))
         .await
         .unwrap();
     cluster
@@ -155,7 +159,7 @@ pub async fn table_fingerprint(cluster: &TestCluster, db: &str, table: &str) -> 
 
 /// Assert that `restored` holds the same rows as `source` in every sample table.
 pub async fn assert_same_sample(cluster: &TestCluster, source: &str, restored: &str) {
-    for t in dr::sample::SAMPLE_TABLES {
+    for t in sample::SAMPLE_TABLES {
         let (want, got) = (
             table_fingerprint(cluster, source, t).await,
             table_fingerprint(cluster, restored, t).await,

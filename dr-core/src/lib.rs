@@ -16,8 +16,8 @@ pub use codec::Codec;
 pub use crypto::{Decryptor, EncryptionInfo, Encryptor, WrappedKey};
 pub use error::{Error, ErrorKind, Result, ResultExt};
 pub use source::{
-    ConsistentPoint, Dump, DumpCompletion, DumpStats, Dumper, RestoreReport, Restorer, SourceInfo,
-    TableStats,
+    ConsistentPoint, Dump, DumpCompletion, DumpStats, Dumper, PayloadCheck, RestoreReport,
+    Restorer, SourceInfo, TableStats,
 };
 pub use stage::{spawn_transform, ByteStream, StageOptions, Transform};
 pub use storage::{ObjectMeta, ObjectWriter, PutOptions, StorageExt, StorageTarget};

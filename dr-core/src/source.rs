@@ -1,5 +1,6 @@
-//! The database plug-in points: a [`Dumper`] produces a consistent stream, a [`Restorer`]
-//! consumes it. Neither assumes PostgreSQL: a directory of user uploads is a source too.
+//! The source plug-in points: a [`Dumper`] produces a consistent stream, a [`Restorer`]
+//! consumes it, a [`PayloadCheck`] re-counts it for `verify`. None assumes PostgreSQL: a
+//! directory of user uploads is a source too.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -10,9 +11,12 @@ use crate::stage::ByteStream;
 /// What a dump is of, recorded in the manifest when the dump starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
-    /// The kind of source: `postgres`, `directory`, …; also the payload's format family.
+    /// The kind of source (a database, a directory, …): a name owned by the plug-in that
+    /// dumps it, like the payload's format.
     pub kind: String,
-    /// The payload's format, e.g. `pg_dump-custom` (readable by `pg_restore`).
+    /// The payload's format, named by the plug-in that writes it (dr-db's custom-format
+    /// archive that `pg_restore` reads, dr-files' tar archive); it picks the [`Restorer`]
+    /// and [`PayloadCheck`] that can read the payload.
     pub format: String,
     /// The name of what was dumped (database name, directory).
     pub name: String,
@@ -132,4 +136,23 @@ pub trait Restorer: Send + Sync {
         expected: &DumpStats,
         payload: ByteStream,
     ) -> Result<RestoreReport>;
+}
+
+/// Re-counts a payload from its bytes alone, without a target: what `verify` compares with
+/// the manifest. The plug-in that writes a payload format implements it for that format, so
+/// a backup's statistics can be derived again from what is stored, and no other crate needs
+/// to know how the format is laid out.
+///
+/// Push-style and synchronous (the caller owns the stream and its errors): `feed` every
+/// chunk of the decrypted, decompressed payload in order, then `check` once.
+pub trait PayloadCheck: Send {
+    /// The next bytes of the payload. A [`crate::ErrorKind::Corrupt`] error as soon as they
+    /// cannot be part of a well-formed payload, saying where.
+    fn feed(&mut self, chunk: &[u8]) -> Result<()>;
+
+    /// The payload has ended: check that it ended where its format says it must, and that
+    /// what it holds agrees with `expected` (the manifest's statistics). Returns the
+    /// statistics re-counted from the payload; a [`crate::ErrorKind::Corrupt`] error naming
+    /// the first difference otherwise.
+    fn check(self: Box<Self>, expected: &DumpStats) -> Result<DumpStats>;
 }

@@ -46,7 +46,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use dr_core::{DumpStats, Error, ErrorKind, Result, TableStats};
+use dr_core::{DumpStats, Error, ErrorKind, PayloadCheck, Result, TableStats};
 
 /// The name of the [`TableStats`] entry that [`ArchiveInspector::finish`] appends when the
 /// archive holds large objects: its `rows` is the number of large objects, its `bytes` their
@@ -280,6 +280,34 @@ struct Block {
 impl Default for ArchiveInspector {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// What `verify` runs over a stored `pg_dump-custom` payload: the same inspector that counted
+/// the rows during the backup, then the counts compared table by table with the manifest's.
+impl PayloadCheck for ArchiveInspector {
+    fn feed(&mut self, chunk: &[u8]) -> Result<()> {
+        ArchiveInspector::feed(self, chunk)
+    }
+
+    fn check(self: Box<Self>, expected: &DumpStats) -> Result<DumpStats> {
+        let found = self.finish()?;
+        if found.tables.len() != expected.tables.len() {
+            return Err(Error::corrupt(format!(
+                "payload holds {} tables, the manifest lists {}",
+                found.tables.len(),
+                expected.tables.len()
+            )));
+        }
+        for (got, want) in found.tables.iter().zip(&expected.tables) {
+            if got.schema != want.schema || got.name != want.name || got.rows != want.rows {
+                return Err(Error::corrupt(format!(
+                    "table {}.{} has {} rows in the payload, the manifest says {}.{} has {}",
+                    got.schema, got.name, got.rows, want.schema, want.name, want.rows
+                )));
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -1700,5 +1728,45 @@ mod tests {
             assert_eq!(count_newlines(&data), naive, "len {len}");
         }
         assert_eq!(count_newlines(&[b'\n'; 1000]), 1000);
+    }
+
+    #[test]
+    fn the_payload_check_compares_every_table_with_the_manifest() {
+        let recount = |expected: Vec<TableStats>| {
+            let mut check: Box<dyn PayloadCheck> = Box::new(ArchiveInspector::new());
+            for chunk in PG15.chunks(4096) {
+                check.feed(chunk)?;
+            }
+            check.check(&DumpStats { tables: expected })
+        };
+        assert_eq!(recount(pg15_expected()).unwrap().tables, pg15_expected());
+
+        let mut fewer = pg15_expected();
+        fewer.pop();
+        let e = recount(fewer).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert_eq!(e.message(), "payload holds 9 tables, the manifest lists 8");
+
+        let mut more_rows = pg15_expected();
+        more_rows[5].rows += 1;
+        let e = recount(more_rows).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            e.message(),
+            "table public.numbers has 2500 rows in the payload, the manifest says public.numbers has 2501"
+        );
+
+        // A truncated archive fails as the inspector says, whatever the manifest.
+        let mut check: Box<dyn PayloadCheck> = Box::new(ArchiveInspector::new());
+        check.feed(&PG15[..PG15.len() - 10]).unwrap();
+        assert_eq!(
+            check
+                .check(&DumpStats {
+                    tables: pg15_expected()
+                })
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Corrupt
+        );
     }
 }

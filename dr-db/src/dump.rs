@@ -216,7 +216,7 @@ impl Dumper for PgDumper {
         let source = SourceInfo {
             properties,
             kind: SOURCE_KIND.into(),
-            format: "pg_dump-custom".into(),
+            format: crate::PAYLOAD_FORMAT.into(),
             name: snapshot.database.clone(),
             origin: Some(self.origin(&snapshot)),
             server_version: Some(snapshot.server_version.clone()),

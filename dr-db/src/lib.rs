@@ -6,6 +6,8 @@
 //! * [`PgRestorer`] — a checked restore: refuses a non-empty database unless told to replace
 //!   it, restores in one transaction (or into a scratch database that is swapped in only once
 //!   it is complete), and compares the restored row counts with the dump's.
+//! * [`checks::foreign_key_orphans`] and [`compare::compare_tables`] — what a drill or a
+//!   demo asks of a restored database: no orphaned rows, the same rows as its source.
 //! * `testing::TestCluster` (cargo feature `testing`) — a throwaway PostgreSQL cluster for
 //!   tests, public so that embedders can test their own recovery jobs.
 //!
@@ -46,6 +48,7 @@
 
 pub mod archive;
 pub mod checks;
+pub mod compare;
 mod conn;
 mod dump;
 mod locale;
@@ -57,3 +60,8 @@ mod tools;
 
 pub use dump::{PgDumper, SOURCE_KIND};
 pub use restore::PgRestorer;
+
+/// `SourceInfo::format` of a PostgreSQL backup's payload: `pg_dump`'s custom-format archive,
+/// uncompressed (`-Fc -Z0`), exactly as `pg_restore` reads it; [`archive::ArchiveInspector`]
+/// re-counts it for `verify`.
+pub const PAYLOAD_FORMAT: &str = "pg_dump-custom";

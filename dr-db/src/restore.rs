@@ -15,10 +15,7 @@ use tokio_postgres::Config;
 
 use crate::conn::{apply_libpq_env, connect, db_error, quote_ident, Conn};
 use crate::locale::DatabaseLocale;
-use crate::tools;
-
-/// The payload format this restorer reads (`pg_dump -Fc`).
-const FORMAT: &str = "pg_dump-custom";
+use crate::{tools, PAYLOAD_FORMAT};
 
 /// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
 const MAX_IDENT_BYTES: usize = 63;
@@ -634,11 +631,11 @@ impl Restorer for PgRestorer {
         expected: &DumpStats,
         payload: ByteStream,
     ) -> Result<RestoreReport> {
-        if source.format != FORMAT {
+        if source.format != PAYLOAD_FORMAT {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 format!(
-                    "the PostgreSQL restorer reads {FORMAT} payloads, not {:?}",
+                    "the PostgreSQL restorer reads {PAYLOAD_FORMAT} payloads, not {:?}",
                     source.format
                 ),
             ));

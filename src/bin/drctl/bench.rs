@@ -7,7 +7,7 @@ use dr::core::{Encryptor, Error, ErrorKind, Result};
 use dr::crypto::{AeadEncryptor, AgeEncryptor, Cipher, MasterKey};
 use serde::Serialize;
 
-use crate::output::print_json;
+use crate::output::{print_json, Output};
 
 /// `drctl bench …`.
 #[derive(Debug, Subcommand)]
@@ -36,16 +36,16 @@ struct Row {
 const PIECE: usize = 1 << 20;
 const CHUNKS: [usize; 3] = [16 * 1024, 64 * 1024, 1024 * 1024];
 
-pub fn run(json: bool, command: BenchCommand) -> Result<()> {
+pub fn run(out: Output, command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Crypto {
             mb,
             compare_openssl,
-        } => crypto(json, mb, compare_openssl),
+        } => crypto(out, mb, compare_openssl),
     }
 }
 
-fn crypto(json: bool, mb: u64, compare_openssl: bool) -> Result<()> {
+fn crypto(out: Output, mb: u64, compare_openssl: bool) -> Result<()> {
     if mb == 0 {
         return Err(Error::invalid("--mb must be at least 1"));
     }
@@ -70,7 +70,7 @@ fn crypto(json: bool, mb: u64, compare_openssl: bool) -> Result<()> {
         chunk_bytes: 64 * 1024,
         mb_per_s: measure(&age, &piece, total)?,
     });
-    if json {
+    if out.is_json() {
         print_json(&rows);
         return Ok(());
     }

@@ -10,19 +10,20 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::cli::{Cli, Command, RepoArgs};
-use crate::output::{human_bytes, print_json, progress_bar};
+use crate::args::{db_config, RepoArgs};
+use crate::cli::Command;
+use crate::output::{human_bytes, print_json, Output};
 
-pub async fn run(cli: Cli) -> Result<()> {
-    let json = cli.json;
-    match cli.command {
+/// Run `command`, printing its result as `out` says.
+pub async fn run(command: Command, out: Output) -> Result<()> {
+    match command {
         Command::Keygen {
             output,
             symmetric,
             age,
-        } => crate::key::keygen(json, &output, symmetric, age),
-        Command::Key { command } => crate::key::run(json, command).await,
-        Command::Bench { command } => crate::bench::run(json, command),
+        } => crate::key::keygen(out, &output, symmetric, age),
+        Command::Key { command } => crate::key::run(out, command).await,
+        Command::Bench { command } => crate::bench::run(out, command),
         Command::Init {
             repo,
             compression,
@@ -32,7 +33,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             storage_class,
         } => {
             init(
-                json,
+                out,
                 &repo,
                 &compression,
                 &cipher,
@@ -56,7 +57,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };
             backup(
-                json,
+                out,
                 &repo,
                 dumper.as_ref(),
                 labels,
@@ -65,7 +66,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
-        Command::List { repo, series } => list(json, &repo, &series.selector()).await,
+        Command::List { repo, series } => list(out, &repo, &series.selector()).await,
         Command::Restore {
             repo,
             id,
@@ -77,7 +78,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             no_owner,
         } => {
             let usable = SeriesSelector::kind(if dir.is_some() {
-                dr::files::KIND
+                dr::files::SOURCE_KIND
             } else {
                 dr::db::SOURCE_KIND
             });
@@ -92,26 +93,27 @@ pub async fn run(cli: Cli) -> Result<()> {
                 ),
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };
-            restore(json, &repo, &id, &selector, restorer.as_ref()).await
+            restore(out, &repo, &id, &selector, restorer.as_ref()).await
         }
         Command::Verify {
             repo,
             id,
             series,
             all,
-        } => verify(json, &repo, id, &series.selector(), all).await,
-        Command::Drill(args) => crate::drill::run(json, args).await,
-        Command::Status(args) => crate::status::run(json, args).await,
+        } => verify(out, &repo, id, &series.selector(), all).await,
+        Command::Drill(args) => crate::drill::run(out, args).await,
+        Command::Status(args) => crate::status::run(out, args).await,
         Command::Report(args) => crate::report::run(args).await,
         Command::Cat { repo, id, series } => cat(&repo, &id, &series.selector()).await,
-        Command::Demo { scale } => crate::demo::run(json, scale).await,
-        Command::Run { config, once } => crate::run::run(json, &config, once).await,
-        Command::Replicate(args) => crate::replicate::run(json, args).await,
-        Command::Lock { command } => crate::lock::run(json, command).await,
-        Command::Pin(args) => crate::retention::pin(json, &args, true).await,
-        Command::Unpin(args) => crate::retention::pin(json, &args, false).await,
-        Command::Retention { command } => crate::retention::run(json, command).await,
-        Command::Prune(args) => crate::retention::prune(json, &args).await,
+        #[cfg(feature = "demo")]
+        Command::Demo { scale } => crate::demo::run(out, scale).await,
+        Command::Run { config, once } => crate::run::run(out, &config, once).await,
+        Command::Replicate(args) => crate::replicate::run(out, args).await,
+        Command::Lock { command } => crate::lock::run(out, command).await,
+        Command::Pin(args) => crate::retention::pin(out, &args, true).await,
+        Command::Unpin(args) => crate::retention::pin(out, &args, false).await,
+        Command::Retention { command } => crate::retention::run(out, command).await,
+        Command::Prune(args) => crate::retention::prune(out, &args).await,
     }
 }
 
@@ -119,36 +121,8 @@ async fn open_repo(args: &RepoArgs) -> Result<Repository> {
     Repository::open(args.storage()?).await
 }
 
-/// Parse a database URL; fill the password from PGPASSWORD and warn if the URL carries one.
-pub fn db_config(url: &str) -> Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-        Error::invalid("the database URL is malformed (expected postgres://user@host:port/db)")
-            .with_source(e)
-    })?;
-    if config.get_password().is_some() {
-        tracing::warn!("the database URL contains a password, which other users can read from the process list; use PGPASSWORD or ~/.pgpass");
-    } else if let Ok(p) = std::env::var("PGPASSWORD") {
-        config.password(p);
-    }
-    if config.get_user().is_none() {
-        let user = std::env::var("PGUSER")
-            .or_else(|_| std::env::var("USER"))
-            .unwrap_or_else(|_| "postgres".into());
-        config.user(user);
-    }
-    if config.get_hosts().is_empty() {
-        config.host(std::env::var("PGHOST").as_deref().unwrap_or("localhost"));
-    }
-    if config.get_ports().is_empty() {
-        if let Ok(port) = std::env::var("PGPORT").unwrap_or_default().parse::<u16>() {
-            config.port(port);
-        }
-    }
-    Ok(config)
-}
-
 async fn init(
-    json: bool,
+    out: Output,
     args: &RepoArgs,
     compression: &str,
     cipher: &str,
@@ -159,7 +133,7 @@ async fn init(
     let compression: Codec = compression.parse()?;
     let cipher: dr::crypto::Cipher = cipher.parse()?;
     let encryption = crate::key::scheme(format)?;
-    let keys = crate::key::init_keys(args, recipients, format)?;
+    let keys = crate::key::init_keys(args, recipients, &encryption)?;
     dr::storage::create_local_dir(&args.repo)?;
     let storage = args.storage()?;
     let defaults = RepoDefaults {
@@ -178,7 +152,7 @@ async fn init(
         .collect::<Vec<_>>()
         .join(", ");
     let repo = Repository::init(storage, RepoConfig::new(defaults, keys)?).await?;
-    if json {
+    if out.is_json() {
         print_json(&json!({
             "repository_id": repo.config().repository_id,
             "url": repo.storage().describe(),
@@ -195,7 +169,7 @@ async fn init(
 }
 
 async fn backup(
-    json: bool,
+    out: Output,
     args: &RepoArgs,
     dumper: &dyn dr::core::Dumper,
     labels: Vec<String>,
@@ -204,7 +178,7 @@ async fn backup(
 ) -> Result<()> {
     let repo = open_repo(args).await?;
     let encryptor = crate::key::backup_encryptor(args, &repo)?;
-    let bar = progress_bar(json, "backup");
+    let bar = out.progress_bar("backup");
     let opts = BackupOptions {
         codec: compression.map(|c| c.parse()).transpose()?,
         labels,
@@ -217,13 +191,13 @@ async fn backup(
         bar.finish_and_clear();
     }
     let m = result?;
-    if json {
+    if out.is_json() {
         let mut out = summary(&m);
         out["upload_memory_budget_bytes"] = json!(args.upload_memory_budget()?);
         print_json(&out);
     } else {
         let secs = m.duration_ms() as f64 / 1000.0;
-        let contents = if m.source.kind == dr::files::KIND {
+        let contents = if m.source.kind == dr::files::SOURCE_KIND {
             let files: u64 = m.stats.tables.iter().map(|t| t.rows).sum();
             format!("{files} files")
         } else {
@@ -263,36 +237,35 @@ fn summary(m: &Manifest) -> serde_json::Value {
     })
 }
 
-async fn list(json: bool, args: &RepoArgs, series: &SeriesSelector) -> Result<()> {
+async fn list(out: Output, args: &RepoArgs, series: &SeriesSelector) -> Result<()> {
     let repo = open_repo(args).await?;
     let backups = repo.list_series(series).await?;
-    if json {
-        print_json(&backups.iter().map(summary).collect::<Vec<_>>());
-        return Ok(());
-    }
-    if backups.is_empty() {
-        println!("no complete backups in {}", repo.storage().describe());
-    }
-    for m in &backups {
-        println!(
-            "{}  {}  {:>10} raw  {:>10} stored  {}{}",
-            m.id,
-            m.finished_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            human_bytes(m.raw_bytes),
-            human_bytes(m.stored_bytes),
-            m.series,
-            if m.labels.is_empty() {
-                String::new()
-            } else {
-                format!("  [{}]", m.labels.join(", "))
-            }
-        );
-    }
+    let summaries: Vec<_> = backups.iter().map(summary).collect();
+    out.result(&summaries, |_| {
+        if backups.is_empty() {
+            println!("no complete backups in {}", repo.storage().describe());
+        }
+        for m in &backups {
+            println!(
+                "{}  {}  {:>10} raw  {:>10} stored  {}{}",
+                m.id,
+                m.finished_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                human_bytes(m.raw_bytes),
+                human_bytes(m.stored_bytes),
+                m.series,
+                if m.labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", m.labels.join(", "))
+                }
+            );
+        }
+    });
     Ok(())
 }
 
 async fn restore(
-    json: bool,
+    out: Output,
     args: &RepoArgs,
     id: &str,
     series: &SeriesSelector,
@@ -301,7 +274,7 @@ async fn restore(
     let repo = open_repo(args).await?;
     let manifest = repo.resolve(id, series).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
-    let bar = progress_bar(json, "restore");
+    let bar = out.progress_bar("restore");
     let opts = ReadOptions {
         progress: bar.as_ref().map(|(_, sink)| sink.clone()),
         ..Default::default()
@@ -313,7 +286,7 @@ async fn restore(
     }
     let report = result?;
     let ms = started.elapsed().as_millis() as u64;
-    if json {
+    if out.is_json() {
         print_json(&json!({
             "id": manifest.id,
             "target": report.target,
@@ -323,7 +296,7 @@ async fn restore(
             "duration_ms": ms,
         }));
     } else {
-        let checked = if manifest.source.kind == dr::files::KIND {
+        let checked = if manifest.source.kind == dr::files::SOURCE_KIND {
             format!("{} files", report.rows_checked)
         } else {
             format!(
@@ -342,7 +315,7 @@ async fn restore(
 }
 
 async fn verify(
-    json: bool,
+    out: Output,
     args: &RepoArgs,
     id: Option<String>,
     series: &SeriesSelector,
@@ -364,7 +337,7 @@ async fn verify(
     let mut results = Vec::new();
     let mut first_error: Option<Error> = None;
     for m in &manifests {
-        let bar = progress_bar(json, &format!("verify {}", m.id));
+        let bar = out.progress_bar(&format!("verify {}", m.id));
         let opts = ReadOptions {
             progress: bar.as_ref().map(|(_, sink)| sink.clone()),
             ..Default::default()
@@ -375,7 +348,7 @@ async fn verify(
         }
         match outcome {
             Ok(r) => {
-                if !json {
+                if !out.is_json() {
                     println!(
                         "{}: ok ({} stored, {} raw, {} tables / {} rows re-counted)",
                         r.id,
@@ -388,7 +361,7 @@ async fn verify(
                 results.push(json!({ "id": r.id, "ok": true, "report": r }));
             }
             Err(e) => {
-                if !json {
+                if !out.is_json() {
                     println!("{}: FAILED: {}", m.id, e.report());
                 }
                 results.push(json!({ "id": m.id, "ok": false, "error": e.report(), "kind": e.kind().as_str() }));
@@ -396,7 +369,7 @@ async fn verify(
             }
         }
     }
-    if json {
+    if out.is_json() {
         print_json(&results);
     }
     match first_error {

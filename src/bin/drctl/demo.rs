@@ -8,14 +8,10 @@ use dr::core::{BackupOptions, Error, ReadOptions, RepoConfig, RepoDefaults, Repo
 use dr::db::testing::TestCluster;
 use serde_json::json;
 
-use crate::output::{human_bytes, print_json};
+use crate::output::{human_bytes, print_json, Output};
 
-pub async fn run(json: bool, scale: u32) -> Result<()> {
-    let say = |msg: &str| {
-        if !json {
-            println!("· {msg}");
-        }
-    };
+pub async fn run(out: Output, scale: u32) -> Result<()> {
+    let say = |msg: &str| out.say(format_args!("· {msg}"));
     let total = Instant::now();
 
     say("starting a throwaway PostgreSQL cluster");
@@ -26,7 +22,7 @@ pub async fn run(json: bool, scale: u32) -> Result<()> {
     let t = Instant::now();
     cluster.create_database("qrapp").await?;
     cluster
-        .execute_sql("qrapp", &dr::sample::sample_sql(scale))
+        .execute_sql("qrapp", &crate::sample::sample_sql(scale))
         .await?;
     let load_ms = t.elapsed().as_millis();
 
@@ -79,18 +75,12 @@ pub async fn run(json: bool, scale: u32) -> Result<()> {
     let restore_ms = t.elapsed().as_millis();
 
     say("comparing every table of the original and the restored database");
-    let mut tables = Vec::new();
-    for table in dr::sample::SAMPLE_TABLES {
-        let original = fingerprint(&cluster, "qrapp", table).await?;
-        let copy = fingerprint(&cluster, "qrapp_restored", table).await?;
-        if original != copy {
-            return Err(Error::corrupt(format!(
-                "table {table} differs after restore: {} rows (md5 {}) before, {} rows (md5 {}) after",
-                original.0, original.1, copy.0, copy.1
-            )));
-        }
-        tables.push(json!({ "table": table, "rows": original.0, "md5": original.1 }));
-    }
+    let tables = dr::db::compare::compare_tables(
+        &cluster.config("qrapp"),
+        &cluster.config("qrapp_restored"),
+        &crate::sample::SAMPLE_TABLES,
+    )
+    .await?;
 
     let report = json!({
         "backup_id": manifest.id,
@@ -106,7 +96,7 @@ pub async fn run(json: bool, scale: u32) -> Result<()> {
         "tables": tables,
         "identical": true,
     });
-    if json {
+    if out.is_json() {
         print_json(&report);
     } else {
         println!();
@@ -139,20 +129,4 @@ pub async fn run(json: bool, scale: u32) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Row count and an order-independent digest of a table's contents.
-async fn fingerprint(cluster: &TestCluster, db: &str, table: &str) -> Result<(i64, String)> {
-    let client = cluster.connect(db).await?;
-    let sql = format!(
-        "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM \"{table}\" t"
-    );
-    let row = client.query_one(&sql, &[]).await.map_err(|e| {
-        Error::new(
-            dr::core::ErrorKind::Database,
-            format!("reading table {table} in {db}"),
-        )
-        .with_source(e)
-    })?;
-    Ok((row.get(0), row.get(1)))
 }

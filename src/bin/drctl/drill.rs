@@ -7,8 +7,8 @@ use dr::core::schedule::parse_duration;
 use dr::core::{ReadOptions, Repository, Result};
 use dr::drill::{drill, failure, DrillOptions};
 
-use crate::cli::RepoArgs;
-use crate::output::{print_json, progress_bar};
+use crate::args::RepoArgs;
+use crate::output::{print_json, Output};
 
 /// Arguments of `drctl drill`.
 #[derive(Debug, Args)]
@@ -19,7 +19,7 @@ pub struct DrillArgs {
     #[arg(default_value = "latest")]
     pub id: String,
     #[command(flatten)]
-    pub series: crate::cli::SeriesArgs,
+    pub series: crate::args::SeriesArgs,
     /// URL of the scratch database to restore into; it must not exist (the drill creates
     /// it, and drops it afterwards).
     #[arg(long, env = "DR_DRILL_DB")]
@@ -38,7 +38,7 @@ pub struct DrillArgs {
     pub no_owner: bool,
 }
 
-pub async fn run(json: bool, args: DrillArgs) -> Result<()> {
+pub async fn run(out: Output, args: DrillArgs) -> Result<()> {
     let objectives = Objectives {
         rto: args.rto.as_deref().map(parse_duration).transpose()?,
         rpo: args.rpo.as_deref().map(parse_duration).transpose()?,
@@ -49,7 +49,7 @@ pub async fn run(json: bool, args: DrillArgs) -> Result<()> {
         .within(dr::core::SeriesSelector::kind(dr::db::SOURCE_KIND))?;
     let manifest = repo.resolve(&args.id, &selector).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(&args.repo, &repo)?);
-    let bar = progress_bar(json, "drill");
+    let bar = out.progress_bar("drill");
     let opts = DrillOptions {
         objectives,
         keep: args.keep,
@@ -59,13 +59,13 @@ pub async fn run(json: bool, args: DrillArgs) -> Result<()> {
             ..Default::default()
         },
     };
-    let scratch = crate::commands::db_config(&args.db)?;
+    let scratch = crate::args::db_config(&args.db)?;
     let result = drill(&repo, &manifest, &decryptor, scratch, &opts).await;
     if let Some((bar, _)) = bar {
         bar.finish_and_clear();
     }
     let report = result?;
-    if json {
+    if out.is_json() {
         print_json(&report);
     } else {
         let verdict = |met: Option<bool>| match met {

@@ -9,8 +9,8 @@ use dr::crypto::{Identity, Recipient};
 use dr::keys::{KeySource, RepoEncryptor};
 use serde_json::json;
 
-use crate::cli::RepoArgs;
-use crate::output::print_json;
+use crate::args::RepoArgs;
+use crate::output::{print_json, Output};
 
 /// `drctl key …`: the repository's keys.
 #[derive(Debug, Subcommand)]
@@ -47,7 +47,7 @@ pub enum KeyCommand {
 }
 
 /// `drctl keygen`: an X25519 identity (default), a symmetric key, or an age identity.
-pub fn keygen(json: bool, output: &Path, symmetric: bool, age: bool) -> Result<()> {
+pub fn keygen(out: Output, output: &Path, symmetric: bool, age: bool) -> Result<()> {
     let identity: Identity = if symmetric {
         dr::crypto::MasterKey::generate()?.into()
     } else if age {
@@ -57,7 +57,7 @@ pub fn keygen(json: bool, output: &Path, symmetric: bool, age: bool) -> Result<(
     };
     dr::crypto::write_identity_file(output, &identity)?;
     let recipient = identity.to_recipient().public_text();
-    if json {
+    if out.is_json() {
         print_json(&json!({
             "key_id": identity.key_id(),
             "kind": identity.kind(),
@@ -91,45 +91,10 @@ pub fn key_source(args: &RepoArgs) -> Option<KeySource> {
     }
 }
 
-/// The key entries `init` registers: the supplied key (if any) and every `--recipient`.
-pub fn init_keys(args: &RepoArgs, recipients: &[String], format: &str) -> Result<Vec<RepoKey>> {
-    let mut keys: Vec<RepoKey> = Vec::new();
-    if let Some(source) = key_source(args) {
-        let (_, entry) = source.register()?;
-        keys.push(entry);
-    }
-    for text in recipients {
-        let r = Recipient::parse(text)?;
-        let entry = dr::keys::repo_key(&r);
-        if !keys.iter().any(|k| k.id == entry.id) {
-            keys.push(entry);
-        }
-    }
-    if keys.is_empty() {
-        return Err(Error::invalid(
-            "no key given: pass --recipient PUB (repeatable; from `drctl keygen`), or \
-             --key-file FILE (or set DR_KEY_FILE), or set DR_PASSPHRASE",
-        ));
-    }
-    let want = if format == "age" { "age" } else { "" };
-    for k in &keys {
-        let is_age = k.kind == "age";
-        if (want == "age") != is_age {
-            return Err(Error::invalid(if want == "age" {
-                format!(
-                    "key {} is of kind {}: an age-format repository takes age1… recipients and \
-                     age identity files (age-keygen) only",
-                    k.id, k.kind
-                )
-            } else {
-                format!(
-                    "key {} is an age key: pass --format age for an age-format repository",
-                    k.id
-                )
-            }));
-        }
-    }
-    Ok(keys)
+/// The key entries `init` registers: the supplied key (if any) and every `--recipient`,
+/// checked against the repository's encryption scheme by [`dr::keys::initial_keys`].
+pub fn init_keys(args: &RepoArgs, recipients: &[String], scheme: &str) -> Result<Vec<RepoKey>> {
+    dr::keys::initial_keys(key_source(args).as_ref(), recipients, scheme)
 }
 
 /// The encryption scheme of a `--format`: `dr` (dr-aead-v1) or `age`.
@@ -191,15 +156,15 @@ fn required_key(args: &RepoArgs, repo: &Repository, what: &str) -> Result<Identi
     }
 }
 
-pub async fn run(json: bool, cmd: KeyCommand) -> Result<()> {
+pub async fn run(out: Output, cmd: KeyCommand) -> Result<()> {
     match cmd {
-        KeyCommand::List { repo } => list(json, &repo).await,
+        KeyCommand::List { repo } => list(out, &repo).await,
         KeyCommand::Add { repo, recipient } => {
             let mut r = open(&repo).await?;
             let opener = required_key(&repo, &r, "adding a key")?;
             let new = Recipient::parse(&recipient)?;
             let report = dr::keys::add_key(&mut r, &opener, new).await?;
-            print_report(json, "added", &report);
+            print_report(out, "added", &report);
             Ok(())
         }
         KeyCommand::Revoke { repo, key_id } => {
@@ -209,7 +174,7 @@ pub async fn run(json: bool, cmd: KeyCommand) -> Result<()> {
                 None => None,
             };
             let report = dr::keys::revoke_key(&mut r, opener.as_ref(), &key_id).await?;
-            print_report(json, "revoked", &report);
+            print_report(out, "revoked", &report);
             Ok(())
         }
         KeyCommand::Rotate {
@@ -220,13 +185,13 @@ pub async fn run(json: bool, cmd: KeyCommand) -> Result<()> {
             let old = required_key(&repo, &r, "rotating")?;
             let new = Recipient::parse(&new_recipient)?;
             let report = dr::keys::rotate_key(&mut r, &old, new).await?;
-            print_report(json, "rotated", &report);
+            print_report(out, "rotated", &report);
             Ok(())
         }
     }
 }
 
-async fn list(json: bool, args: &RepoArgs) -> Result<()> {
+async fn list(out: Output, args: &RepoArgs) -> Result<()> {
     let repo = open(args).await?;
     let backups = repo.list_backups().await?;
     let rows: Vec<serde_json::Value> = repo
@@ -247,7 +212,7 @@ async fn list(json: bool, args: &RepoArgs) -> Result<()> {
             })
         })
         .collect();
-    if json {
+    if out.is_json() {
         print_json(&json!({ "keys": rows, "backups": backups.len() }));
         return Ok(());
     }
@@ -268,18 +233,16 @@ async fn list(json: bool, args: &RepoArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_report(json: bool, verb: &str, r: &dr::keys::RewrapReport) {
-    if json {
-        print_json(r);
-        return;
-    }
-    println!(
-        "{verb}: {} backups, {} manifests gained wrapped keys, {} lost revoked ones, {} ms; \
-         keys now {}",
-        r.backups,
-        r.wraps_added,
-        r.wraps_removed,
-        r.duration_ms,
-        r.keys.join(", ")
-    );
+fn print_report(out: Output, verb: &str, report: &dr::keys::RewrapReport) {
+    out.result(report, |r| {
+        println!(
+            "{verb}: {} backups, {} manifests gained wrapped keys, {} lost revoked ones, {} ms; \
+             keys now {}",
+            r.backups,
+            r.wraps_added,
+            r.wraps_removed,
+            r.duration_ms,
+            r.keys.join(", ")
+        )
+    });
 }

@@ -4,7 +4,7 @@ use clap::Subcommand;
 use dr::core::{lease, Repository, Result};
 use serde_json::json;
 
-use crate::output::print_json;
+use crate::output::{print_json, Output};
 
 /// `drctl lock …`
 #[derive(Debug, Subcommand)]
@@ -32,31 +32,29 @@ pub enum LockCommand {
     },
 }
 
-pub async fn run(json: bool, command: LockCommand) -> Result<()> {
+pub async fn run(out: Output, command: LockCommand) -> Result<()> {
     match command {
         LockCommand::List { repo, storage_opts } => {
             let repo = crate::storage::open(&repo, &storage_opts)?.retrying();
             let repo = Repository::open(repo).await?;
             let leases = lease::list(&repo).await?;
-            if json {
-                print_json(&leases);
-                return Ok(());
-            }
-            if leases.is_empty() {
-                println!("no leases in {}", repo.storage().describe());
-            }
-            for l in &leases {
-                println!(
-                    "{:<24} {:<8} {} pid {}  '{}'  since {}  until {}",
-                    l.name,
-                    l.state,
-                    l.info.owner.host,
-                    l.info.owner.pid,
-                    l.info.purpose,
-                    l.info.acquired_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    l.info.expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                );
-            }
+            out.result(&leases, |leases| {
+                if leases.is_empty() {
+                    println!("no leases in {}", repo.storage().describe());
+                }
+                for l in leases {
+                    println!(
+                        "{:<24} {:<8} {} pid {}  '{}'  since {}  until {}",
+                        l.name,
+                        l.state,
+                        l.info.owner.host,
+                        l.info.owner.pid,
+                        l.info.purpose,
+                        l.info.acquired_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        l.info.expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    );
+                }
+            });
             Ok(())
         }
         LockCommand::Break {
@@ -67,7 +65,7 @@ pub async fn run(json: bool, command: LockCommand) -> Result<()> {
             let repo = crate::storage::open(&repo, &storage_opts)?.retrying();
             let repo = Repository::open(repo).await?;
             let displaced = lease::break_lease(&repo, &name).await?;
-            if json {
+            if out.is_json() {
                 print_json(
                     &json!({ "name": name, "broken": displaced.is_some(), "holder": displaced }),
                 );

@@ -1,9 +1,11 @@
 //! drctl: the reference command-line tool of dr. Argument parsing and output only; every
 //! action is a call into the `dr` library.
 
+mod args;
 mod bench;
 mod cli;
 mod commands;
+#[cfg(feature = "demo")]
 mod demo;
 mod drill;
 mod key;
@@ -14,6 +16,8 @@ mod replicate;
 mod report;
 mod retention;
 mod run;
+#[cfg(feature = "demo")]
+mod sample;
 mod status;
 mod storage;
 
@@ -32,7 +36,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(commands::run(args));
+    // The output is chosen here, once; commands print through it.
+    let out = output::Output::from_flag(args.json);
+    let result = runtime.block_on(commands::run(args.command, out));
     // Give pipeline threads a moment to notice a cancelled stream, then leave.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     if let Err(e) = result {

@@ -1,4 +1,5 @@
-//! How drctl talks: JSON or text on stdout, progress bars and logs on stderr, exit codes.
+//! How drctl talks: JSON or text on stdout ([`Output`]), progress bars and logs on stderr,
+//! exit codes.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -38,42 +39,84 @@ pub fn init_tracing(verbose: u8) {
 }
 
 /// Print a value as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) {
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).expect("output serializes")
     );
 }
 
-/// A progress bar on stderr when it is a terminal and output is not JSON.
-pub fn progress_bar(json: bool, what: &str) -> Option<(ProgressBar, ProgressSink)> {
-    if json || !std::io::stderr().is_terminal() {
-        return None;
+/// How drctl prints a command's result, chosen once in `main` from `--json` and handed to
+/// every command: one JSON document on stdout for scripts, or text (and progress bars on a
+/// terminal) for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Text for people.
+    Human,
+    /// One JSON document on stdout, nothing else.
+    Json,
+}
+
+impl Output {
+    /// The output `--json` asks for.
+    pub fn from_flag(json: bool) -> Output {
+        if json {
+            Output::Json
+        } else {
+            Output::Human
+        }
     }
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} {msg}").expect("valid template"),
-    );
-    bar.set_prefix(what.to_string());
-    let sink_bar = bar.clone();
-    let sink: ProgressSink = Arc::new(move |e: &ProgressEvent| {
-        let stage = match e.stage {
-            Stage::Read => "read",
-            Stage::Write => "stored",
-            Stage::Verify => "checked",
-        };
-        let total = e
-            .total
-            .map(|t| format!(" of {}", human_bytes(t)))
-            .unwrap_or_default();
-        sink_bar.set_message(format!(
-            "{stage} {}{total} at {}/s",
-            human_bytes(e.bytes),
-            human_bytes(e.bytes_per_sec as u64)
-        ));
-        sink_bar.tick();
-    });
-    Some((bar, sink))
+
+    /// Whether results are printed as JSON.
+    pub fn is_json(self) -> bool {
+        self == Output::Json
+    }
+
+    /// A line of narration for people; nothing in JSON output, which stays one document.
+    pub fn say(self, line: impl std::fmt::Display) {
+        if self == Output::Human {
+            println!("{line}");
+        }
+    }
+
+    /// A result: `value` as JSON, or printed as text by `human`.
+    pub fn result<T: serde::Serialize + ?Sized>(self, value: &T, human: impl FnOnce(&T)) {
+        match self {
+            Output::Json => print_json(value),
+            Output::Human => human(value),
+        }
+    }
+
+    /// A progress bar on stderr when it is a terminal and output is for people.
+    pub fn progress_bar(self, what: &str) -> Option<(ProgressBar, ProgressSink)> {
+        if self.is_json() || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} {msg}").expect("valid template"),
+        );
+        bar.set_prefix(what.to_string());
+        let sink_bar = bar.clone();
+        let sink: ProgressSink = Arc::new(move |e: &ProgressEvent| {
+            let stage = match e.stage {
+                Stage::Read => "read",
+                Stage::Write => "stored",
+                Stage::Verify => "checked",
+            };
+            let total = e
+                .total
+                .map(|t| format!(" of {}", human_bytes(t)))
+                .unwrap_or_default();
+            sink_bar.set_message(format!(
+                "{stage} {}{total} at {}/s",
+                human_bytes(e.bytes),
+                human_bytes(e.bytes_per_sec as u64)
+            ));
+            sink_bar.tick();
+        });
+        Some((bar, sink))
+    }
 }
 
 /// Bytes for people: 1.5 GB, 320 MB (powers of 1000).

@@ -4,7 +4,7 @@ use clap::Args;
 use dr::core::replicate::{replicate, ReplicateOptions, Selection};
 use dr::core::{Error, Repository, Result};
 
-use crate::output::{human_bytes, print_json};
+use crate::output::{human_bytes, Output};
 
 /// Arguments of `drctl replicate`.
 #[derive(Debug, Args)]
@@ -40,7 +40,7 @@ pub struct ReplicateArgs {
     pub lock_wait: Option<u64>,
 }
 
-pub async fn run(json: bool, args: ReplicateArgs) -> Result<()> {
+pub async fn run(out: Output, args: ReplicateArgs) -> Result<()> {
     let selection = if args.all {
         Selection::All
     } else if args.ids.is_empty() {
@@ -60,9 +60,7 @@ pub async fn run(json: bool, args: ReplicateArgs) -> Result<()> {
         lease_wait: args.lock_wait.map(std::time::Duration::from_secs),
     };
     let report = replicate(&src, dst.clone(), selection, &opts).await?;
-    if json {
-        print_json(&report);
-    } else {
+    out.result(&report, |report| {
         for id in &report.copied {
             println!("{id}: copied");
         }
@@ -82,6 +80,6 @@ pub async fn run(json: bool, args: ReplicateArgs) -> Result<()> {
                 ""
             }
         );
-    }
+    });
     Ok(())
 }

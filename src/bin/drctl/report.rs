@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use dr::core::{Error, Repository, Result};
 use dr::report::Report;
 
-use crate::cli::RepoArgs;
+use crate::args::RepoArgs;
 use crate::status::ObjectiveArgs;
 
 /// The report's format.

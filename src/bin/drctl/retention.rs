@@ -12,8 +12,8 @@ use dr::core::retention::{
 use dr::core::{Error, Repository, Result, RetentionPolicy, Series};
 use serde_json::json;
 
-use crate::cli::{RepoArgs, SeriesArgs};
-use crate::output::{human_bytes, print_json};
+use crate::args::{RepoArgs, SeriesArgs};
+use crate::output::{human_bytes, print_json, Output};
 
 /// The `--keep-…` flags, the time zone and the label filter of a retention policy.
 #[derive(Debug, Args, Clone, Default)]
@@ -180,7 +180,7 @@ pub struct PruneArgs {
 }
 
 /// Mark a backup as pinned (never deleted by retention) or unpin it.
-pub async fn pin(json: bool, args: &PinArgs, pinned: bool) -> Result<()> {
+pub async fn pin(out: Output, args: &PinArgs, pinned: bool) -> Result<()> {
     let repo = Repository::open(args.repo.storage()?).await?;
     let mut manifest = repo.resolve(&args.id, &args.series.selector()).await?;
     let changed = manifest.pinned != pinned;
@@ -189,7 +189,7 @@ pub async fn pin(json: bool, args: &PinArgs, pinned: bool) -> Result<()> {
         repo.update_manifest(&manifest).await?;
     }
     let verb = if pinned { "pinned" } else { "unpinned" };
-    if json {
+    if out.is_json() {
         print_json(&json!({ "id": manifest.id, "pinned": pinned, "changed": changed }));
     } else if changed {
         println!("{verb} backup {}", manifest.id);
@@ -200,23 +200,23 @@ pub async fn pin(json: bool, args: &PinArgs, pinned: bool) -> Result<()> {
 }
 
 /// `drctl retention …`.
-pub async fn run(json: bool, command: RetentionCommand) -> Result<()> {
+pub async fn run(out: Output, command: RetentionCommand) -> Result<()> {
     match command {
         RetentionCommand::Plan {
             times_file,
             now,
             policy,
-        } => plan(json, &times_file, now.as_deref(), &policy),
+        } => plan(out, &times_file, now.as_deref(), &policy),
         RetentionCommand::Set {
             repo,
             policy,
             series,
             clear,
-        } => set(json, &repo, &policy, &series, clear).await,
+        } => set(out, &repo, &policy, &series, clear).await,
         RetentionCommand::Show { repo } => {
             let repo = Repository::open(repo.storage()?).await?;
             let config = repo.config();
-            if json {
+            if out.is_json() {
                 print_json(&json!({
                     "retention": config.retention,
                     "series": config.retention_series,
@@ -281,7 +281,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn plan(json: bool, times_file: &Path, now: Option<&str>, args: &PolicyArgs) -> Result<()> {
+fn plan(out: Output, times_file: &Path, now: Option<&str>, args: &PolicyArgs) -> Result<()> {
     let policy = args.policy()?;
     let now = now
         .map(|t| parse_time(t, "--now"))
@@ -289,7 +289,7 @@ fn plan(json: bool, times_file: &Path, now: Option<&str>, args: &PolicyArgs) -> 
         .unwrap_or_else(Utc::now);
     let backups = read_times(times_file)?;
     let decisions = SeriesPolicies::new(policy.clone()).evaluate(&backups, now);
-    if json {
+    if out.is_json() {
         let items: Vec<_> = decisions
             .iter()
             .map(|d| {
@@ -346,7 +346,7 @@ fn print_table(decisions: &[Decision], with_id: bool) {
 }
 
 async fn set(
-    json: bool,
+    out: Output,
     args: &RepoArgs,
     policy: &PolicyArgs,
     series: &SeriesArgs,
@@ -380,7 +380,7 @@ async fn set(
         .as_ref()
         .map(|s| format!(" of series {s}"))
         .unwrap_or_default();
-    if json {
+    if out.is_json() {
         print_json(&json!({ "retention": new, "series": series.series }));
     } else {
         match new {
@@ -392,7 +392,7 @@ async fn set(
 }
 
 /// Apply a retention policy (the flags', else the repository's) and remove stale uploads.
-pub async fn prune(json: bool, args: &PruneArgs) -> Result<()> {
+pub async fn prune(out: Output, args: &PruneArgs) -> Result<()> {
     let repo = Repository::open(args.repo.storage()?).await?;
     let policy = if args.policy.given() {
         SeriesPolicies::new(args.policy.policy()?)
@@ -422,7 +422,7 @@ pub async fn prune(json: bool, args: &PruneArgs) -> Result<()> {
         ..Default::default()
     };
     let report = dr::core::prune(&repo, &policy, &opts).await?;
-    if json {
+    if out.is_json() {
         print_json(&prune_json(&report, &opts));
     } else {
         print_prune(&report, &policy);

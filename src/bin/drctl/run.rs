@@ -7,15 +7,15 @@ use dr::config::Config;
 use dr::core::schedule::{format_duration, JobOutcome, SchedulerEvent};
 use dr::core::{Error, ErrorKind, Result};
 
-use crate::output::print_json;
+use crate::output::{print_json, Output};
 
-pub async fn run(json: bool, config: &Path, once: Option<String>) -> Result<()> {
+pub async fn run(out: Output, config: &Path, once: Option<String>) -> Result<()> {
     let config = Config::from_path(config)?;
     let scheduler = config.scheduler().await?;
     match once {
         Some(job) => {
             let outcomes = scheduler.run_now(&job).await?;
-            if json {
+            if out.is_json() {
                 print_json(&outcomes);
             } else {
                 for o in &outcomes {
@@ -37,12 +37,12 @@ pub async fn run(json: bool, config: &Path, once: Option<String>) -> Result<()> 
                 }
             }
         }
-        None => daemon(json, &config, scheduler).await,
+        None => daemon(out, &config, scheduler).await,
     }
 }
 
 async fn daemon(
-    json: bool,
+    out: Output,
     config: &Config,
     scheduler: dr::core::schedule::Scheduler,
 ) -> Result<()> {
@@ -50,7 +50,7 @@ async fn daemon(
     let printer = tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(event) => print_event(json, &event),
+                Ok(event) => print_event(out, &event),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     eprintln!("drctl: {n} scheduler events were dropped (output too slow)");
                 }
@@ -60,7 +60,7 @@ async fn daemon(
     });
     let _monitor = crate::monitor::start(config, &scheduler).await?;
     scheduler.start().await?;
-    if !json {
+    if !out.is_json() {
         println!(
             "drctl: running {} job(s) on {}; stop with Ctrl-C or SIGTERM",
             scheduler.jobs().len(),
@@ -100,8 +100,8 @@ async fn daemon(
     Ok(())
 }
 
-fn print_event(json: bool, event: &SchedulerEvent) {
-    if json {
+fn print_event(out: Output, event: &SchedulerEvent) {
+    if out.is_json() {
         println!(
             "{}",
             serde_json::to_string(event).expect("events serialize")

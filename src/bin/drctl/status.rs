@@ -11,8 +11,8 @@ use dr::core::schedule::parse_duration;
 use dr::core::{Repository, Result};
 use dr::status::{secs, Health, Status};
 
-use crate::cli::RepoArgs;
-use crate::output::{human_bytes, print_json};
+use crate::args::RepoArgs;
+use crate::output::{human_bytes, print_json, Output};
 
 /// The objectives to judge by: dr.toml's `[objectives]`, overridden by `--rpo`/`--rto`.
 #[derive(Debug, Args)]
@@ -59,12 +59,12 @@ pub struct StatusArgs {
 
 /// Print the status and exit with its verdict's code; a status that cannot be read is
 /// `unknown` (3).
-pub async fn run(json: bool, args: StatusArgs) -> ! {
+pub async fn run(out: Output, args: StatusArgs) -> ! {
     let code = match status(&args).await {
         Ok(status) => {
             if args.prometheus {
                 print!("{}", dr::report::prometheus::status_metrics(&status));
-            } else if json {
+            } else if out.is_json() {
                 print_json(&status);
             } else {
                 print_text(&status);
