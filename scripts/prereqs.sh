@@ -57,6 +57,23 @@ if ! command -v age >/dev/null 2>&1 || ! command -v zstd >/dev/null 2>&1; then
   fi
 fi
 
+# promtool (tests/status.rs checks `drctl status --prometheus` with `promtool check metrics`;
+# the Prometheus server scrapes a running `drctl run`) and a headless Chromium (tests/report.rs
+# opens the HTML report in it and takes a screenshot).
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
+   || ! command -v chromium-headless-shell >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "prereqs: installing prometheus and chromium-headless-shell (apt-get install)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      prometheus chromium-headless-shell fonts-dejavu-core >/dev/null
+  else
+    echo "prereqs: promtool/prometheus or chromium-headless-shell is missing; install them with:" >&2
+    echo "    sudo apt-get install -y --no-install-recommends prometheus chromium-headless-shell fonts-dejavu-core" >&2
+    exit 1
+  fi
+fi
+
 # Test servers for the cloud storage targets, installed from PyPI/npm into fixed folders the
 # test harness (dr-storage's `testing` module) looks in:
 #   moto's S3 server  → ${DR_TOOLS_DIR:-$HOME/.cache/dr}/moto-venv/bin/moto_server

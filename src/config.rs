@@ -46,6 +46,10 @@
 //!
 //! [jobs.prune]
 //! kind = "prune"                          # no cron: it runs after the backups
+//!
+//! [monitoring]                            # dr::monitoring: /metrics, /healthz, webhooks
+//! listen = "127.0.0.1:9187"
+//! webhooks = [{ url_env = "DR_SLACK_WEBHOOK", format = "slack" }]
 //! ```
 //!
 //! Validation is strict, so that a typo is an error rather than a silently different
@@ -101,6 +105,8 @@ pub struct Config {
     pub windows: BTreeMap<String, Window>,
     /// The jobs, in name order.
     pub jobs: Vec<JobConfig>,
+    /// `[monitoring]`: metrics server and webhooks ([`crate::monitoring`]).
+    pub monitoring: crate::monitoring::MonitoringConfig,
 }
 
 /// `[repository]`.
@@ -223,6 +229,8 @@ struct RawConfig {
     windows: BTreeMap<String, RawWindow>,
     #[serde(default)]
     jobs: BTreeMap<String, RawJob>,
+    #[serde(default)]
+    monitoring: crate::monitoring::MonitoringConfig,
 }
 
 #[derive(Deserialize)]
@@ -903,6 +911,10 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
         scheduler,
         windows,
         jobs,
+        monitoring: {
+            raw.monitoring.validate()?;
+            raw.monitoring
+        },
     })
 }
 

@@ -113,7 +113,24 @@ impl DrillReport {
 /// a drill never touches a database it did not create), check it, measure it, and drop it
 /// unless [`DrillOptions::keep`]. A restore or check that fails is an error (and leaves no
 /// scratch database); missed objectives and orphaned rows are a report with `passed` false.
+/// Either way the outcome is stored as a check record ([`dr_core::records`]).
 pub async fn drill(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    scratch: tokio_postgres::Config,
+    opts: &DrillOptions,
+) -> Result<DrillReport> {
+    let started_at = Utc::now();
+    let result = drill_unrecorded(repo, manifest, decryptor, scratch, opts).await;
+    if let Some(record) = crate::records::of_drill(manifest, started_at, &opts.objectives, &result)
+    {
+        dr_core::records::write_or_warn(repo, &record).await;
+    }
+    result
+}
+
+async fn drill_unrecorded(
     repo: &Repository,
     manifest: &Manifest,
     decryptor: &dyn Decryptor,
@@ -148,13 +165,7 @@ pub async fn drill(
         restorer.drop_target().await?;
     }
 
-    let data_time = manifest
-        .source
-        .consistent_point
-        .as_ref()
-        .and_then(|p| DateTime::parse_from_rfc3339(&p.snapshot_time).ok())
-        .map_or(manifest.started_at, |t| t.with_timezone(&Utc));
-    let backup_age_secs = (at - data_time).num_seconds();
+    let backup_age_secs = (at - manifest.data_time()).num_seconds();
     let rto_met = opts
         .objectives
         .rto

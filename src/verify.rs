@@ -5,6 +5,7 @@
 use futures::StreamExt;
 use serde::Serialize;
 
+use dr_core::records::{self, CheckKind, CheckRecord};
 use dr_core::{open_payload, Decryptor, Manifest, PayloadCheck, ReadOptions, Repository, Result};
 
 /// What `verify` checked for one backup.
@@ -36,8 +37,34 @@ pub fn payload_check(format: &str) -> Option<Box<dyn PayloadCheck>> {
 
 /// Read every stored byte of a backup, check checksums, authentication tags and
 /// decompression, and re-count the payload with its plug-in's [`payload_check`] (a format
-/// without one is checked up to its length).
+/// without one is checked up to its length). The outcome, passed or failed, is stored as a
+/// check record ([`dr_core::records`]).
 pub async fn verify_backup(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    opts: &ReadOptions,
+) -> Result<VerifyReport> {
+    let started_at = chrono::Utc::now();
+    let result = check_backup(repo, manifest, decryptor, opts).await;
+    let record = CheckRecord::new(
+        CheckKind::Verify,
+        &manifest.id,
+        manifest.series.clone(),
+        started_at,
+    );
+    let record = match &result {
+        Ok(report) => CheckRecord {
+            details: serde_json::to_value(report).unwrap_or_default(),
+            ..record
+        },
+        Err(e) => record.failed(e.report()),
+    };
+    records::write_or_warn(repo, &record).await;
+    result
+}
+
+async fn check_backup(
     repo: &Repository,
     manifest: &Manifest,
     decryptor: &dyn Decryptor,

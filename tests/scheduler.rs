@@ -599,6 +599,8 @@ fn example_config_parses() {
     assert_eq!(c.retention.keep_monthly, Some(12));
     assert_eq!(c.objectives.rpo, Some(Duration::from_secs(3600)));
     assert_eq!(c.objectives.rto, Some(Duration::from_secs(1800)));
+    assert_eq!(c.monitoring.listen.as_deref(), Some("127.0.0.1:9187"));
+    assert_eq!(c.monitoring.webhooks.len(), 1);
     assert_eq!(
         c.key,
         dr::config::KeyConfig::File("/etc/dr/repo.key".into())

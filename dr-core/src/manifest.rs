@@ -79,6 +79,16 @@ impl Manifest {
         (self.finished_at - self.started_at).num_milliseconds()
     }
 
+    /// The moment the backup's data is from: the snapshot time the dump recorded, else the
+    /// start of the backup. Its age is what a disaster now would lose (the recovery point).
+    pub fn data_time(&self) -> DateTime<Utc> {
+        self.source
+            .consistent_point
+            .as_ref()
+            .and_then(|p| DateTime::parse_from_rfc3339(&p.snapshot_time).ok())
+            .map_or(self.started_at, |t| t.with_timezone(&Utc))
+    }
+
     /// Parse and sanity-check a manifest read from storage.
     pub fn from_json(bytes: &[u8]) -> Result<Manifest> {
         let mut m: Manifest = serde_json::from_slice(bytes).map_err(|e| {

@@ -144,6 +144,12 @@ pub enum Command {
     /// Restore drill: restore a backup into a scratch database, check it (row counts,
     /// orphaned rows), measure RTO and RPO against objectives, drop it.
     Drill(crate::drill::DrillArgs),
+    /// Recoverability against the objectives, per series: newest backup and its age, last
+    /// verify, last drill; exit 0 ok, 1 warning, 2 breached, 3 unknown.
+    Status(crate::status::StatusArgs),
+    /// A report people read: objectives, RTO/RPO measured by drills over time, backup sizes
+    /// and durations, last results and failures, as one self-contained HTML page or Markdown.
+    Report(crate::report::ReportArgs),
     /// Read every stored byte of backups and check them; needs no database.
     Verify {
         #[command(flatten)]

@@ -110,6 +110,8 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             all,
         } => verify(out, &repo, id, &series.selector(), all).await,
         Command::Drill(args) => crate::drill::run(out, args).await,
+        Command::Status(args) => crate::status::run(out, args).await,
+        Command::Report(args) => crate::report::run(args).await,
         Command::Cat { repo, id, series } => cat(&repo, &id, &series.selector()).await,
         #[cfg(feature = "demo")]
         Command::Demo { scale } => crate::demo::run(out, scale).await,

@@ -10,12 +10,15 @@ mod demo;
 mod drill;
 mod key;
 mod lock;
+mod monitor;
 mod output;
 mod replicate;
+mod report;
 mod retention;
 mod run;
 #[cfg(feature = "demo")]
 mod sample;
+mod status;
 mod storage;
 mod wal;
 

@@ -58,6 +58,7 @@ async fn daemon(
             }
         }
     });
+    let _monitor = crate::monitor::start(config, &scheduler).await?;
     scheduler.start().await?;
     if !out.is_json() {
         println!(
