@@ -50,6 +50,7 @@ mod conn;
 mod dump;
 mod locale;
 mod restore;
+pub mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
