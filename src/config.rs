@@ -20,7 +20,7 @@
 //! rpo = "1h"                              # outcomes say whether the newest backup is within it
 //! rto = "30m"                             # drills fail beyond it
 //!
-//! [retention]                             # restic's forget rules (dr::core::retention)
+//! [retention]                             # restic's forget rules, per series (dr::core::retention)
 //! keep_hourly = 24
 //! keep_daily = 7
 //!
@@ -42,6 +42,7 @@
 //! kind = "backup"
 //! dir = "/srv/app/uploads"                # a directory instead of the database
 //! cron = "30 * * * *"
+//! retention = { keep_daily = 30 }         # this source's own policy (else [retention])
 //!
 //! [jobs.prune]
 //! kind = "prune"                          # no cron: it runs after the backups
@@ -72,7 +73,9 @@ use dr_core::schedule::{
     parse_duration, CronExpr, Job, JobKind, MissedRuns, Schedule, Scheduler, SchedulerOptions, Tz,
     Window, WindowRule,
 };
-use dr_core::{Error, ErrorKind, Repository, Result, RetentionPolicy};
+use dr_core::{
+    Error, ErrorKind, Repository, Result, RetentionPolicy, SeriesPolicies, SeriesSelector,
+};
 
 use crate::keys::KeySource;
 
@@ -89,7 +92,8 @@ pub struct Config {
     pub labels: Vec<String>,
     /// Recovery objectives.
     pub objectives: Objectives,
-    /// The retention policy prune jobs apply.
+    /// The retention policy prune jobs apply to every series whose backup job has no
+    /// `retention` of its own ([`Config::retention_policies`]).
     pub retention: RetentionPolicy,
     /// How the scheduler runs.
     pub scheduler: SchedulerConfig,
@@ -179,6 +183,9 @@ pub struct JobConfig {
     pub dir: Option<PathBuf>,
     /// Where a replicate job copies backups to.
     pub to: Option<ReplicaConfig>,
+    /// The retention of the series this backup job writes, instead of `[retention]`
+    /// (e.g. the uploads directory kept 30 days while the database follows the runbook).
+    pub retention: Option<RetentionPolicy>,
 }
 
 /// A replicate job's destination: `to`, `to_options`, `storage_class`, `verify`.
@@ -302,6 +309,8 @@ struct RawJob {
     storage_class: Option<String>,
     #[serde(default)]
     verify: bool,
+    #[serde(default)]
+    retention: Option<Spanned<RetentionPolicy>>,
 }
 
 /// Turns spans into "line N: key: message" errors.
@@ -373,13 +382,53 @@ impl Config {
         self.jobs.iter().find(|j| j.name == name)
     }
 
+    /// The policies prune jobs apply: `[retention]` for every series, except the series of
+    /// backup jobs that carry a `retention` of their own (a directory job: `files` backups
+    /// of that directory on this host; a database job: `postgres` backups of the database
+    /// `[database]` names).
+    pub fn retention_policies(&self) -> Result<SeriesPolicies> {
+        let mut policies = SeriesPolicies::new(self.retention.clone());
+        for job in &self.jobs {
+            if let Some(policy) = &job.retention {
+                policies.set(self.series_of(job)?, policy.clone());
+            }
+        }
+        Ok(policies)
+    }
+
+    /// The series a backup job's backups belong to, as far as the file tells.
+    fn series_of(&self, job: &JobConfig) -> Result<SeriesSelector> {
+        Ok(match &job.dir {
+            Some(dir) => SeriesSelector {
+                kind: Some(crate::files::KIND.into()),
+                origin: Some(dr_core::names::host_name()),
+                name: Some(
+                    std::fs::canonicalize(dir)
+                        .unwrap_or_else(|_| dir.clone())
+                        .display()
+                        .to_string(),
+                ),
+                word: None,
+            },
+            None => {
+                let db = self.database_config()?;
+                SeriesSelector {
+                    kind: Some(dr_db::SOURCE_KIND.into()),
+                    name: db.get_dbname().or(db.get_user()).map(str::to_owned),
+                    ..Default::default()
+                }
+            }
+        })
+    }
+
     /// Open the repository, retrying transient storage errors with the default policy (a
     /// daemon must ride out a dropped connection).
     pub async fn open_repository(&self) -> Result<Repository> {
-        let storage = dr_storage::from_url_retrying(
+        let storage = dr_storage::open(
             &self.repository.url,
             &self.repository.options.iter().collect::<Vec<_>>(),
-        )?;
+        )?
+        .retrying();
         Repository::open(storage).await
     }
 
@@ -468,7 +517,7 @@ impl Config {
                         crate::jobs::BackupJob::new(dumper, Arc::new(encryptor)).labels(labels),
                     )
                 }
-                JobKind::Prune => Arc::new(crate::jobs::PruneJob::new(self.retention.clone())),
+                JobKind::Prune => Arc::new(crate::jobs::PruneJob::new(self.retention_policies()?)),
                 JobKind::Verify => {
                     Arc::new(crate::jobs::VerifyJob::new(decryptor(&jc.name)?).all(jc.all))
                 }
@@ -483,11 +532,9 @@ impl Config {
                     })?;
                     let in_job = |e: Error| e.with_context("job", &jc.name);
                     dr_storage::create_local_dir(&to.url).map_err(in_job)?;
-                    let storage = dr_storage::from_url_retrying(
-                        &to.url,
-                        &to.options.iter().collect::<Vec<_>>(),
-                    )
-                    .map_err(in_job)?;
+                    let storage = dr_storage::open(&to.url, &to.options.iter().collect::<Vec<_>>())
+                        .map_err(in_job)?
+                        .retrying();
                     Arc::new(crate::jobs::ReplicateJob::new(
                         storage,
                         dr_core::replicate::ReplicateOptions {
@@ -640,6 +687,10 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
 
     // [jobs.*]
     let retention = raw.retention.unwrap_or_default();
+    let any_job_retention = raw.jobs.values().any(|j| j.retention.is_some());
+    // Backup jobs of one series (the hourly and daily database jobs) share one policy.
+    let mut series_retention: BTreeMap<Option<PathBuf>, (String, RetentionPolicy)> =
+        BTreeMap::new();
     let mut jobs = Vec::new();
     for (name, j) in &raw.jobs {
         let key = |field: &str| format!("jobs.{name}.{field}");
@@ -701,7 +752,7 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
                     Error::invalid("a backup job needs a [database] table, or a dir to back up"),
                 ))
             }
-            JobKind::Prune if retention == RetentionPolicy::default() => {
+            JobKind::Prune if retention == RetentionPolicy::default() && !any_job_retention => {
                 return Err(src.err(
                     j.kind.span(),
                     &key("kind"),
@@ -784,6 +835,30 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
                 Some(s)
             }
         };
+        if let Some(r) = &j.retention {
+            if kind != JobKind::Backup {
+                return Err(src.err(
+                    r.span(),
+                    &key("retention"),
+                    Error::invalid("only backup jobs have a retention of their own (the [retention] table applies to the rest)"),
+                ));
+            }
+            let series = j.dir.as_ref().map(|d| d.get_ref().clone());
+            match series_retention.get(&series) {
+                Some((other, policy)) if policy != r.get_ref() => {
+                    return Err(src.err(
+                        r.span(),
+                        &key("retention"),
+                        Error::invalid(format!(
+                            "jobs.{other} backs up the same source with another retention: a source has one policy"
+                        )),
+                    ))
+                }
+                _ => {
+                    series_retention.insert(series, (name.clone(), r.get_ref().clone()));
+                }
+            }
+        }
         let mut then = Vec::new();
         for t in &j.then {
             src.check(t, &key("then"), |t| {
@@ -809,6 +884,7 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
                 _ => d.get_ref().clone(),
             }),
             to,
+            retention: j.retention.as_ref().map(|r| r.get_ref().clone()),
         });
     }
     if jobs.is_empty() {
@@ -880,5 +956,38 @@ cron = "0 2 * * *"
             "{e}"
         );
         assert!(!e.contains("hunter2"), "no secrets in messages: {e}");
+    }
+
+    #[test]
+    fn backup_jobs_carry_the_retention_of_their_series() {
+        let text = format!(
+            "{MINIMAL}\n[retention]\nkeep_daily = 7\n\n[jobs.uploads]\nkind = \"backup\"\ndir = \"/srv/uploads\"\nretention = {{ keep_last = 3 }}\n\n[jobs.prune]\nkind = \"prune\"\n"
+        );
+        let c: Config = text.parse().unwrap();
+        let policies = c.retention_policies().unwrap();
+        assert_eq!(policies.default.keep_daily, Some(7));
+        let uploads: dr_core::Series =
+            format!("files:{}:/srv/uploads", dr_core::names::host_name())
+                .parse()
+                .unwrap();
+        assert_eq!(policies.policy_for(&uploads).keep_last, Some(3));
+        let db: dr_core::Series = "postgres:7301:app".parse().unwrap();
+        assert_eq!(policies.policy_for(&db).keep_daily, Some(7));
+    }
+
+    #[test]
+    fn one_source_has_one_retention() {
+        let text = format!(
+            "{MINIMAL}retention = {{ keep_last = 3 }}\n\n[jobs.hourly]\nkind = \"backup\"\ncron = \"0 * * * *\"\nretention = {{ keep_last = 4 }}\n"
+        );
+        let e = text.parse::<Config>().unwrap_err().to_string();
+        assert!(e.contains("same source with another retention"), "{e}");
+        let text =
+            format!("{MINIMAL}\n[jobs.prune]\nkind = \"prune\"\nretention = {{ keep_last = 4 }}\n");
+        let e = text.parse::<Config>().unwrap_err().to_string();
+        assert!(
+            e.contains("jobs.prune.retention") && e.contains("only backup jobs"),
+            "{e}"
+        );
     }
 }

@@ -15,7 +15,8 @@
 //!     objectives: Objectives { rpo: Some(Duration::from_secs(3600)), rto: Some(Duration::from_secs(1800)) },
 //!     ..Default::default()
 //! };
-//! let latest = repo.resolve("latest").await?;
+//! // The newest database backup (the repository may hold directory backups too).
+//! let latest = repo.latest(&dr::core::SeriesSelector::kind(dr::db::SOURCE_KIND)).await?;
 //! let report = drill(&repo, &latest, &dr::keys::decryptor(key), scratch, &opts).await?;
 //! println!("restored in {} ms; passed: {}", report.restore_ms, report.passed);
 //! # Ok(()) }

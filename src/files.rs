@@ -86,6 +86,7 @@ impl Dumper for DirDumper {
                 kind: KIND.into(),
                 format: FORMAT.into(),
                 name,
+                origin: Some(dr_core::names::host_name()),
                 ..Default::default()
             },
             stream,

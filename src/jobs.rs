@@ -36,7 +36,8 @@ use async_trait::async_trait;
 use dr_core::prune::{prune, PruneOptions};
 use dr_core::schedule::{JobContext, JobRunner, JobSummary};
 use dr_core::{
-    BackupOptions, Codec, Decryptor, Dumper, Encryptor, ReadOptions, Result, RetentionPolicy,
+    BackupOptions, Codec, Decryptor, Dumper, Encryptor, ReadOptions, Result, SeriesPolicies,
+    SeriesSelector,
 };
 
 /// Backs up a source into the scheduler's repository.
@@ -92,6 +93,7 @@ impl JobRunner for BackupJob {
             codec: self.codec,
             labels: self.labels.clone(),
             progress: Some(ctx.progress_sink()),
+            clock: Some(ctx.clock().clone()),
             ..Default::default()
         };
         let m = dr_core::backup(
@@ -118,19 +120,21 @@ impl JobRunner for BackupJob {
     }
 }
 
-/// Applies a retention policy to the scheduler's repository ([`dr_core::prune`]).
+/// Applies retention to the scheduler's repository ([`dr_core::prune`]), each backup series
+/// under its own policy.
 #[derive(Debug, Clone)]
 pub struct PruneJob {
-    policy: RetentionPolicy,
+    policy: SeriesPolicies,
     opts: PruneOptions,
 }
 
 impl PruneJob {
-    /// Prune by `policy`, with default options (incomplete uploads older than a day are
-    /// removed; the exclusive lease is waited for up to a minute).
-    pub fn new(policy: RetentionPolicy) -> PruneJob {
+    /// Prune by `policy` (one [`dr_core::RetentionPolicy`] for every series, or [`SeriesPolicies`]),
+    /// with default options (incomplete uploads older than a day are removed; the exclusive
+    /// lease is waited for up to a minute).
+    pub fn new(policy: impl Into<SeriesPolicies>) -> PruneJob {
         PruneJob {
-            policy,
+            policy: policy.into(),
             opts: PruneOptions {
                 lease_wait: Some(std::time::Duration::from_secs(60)),
                 ..Default::default()
@@ -164,7 +168,7 @@ impl JobRunner for PruneJob {
     }
 }
 
-/// Reads back the newest backup (or every backup) and checks it: sizes, SHA-256,
+/// Reads back the newest backup of every series (or every backup) and checks it: sizes, SHA-256,
 /// authentication tags, decompression, and row counts ([`crate::verify::verify_backup`]).
 pub struct VerifyJob {
     decryptor: Arc<dyn Decryptor>,
@@ -180,7 +184,8 @@ impl std::fmt::Debug for VerifyJob {
 }
 
 impl VerifyJob {
-    /// Verify the newest complete backup with `decryptor` (see [`crate::keys::decryptor`]).
+    /// Verify the newest complete backup of every series with `decryptor` (see
+    /// [`crate::keys::decryptor`]).
     pub fn new(decryptor: Arc<dyn Decryptor>) -> VerifyJob {
         VerifyJob {
             decryptor,
@@ -202,7 +207,7 @@ impl JobRunner for VerifyJob {
         let manifests = if self.all {
             repo.list_backups().await?
         } else {
-            vec![repo.resolve("latest").await?]
+            repo.newest_per_series(&SeriesSelector::any()).await?
         };
         let opts = ReadOptions {
             progress: Some(ctx.progress_sink()),
@@ -228,7 +233,7 @@ impl JobRunner for VerifyJob {
     }
 }
 
-/// Restores the newest backup into a scratch database, checks it and measures RTO and RPO
+/// Restores the newest database backup into a scratch database, checks it and measures RTO and RPO
 /// against the objectives ([`crate::drill::drill`]); a drill that misses an objective or
 /// finds orphaned rows is a failed run.
 pub struct DrillJob {
@@ -270,7 +275,9 @@ impl DrillJob {
 impl JobRunner for DrillJob {
     async fn run(&self, ctx: &JobContext) -> Result<JobSummary> {
         let repo = ctx.repository();
-        let latest = repo.resolve("latest").await?;
+        let latest = repo
+            .latest(&SeriesSelector::kind(dr_db::SOURCE_KIND))
+            .await?;
         let mut opts = self.opts.clone();
         opts.read.progress = Some(ctx.progress_sink());
         let report = crate::drill::drill(

@@ -520,12 +520,13 @@ fn directory_backup_restores_files_links_and_modes_and_is_a_standard_tar() {
     let names = String::from_utf8_lossy(&listing.stdout);
     assert!(names.contains("2026/11/qr-1.png"), "{names}");
 
-    // A database restore of a directory backup is refused before touching anything.
+    // A database restore of a directory backup is refused before touching anything,
+    // naming the series the backup belongs to.
     let err = fails(
         &repo.run(&["restore", &id, "--db", "postgres://postgres@127.0.0.1:1/x"]),
-        1,
+        2,
     );
-    assert!(err.contains("tar"), "{err}");
+    assert!(err.contains("belongs to series 'files:"), "{err}");
 }
 
 #[test]

@@ -91,7 +91,10 @@ async fn replicate_file_to_file_then_restore_from_the_replica() {
     assert!(!again.created_repository);
 
     // A real restore from the replica, row counts checked against the manifest.
-    let latest = replica.resolve("latest").await.unwrap();
+    let latest = replica
+        .latest(&dr::core::SeriesSelector::any())
+        .await
+        .unwrap();
     let restorer = dr::db::PgRestorer::new(cluster.config("from_replica")).create(true);
     let restored = dr::core::restore(
         &replica,
@@ -304,7 +307,10 @@ async fn restore_from_a_replica_survives_transient_read_faults() {
     let replica = Repository::open(Arc::new(RetryingTarget::new(flaky.clone(), policy)))
         .await
         .unwrap();
-    let m = replica.resolve("latest").await.unwrap();
+    let m = replica
+        .latest(&dr::core::SeriesSelector::any())
+        .await
+        .unwrap();
     let restored = dr::core::restore(
         &replica,
         &m,
@@ -401,9 +407,8 @@ async fn replicate_file_to_s3_with_a_storage_class_then_restore_from_s3() {
     let key = MasterKey::generate().unwrap();
     let src = source_with_backups(&cluster, &tmp.path().join("src"), 1, &key).await;
     let id = src.list_backups().await.unwrap()[0].id.clone();
-    let s3_target =
-        dr::storage::from_url_with_options(&format!("s3://{bucket}/replica"), &s3.options())
-            .unwrap();
+    let s3_target: Arc<dyn StorageTarget> =
+        Arc::new(dr::storage::open(&format!("s3://{bucket}/replica"), &s3.options()).unwrap());
 
     // First attempt: the link to S3 is cut off mid-upload. The multipart upload is aborted:
     // nothing listed, and no orphaned parts left to bill.
@@ -450,7 +455,10 @@ async fn replicate_file_to_s3_with_a_storage_class_then_restore_from_s3() {
     );
 
     let replica = Repository::open(s3_target.clone()).await.unwrap();
-    let m = replica.resolve("latest").await.unwrap();
+    let m = replica
+        .latest(&dr::core::SeriesSelector::any())
+        .await
+        .unwrap();
     let restored = dr::core::restore(
         &replica,
         &m,

@@ -20,16 +20,31 @@ use dr::core::{
     Repository, Result, RetentionPolicy, SourceInfo, StorageExt, StorageTarget,
 };
 
-/// Write a committed synthetic backup taken at `time`: payload first, manifest last.
+/// Write a committed synthetic backup taken at `time`: payload first, manifest last. Its
+/// manifest is of the format written before series existed (no `series`).
 async fn write_backup(repo: &Repository, time: DateTime<Utc>, labels: &[&str]) -> Manifest {
-    let id = format!("{}-pg-test", time.format("%Y%m%dT%H%M%SZ"));
+    write_backup_in(repo, time, labels, None).await
+}
+
+/// The same, in `series` (as manifests are written today), or without a series.
+async fn write_backup_in(
+    repo: &Repository,
+    time: DateTime<Utc>,
+    labels: &[&str],
+    series: Option<&str>,
+) -> Manifest {
+    let id = format!(
+        "{}-pg-{}",
+        time.format("%Y%m%dT%H%M%SZ"),
+        series.map_or(0, |s| s.len())
+    );
     let payload = Bytes::from(format!("synthetic payload of {id}"));
     let path = Repository::payload_path(&id, 0);
     repo.storage()
         .put_bytes(&path, payload.clone(), PutOptions::default())
         .await
         .unwrap();
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "format": 1,
         "id": id,
         "kind": "full",
@@ -47,6 +62,10 @@ async fn write_backup(repo: &Repository, time: DateTime<Utc>, labels: &[&str]) -
         "labels": labels,
         "pinned": false,
     });
+    if let Some(series) = series {
+        json["series"] = series.into();
+        json["source"]["name"] = series.rsplit(':').next().unwrap().into();
+    }
     let manifest = Manifest::from_json(json.to_string().as_bytes()).unwrap();
     repo.storage()
         .put_bytes(
@@ -166,7 +185,7 @@ async fn prune_deletes_each_manifest_before_its_data() {
         deletes: Mutex::new(Vec::new()),
     });
     let repo = Repository::open(recording.clone()).await.unwrap();
-    let report = prune(&repo, &keep_last(1), &PruneOptions::default())
+    let report = prune(&repo, &keep_last(1).into(), &PruneOptions::default())
         .await
         .unwrap();
 
@@ -229,7 +248,7 @@ async fn prune_removes_incomplete_uploads_only_after_the_grace_period() {
 
     let dry = prune(
         &repo,
-        &keep_last(1),
+        &keep_last(1).into(),
         &PruneOptions {
             dry_run: true,
             ..Default::default()
@@ -244,7 +263,7 @@ async fn prune_removes_incomplete_uploads_only_after_the_grace_period() {
         "dry run deletes nothing"
     );
 
-    let report = prune(&repo, &keep_last(1), &PruneOptions::default())
+    let report = prune(&repo, &keep_last(1).into(), &PruneOptions::default())
         .await
         .unwrap();
     assert_eq!(report.incomplete_removed, ["20261101T000000Z-pg-old"]);
@@ -259,7 +278,7 @@ async fn prune_removes_incomplete_uploads_only_after_the_grace_period() {
     // A shorter grace period takes the young one too.
     let report = prune(
         &repo,
-        &keep_last(1),
+        &keep_last(1).into(),
         &PruneOptions {
             incomplete_grace: StdDuration::from_secs(3600),
             ..Default::default()
@@ -278,7 +297,7 @@ async fn prune_dry_run_and_empty_policy_delete_no_backup() {
     hourly_backups(&repo, 3).await;
     let dry = prune(
         &repo,
-        &keep_last(1),
+        &keep_last(1).into(),
         &PruneOptions {
             dry_run: true,
             ..Default::default()
@@ -290,9 +309,13 @@ async fn prune_dry_run_and_empty_policy_delete_no_backup() {
     assert!(dry.dry_run);
     assert_eq!(repo.list_backups().await.unwrap().len(), 3);
 
-    let empty = prune(&repo, &RetentionPolicy::default(), &PruneOptions::default())
-        .await
-        .unwrap();
+    let empty = prune(
+        &repo,
+        &RetentionPolicy::default().into(),
+        &PruneOptions::default(),
+    )
+    .await
+    .unwrap();
     assert!(empty.deleted.is_empty());
     assert!(empty.decisions.iter().all(|d| d.keep));
     assert_eq!(repo.list_backups().await.unwrap().len(), 3);
@@ -306,13 +329,13 @@ async fn prune_fails_locked_while_another_process_holds_the_lease() {
     let held = dr::core::lease::Lease::exclusive(&repo, "test", None)
         .await
         .unwrap();
-    let e = prune(&repo, &keep_last(1), &PruneOptions::default())
+    let e = prune(&repo, &keep_last(1).into(), &PruneOptions::default())
         .await
         .unwrap_err();
     assert_eq!(e.kind(), dr::core::ErrorKind::Locked);
     assert_eq!(repo.list_backups().await.unwrap().len(), 3);
     held.release().await.unwrap();
-    let report = prune(&repo, &keep_last(1), &PruneOptions::default())
+    let report = prune(&repo, &keep_last(1).into(), &PruneOptions::default())
         .await
         .unwrap();
     assert_eq!(report.deleted.len(), 2);
@@ -483,4 +506,56 @@ fn drctl_retention_plan_previews_a_policy_on_a_times_file() {
     );
     let stderr = fails(&out, 2);
     assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+/// Manifests written before series existed (no `series`) keep working: they join the
+/// series of the one cluster that has a database of their name, and are kept and pruned
+/// with it; other series are untouched.
+#[tokio::test]
+async fn legacy_backups_join_the_series_of_their_database() {
+    let r = Repo::new();
+    let repo = open(&r.url).await;
+    let t0 = Utc::now() - Duration::hours(10);
+    let mut legacy = Vec::new();
+    for h in 0..3 {
+        legacy.push(write_backup(&repo, t0 + Duration::hours(h), &[]).await);
+    }
+    assert_eq!(legacy[0].series.to_string(), "postgres::app");
+    let new = write_backup_in(
+        &repo,
+        t0 + Duration::hours(4),
+        &[],
+        Some("postgres:7301:app"),
+    )
+    .await;
+    let other = write_backup_in(&repo, t0 + Duration::hours(5), &[], Some("files:web1:/srv")).await;
+
+    let listed = repo.list_backups().await.unwrap();
+    assert_eq!(listed.len(), 5);
+    assert!(listed
+        .iter()
+        .filter(|m| m.id != other.id)
+        .all(|m| m.series.to_string() == "postgres:7301:app"));
+    let app = repo
+        .latest(&"app".parse::<dr::core::SeriesSelector>().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(app.id, new.id);
+
+    let report = prune(&repo, &keep_last(2).into(), &PruneOptions::default())
+        .await
+        .unwrap();
+    // The app series (3 legacy + 1 new) keeps its 2 newest; the directory keeps its one.
+    assert_eq!(
+        report.deleted,
+        vec![legacy[0].id.clone(), legacy[1].id.clone()]
+    );
+    let left: Vec<String> = repo
+        .list_backups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(left, vec![other.id, new.id, legacy[2].id.clone()]);
 }

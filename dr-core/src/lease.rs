@@ -67,6 +67,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::names::{check_lease_name, host_name, random_hex};
 use crate::repo::Repository;
 use crate::storage::{PutOptions, StorageExt, StorageTarget};
 
@@ -240,7 +241,7 @@ impl Lease {
     /// processes that schedule the same job only one runs it. Independent of the exclusive
     /// lease and of other jobs' leases. `job` is a plain name: letters, digits, `-`, `_`, `.`.
     pub async fn job(repo: &Repository, job: &str, wait: Option<Duration>) -> Result<Lease> {
-        check_name(job)?;
+        check_lease_name(job)?;
         Lease::acquire(
             repo,
             &format!("{JOB_PREFIX}{job}"),
@@ -271,7 +272,7 @@ impl Lease {
         wait: Option<Duration>,
         opts: &LeaseOptions,
     ) -> Result<Lease> {
-        check_name(name)?;
+        check_lease_name(name)?;
         if opts.ttl < Duration::from_millis(30) {
             return Err(Error::invalid(
                 "a lease's time to live must be at least 30 ms",
@@ -280,7 +281,7 @@ impl Lease {
         let owner = LeaseOwner {
             host: host_name(),
             pid: std::process::id(),
-            token: random_token()?,
+            token: random_hex(16)?,
         };
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         loop {
@@ -688,7 +689,7 @@ pub async fn list(repo: &Repository) -> Result<Vec<LeaseStatus>> {
 /// holder is not stopped at once. Returns the record of the holder that was displaced, if
 /// the lease was held or expired.
 pub async fn break_lease(repo: &Repository, name: &str) -> Result<Option<LeaseInfo>> {
-    check_name(name)?;
+    check_lease_name(name)?;
     let storage = repo.storage();
     loop {
         let top = match highest(storage.as_ref(), name).await? {
@@ -717,44 +718,8 @@ pub async fn break_lease(repo: &Repository, name: &str) -> Result<Option<LeaseIn
     }
 }
 
-/// Lease names and job names are plain path segments.
-fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "'{name}' is not a valid lease or job name (letters, digits, '-', '_', '.')"
-        )))
-    }
-}
-
 fn ttl_chrono(ttl: Duration) -> chrono::Duration {
     chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
-}
-
-fn random_token() -> Result<String> {
-    use ring::rand::SecureRandom;
-    let mut buf = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut buf)
-        .map_err(|_| Error::new(ErrorKind::Other, "the system random generator failed"))?;
-    Ok(hex::encode(buf))
 }
 
 #[cfg(test)]
@@ -767,17 +732,5 @@ mod tests {
         let b = object_path("exclusive", 10);
         assert!(a < b, "{a} < {b}");
         assert_eq!(b, "locks/exclusive/00000000000000000010");
-    }
-
-    #[test]
-    fn lease_names_are_plain_segments() {
-        assert!(check_name("job-nightly.v2").is_ok());
-        for bad in ["", "../x", "a/b", ".hidden", "sp ace"] {
-            assert_eq!(
-                check_name(bad).unwrap_err().kind(),
-                ErrorKind::InvalidInput,
-                "{bad}"
-            );
-        }
     }
 }

@@ -24,6 +24,7 @@ pub use storage::{ObjectMeta, ObjectWriter, PutOptions, StorageExt, StorageTarge
 
 pub mod lease;
 pub mod manifest;
+pub mod names;
 pub mod pipeline;
 pub mod progress;
 pub mod prune;
@@ -31,10 +32,12 @@ pub mod replicate;
 pub mod repo;
 pub mod retention;
 pub mod schedule;
+pub mod series;
 
 pub use manifest::{Manifest, ObjectEntry};
 pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};
 pub use progress::{ProgressEvent, ProgressSink, Stage};
 pub use prune::{prune, PruneOptions, PruneReport};
 pub use repo::{RepoConfig, RepoDefaults, RepoKey, Repository};
-pub use retention::{BackupInfo, Decision, RetentionDuration, RetentionPolicy};
+pub use retention::{BackupInfo, Decision, RetentionDuration, RetentionPolicy, SeriesPolicies};
+pub use series::{Series, SeriesSelector};

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Codec;
 use crate::crypto::EncryptionInfo;
 use crate::error::{Error, ErrorKind, Result};
+use crate::series::Series;
 use crate::source::{DumpStats, SourceInfo};
 
 /// The manifest format this version writes; readers refuse newer majors.
@@ -29,6 +30,10 @@ pub struct Manifest {
     pub started_at: DateTime<Utc>,
     /// When the last object was stored.
     pub finished_at: DateTime<Utc>,
+    /// The source this backup belongs to; retention, `latest` and status are per series.
+    /// Manifests written before series existed get [`Series::legacy`] when read.
+    #[serde(default)]
+    pub series: Series,
     /// What was dumped.
     pub source: SourceInfo,
     /// Row and byte counts per table, as read from the payload.
@@ -76,7 +81,7 @@ impl Manifest {
 
     /// Parse and sanity-check a manifest read from storage.
     pub fn from_json(bytes: &[u8]) -> Result<Manifest> {
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+        let mut m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
             Error::new(
                 ErrorKind::Corrupt,
                 "manifest is not valid JSON of the expected shape",
@@ -91,6 +96,9 @@ impl Manifest {
                     m.format
                 ),
             ));
+        }
+        if m.series.kind.is_empty() {
+            m.series = Series::legacy(&m.source);
         }
         if m.objects.is_empty() {
             return Err(Error::corrupt("manifest lists no objects"));

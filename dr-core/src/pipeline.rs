@@ -20,9 +20,11 @@ use ring::digest;
 use crate::codec::Codec;
 use crate::crypto::{Decryptor, EncryptionInfo, Encryptor};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::lease::Clock;
 use crate::manifest::{Manifest, ObjectEntry, MANIFEST_FORMAT};
 use crate::progress::{Meter, ProgressSink, Stage};
 use crate::repo::{new_backup_id, Repository};
+use crate::series::Series;
 use crate::source::{Dumper, RestoreReport, Restorer};
 use crate::stage::{spawn_transform, ByteStream, StageOptions, Transform};
 use crate::storage::PutOptions;
@@ -40,6 +42,10 @@ pub struct BackupOptions {
     pub stages: StageOptions,
     /// Where progress events go.
     pub progress: Option<ProgressSink>,
+    /// The wall clock that stamps the backup's id and times; `None` is the system clock.
+    /// A scheduler passes its own, so that backups carry the times it planned them at
+    /// (and tests on a simulated clock get backups at simulated times).
+    pub clock: Option<Clock>,
 }
 
 impl std::fmt::Debug for BackupOptions {
@@ -85,7 +91,7 @@ pub async fn backup(
         .storage_class
         .clone()
         .or_else(|| repo.config().defaults.storage_class.clone());
-    let started_at = Utc::now();
+    let started_at = opts.clock.as_ref().map_or_else(Utc::now, Clock::now);
     let clock = Instant::now();
 
     // Check the encryptor and codec before the dump starts, so a bad key costs nothing.
@@ -152,6 +158,7 @@ pub async fn backup(
         tool: concat!("dr ", env!("CARGO_PKG_VERSION")).into(),
         started_at,
         finished_at: started_at + chrono::Duration::from_std(clock.elapsed()).unwrap_or_default(),
+        series: Series::of(&dump.source),
         source: dump.source,
         stats,
         codec,

@@ -5,7 +5,8 @@
 //!
 //! 1. take the repository's exclusive lease ([`Lease::exclusive`], not in a dry run), and
 //!    check it is still held before each destructive step;
-//! 2. list the complete backups and [evaluate](RetentionPolicy::evaluate) the policy;
+//! 2. list the complete backups and [evaluate](SeriesPolicies::evaluate) the policies, each
+//!    series on its own;
 //! 3. for each doomed backup, oldest first: delete its **manifest first** (from then on it is
 //!    no longer listed or restorable), then its data objects, then anything else left under
 //!    its folder;
@@ -24,7 +25,8 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::lease::Lease;
 use crate::repo::{Repository, BACKUPS_PREFIX};
-use crate::retention::{BackupInfo, Decision, RetentionPolicy};
+use crate::retention::{BackupInfo, Decision, SeriesPolicies};
+use crate::series::SeriesSelector;
 use crate::storage::StorageExt;
 
 /// How to prune.
@@ -42,6 +44,8 @@ pub struct PruneOptions {
     /// How long to wait for the exclusive repository lease if another process holds it;
     /// `None` fails at once with [`ErrorKind::Locked`].
     pub lease_wait: Option<Duration>,
+    /// Only backups of these series are pruned; the others are kept ("not selected").
+    pub series: SeriesSelector,
 }
 
 impl Default for PruneOptions {
@@ -51,6 +55,7 @@ impl Default for PruneOptions {
             incomplete_grace: Duration::from_secs(24 * 3600),
             now: None,
             lease_wait: None,
+            series: SeriesSelector::any(),
         }
     }
 }
@@ -87,8 +92,9 @@ pub struct PruneReport {
     pub incomplete_removed: Vec<String>,
 }
 
-/// Apply `policy` to `repo`: delete the backups it does not keep, manifest first, and the
-/// incomplete uploads older than the grace period. See the [module docs](self).
+/// Apply `policies` to `repo`, each series under its own policy
+/// ([`SeriesPolicies::evaluate`]): delete the backups they do not keep, manifest first, and
+/// the incomplete uploads older than the grace period. See the [module docs](self).
 ///
 /// An empty policy deletes no backup (incomplete uploads are still cleaned up); refusing an
 /// empty policy is the caller's choice, as `drctl prune` does. On an error the prune stops;
@@ -96,7 +102,7 @@ pub struct PruneReport {
 /// not is an incomplete upload that the next prune removes).
 pub async fn prune(
     repo: &Repository,
-    policy: &RetentionPolicy,
+    policy: &SeriesPolicies,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
     if opts.dry_run {
@@ -110,7 +116,7 @@ pub async fn prune(
 
 async fn prune_locked(
     repo: &Repository,
-    policy: &RetentionPolicy,
+    policy: &SeriesPolicies,
     opts: &PruneOptions,
     lease: Option<&Lease>,
 ) -> Result<PruneReport> {
@@ -119,7 +125,14 @@ async fn prune_locked(
 
     let manifests = repo.list_backups().await?;
     let infos: Vec<BackupInfo> = manifests.iter().map(BackupInfo::from).collect();
-    let decisions = policy.evaluate(&infos, now);
+    let mut decisions = policy.evaluate(&infos, now);
+    for d in decisions
+        .iter_mut()
+        .filter(|d| !opts.series.matches(&d.series))
+    {
+        d.keep = true;
+        d.reasons = vec!["series not selected".into()];
+    }
 
     let mut report = PruneReport {
         dry_run: opts.dry_run,

@@ -44,6 +44,7 @@ use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::lease::{Lease, LeaseOptions, EXCLUSIVE};
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::repo::{RepoConfig, Repository, CONFIG_PATH};
+use crate::series::SeriesSelector;
 use crate::storage::{PutOptions, StorageExt, StorageTarget};
 
 /// Which backups to replicate.
@@ -51,7 +52,7 @@ use crate::storage::{PutOptions, StorageExt, StorageTarget};
 pub enum Selection {
     /// Every complete backup of the source.
     All,
-    /// These backups (ids, or `latest`).
+    /// These backups (ids, or `latest`: the newest backup of every series).
     Ids(Vec<String>),
 }
 
@@ -133,16 +134,23 @@ async fn replicate_locked(
         Selection::Ids(ids) => {
             let mut out: Vec<Manifest> = Vec::new();
             for id in ids {
-                let m = src.resolve(&id).await?;
-                if !out.iter().any(|o| o.id == m.id) {
-                    out.push(m);
+                // `latest`: the newest backup of every series (database and uploads alike).
+                let found = if id == "latest" {
+                    src.newest_per_series(&SeriesSelector::any()).await?
+                } else {
+                    vec![src.manifest(&id).await?]
+                };
+                for m in found {
+                    if !out.iter().any(|o| o.id == m.id) {
+                        out.push(m);
+                    }
                 }
             }
             out
         }
     };
     // Oldest first: an interrupted run leaves the newest ones to do.
-    manifests.sort_by(|a, b| a.id.cmp(&b.id));
+    manifests.sort_by(|a, b| crate::repo::newest_first(b, a));
 
     for m in &manifests {
         lease.check()?;

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Codec;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::Manifest;
+pub use crate::names::check_backup_id;
+use crate::names::random_hex;
+use crate::series::{Series, SeriesSelector};
 use crate::storage::{PutOptions, StorageExt, StorageTarget};
 
 /// The repository format this version writes.
@@ -40,9 +43,13 @@ pub struct RepoConfig {
     pub defaults: RepoDefaults,
     /// Keys whose holders may open backups. Public information only: ids and KDF parameters.
     pub keys: Vec<RepoKey>,
-    /// The retention policy `drctl prune` applies when given no `--keep-…` flags.
+    /// The retention policy `drctl prune` applies when given no `--keep-…` flags: to every
+    /// series that `retention_series` has no policy for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::retention::RetentionPolicy>,
+    /// Policies of particular series (the first whose selector matches applies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention_series: Vec<crate::retention::SeriesPolicy>,
 }
 
 /// Defaults applied to new backups unless a caller overrides them.
@@ -91,6 +98,20 @@ impl RepoConfig {
             defaults,
             keys,
             retention: None,
+            retention_series: Vec::new(),
+        })
+    }
+}
+
+impl RepoConfig {
+    /// The stored retention policies, if any is stored.
+    pub fn retention_policies(&self) -> Option<crate::retention::SeriesPolicies> {
+        if self.retention.is_none() && self.retention_series.is_empty() {
+            return None;
+        }
+        Some(crate::retention::SeriesPolicies {
+            default: self.retention.clone().unwrap_or_default(),
+            series: self.retention_series.clone(),
         })
     }
 }
@@ -194,15 +215,55 @@ impl Repository {
         Ok(dirs)
     }
 
-    /// Complete backups, newest first.
+    /// Complete backups, newest first: by the finish time their manifests record, ties
+    /// broken by id (never by the id alone, whose time is the start and may be coarse).
+    ///
+    /// Legacy manifests (written before series existed) are given the origin of the one
+    /// known series of their kind and name ([`Series::adopt_legacy`]).
     pub async fn list_backups(&self) -> Result<Vec<Manifest>> {
         let mut out = Vec::new();
-        for (id, committed) in self.backup_dirs().await?.into_iter().rev() {
+        for (id, committed) in self.backup_dirs().await? {
             if committed {
                 out.push(self.manifest(&id).await?);
             }
         }
+        Series::adopt_legacy(out.iter_mut().map(|m| &mut m.series));
+        out.sort_by(newest_first);
         Ok(out)
+    }
+
+    /// Complete backups of the series `selector` picks, newest first.
+    pub async fn list_series(&self, selector: &SeriesSelector) -> Result<Vec<Manifest>> {
+        let mut all = self.list_backups().await?;
+        all.retain(|m| selector.matches(&m.series));
+        Ok(all)
+    }
+
+    /// The newest complete backup of each series `selector` picks, newest first.
+    pub async fn newest_per_series(&self, selector: &SeriesSelector) -> Result<Vec<Manifest>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = self.list_series(selector).await?;
+        out.retain(|m| seen.insert(m.series.clone()));
+        Ok(out)
+    }
+
+    /// The newest complete backup of the series `selector` picks.
+    pub async fn latest(&self, selector: &SeriesSelector) -> Result<Manifest> {
+        self.list_series(selector)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                let which = if selector.is_any() {
+                    String::new()
+                } else {
+                    format!(" of series '{selector}'")
+                };
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("no complete backups{which} in {}", self.storage.describe()),
+                )
+            })
     }
 
     /// Ids of backups that have data but no manifest: failed or running.
@@ -261,25 +322,36 @@ impl Repository {
             .context("backup", &manifest.id)
     }
 
-    /// Resolve `latest` or an id to a complete backup's manifest.
-    pub async fn resolve(&self, id_or_latest: &str) -> Result<Manifest> {
+    /// Resolve `latest` or an id to a complete backup's manifest, of a series `selector`
+    /// picks: `latest` is the newest such backup ([`Repository::latest`]); an id of a
+    /// backup of another series is refused, naming the series it belongs to.
+    ///
+    /// Commands pass the kind of source they can use (a database restore
+    /// `SeriesSelector::kind("postgres")`), narrowed by the user's `--series`.
+    pub async fn resolve(&self, id_or_latest: &str, selector: &SeriesSelector) -> Result<Manifest> {
         if id_or_latest == "latest" {
-            let dirs = self.backup_dirs().await?;
-            let newest = dirs.iter().rev().find(|(_, committed)| **committed);
-            match newest {
-                Some((id, _)) => self.manifest(id).await,
-                None => Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no complete backups in {}", self.storage.describe()),
-                )),
-            }
-        } else {
-            self.manifest(id_or_latest).await
+            return self.latest(selector).await;
         }
+        let m = self.manifest(id_or_latest).await?;
+        if !selector.matches(&m.series) {
+            return Err(Error::invalid(format!(
+                "backup '{}' belongs to series '{}', not to '{selector}'",
+                m.id, m.series
+            )));
+        }
+        Ok(m)
     }
 }
 
-/// A new backup id: `20261125T020000Z-pg-7f3a` (UTC start time, source, random suffix).
+/// Newest first by finish time, then by id (the order of [`Repository::list_backups`]).
+pub fn newest_first(a: &Manifest, b: &Manifest) -> std::cmp::Ordering {
+    b.finished_at
+        .cmp(&a.finished_at)
+        .then_with(|| b.id.cmp(&a.id))
+}
+
+/// A new backup id: `20261125T020000.123Z-pg-7f3a` (UTC start time to the millisecond,
+/// source, random suffix). Ids written before sub-second precision lack the `.123`.
 pub fn new_backup_id(started_at: DateTime<Utc>, source_kind: &str) -> Result<String> {
     let short: String = match source_kind {
         "postgres" => "pg".into(),
@@ -292,32 +364,8 @@ pub fn new_backup_id(started_at: DateTime<Utc>, source_kind: &str) -> Result<Str
     };
     Ok(format!(
         "{}-{}-{}",
-        started_at.format("%Y%m%dT%H%M%SZ"),
+        started_at.format("%Y%m%dT%H%M%S%.3fZ"),
         if short.is_empty() { "x".into() } else { short },
         random_hex(2)?
     ))
-}
-
-/// Ids are plain path segments: letters, digits, `-`, `_`, `.`; no traversal.
-pub fn check_backup_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("'{id}' is not a valid backup id")))
-    }
-}
-
-fn random_hex(n: usize) -> Result<String> {
-    use ring::rand::SecureRandom;
-    let mut buf = vec![0u8; n];
-    ring::rand::SystemRandom::new()
-        .fill(&mut buf)
-        .map_err(|_| Error::new(ErrorKind::Other, "the system random generator failed"))?;
-    Ok(hex::encode(buf))
 }

@@ -53,6 +53,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
+use crate::series::{Series, SeriesSelector};
 
 /// A retention policy: restic's `forget` rules plus a time zone and a label filter.
 ///
@@ -155,6 +156,10 @@ pub struct BackupInfo {
     /// Whether the backup is committed (has a manifest). Incomplete backups are neither
     /// counted nor deleted by a policy; prune removes them after a grace period.
     pub complete: bool,
+    /// The source it belongs to. [`SeriesPolicies::evaluate`] applies a policy to each
+    /// series on its own; [`RetentionPolicy::evaluate`] treats its input as one series.
+    #[serde(default)]
+    pub series: Series,
 }
 
 impl BackupInfo {
@@ -166,7 +171,14 @@ impl BackupInfo {
             labels: Vec::new(),
             pinned: false,
             complete: true,
+            series: Series::default(),
         }
+    }
+
+    /// The same backup, in `series`.
+    pub fn in_series(mut self, series: Series) -> Self {
+        self.series = series;
+        self
     }
 }
 
@@ -178,6 +190,7 @@ impl From<&Manifest> for BackupInfo {
             labels: m.labels.clone(),
             pinned: m.pinned,
             complete: true,
+            series: m.series.clone(),
         }
     }
 }
@@ -194,6 +207,9 @@ pub struct Decision {
     /// Why it is kept (`hourly #3`, `within-daily 7d`, `pinned`, `newest complete backup`,
     /// `not selected by labels`), in rule order; empty for a backup to delete.
     pub reasons: Vec<String>,
+    /// The series it belongs to (its rules counted only that series' backups).
+    #[serde(default)]
+    pub series: Series,
 }
 
 /// A calendar duration in restic's units: years, months, days and hours.
@@ -511,6 +527,7 @@ impl RetentionPolicy {
                 time: b.time,
                 keep: !reasons.is_empty(),
                 reasons,
+                series: b.series.clone(),
             })
             .collect()
     }
@@ -640,6 +657,108 @@ impl fmt::Display for RetentionPolicy {
             write!(f, " ({})", notes.join("; "))?;
         }
         Ok(())
+    }
+}
+
+/// Retention for a repository that holds several series: a default policy, and policies
+/// for the series that need their own (the uploads directory kept 30 days, the database by
+/// the runbook's 24/7/4/12).
+///
+/// [`evaluate`](SeriesPolicies::evaluate) groups the backups by [`Series`] and applies to
+/// each group, on its own, the first policy whose selector matches it (else the default):
+/// every series gets its own hourly, daily, weekly and monthly slots and its own "newest
+/// complete backup" protection, as restic groups snapshots by host and paths. A backup of
+/// one source never takes a slot from another's.
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// use dr_core::retention::{BackupInfo, RetentionPolicy, SeriesPolicies};
+///
+/// let db = "postgres:7301:app".parse().unwrap();
+/// let uploads = "files:web1:/srv/uploads".parse().unwrap();
+/// let at = |h| Utc.with_ymd_and_hms(2026, 11, 20, h, 0, 0).unwrap();
+/// let backups = vec![
+///     BackupInfo::new("db-1", at(1)).in_series(db),
+///     BackupInfo::new("up-1", at(2)).in_series(uploads),
+/// ];
+/// let policies = SeriesPolicies::new(RetentionPolicy { keep_last: Some(1), ..Default::default() });
+/// let decisions = policies.evaluate(&backups, at(3));
+/// assert!(decisions.iter().all(|d| d.keep)); // each is the newest of its own series
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesPolicies {
+    /// The policy of every series no entry of `series` selects.
+    pub default: RetentionPolicy,
+    /// Policies for particular series; the first whose selector matches applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<SeriesPolicy>,
+}
+
+impl From<RetentionPolicy> for SeriesPolicies {
+    fn from(default: RetentionPolicy) -> Self {
+        SeriesPolicies::new(default)
+    }
+}
+
+/// A policy for the series a selector picks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesPolicy {
+    /// Which series (`postgres:*:app`, `/srv/app/uploads`, `files`).
+    pub selector: SeriesSelector,
+    /// Their policy.
+    pub policy: RetentionPolicy,
+}
+
+impl SeriesPolicies {
+    /// One policy for every series.
+    pub fn new(default: RetentionPolicy) -> Self {
+        SeriesPolicies {
+            default,
+            series: Vec::new(),
+        }
+    }
+
+    /// Add (or, for the same selector, replace) the policy of the series `selector` picks.
+    pub fn set(&mut self, selector: SeriesSelector, policy: RetentionPolicy) {
+        match self.series.iter_mut().find(|p| p.selector == selector) {
+            Some(p) => p.policy = policy,
+            None => self.series.push(SeriesPolicy { selector, policy }),
+        }
+    }
+
+    /// The policy that applies to `series`.
+    pub fn policy_for(&self, series: &Series) -> &RetentionPolicy {
+        self.series
+            .iter()
+            .find(|p| p.selector.matches(series))
+            .map_or(&self.default, |p| &p.policy)
+    }
+
+    /// Whether every policy is empty (so nothing would ever be deleted).
+    pub fn is_empty(&self) -> bool {
+        self.default.is_empty() && self.series.iter().all(|p| p.policy.is_empty())
+    }
+
+    /// Decide for every backup, each series on its own under its own policy. Returns one
+    /// decision per backup, in the order of `backups`; pure, like
+    /// [`RetentionPolicy::evaluate`].
+    pub fn evaluate(&self, backups: &[BackupInfo], now: DateTime<Utc>) -> Vec<Decision> {
+        let mut groups: std::collections::BTreeMap<&Series, Vec<usize>> = Default::default();
+        for (i, b) in backups.iter().enumerate() {
+            groups.entry(&b.series).or_default().push(i);
+        }
+        let mut out: Vec<Option<Decision>> = vec![None; backups.len()];
+        for (series, members) in groups {
+            let group: Vec<BackupInfo> = members.iter().map(|&i| backups[i].clone()).collect();
+            let decisions = self.policy_for(series).evaluate(&group, now);
+            for (i, d) in members.into_iter().zip(decisions) {
+                out[i] = Some(d);
+            }
+        }
+        out.into_iter()
+            .map(|d| d.expect("every backup is in one group"))
+            .collect()
     }
 }
 

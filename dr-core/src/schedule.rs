@@ -98,6 +98,8 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, ErrorKind, Result};
 pub use crate::lease::Clock;
 use crate::lease::{Lease, LeaseOptions, DEFAULT_TTL, JOB_PREFIX};
+pub use crate::names::check_job_name;
+use crate::names::host_name;
 use crate::progress::{ProgressEvent, ProgressSink, Stage};
 use crate::repo::Repository;
 use crate::storage::{PutOptions, StorageExt};
@@ -568,7 +570,11 @@ impl JobError {
 pub struct RpoStatus {
     /// The objective, in seconds.
     pub rpo_secs: u64,
-    /// The newest complete backup, if any.
+    /// The series judged: of the repository's series, the one whose newest backup is
+    /// oldest (every series is within the objective exactly when this one is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<crate::series::Series>,
+    /// That series' newest complete backup, if any.
     pub newest_backup: Option<String>,
     /// When it started (its data is at least that fresh).
     pub newest_backup_at: Option<DateTime<Utc>>,
@@ -699,6 +705,7 @@ pub struct JobContext {
     kind: JobKind,
     scheduled_for: DateTime<Utc>,
     repo: Repository,
+    clock: Clock,
     events: broadcast::Sender<SchedulerEvent>,
     cancel: watch::Receiver<bool>,
 }
@@ -722,6 +729,11 @@ impl JobContext {
     /// The job's kind.
     pub fn kind(&self) -> &JobKind {
         &self.kind
+    }
+
+    /// The scheduler's wall clock: backups a job takes are stamped with it.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The tick this run is for.
@@ -1381,6 +1393,7 @@ async fn execute(
         kind: job.kind.clone(),
         scheduled_for,
         repo: inner.repo.clone(),
+        clock: clock.clone(),
         events: inner.events.clone(),
         cancel: inner.cancel.subscribe(),
     };
@@ -1500,26 +1513,35 @@ async fn release(lease: Option<Lease>) {
 
 async fn rpo_status(repo: &Repository, rpo: Duration, now: DateTime<Utc>) -> Option<RpoStatus> {
     let rpo_secs = rpo.as_secs();
-    match repo.resolve("latest").await {
-        Ok(m) => {
+    match repo
+        .newest_per_series(&crate::series::SeriesSelector::any())
+        .await
+    {
+        Ok(newest) => {
+            // The stalest series decides: a fresh uploads backup must not hide a database
+            // whose backups stopped.
+            let Some(m) = newest.into_iter().min_by_key(|m| m.started_at) else {
+                return Some(RpoStatus {
+                    rpo_secs,
+                    series: None,
+                    newest_backup: None,
+                    newest_backup_at: None,
+                    age_secs: None,
+                    within: false,
+                });
+            };
             let age = (now - m.started_at).num_seconds().max(0) as u64;
             Some(RpoStatus {
                 rpo_secs,
+                series: Some(m.series),
                 newest_backup: Some(m.id),
                 newest_backup_at: Some(m.started_at),
                 age_secs: Some(age),
                 within: age <= rpo_secs,
             })
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => Some(RpoStatus {
-            rpo_secs,
-            newest_backup: None,
-            newest_backup_at: None,
-            age_secs: None,
-            within: false,
-        }),
         Err(e) => {
-            tracing::warn!(error = %e.report(), "could not find the newest backup for the RPO check");
+            tracing::warn!(error = %e.report(), "could not find the newest backups for the RPO check");
             None
         }
     }
@@ -1560,35 +1582,8 @@ pub async fn write_record(repo: &Repository, outcome: &JobOutcome) -> Result<()>
         .map_err(|e| e.with_context("job", &outcome.job))
 }
 
-/// Job names are plain path segments (they name leases and records).
-pub fn check_job_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "'{name}' is not a valid job name (letters, digits, '-', '_', '.')"
-        )))
-    }
-}
-
 fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
 }
 
 /// Parse a duration such as `90s`, `5m`, `1h30m`, `2h`, `7d` (seconds, minutes, hours,

@@ -16,6 +16,11 @@ pub struct SourceInfo {
     pub format: String,
     /// The name of what was dumped (database name, directory).
     pub name: String,
+    /// Where the source lives, so that sources of the same name elsewhere are told apart:
+    /// a PostgreSQL cluster's system identifier, the host of a directory. Together with
+    /// `kind` and `name` it makes the backup's [`Series`](crate::Series).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// The server's version, if the source is a server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,

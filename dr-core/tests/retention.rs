@@ -8,8 +8,11 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use chrono_tz::Tz;
-use dr_core::retention::{BackupInfo, Decision, RetentionDuration, RetentionPolicy};
+use dr_core::retention::{
+    BackupInfo, Decision, RetentionDuration, RetentionPolicy, SeriesPolicies,
+};
 use dr_core::ErrorKind;
+use dr_core::Series;
 use proptest::prelude::*;
 use rstest::rstest;
 
@@ -457,6 +460,7 @@ fn arb_backup() -> impl Strategy<Value = BackupInfo> {
                 labels: labels.into_iter().map(String::from).collect(),
                 pinned,
                 complete,
+                series: Default::default(),
             }
         })
 }
@@ -591,5 +595,81 @@ proptest! {
     fn an_empty_policy_keeps_everything(backups in arb_history(), now in arb_now()) {
         let policy = RetentionPolicy::default();
         prop_assert!(policy.evaluate(&backups, now).iter().all(|d| d.keep));
+    }
+}
+
+// ----- several series in one repository ---------------------------------------------------
+
+const SERIES: [&str; 4] = [
+    "postgres:7301:app",
+    "postgres:7301:shop",
+    "files:web1:/srv/uploads",
+    "postgres::app",
+];
+
+fn arb_series_history() -> impl Strategy<Value = Vec<BackupInfo>> {
+    prop::collection::vec(
+        (arb_backup(), prop::sample::select(&SERIES[..])).prop_map(|(b, s)| {
+            let series: Series = s.parse().unwrap();
+            BackupInfo {
+                id: format!("{}-{}", b.id, series.name),
+                ..b
+            }
+            .in_series(series)
+        }),
+        0..120,
+    )
+}
+
+fn arb_series_policies() -> impl Strategy<Value = SeriesPolicies> {
+    (
+        arb_policy(),
+        prop::collection::vec(
+            (
+                prop::sample::select(&["app", "files", "postgres:*:shop", "postgres:7301:app"][..]),
+                arb_policy(),
+            ),
+            0..3,
+        ),
+    )
+        .prop_map(|(default, special)| {
+            let mut p = SeriesPolicies::new(default);
+            for (selector, policy) in special {
+                p.set(selector.parse().unwrap(), policy);
+            }
+            p
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Prune never deletes a backup that the policy keeps for its own series, nor the
+    /// newest of any series: each series is decided exactly as if it were alone.
+    #[test]
+    fn each_series_is_kept_as_if_it_were_alone(
+        backups in arb_series_history(), policies in arb_series_policies(), now in arb_now()
+    ) {
+        let decisions = policies.evaluate(&backups, now);
+        prop_assert_eq!(decisions.len(), backups.len());
+        for series in SERIES.iter().map(|s| s.parse::<Series>().unwrap()) {
+            let alone: Vec<BackupInfo> =
+                backups.iter().filter(|b| b.series == series).cloned().collect();
+            let own = policies.policy_for(&series).evaluate(&alone, now);
+            let mixed: Vec<&Decision> =
+                decisions.iter().filter(|d| d.series == series).collect();
+            prop_assert_eq!(own.len(), mixed.len());
+            for (a, m) in own.iter().zip(&mixed) {
+                prop_assert_eq!(a, *m, "series {}", series);
+            }
+            let newest = alone
+                .iter()
+                .filter(|b| b.complete)
+                .max_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+            if let Some(newest) = newest {
+                let d = decisions.iter().find(|d| d.id == newest.id).unwrap();
+                prop_assert!(d.keep, "the newest backup of {} is kept", series);
+            }
+        }
     }
 }

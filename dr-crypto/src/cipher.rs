@@ -7,6 +7,11 @@ use dr_core::{Error, ErrorKind, Result};
 use ring::aead;
 use serde::{Deserialize, Serialize};
 
+/// Bytes in a key of either cipher: data keys, and the master keys that wrap them.
+pub const KEY_BYTES: usize = 32;
+/// Bytes of the authentication tag either cipher appends to what it seals.
+pub const TAG_BYTES: usize = 16;
+
 /// The AEAD cipher that seals a stream's chunks.
 ///
 /// Both take a 256-bit key and a 96-bit nonce and append a 128-bit tag. AES-256-GCM is the

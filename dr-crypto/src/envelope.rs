@@ -11,12 +11,12 @@ use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf;
 use zeroize::Zeroizing;
 
-use crate::cipher::Cipher;
+use crate::cipher::{Cipher, KEY_BYTES, TAG_BYTES};
 use crate::identity::{unsupported_recipient, Identity, Recipient};
-use crate::keys::{fill_random, MasterKey, KEY_BYTES};
+use crate::keys::MasterKey;
+use crate::random::fill_random;
 use crate::stream::{
     check_chunk_bytes, Header, StreamOpener, StreamSealer, DEFAULT_CHUNK_BYTES, SALT_BYTES,
-    TAG_BYTES,
 };
 use crate::x25519::X25519_WRAP_METHOD;
 

@@ -8,8 +8,11 @@ use dr_core::{Error, ErrorKind, Result};
 use zeroize::Zeroizing;
 
 use crate::age::{AgeIdentity, AgeRecipient, AGE_IDENTITY_PREFIX, AGE_RECIPIENT_PREFIX};
-use crate::keys::{read_secret_file, write_secret_file, KeyText, MasterKey, KEY_FILE_PREFIX};
-use crate::x25519::{X25519Identity, X25519Recipient, IDENTITY_PREFIX, RECIPIENT_PREFIX};
+use crate::key_file::{
+    read_secret_file, write_secret_file, KeyText, IDENTITY_PREFIX, KEY_FILE_PREFIX,
+};
+use crate::keys::MasterKey;
+use crate::x25519::{X25519Identity, X25519Recipient, RECIPIENT_PREFIX};
 
 /// A secret that can open streams: a symmetric master key (key file or passphrase), an
 /// X25519 identity (for `dr-aead-v1` repositories with public recipients), or an age X25519

@@ -1,23 +1,19 @@
 //! Master keys, passphrases and key files.
 
 use std::fmt;
-use std::io::Write;
 use std::num::NonZeroU32;
 use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use dr_core::{Error, ErrorKind, Result};
-use ring::rand::{SecureRandom, SystemRandom};
 use ring::{hmac, pbkdf2};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-/// Bytes in a master key (and in a data key).
-pub const KEY_BYTES: usize = 32;
-
-/// The prefix of the key line in a key file.
-pub const KEY_FILE_PREFIX: &str = "DR-KEY-V1-";
+use crate::cipher::KEY_BYTES;
+use crate::key_file::{read_secret_file, write_secret_file, KeyText, KEY_FILE_PREFIX};
+use crate::random::fill_random;
 
 /// The only key-derivation function [`KdfParams`] names today.
 pub const KDF_PBKDF2_HMAC_SHA256: &str = "pbkdf2-hmac-sha256";
@@ -173,65 +169,6 @@ impl fmt::Debug for MasterKey {
     }
 }
 
-/// The parts of a key or identity file that every kind shares: one non-comment line, and
-/// the key id recorded in a `# dr … key id <16 hex digits>` comment, if any.
-pub(crate) struct KeyText<'a> {
-    pub(crate) line: &'a str,
-    recorded_id: Option<String>,
-}
-
-impl<'a> KeyText<'a> {
-    /// Lines are split on `\n` (a trailing `\r` is ignored) and trimmed; blank lines and
-    /// `#` comments are skipped; exactly one other line must remain.
-    pub(crate) fn parse(text: &'a str) -> Result<KeyText<'a>> {
-        let mut line = None;
-        let mut recorded_id = None;
-        for l in text.lines() {
-            let l = l.trim();
-            if l.is_empty() {
-                continue;
-            }
-            if let Some(comment) = l.strip_prefix('#') {
-                let comment = comment.trim_start();
-                let rest = comment
-                    .strip_prefix("dr master key id ")
-                    .or_else(|| comment.strip_prefix("dr identity key id "));
-                if let Some(rest) = rest {
-                    let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
-                    if id.len() == 16 {
-                        recorded_id = Some(id.to_ascii_lowercase());
-                    }
-                }
-                continue;
-            }
-            if line.is_some() {
-                return Err(Error::invalid(
-                    "not a dr key file: it has more than one non-comment line",
-                ));
-            }
-            line = Some(l);
-        }
-        let line = line.ok_or_else(|| {
-            Error::invalid(format!(
-                "not a dr key file: no line starting with {KEY_FILE_PREFIX} or {}",
-                crate::x25519::IDENTITY_PREFIX
-            ))
-        })?;
-        Ok(KeyText { line, recorded_id })
-    }
-
-    /// Fail if a key id was recorded in a comment and differs from `id`.
-    pub(crate) fn check_id(&self, id: &str) -> Result<()> {
-        match &self.recorded_id {
-            Some(recorded) if recorded != id => Err(Error::invalid(format!(
-                "the key file is damaged: its key line does not match the key id {recorded} \
-                 recorded in its comment"
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// Write `key` to a new key file at `path`, readable only by its owner (mode 0600 on Unix).
 ///
 /// Never overwrites: if `path` exists the call fails with [`ErrorKind::AlreadyExists`], since
@@ -240,57 +177,12 @@ pub fn write_key_file(path: &Path, key: &MasterKey) -> Result<()> {
     write_secret_file(path, &Zeroizing::new(key.to_key_file()))
 }
 
-/// Write `text` (a key or identity file) to a new file at `path`, mode 0600; never overwrites.
-pub(crate) fn write_secret_file(path: &Path, text: &str) -> Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::new(
-                ErrorKind::AlreadyExists,
-                "refusing to overwrite an existing key file: move it away first if it is no \
-                 longer needed",
-            )
-            .with_source(e)
-        } else {
-            Error::io("creating the key file", e)
-        }
-        .with_context("path", path.display())
-    })?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("writing the key file", e).with_context("path", path.display()))
-}
-
 /// Read a key file written by [`write_key_file`] (or by hand in the same format).
 ///
 /// Fails with [`ErrorKind::NotFound`] if there is no file at `path`, and with
 /// [`ErrorKind::InvalidInput`] if its contents are not a valid key; both name the path.
 pub fn read_key_file(path: &Path) -> Result<MasterKey> {
     read_secret_file(path, MasterKey::from_key_file)
-}
-
-/// Read a small secret text file and parse it with `parse`; errors name the path.
-pub(crate) fn read_secret_file<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T>) -> Result<T> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-        let kind = e.kind();
-        let error = if kind == std::io::ErrorKind::NotFound {
-            Error::new(ErrorKind::NotFound, "key file not found").with_source(e)
-        } else {
-            Error::io("reading the key file", e)
-        };
-        error.with_context("path", path.display())
-    })?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        Error::invalid("not a dr key file: it is not UTF-8 text")
-            .with_context("path", path.display())
-    })?;
-    parse(text).map_err(|e| e.with_context("path", path.display()))
 }
 
 /// A passphrase that a master key is derived from (see [`MasterKey::from_passphrase`]).
@@ -349,14 +241,4 @@ impl KdfParams {
             salt: hex::encode(salt),
         })
     }
-}
-
-/// Fill `buf` from the operating system's random number generator.
-pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
-    SystemRandom::new().fill(buf).map_err(|_| {
-        Error::new(
-            ErrorKind::Other,
-            "the operating system's random number generator failed",
-        )
-    })
 }

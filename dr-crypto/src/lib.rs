@@ -57,7 +57,9 @@ mod age;
 mod cipher;
 mod envelope;
 mod identity;
+mod key_file;
 mod keys;
+mod random;
 mod stream;
 mod x25519;
 
@@ -68,17 +70,15 @@ pub use age::{
     AgeDecryptor, AgeEncryptor, AgeIdentity, AgeRecipient, AGE_IDENTITY_PREFIX,
     AGE_RECIPIENT_PREFIX, AGE_SCHEME, AGE_STANZA_METHOD,
 };
-pub use cipher::Cipher;
+pub use cipher::{Cipher, KEY_BYTES, TAG_BYTES};
 pub use envelope::{check_wrapped_key, rewrap, AeadDecryptor, AeadEncryptor, SCHEME, WRAP_METHOD};
 pub use identity::{read_identity_file, write_identity_file, Identity, Recipient};
+pub use key_file::{IDENTITY_PREFIX, KEY_FILE_PREFIX};
 pub use keys::{
     read_key_file, write_key_file, KdfParams, MasterKey, Passphrase, DEFAULT_KDF_ITERATIONS,
-    KDF_PBKDF2_HMAC_SHA256, KEY_BYTES, KEY_FILE_PREFIX,
+    KDF_PBKDF2_HMAC_SHA256,
 };
 pub use stream::{
     DEFAULT_CHUNK_BYTES, HEADER_BYTES, MAGIC, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, SALT_BYTES,
-    TAG_BYTES,
 };
-pub use x25519::{
-    X25519Identity, X25519Recipient, IDENTITY_PREFIX, RECIPIENT_PREFIX, X25519_WRAP_METHOD,
-};
+pub use x25519::{X25519Identity, X25519Recipient, RECIPIENT_PREFIX, X25519_WRAP_METHOD};

@@ -10,8 +10,7 @@ use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf;
 use zeroize::Zeroize;
 
-use crate::cipher::Cipher;
-use crate::keys::KEY_BYTES;
+use crate::cipher::{Cipher, KEY_BYTES, TAG_BYTES};
 
 /// The first 8 bytes of every stream: `DRAEAD`, a zero byte, format version 1.
 pub const MAGIC: [u8; 8] = *b"DRAEAD\x00\x01";
@@ -19,8 +18,6 @@ pub const MAGIC: [u8; 8] = *b"DRAEAD\x00\x01";
 pub const HEADER_BYTES: usize = 8 + 1 + 4 + SALT_BYTES;
 /// Bytes of the random salt in the header.
 pub const SALT_BYTES: usize = 32;
-/// Bytes of the authentication tag after each chunk's ciphertext.
-pub const TAG_BYTES: usize = 16;
 /// Plaintext bytes per chunk unless chosen otherwise: 64 KiB.
 pub const DEFAULT_CHUNK_BYTES: usize = 64 * 1024;
 /// The smallest chunk size a stream may declare: 1 KiB.

@@ -17,16 +17,14 @@ use ring::{digest, hkdf};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::cipher::Cipher;
-use crate::keys::{fill_random, KEY_BYTES};
-use crate::stream::TAG_BYTES;
+use crate::cipher::{Cipher, KEY_BYTES, TAG_BYTES};
+use crate::key_file::IDENTITY_PREFIX;
+use crate::random::fill_random;
 
 /// The wrapping method recorded in [`WrappedKey::method`] for X25519 recipients.
 pub const X25519_WRAP_METHOD: &str = "x25519-hkdf-aes-256-gcm";
 /// The prefix of a public recipient's text form.
 pub const RECIPIENT_PREFIX: &str = "dr-x25519-v1-";
-/// The prefix of the secret line in an identity file.
-pub const IDENTITY_PREFIX: &str = "DR-X25519-SECRET-V1-";
 
 const KEY_ID_LABEL: &[u8] = b"dr x25519 key id v1";
 const WRAP_INFO: &[u8] = b"dr-aead-v1 x25519 wrap";

@@ -22,6 +22,10 @@ use crate::conn::{apply_libpq_env, connect, db_error, Conn};
 use crate::locale::DatabaseLocale;
 use crate::tools;
 
+/// [`SourceInfo::kind`] of a logical PostgreSQL dump, and so the kind of its backup series:
+/// what `restore --db` and drills resolve `latest` among.
+pub const SOURCE_KIND: &str = "postgres";
+
 /// Size of the chunks the dump stream yields.
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -88,6 +92,23 @@ impl PgDumper {
             .or(self.config.get_user())
             .map(str::to_owned)
             .ok_or_else(|| Error::invalid("the connection configuration names no database"))
+    }
+
+    /// Where the database lives, for its backup series: the cluster's system identifier,
+    /// which a failover to a replica keeps; `host:port` as the connection names it when the
+    /// role may not read the control data.
+    fn origin(&self, snapshot: &Snapshot) -> String {
+        if let Some(id) = &snapshot.system_identifier {
+            return id.clone();
+        }
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}/{port}")
     }
 
     /// The `pg_dump` command that [`Dumper::start`] runs for the exported snapshot
@@ -194,9 +215,10 @@ impl Dumper for PgDumper {
         }
         let source = SourceInfo {
             properties,
-            kind: "postgres".into(),
+            kind: SOURCE_KIND.into(),
             format: "pg_dump-custom".into(),
             name: snapshot.database.clone(),
+            origin: Some(self.origin(&snapshot)),
             server_version: Some(snapshot.server_version.clone()),
             consistent_point: Some(ConsistentPoint {
                 snapshot_time: snapshot.time.clone(),
@@ -232,6 +254,8 @@ struct Snapshot {
     timeline: Option<u32>,
     /// `pg_database_size()`: bytes on disk, indexes and dead rows included.
     database_size: u64,
+    /// `pg_control_system()`'s system identifier, if the role may read it.
+    system_identifier: Option<String>,
 }
 
 async fn export_snapshot(conn: &Conn) -> Result<Snapshot> {
@@ -252,7 +276,9 @@ async fn export_snapshot(conn: &Conn) -> Result<Snapshot> {
                     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
                           ELSE pg_current_wal_lsn() END)::text, \
                     has_function_privilege('pg_control_checkpoint()', 'EXECUTE'), \
-                    pg_database_size(current_database())",
+                    pg_database_size(current_database()), \
+                    CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') \
+                         THEN (SELECT system_identifier::text FROM pg_control_system()) END",
             &[],
         )
         .await
@@ -276,6 +302,7 @@ async fn export_snapshot(conn: &Conn) -> Result<Snapshot> {
         lsn: row.get(5),
         timeline,
         database_size: u64::try_from(row.get::<_, i64>(7)).unwrap_or(0),
+        system_identifier: row.get(8),
     })
 }
 

@@ -56,5 +56,5 @@ pub mod testing;
 pub mod tls;
 mod tools;
 
-pub use dump::PgDumper;
+pub use dump::{PgDumper, SOURCE_KIND};
 pub use restore::PgRestorer;

@@ -11,7 +11,7 @@
 //!
 //! Targets: `s3://bucket/prefix` (and S3-compatible stores through an endpoint override),
 //! `gs://bucket/prefix`, `az://container/prefix`, `file://` (or a plain path) and `memory://`;
-//! see [`from_url_with_options`] for the settings each takes from the environment and from
+//! [`open`] opens any of them with the settings each takes from the environment and from
 //! `key=value` options. Writes stream as multipart uploads that become visible only on
 //! `finish()`. TLS runs on rustls with ring as its crypto provider, installed once when the
 //! first cloud target is opened (no aws-lc-rs).
@@ -44,25 +44,20 @@ mod object;
 pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod upload;
 mod url;
 
-pub use object::{ObjectStoreTarget, UploadConfig};
+pub use object::ObjectStoreTarget;
+pub use upload::UploadConfig;
 
 use std::sync::Arc;
 
 use dr_core::{Error, Result, StorageTarget};
 
-/// Open the storage target a URL names, configured from the environment: `s3://`, `gs://`,
-/// `az://`, `file:///abs/dir` or a plain directory path, or `memory://` (a fresh, empty
-/// in-memory store, for tests). The same as [`from_url_with_options`] without options.
-///
-/// A `file://` directory must exist; use [`create_local_dir`] first when initialising.
-pub fn from_url(url: &str) -> Result<Arc<dyn StorageTarget>> {
-    from_url_with_options::<&str, &str>(url, &[])
-}
-
-/// Open the storage target a URL names, with explicit `key=value` options over the cloud's
-/// standard environment variables.
+/// Open the storage target a URL names, with `key=value` options over the cloud's standard
+/// environment variables: the one way to open storage. URLs: `s3://bucket/prefix`,
+/// `gs://bucket/prefix`, `az://container/prefix`, `file:///abs/dir` or a plain directory
+/// path, or `memory://` (a fresh, empty in-memory store, for tests).
 ///
 /// | URL | environment |
 /// |---|---|
@@ -73,11 +68,12 @@ pub fn from_url(url: &str) -> Result<Arc<dyn StorageTarget>> {
 /// Option keys are object_store's configuration keys for the store (`endpoint`, `region`,
 /// `allow_http`, `access_key_id`, `account_name`, …, with or without the `aws_` / `google_`
 /// / `azure_` prefix), plus `part_size`, `max_parts` and `parts_in_flight` for every scheme
-/// (see [`UploadConfig`]). An unknown key is an error. For an S3-compatible store:
+/// (see [`UploadConfig`]). An unknown key is an error; [`parse_storage_option`] reads the
+/// `key=value` form. For an S3-compatible store:
 ///
 /// ```
 /// use dr_core::StorageTarget;
-/// let target = dr_storage::from_url_with_options(
+/// let target = dr_storage::open(
 ///     "s3://backups/prod",
 ///     &[("endpoint", "http://127.0.0.1:9000"), ("allow_http", "true"),
 ///       ("access_key_id", "minio"), ("secret_access_key", "minio-secret"),
@@ -88,29 +84,12 @@ pub fn from_url(url: &str) -> Result<Arc<dyn StorageTarget>> {
 /// # Ok::<(), dr_core::Error>(())
 /// ```
 ///
-/// Opening does not contact the store; the first request does.
-pub fn from_url_with_options<K: AsRef<str>, V: AsRef<str>>(
-    url: &str,
-    options: &[(K, V)],
-) -> Result<Arc<dyn StorageTarget>> {
-    Ok(Arc::new(open(url, options)?))
-}
-
-/// [`from_url_with_options`] behind a [`retry::RetryingTarget`] with the default policy:
-/// transient errors are retried and interrupted reads resumed. What long-running processes,
-/// command-line tools and copies to a second region want.
-pub fn from_url_retrying<K: AsRef<str>, V: AsRef<str>>(
-    url: &str,
-    options: &[(K, V)],
-) -> Result<Arc<dyn StorageTarget>> {
-    Ok(Arc::new(retry::RetryingTarget::new(
-        from_url_with_options(url, options)?,
-        retry::RetryPolicy::default(),
-    )))
-}
-
-/// Like [`from_url_with_options`], but returns the concrete [`ObjectStoreTarget`], for callers
-/// that want its [`UploadConfig`] or memory budget.
+/// The result is the concrete [`ObjectStoreTarget`] (its [`UploadConfig`] and memory budget
+/// stay visible); share it as an `Arc<dyn StorageTarget>`, or call
+/// [`ObjectStoreTarget::retrying`] for the target that long-running processes, command-line
+/// tools and copies to a second region want. Opening does not contact the store; the first
+/// request does. A `file://` directory must exist; use [`create_local_dir`] first when
+/// initialising.
 pub fn open<K: AsRef<str>, V: AsRef<str>>(
     url: &str,
     options: &[(K, V)],
@@ -120,6 +99,12 @@ pub fn open<K: AsRef<str>, V: AsRef<str>>(
         .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
         .collect();
     url::open(url, &options)
+}
+
+/// [`open`] without options, shared and without retries: the shorthand of tests and
+/// examples.
+pub fn from_url(url: &str) -> Result<Arc<dyn StorageTarget>> {
+    Ok(Arc::new(open::<&str, &str>(url, &[])?))
 }
 
 /// Parse `key=value` (as given to `drctl --storage-opt`) into a pair.

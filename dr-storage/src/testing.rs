@@ -13,7 +13,7 @@
 //! use dr_storage::testing::MotoServer;
 //! let s3 = MotoServer::start().await?;
 //! s3.create_bucket("dr-test").await?;
-//! let target = dr_storage::from_url_with_options("s3://dr-test/repo", &s3.options())?;
+//! let target = dr_storage::open("s3://dr-test/repo", &s3.options())?;
 //! # Ok(()) }
 //! ```
 //!

@@ -33,7 +33,8 @@ use object_store::ObjectStore;
 
 use dr_core::{Error, ErrorKind, Result};
 
-use crate::object::{ClassDialect, ObjectStoreTarget, UploadConfig};
+use crate::object::{ClassDialect, ObjectStoreTarget};
+use crate::upload::UploadConfig;
 
 /// Install ring as rustls' process-wide crypto provider, once. The cloud stores' HTTP client
 /// (reqwest built with `rustls-no-provider`) uses it; an application that installed a
@@ -290,23 +291,6 @@ fn build_error(e: object_store::Error, description: &str) -> Error {
     .with_source(e)
 }
 
-/// Parse a byte size: `8388608`, `8MiB`, `8M`, `512KiB`, `1GiB` (binary units; `MB` is
-/// taken as `MiB` too, since part sizes are always meant in binary units).
-pub(crate) fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,16 +345,5 @@ mod tests {
             parse("s3://b/a/../x").unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
-    }
-
-    #[test]
-    fn sizes_parse_in_binary_units() {
-        assert_eq!(parse_size("8388608"), Some(8 << 20));
-        assert_eq!(parse_size("16MiB"), Some(16 << 20));
-        assert_eq!(parse_size("16M"), Some(16 << 20));
-        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
-        assert_eq!(parse_size("512kib"), Some(512 << 10));
-        assert_eq!(parse_size("lots"), None);
-        assert_eq!(parse_size("5TiB"), None);
     }
 }

@@ -12,10 +12,8 @@ async fn azure_target() -> (AzuriteServer, String, std::sync::Arc<dyn StorageTar
         .unwrap_or_else(|e| panic!("{}", e.report()));
     let container = unique_name("dr-az");
     az.create_container(&container).await.unwrap();
-    let target =
-        dr_storage::from_url_with_options(&format!("az://{container}/repo"), &az.options())
-            .unwrap();
-    (az, container, target)
+    let target = dr_storage::open(&format!("az://{container}/repo"), &az.options()).unwrap();
+    (az, container, std::sync::Arc::new(target))
 }
 
 fn tier(name: &str) -> PutOptions {

@@ -330,8 +330,9 @@ impl dr_core::Decryptor for Unencrypted {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_sizes_its_parts_from_the_size_its_source_announces() {
     let two_parts = || {
-        dr_storage::from_url_with_options("memory://", &[("part_size", "5MiB"), ("max_parts", "2")])
-            .unwrap()
+        Arc::new(
+            dr_storage::open("memory://", &[("part_size", "5MiB"), ("max_parts", "2")]).unwrap(),
+        )
     };
     let size = 12 << 20;
 

@@ -13,9 +13,8 @@ async fn s3_target() -> (MotoServer, String, std::sync::Arc<dyn StorageTarget>) 
         .unwrap_or_else(|e| panic!("{}", e.report()));
     let bucket = unique_name("dr-s3");
     s3.create_bucket(&bucket).await.unwrap();
-    let target =
-        dr_storage::from_url_with_options(&format!("s3://{bucket}/repo"), &s3.options()).unwrap();
-    (s3, bucket, target)
+    let target = dr_storage::open(&format!("s3://{bucket}/repo"), &s3.options()).unwrap();
+    (s3, bucket, std::sync::Arc::new(target))
 }
 
 fn class(name: &str) -> PutOptions {
@@ -47,7 +46,7 @@ async fn objects_live_under_the_url_prefix() {
         )
         .await
         .unwrap();
-    let root = dr_storage::from_url_with_options(&format!("s3://{bucket}"), &s3.options()).unwrap();
+    let root = dr_storage::open(&format!("s3://{bucket}"), &s3.options()).unwrap();
     let all: Vec<String> = root
         .list("")
         .await
@@ -140,8 +139,7 @@ async fn a_missing_bucket_is_a_clear_error_not_a_hang() {
     let s3 = MotoServer::start()
         .await
         .unwrap_or_else(|e| panic!("{}", e.report()));
-    let target =
-        dr_storage::from_url_with_options("s3://no-such-bucket/repo", &s3.options()).unwrap();
+    let target = dr_storage::open("s3://no-such-bucket/repo", &s3.options()).unwrap();
     let e = target
         .put_bytes("x", Bytes::from_static(b"x"), PutOptions::default())
         .await
@@ -160,7 +158,7 @@ async fn a_missing_bucket_is_a_clear_error_not_a_hang() {
 
 #[test]
 fn secrets_in_options_never_show_in_debug_or_describe() {
-    let t = dr_storage::from_url_with_options(
+    let t = dr_storage::open(
         "s3://bucket/prefix",
         &[
             ("access_key_id", "AKIAEXAMPLEKEY"),
@@ -178,11 +176,11 @@ fn secrets_in_options_never_show_in_debug_or_describe() {
 
 #[test]
 fn unknown_or_malformed_options_are_refused_naming_the_key_only() {
-    let e = dr_storage::from_url_with_options("s3://b/p", &[("regoin", "hunter2")]).unwrap_err();
+    let e = dr_storage::open("s3://b/p", &[("regoin", "hunter2")]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(e.report().contains("regoin"), "{}", e.report());
     assert!(!e.report().contains("hunter2"), "{}", e.report());
-    let e = dr_storage::from_url_with_options("memory://", &[("region", "x")]).unwrap_err();
+    let e = dr_storage::open("memory://", &[("region", "x")]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     let e = dr_storage::parse_storage_option("no-equals-sign-secret").unwrap_err();
     assert!(!e.report().contains("secret"), "{}", e.report());

@@ -40,20 +40,41 @@ impl RepoArgs {
     /// The storage target `--repo` names, with the `--storage-opt` settings, retrying
     /// transient errors (and resuming interrupted reads) with the default policy.
     pub fn storage(&self) -> dr::core::Result<std::sync::Arc<dyn dr::core::StorageTarget>> {
-        dr::storage::from_url_retrying(&self.repo, &self.storage_options()?)
+        Ok(crate::storage::open(&self.repo, &self.storage_opts)?.retrying())
     }
 
     /// The most memory one upload to this repository holds (part size × (parts in flight
     /// + 1)), as configured by `--storage-opt`.
     pub fn upload_memory_budget(&self) -> dr::core::Result<u64> {
-        Ok(dr::storage::open(&self.repo, &self.storage_options()?)?.upload_memory_budget())
+        Ok(crate::storage::open(&self.repo, &self.storage_opts)?.upload_memory_budget())
+    }
+}
+
+/// `--series`: which backup series a command looks at.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SeriesArgs {
+    /// Only backups of these series: a kind (postgres, files), a name (a database, a
+    /// directory path), or kind:origin:name with * for any part (postgres:*:app).
+    #[arg(long = "series", alias = "source", value_name = "SELECTOR")]
+    pub series: Option<dr::core::SeriesSelector>,
+}
+
+impl SeriesArgs {
+    /// The user's selector, narrowed to the series a command can use (e.g. the database
+    /// backups a database restore reads).
+    pub fn within(
+        &self,
+        usable: dr::core::SeriesSelector,
+    ) -> dr::core::Result<dr::core::SeriesSelector> {
+        match &self.series {
+            Some(s) => usable.and(s),
+            None => Ok(usable),
+        }
     }
 
-    fn storage_options(&self) -> dr::core::Result<Vec<(String, String)>> {
-        self.storage_opts
-            .iter()
-            .map(|o| dr::storage::parse_storage_option(o))
-            .collect()
+    /// The user's selector, or every series.
+    pub fn selector(&self) -> dr::core::SeriesSelector {
+        self.series.clone().unwrap_or_default()
     }
 }
 
@@ -135,17 +156,22 @@ pub enum Command {
         #[arg(long)]
         storage_class: Option<String>,
     },
-    /// List complete backups, newest first.
+    /// List complete backups, newest first, with the series each belongs to.
     List {
         #[command(flatten)]
         repo: RepoArgs,
+        #[command(flatten)]
+        series: SeriesArgs,
     },
     /// Restore a backup into a database, or a directory backup into a directory.
     Restore {
         #[command(flatten)]
         repo: RepoArgs,
-        /// Backup id, or `latest`.
+        /// Backup id, or `latest`: the newest backup of the kind the target takes (a
+        /// database backup for --db, a directory backup for --dir), narrowed by --series.
         id: String,
+        #[command(flatten)]
+        series: SeriesArgs,
         /// Target database URL.
         #[arg(
             long,
@@ -174,8 +200,11 @@ pub enum Command {
     Verify {
         #[command(flatten)]
         repo: RepoArgs,
-        /// Backup id or `latest` (default: latest).
+        /// Backup id, or `latest` (the newest backup of the series --series picks). Default:
+        /// the newest backup of every series.
         id: Option<String>,
+        #[command(flatten)]
+        series: SeriesArgs,
         /// Verify every complete backup.
         #[arg(long, conflicts_with = "id")]
         all: bool,
@@ -184,8 +213,10 @@ pub enum Command {
     Cat {
         #[command(flatten)]
         repo: RepoArgs,
-        /// Backup id, or `latest`.
+        /// Backup id, or `latest` (of the series --series picks; of any series by default).
         id: String,
+        #[command(flatten)]
+        series: SeriesArgs,
     },
     /// Run the schedule of a dr.toml in the foreground until SIGINT/SIGTERM, or one job now.
     Run {

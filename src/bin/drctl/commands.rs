@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use dr::core::{
     BackupOptions, Codec, Error, ErrorKind, Manifest, ReadOptions, RepoConfig, RepoDefaults,
-    Repository, Result,
+    Repository, Result, SeriesSelector,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -65,16 +65,23 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
-        Command::List { repo } => list(json, &repo).await,
+        Command::List { repo, series } => list(json, &repo, &series.selector()).await,
         Command::Restore {
             repo,
             id,
+            series,
             db,
             dir,
             create,
             replace,
             no_owner,
         } => {
+            let usable = SeriesSelector::kind(if dir.is_some() {
+                dr::files::KIND
+            } else {
+                dr::db::SOURCE_KIND
+            });
+            let selector = series.within(usable)?;
             let restorer: Box<dyn dr::core::Restorer> = match (db, dir) {
                 (_, Some(dir)) => Box::new(dr::files::DirRestorer::new(dir).replace(replace)),
                 (Some(db), None) => Box::new(
@@ -85,11 +92,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 ),
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };
-            restore(json, &repo, &id, restorer.as_ref()).await
+            restore(json, &repo, &id, &selector, restorer.as_ref()).await
         }
-        Command::Verify { repo, id, all } => verify(json, &repo, id, all).await,
+        Command::Verify {
+            repo,
+            id,
+            series,
+            all,
+        } => verify(json, &repo, id, &series.selector(), all).await,
         Command::Drill(args) => crate::drill::run(json, args).await,
-        Command::Cat { repo, id } => cat(&repo, &id).await,
+        Command::Cat { repo, id, series } => cat(&repo, &id, &series.selector()).await,
         Command::Demo { scale } => crate::demo::run(json, scale).await,
         Command::Run { config, once } => crate::run::run(json, &config, once).await,
         Command::Replicate(args) => crate::replicate::run(json, args).await,
@@ -243,14 +255,15 @@ fn summary(m: &Manifest) -> serde_json::Value {
         "codec": m.codec,
         "cipher": m.encryption.cipher,
         "key_ids": m.encryption.key_ids(),
+        "series": m.series,
         "source": m.source,
         "tables": m.stats.tables,
     })
 }
 
-async fn list(json: bool, args: &RepoArgs) -> Result<()> {
+async fn list(json: bool, args: &RepoArgs, series: &SeriesSelector) -> Result<()> {
     let repo = open_repo(args).await?;
-    let backups = repo.list_backups().await?;
+    let backups = repo.list_series(series).await?;
     if json {
         print_json(&backups.iter().map(summary).collect::<Vec<_>>());
         return Ok(());
@@ -265,7 +278,7 @@ async fn list(json: bool, args: &RepoArgs) -> Result<()> {
             m.finished_at.format("%Y-%m-%d %H:%M:%S UTC"),
             human_bytes(m.raw_bytes),
             human_bytes(m.stored_bytes),
-            m.source.name,
+            m.series,
             if m.labels.is_empty() {
                 String::new()
             } else {
@@ -280,10 +293,11 @@ async fn restore(
     json: bool,
     args: &RepoArgs,
     id: &str,
+    series: &SeriesSelector,
     restorer: &dyn dr::core::Restorer,
 ) -> Result<()> {
     let repo = open_repo(args).await?;
-    let manifest = repo.resolve(id).await?;
+    let manifest = repo.resolve(id, series).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let bar = progress_bar(json, "restore");
     let opts = ReadOptions {
@@ -325,13 +339,25 @@ async fn restore(
     Ok(())
 }
 
-async fn verify(json: bool, args: &RepoArgs, id: Option<String>, all: bool) -> Result<()> {
+async fn verify(
+    json: bool,
+    args: &RepoArgs,
+    id: Option<String>,
+    series: &SeriesSelector,
+    all: bool,
+) -> Result<()> {
     let repo = open_repo(args).await?;
-    let manifests = if all {
-        repo.list_backups().await?
-    } else {
-        vec![repo.resolve(id.as_deref().unwrap_or("latest")).await?]
+    let manifests = match (all, id) {
+        (true, _) => repo.list_series(series).await?,
+        (false, Some(id)) => vec![repo.resolve(&id, series).await?],
+        (false, None) => repo.newest_per_series(series).await?,
     };
+    if manifests.is_empty() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no complete backups in {}", repo.storage().describe()),
+        ));
+    }
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let mut results = Vec::new();
     let mut first_error: Option<Error> = None;
@@ -385,9 +411,9 @@ async fn verify(json: bool, args: &RepoArgs, id: Option<String>, all: bool) -> R
     }
 }
 
-async fn cat(args: &RepoArgs, id: &str) -> Result<()> {
+async fn cat(args: &RepoArgs, id: &str, series: &SeriesSelector) -> Result<()> {
     let repo = open_repo(args).await?;
-    let manifest = repo.resolve(id).await?;
+    let manifest = repo.resolve(id, series).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let mut payload =
         dr::core::open_payload(&repo, &manifest, &decryptor, &ReadOptions::default()).await?;

@@ -15,9 +15,11 @@ use crate::output::{print_json, progress_bar};
 pub struct DrillArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Backup id, or `latest`.
+    /// Backup id, or `latest`: the newest database backup (of the series --series picks).
     #[arg(default_value = "latest")]
     pub id: String,
+    #[command(flatten)]
+    pub series: crate::cli::SeriesArgs,
     /// URL of the scratch database to restore into; it must not exist (the drill creates
     /// it, and drops it afterwards).
     #[arg(long, env = "DR_DRILL_DB")]
@@ -42,7 +44,10 @@ pub async fn run(json: bool, args: DrillArgs) -> Result<()> {
         rpo: args.rpo.as_deref().map(parse_duration).transpose()?,
     };
     let repo = Repository::open(args.repo.storage()?).await?;
-    let manifest = repo.resolve(&args.id).await?;
+    let selector = args
+        .series
+        .within(dr::core::SeriesSelector::kind(dr::db::SOURCE_KIND))?;
+    let manifest = repo.resolve(&args.id, &selector).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(&args.repo, &repo)?);
     let bar = progress_bar(json, "drill");
     let opts = DrillOptions {

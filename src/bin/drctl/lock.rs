@@ -35,7 +35,8 @@ pub enum LockCommand {
 pub async fn run(json: bool, command: LockCommand) -> Result<()> {
     match command {
         LockCommand::List { repo, storage_opts } => {
-            let repo = Repository::open(crate::replicate::retrying(&repo, &storage_opts)?).await?;
+            let repo = crate::storage::open(&repo, &storage_opts)?.retrying();
+            let repo = Repository::open(repo).await?;
             let leases = lease::list(&repo).await?;
             if json {
                 print_json(&leases);
@@ -63,7 +64,8 @@ pub async fn run(json: bool, command: LockCommand) -> Result<()> {
             storage_opts,
             name,
         } => {
-            let repo = Repository::open(crate::replicate::retrying(&repo, &storage_opts)?).await?;
+            let repo = crate::storage::open(&repo, &storage_opts)?.retrying();
+            let repo = Repository::open(repo).await?;
             let displaced = lease::break_lease(&repo, &name).await?;
             if json {
                 print_json(

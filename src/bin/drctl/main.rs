@@ -12,6 +12,7 @@ mod output;
 mod replicate;
 mod retention;
 mod run;
+mod storage;
 
 use clap::Parser;
 

@@ -1,10 +1,8 @@
 //! `drctl replicate`: copy complete backups to a second storage target (another region).
 
-use std::sync::Arc;
-
 use clap::Args;
 use dr::core::replicate::{replicate, ReplicateOptions, Selection};
-use dr::core::{Error, Repository, Result, StorageTarget};
+use dr::core::{Error, Repository, Result};
 
 use crate::output::{human_bytes, print_json};
 
@@ -42,15 +40,6 @@ pub struct ReplicateArgs {
     pub lock_wait: Option<u64>,
 }
 
-/// The storage target a URL names with `KEY=VALUE` settings, retrying transient errors.
-pub fn retrying(url: &str, opts: &[String]) -> Result<Arc<dyn StorageTarget>> {
-    let opts = opts
-        .iter()
-        .map(|o| dr::storage::parse_storage_option(o))
-        .collect::<Result<Vec<_>>>()?;
-    dr::storage::from_url_retrying(url, &opts)
-}
-
 pub async fn run(json: bool, args: ReplicateArgs) -> Result<()> {
     let selection = if args.all {
         Selection::All
@@ -61,9 +50,10 @@ pub async fn run(json: bool, args: ReplicateArgs) -> Result<()> {
     } else {
         Selection::Ids(args.ids.clone())
     };
-    let src = Repository::open(retrying(&args.repo, &args.storage_opts)?).await?;
+    let src = crate::storage::open(&args.repo, &args.storage_opts)?.retrying();
+    let src = Repository::open(src).await?;
     dr::storage::create_local_dir(&args.to)?;
-    let dst = retrying(&args.to, &args.to_storage_opts)?;
+    let dst = crate::storage::open(&args.to, &args.to_storage_opts)?.retrying();
     let opts = ReplicateOptions {
         storage_class: args.storage_class.clone(),
         verify: args.verify,

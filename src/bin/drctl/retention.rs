@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use dr::core::prune::{PruneOptions, PruneReport};
-use dr::core::retention::{parse_time_zone, BackupInfo, Decision, RetentionDuration};
-use dr::core::{Error, Repository, Result, RetentionPolicy};
+use dr::core::retention::{
+    parse_time_zone, BackupInfo, Decision, RetentionDuration, SeriesPolicies,
+};
+use dr::core::{Error, Repository, Result, RetentionPolicy, Series};
 use serde_json::json;
 
-use crate::cli::RepoArgs;
+use crate::cli::{RepoArgs, SeriesArgs};
 use crate::output::{human_bytes, print_json};
 
 /// The `--keep-…` flags, the time zone and the label filter of a retention policy.
@@ -110,8 +112,10 @@ impl PolicyArgs {
 pub struct PinArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Backup id, or `latest`.
+    /// Backup id, or `latest` (the newest backup of the series --series picks).
     pub id: String,
+    #[command(flatten)]
+    pub series: SeriesArgs,
 }
 
 /// `drctl retention …`.
@@ -119,8 +123,9 @@ pub struct PinArgs {
 pub enum RetentionCommand {
     /// Preview a policy on a list of backup times: which would be kept, and why.
     Plan {
-        /// A file with one RFC 3339 timestamp per line (blank lines and # comments skipped),
-        /// or - for standard input.
+        /// A file with one RFC 3339 timestamp per line, optionally followed by the backup's
+        /// series (kind:origin:name; each series is kept on its own), blank lines and
+        /// # comments skipped; or - for standard input.
         #[arg(long, value_name = "FILE")]
         times_file: PathBuf,
         /// Evaluate as of this time (RFC 3339); default now.
@@ -130,17 +135,20 @@ pub enum RetentionCommand {
         policy: PolicyArgs,
     },
     /// Store a policy in the repository's configuration; `drctl prune` uses it when given
-    /// no --keep-… flags.
+    /// no --keep-… flags. With --series, the policy of those series only (others keep the
+    /// repository's default policy).
     Set {
         #[command(flatten)]
         repo: RepoArgs,
         #[command(flatten)]
         policy: PolicyArgs,
+        #[command(flatten)]
+        series: SeriesArgs,
         /// Remove the stored policy instead.
         #[arg(long, conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly", "keep_within_monthly", "keep_within_yearly"])]
         clear: bool,
     },
-    /// Print the policy stored in the repository's configuration.
+    /// Print the policies stored in the repository's configuration.
     Show {
         #[command(flatten)]
         repo: RepoArgs,
@@ -154,6 +162,10 @@ pub struct PruneArgs {
     pub repo: RepoArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Prune only these series (the policy applies to them; every other series is left
+    /// alone).
+    #[command(flatten)]
+    pub series: SeriesArgs,
     /// Print what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -170,7 +182,7 @@ pub struct PruneArgs {
 /// Mark a backup as pinned (never deleted by retention) or unpin it.
 pub async fn pin(json: bool, args: &PinArgs, pinned: bool) -> Result<()> {
     let repo = Repository::open(args.repo.storage()?).await?;
-    let mut manifest = repo.resolve(&args.id).await?;
+    let mut manifest = repo.resolve(&args.id, &args.series.selector()).await?;
     let changed = manifest.pinned != pinned;
     if changed {
         manifest.pinned = pinned;
@@ -198,17 +210,24 @@ pub async fn run(json: bool, command: RetentionCommand) -> Result<()> {
         RetentionCommand::Set {
             repo,
             policy,
+            series,
             clear,
-        } => set(json, &repo, &policy, clear).await,
+        } => set(json, &repo, &policy, &series, clear).await,
         RetentionCommand::Show { repo } => {
             let repo = Repository::open(repo.storage()?).await?;
-            let policy = repo.config().retention.clone();
+            let config = repo.config();
             if json {
-                print_json(&json!({ "retention": policy }));
+                print_json(&json!({
+                    "retention": config.retention,
+                    "series": config.retention_series,
+                }));
             } else {
-                match policy {
+                match &config.retention {
                     Some(p) => println!("{p}"),
                     None => println!("no retention policy stored"),
+                }
+                for p in &config.retention_series {
+                    println!("series {}: {}", p.selector, p.policy);
                 }
             }
             Ok(())
@@ -241,8 +260,19 @@ fn read_times(path: &Path) -> Result<Vec<BackupInfo>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let time = parse_time(line, &format!("line {} of {}", n + 1, path.display()))?;
-        backups.push(BackupInfo::new(line, time));
+        let where_ = || format!("line {} of {}", n + 1, path.display());
+        let (time, series) = match line.split_once(char::is_whitespace) {
+            Some((time, series)) => (time, Some(series.trim())),
+            None => (line, None),
+        };
+        let time = parse_time(time, &where_())?;
+        let series: Series = match series {
+            Some(s) => s
+                .parse()
+                .map_err(|e: Error| Error::invalid(format!("{}: {}", where_(), e.message())))?,
+            None => Series::default(),
+        };
+        backups.push(BackupInfo::new(line, time).in_series(series));
     }
     Ok(backups)
 }
@@ -258,11 +288,18 @@ fn plan(json: bool, times_file: &Path, now: Option<&str>, args: &PolicyArgs) -> 
         .transpose()?
         .unwrap_or_else(Utc::now);
     let backups = read_times(times_file)?;
-    let decisions = policy.evaluate(&backups, now);
+    let decisions = SeriesPolicies::new(policy.clone()).evaluate(&backups, now);
     if json {
         let items: Vec<_> = decisions
             .iter()
-            .map(|d| json!({ "time": rfc3339(d.time), "keep": d.keep, "reasons": d.reasons }))
+            .map(|d| {
+                let mut item =
+                    json!({ "time": rfc3339(d.time), "keep": d.keep, "reasons": d.reasons });
+                if d.series != Series::default() {
+                    item["series"] = json!(d.series);
+                }
+                item
+            })
             .collect();
         print_json(&items);
     } else {
@@ -275,46 +312,80 @@ fn plan(json: bool, times_file: &Path, now: Option<&str>, args: &PolicyArgs) -> 
     Ok(())
 }
 
+/// One line a decision, grouped by series (newest first within each) when there are
+/// several, each group headed by its series.
 fn print_table(decisions: &[Decision], with_id: bool) {
-    for d in decisions {
-        let verdict = if d.keep { "keep" } else { "delete" };
-        let line = if with_id {
-            format!(
-                "{}  {}  {verdict:<6}  {}",
-                d.id,
-                d.time.format("%Y-%m-%d %H:%M:%S"),
-                d.reasons.join(", ")
-            )
-        } else {
-            format!(
-                "{}  {verdict:<6}  {}",
-                rfc3339(d.time),
-                d.reasons.join(", ")
-            )
-        };
-        println!("{}", line.trim_end());
+    let mut series: Vec<&Series> = decisions.iter().map(|d| &d.series).collect();
+    series.sort();
+    series.dedup();
+    for s in series {
+        if *s != Series::default() {
+            println!("series {s}");
+        }
+        for d in decisions.iter().filter(|d| d.series == *s) {
+            let verdict = if d.keep { "keep" } else { "delete" };
+            let line = if with_id {
+                format!(
+                    "{}  {}  {verdict:<6}  {}",
+                    d.id,
+                    d.time.format("%Y-%m-%d %H:%M:%S"),
+                    d.reasons.join(", ")
+                )
+            } else {
+                format!(
+                    "{}  {verdict:<6}  {}",
+                    rfc3339(d.time),
+                    d.reasons.join(", ")
+                )
+            };
+            println!("{}", line.trim_end());
+        }
     }
     let kept = decisions.iter().filter(|d| d.keep).count();
     println!("keep {kept}, delete {}", decisions.len() - kept);
 }
 
-async fn set(json: bool, args: &RepoArgs, policy: &PolicyArgs, clear: bool) -> Result<()> {
+async fn set(
+    json: bool,
+    args: &RepoArgs,
+    policy: &PolicyArgs,
+    series: &SeriesArgs,
+    clear: bool,
+) -> Result<()> {
     let mut repo = Repository::open(args.storage()?).await?;
     let new = if clear { None } else { Some(policy.policy()?) };
     // The configuration is rewritten whole: hold the exclusive lease meanwhile so that a
     // concurrent key change is not lost.
     let mut config = repo.config().clone();
-    config.retention = new.clone();
+    match &series.series {
+        None => config.retention = new.clone(),
+        Some(selector) => {
+            config.retention_series.retain(|p| p.selector != *selector);
+            if let Some(p) = &new {
+                config
+                    .retention_series
+                    .push(dr::core::retention::SeriesPolicy {
+                        selector: selector.clone(),
+                        policy: p.clone(),
+                    });
+            }
+        }
+    }
     dr::core::lease::Lease::exclusive(&repo, "retention set", None)
         .await?
         .hold(async |_| repo.save_config(config).await)
         .await?;
+    let of = series
+        .series
+        .as_ref()
+        .map(|s| format!(" of series {s}"))
+        .unwrap_or_default();
     if json {
-        print_json(&json!({ "retention": new }));
+        print_json(&json!({ "retention": new, "series": series.series }));
     } else {
         match new {
-            Some(p) => println!("stored retention policy: {p}"),
-            None => println!("removed the stored retention policy"),
+            Some(p) => println!("stored retention policy{of}: {p}"),
+            None => println!("removed the stored retention policy{of}"),
         }
     }
     Ok(())
@@ -324,16 +395,16 @@ async fn set(json: bool, args: &RepoArgs, policy: &PolicyArgs, clear: bool) -> R
 pub async fn prune(json: bool, args: &PruneArgs) -> Result<()> {
     let repo = Repository::open(args.repo.storage()?).await?;
     let policy = if args.policy.given() {
-        args.policy.policy()?
+        SeriesPolicies::new(args.policy.policy()?)
     } else {
-        match &repo.config().retention {
-            Some(p) if !p.is_empty() => p.clone(),
-            _ => {
-                return Err(Error::invalid(
+        repo.config()
+            .retention_policies()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                Error::invalid(
                     "no retention policy: pass --keep-… flags, or store one with `drctl retention set --keep-…`",
-                ))
-            }
-        }
+                )
+            })?
     };
     let grace = &args.incomplete_grace;
     if grace.years > 0 || grace.months > 0 {
@@ -347,6 +418,7 @@ pub async fn prune(json: bool, args: &PruneArgs) -> Result<()> {
             (u64::from(grace.days) * 24 + u64::from(grace.hours)) * 3600,
         ),
         lease_wait: args.lock_wait.map(std::time::Duration::from_secs),
+        series: args.series.selector(),
         ..Default::default()
     };
     let report = dr::core::prune(&repo, &policy, &opts).await?;
@@ -365,7 +437,7 @@ fn prune_json(report: &PruneReport, opts: &PruneOptions) -> serde_json::Value {
         .decisions
         .iter()
         .map(|d| {
-            json!({ "id": d.id, "time": rfc3339(d.time), "keep": d.keep, "reasons": d.reasons })
+            json!({ "id": d.id, "series": d.series, "time": rfc3339(d.time), "keep": d.keep, "reasons": d.reasons })
         })
         .collect();
     let grace = humanize(opts.incomplete_grace);
@@ -397,11 +469,15 @@ fn humanize(d: std::time::Duration) -> String {
     }
 }
 
-fn print_prune(report: &PruneReport, policy: &RetentionPolicy) {
+fn print_prune(report: &PruneReport, policy: &SeriesPolicies) {
     println!(
-        "policy: {policy}; evaluated at {}",
+        "policy: {}; evaluated at {}",
+        policy.default,
         report.now.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
+    for p in &policy.series {
+        println!("policy of series {}: {}", p.selector, p.policy);
+    }
     print_table(&report.decisions, true);
     for u in &report.incomplete {
         println!(
