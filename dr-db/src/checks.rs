@@ -419,9 +419,9 @@ async fn sequences(client: &Client) -> Result<(String, Vec<String>)> {
     }
     Ok((
         format!(
-            "{} sequences feeding {} columns",
-            sequences.len(),
-            pairs.len()
+            "{} feeding {}",
+            counted(sequences.len(), "sequence"),
+            counted(pairs.len(), "column")
         ),
         capped(problems),
     ))
@@ -490,6 +490,11 @@ async fn user_check(client: &Client, check: &SqlCheck) -> Result<(String, Vec<St
     }
     let summary = format!("{rows} row{}", if rows == 1 { "" } else { "s" });
     Ok((summary, shown))
+}
+
+/// "1 sequence", "3 sequences".
+fn counted(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 /// `text` cut to at most `max` characters, with an ellipsis.
