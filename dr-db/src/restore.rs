@@ -298,6 +298,14 @@ impl PgRestorer {
                 let tail = tools::stderr_tail(stderr).await;
                 if !status.success() {
                     Err(tools::program_failed("pg_restore", status, &tail))
+                } else if list.is_some() && write_error.kind() == std::io::ErrorKind::BrokenPipe {
+                    // Restoring some tables, pg_restore stops reading once it has read the
+                    // last entry it needs. Read the rest anyway: the payload is checked to
+                    // its end (a damaged backup still fails), and the reader is not cut off.
+                    while let Some(chunk) = payload.next().await {
+                        chunk?;
+                    }
+                    Ok(())
                 } else {
                     Err(Error::io(
                         "pg_restore stopped reading its input",
