@@ -34,5 +34,6 @@ pub mod drill;
 pub mod files;
 pub mod jobs;
 pub mod keys;
+pub mod reconcile;
 pub mod sample;
 pub mod verify;

@@ -47,6 +47,7 @@
 pub mod archive;
 pub mod checks;
 mod conn;
+pub mod diff;
 mod dump;
 mod locale;
 mod restore;

@@ -75,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             create,
             replace,
             no_owner,
+            tables,
         } => {
             let usable = SeriesSelector::kind(if dir.is_some() {
                 dr::files::KIND
@@ -88,7 +89,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                     dr::db::PgRestorer::new(db_config(&db)?)
                         .create(create)
                         .replace(replace)
-                        .no_owner(no_owner),
+                        .no_owner(no_owner)
+                        .tables(tables),
                 ),
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };
@@ -101,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             all,
         } => verify(json, &repo, id, &series.selector(), all).await,
         Command::Drill(args) => crate::drill::run(json, args).await,
+        Command::Diff(args) => crate::diff::run(json, args).await,
         Command::Cat { repo, id, series } => cat(&repo, &id, &series.selector()).await,
         Command::Demo { scale } => crate::demo::run(json, scale).await,
         Command::Run { config, once } => crate::run::run(json, &config, once).await,

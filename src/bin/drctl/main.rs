@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod commands;
 mod demo;
+mod diff;
 mod drill;
 mod key;
 mod lock;
