@@ -96,6 +96,8 @@ pub struct Config {
     pub labels: Vec<String>,
     /// Recovery objectives.
     pub objectives: Objectives,
+    /// `[checks]`: what drills check beyond row counts and foreign keys.
+    pub checks: dr_db::checks::IntegrityChecks,
     /// The retention policy prune jobs apply to every series whose backup job has no
     /// `retention` of its own ([`Config::retention_policies`]).
     pub retention: RetentionPolicy,
@@ -221,6 +223,8 @@ struct RawConfig {
     labels: Vec<String>,
     #[serde(default)]
     objectives: RawObjectives,
+    #[serde(default)]
+    checks: crate::checks::RawChecks,
     #[serde(default)]
     retention: Option<RetentionPolicy>,
     #[serde(default)]
@@ -533,6 +537,7 @@ impl Config {
                     decryptor(&jc.name)?,
                     self.drill_config()?,
                     self.objectives,
+                    self.checks.clone(),
                 )),
                 JobKind::Replicate => {
                     let to = jc.to.as_ref().ok_or_else(|| {
@@ -663,6 +668,9 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
         rpo: duration(&raw.objectives.rpo, "objectives.rpo")?,
         rto: duration(&raw.objectives.rto, "objectives.rto")?,
     };
+
+    // [checks]
+    let checks = raw.checks.resolve(|span, key, e| src.err(span, key, e))?;
 
     // [scheduler]
     let mut scheduler = SchedulerConfig::default();
@@ -907,6 +915,7 @@ fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
         key: key_config,
         labels: raw.labels,
         objectives,
+        checks,
         retention,
         scheduler,
         windows,

@@ -1,6 +1,7 @@
 //! Restore drills: the runbook's monthly "restore it somewhere and see" as one call. A
 //! drill restores a backup into a scratch database that it creates, checks it (row counts
-//! against the manifest, every foreign key for orphaned rows), measures the recovery time
+//! against the manifest, every foreign key for orphaned rows, then `amcheck`, sequences and
+//! the user's queries: [`DrillOptions::checks`]), measures the recovery time
 //! and the recovery point it achieved, compares them with the objectives, and drops the
 //! scratch database.
 //!
@@ -28,7 +29,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use dr_core::{Decryptor, Error, ErrorKind, Manifest, ReadOptions, Repository, Result};
-use dr_db::checks::{foreign_key_orphans, ForeignKeyCheck};
+use dr_db::checks::{
+    foreign_key_orphans, run_checks, CheckOutcome, ForeignKeyCheck, IntegrityChecks,
+};
 use dr_db::PgRestorer;
 
 use crate::config::Objectives;
@@ -40,6 +43,9 @@ pub struct DrillOptions {
     pub objectives: Objectives,
     /// Keep the scratch database afterwards (for a look inside) instead of dropping it.
     pub keep: bool,
+    /// The checks run on the restored database after the foreign keys (`[checks]` in
+    /// dr.toml); by default `amcheck` and sequences.
+    pub checks: IntegrityChecks,
     /// Restore ownership with `--no-owner` (roles of the source may not exist here).
     pub no_owner: bool,
     /// Reading the backup.
@@ -55,7 +61,8 @@ pub struct DrillReport {
     pub scratch_database: String,
     /// When the drill ran.
     pub at: DateTime<Utc>,
-    /// Recovery time: wall time of the restore and its checks, in milliseconds.
+    /// Recovery time: wall time of the restore and its foreign-key check, in milliseconds
+    /// (the [`DrillReport::checks`] after it carry their own durations).
     pub restore_ms: u64,
     /// Recovery point: how old the backup's data was when the drill ran, in seconds (what a
     /// disaster at that moment would have lost).
@@ -66,13 +73,16 @@ pub struct DrillReport {
     pub rows_checked: u64,
     /// Every foreign key, with its orphaned rows.
     pub foreign_keys: Vec<ForeignKeyCheck>,
+    /// The outcome of each of [`DrillOptions::checks`], in order: `amcheck`, sequences, the
+    /// user's queries.
+    pub checks: Vec<CheckOutcome>,
     /// Whether the restore met the RTO (`None` without one).
     pub rto_met: Option<bool>,
     /// Whether the backup's age met the RPO (`None` without one).
     pub rpo_met: Option<bool>,
     /// Whether the scratch database was kept.
     pub kept: bool,
-    /// No orphaned rows, and every objective met.
+    /// No orphaned rows, every check passed, and every objective met.
     pub passed: bool,
 }
 
@@ -89,6 +99,14 @@ impl DrillReport {
             out.push(format!(
                 "{} rows of {} reference missing rows of {} (foreign key {})",
                 k.orphans, k.table, k.references, k.constraint
+            ));
+        }
+        for c in self.checks.iter().filter(|c| !c.passed) {
+            out.push(format!(
+                "check {} found {}: {}",
+                c.name,
+                c.summary,
+                c.details.join("; ")
             ));
         }
         if let (Some(false), Some(rto)) = (self.rto_met, objectives.rto) {
@@ -161,6 +179,13 @@ async fn drill_unrecorded(
         }
     };
     let restore_ms = started.elapsed().as_millis() as u64;
+    let checks = match run_checks(&scratch, &opts.checks).await {
+        Ok(checks) => checks,
+        Err(e) => {
+            let _ = restorer.drop_target().await;
+            return Err(e.with_context("drill", "checking the restored database"));
+        }
+    };
     if !opts.keep {
         restorer.drop_target().await?;
     }
@@ -175,8 +200,10 @@ async fn drill_unrecorded(
         .rpo
         .map(|rpo| backup_age_secs <= rpo.as_secs() as i64);
     let orphans: u64 = foreign_keys.iter().map(|k| k.orphans).sum();
-    let passed = orphans == 0 && rto_met != Some(false) && rpo_met != Some(false);
-    tracing::info!(backup = %manifest.id, restore_ms, backup_age_secs, orphans, passed, "restore drill finished");
+    let checks_failed = checks.iter().filter(|c| !c.passed).count();
+    let passed =
+        orphans == 0 && checks_failed == 0 && rto_met != Some(false) && rpo_met != Some(false);
+    tracing::info!(backup = %manifest.id, restore_ms, backup_age_secs, orphans, checks_failed, passed, "restore drill finished");
     Ok(DrillReport {
         id: manifest.id.clone(),
         scratch_database,
@@ -186,6 +213,7 @@ async fn drill_unrecorded(
         tables_checked: restored.tables_checked,
         rows_checked: restored.rows_checked,
         foreign_keys,
+        checks,
         rto_met,
         rpo_met,
         kept: opts.keep,
@@ -194,12 +222,13 @@ async fn drill_unrecorded(
 }
 
 /// The error a failed drill reports (after its report was shown), for exit codes and job
-/// outcomes: orphaned rows mean the backup does not restore a consistent database.
+/// outcomes: orphaned rows, damage found by `amcheck`, a sequence behind its column or a
+/// user's check returning rows mean the backup does not restore a sound database.
 pub fn failure(report: &DrillReport, objectives: &Objectives) -> Option<Error> {
     if report.passed {
         return None;
     }
-    let kind = if report.orphans() > 0 {
+    let kind = if report.orphans() > 0 || report.checks.iter().any(|c| !c.passed) {
         ErrorKind::Corrupt
     } else {
         ErrorKind::Other

@@ -253,17 +253,19 @@ impl std::fmt::Debug for DrillJob {
 
 impl DrillJob {
     /// Drill into the database `scratch` names (created and dropped by each run), judged
-    /// against `objectives`.
+    /// against `objectives`, running `checks` on the restored database.
     pub fn new(
         decryptor: Arc<dyn Decryptor>,
         scratch: tokio_postgres::Config,
         objectives: crate::config::Objectives,
+        checks: dr_db::checks::IntegrityChecks,
     ) -> DrillJob {
         DrillJob {
             decryptor,
             scratch,
             opts: crate::drill::DrillOptions {
                 objectives,
+                checks,
                 no_owner: true,
                 ..Default::default()
             },
@@ -305,7 +307,11 @@ impl JobRunner for DrillJob {
         .figure("backup_age_secs", report.backup_age_secs)
         .figure("tables_checked", report.tables_checked)
         .figure("rows_checked", report.rows_checked)
-        .figure("foreign_keys", report.foreign_keys.len()))
+        .figure("foreign_keys", report.foreign_keys.len())
+        .figure(
+            "checks_passed",
+            report.checks.iter().filter(|c| c.passed).count(),
+        ))
     }
 }
 

@@ -30,12 +30,14 @@ pub use dr_db as db;
 pub use dr_files as files;
 pub use dr_storage as storage;
 
+pub mod checks;
 pub mod config;
 pub mod drill;
 pub mod jobs;
 pub mod keys;
 pub mod monitoring;
 pub mod pitr;
+pub mod reconcile;
 pub mod records;
 pub mod report;
 pub mod status;

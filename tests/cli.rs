@@ -356,6 +356,10 @@ async fn drill_restores_checks_measures_and_drops_the_scratch_database() {
     let keys = report["foreign_keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2, "the sample's two foreign keys: {report}");
     assert!(keys.iter().all(|k| k["orphans"] == 0), "{report}");
+    let checks = report["checks"].as_array().unwrap();
+    let kinds: Vec<_> = checks.iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["amcheck", "sequences"], "on by default: {report}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{report}");
     assert!(report["restore_ms"].as_u64().unwrap() > 0);
     assert!(report["backup_age_secs"].as_i64().unwrap() < 3600);
     assert!(

@@ -205,6 +205,10 @@ kind = "backup"
 [jobs.drill]
 kind = "drill"
 cron = "0 5 2 * *"
+
+[[checks.sql]]
+name = "scan_counts_add_up"
+sql = 'SELECT id FROM "QrCode" q WHERE "scanCount" <> (SELECT count(*) FROM "QrCodeScan" s WHERE s."qrCodeId" = q.id)'
 "#,
     );
     ok(&drctl_run(&config, &["--once", "backup"]));
@@ -217,6 +221,10 @@ cron = "0 5 2 * *"
     let figures = &drill["summary"]["figures"];
     assert_eq!(figures["tables_checked"], 3);
     assert_eq!(figures["foreign_keys"], 2);
+    assert_eq!(
+        figures["checks_passed"], 3,
+        "amcheck, sequences and the user's check: {drill}"
+    );
     assert!(figures["restore_ms"].as_u64().unwrap() > 0);
     assert_eq!(
         figures["backup_id"],
@@ -339,4 +347,104 @@ verify = true
     );
     let stderr = fails(&drctl_run(&config, &["--once", "offsite"]), 2);
     assert!(stderr.contains("jobs.offsite.to"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_runs_the_checks_of_dr_toml_and_fails_on_a_user_check_that_returns_rows() {
+    let cluster = cluster_with_sample(1).await;
+    // Two codes whose stored scan counts no longer add up.
+    cluster
+        .execute_sql(
+            "app",
+            r#"UPDATE "QrCode" SET "scanCount" = "scanCount" + 1
+               WHERE id IN (SELECT id FROM "QrCode" ORDER BY id LIMIT 2)"#,
+        )
+        .await
+        .unwrap();
+    let repo = Repo::new();
+    let config = write_config(
+        &repo,
+        &cluster.url("app"),
+        r#"
+[jobs.backup]
+kind = "backup"
+
+[checks]
+amcheck = true
+sequences = true
+
+[[checks.sql]]
+name = "users_have_email"
+sql = 'SELECT id FROM "User" WHERE email IS NULL'
+
+[[checks.sql]]
+name = "scan_counts_add_up"
+sql = """
+SELECT id FROM "QrCode" q
+WHERE "scanCount" <> (SELECT count(*) FROM "QrCodeScan" s WHERE s."qrCodeId" = q.id)
+ORDER BY id;
+"""
+"#,
+    );
+    ok(&drctl_run(&config, &["--once", "backup"]));
+    let out = repo.run(&[
+        "--json",
+        "drill",
+        "--db",
+        &cluster.url("app_drill"),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let err = fails(&out, 5);
+    assert!(
+        err.contains("check scan_counts_add_up found 2 rows"),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], false);
+    let checks = report["checks"].as_array().unwrap();
+    let names: Vec<_> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "amcheck",
+            "sequences",
+            "users_have_email",
+            "scan_counts_add_up"
+        ]
+    );
+    assert_eq!(checks[0]["kind"], "amcheck");
+    assert_eq!(checks[0]["passed"], true, "{report}");
+    assert!(
+        checks[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains(" B-tree indexes and "),
+        "{report}"
+    );
+    assert_eq!(
+        checks[1]["passed"], true,
+        "the bigserial is ahead: {report}"
+    );
+    assert_eq!(checks[1]["summary"], "1 sequence feeding 1 column");
+    assert_eq!(checks[2]["passed"], true);
+    assert_eq!(checks[3]["passed"], false);
+    assert_eq!(checks[3]["kind"], "sql");
+    assert_eq!(checks[3]["details"].as_array().unwrap().len(), 2);
+    assert!(!database_exists(&cluster, "app_drill").await);
+
+    // A check with no name is refused with its line.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("name = \"users_have_email\"", "name = \" \""),
+    )
+    .unwrap();
+    let err = fails(&drctl_run(&config, &["--once", "backup"]), 2);
+    assert!(
+        err.contains("checks.sql[0].name: must not be empty"),
+        "{err}"
+    );
+    assert!(err.contains("line "), "{err}");
 }

@@ -108,6 +108,23 @@ pub struct ArchiveHeader {
     pub pg_dump_version: String,
 }
 
+/// One entry of an archive's table of contents, as [`ArchiveInspector::toc`] records it: what
+/// `pg_restore --list` shows, plus the dump ids the entry depends on (which `--list` does
+/// not show, and which decide what a partial restore must bring along).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TocEntry {
+    /// The entry's dump id (what a `pg_restore --use-list` file names).
+    pub dump_id: i64,
+    /// What it is: `TABLE`, `TABLE DATA`, `INDEX`, `SEQUENCE SET`, `FK CONSTRAINT`, …
+    pub desc: String,
+    /// Its schema (empty for objects outside schemas).
+    pub namespace: String,
+    /// Its name (for a constraint or a column default, the table's name and the object's).
+    pub tag: String,
+    /// The dump ids of the entries it depends on.
+    pub dependencies: Vec<i64>,
+}
+
 /// An incremental reader of a `pg_dump -Fc -Z0` archive that derives per-table row and byte
 /// counts (see the [module documentation](self) for the format).
 ///
@@ -171,6 +188,8 @@ pub struct ArchiveInspector {
     block: Block,
     /// The first error, repeated by every later call.
     failed: Option<(ErrorKind, String)>,
+    /// Every TOC entry, when recording was asked for ([`ArchiveInspector::recording_toc`]).
+    toc: Option<Vec<TocEntry>>,
 }
 
 /// What the primitive being read means, i.e. where in the archive's grammar we are.
@@ -245,6 +264,7 @@ struct Entry {
     tag: Option<Vec<u8>>,
     desc: Option<Vec<u8>>,
     namespace: Option<Vec<u8>>,
+    dependencies: Vec<i64>,
 }
 
 /// A TOC entry that may own a data block.
@@ -341,7 +361,27 @@ impl ArchiveInspector {
                 tail: 0,
             },
             failed: None,
+            toc: None,
         }
+    }
+
+    /// An inspector that also records the whole table of contents (see
+    /// [`toc`](Self::toc)): memory then grows with the number of TOC entries, which partial
+    /// restores need and backups do not.
+    pub fn recording_toc() -> Self {
+        ArchiveInspector {
+            toc: Some(Vec::new()),
+            ..Self::new()
+        }
+    }
+
+    /// The table of contents, in archive order, once it has been read completely (before the
+    /// first data block); `None` before that, or if this inspector does not record it.
+    pub fn toc(&self) -> Option<&[TocEntry]> {
+        let complete = self.header_done
+            && !matches!(self.step, Step::TocCount | Step::Entry(_))
+            && self.failed.is_none();
+        self.toc.as_deref().filter(|_| complete)
     }
 
     /// The archive header, once it has been read completely.
@@ -461,8 +501,9 @@ impl ArchiveInspector {
     }
 
     /// Whether `step` is a string, and if so whether its value is kept.
-    fn string_step(step: Step) -> Option<bool> {
+    fn string_step(&self, step: Step) -> Option<bool> {
         match step {
+            Step::Entry(Field::Dependency) => Some(self.toc.is_some()),
             Step::DatabaseName | Step::ServerVersion | Step::DumpVersion => Some(true),
             Step::Entry(Field::Tag | Field::Desc | Field::Namespace) => Some(true),
             Step::Entry(
@@ -474,8 +515,7 @@ impl ArchiveInspector {
                 | Field::Tablespace
                 | Field::TableAm
                 | Field::Owner
-                | Field::WithOids
-                | Field::Dependency,
+                | Field::WithOids,
             ) => Some(false),
             _ => None,
         }
@@ -734,7 +774,7 @@ impl ArchiveInspector {
 
     /// An int is complete.
     fn on_int(&mut self, value: i64) -> Result<()> {
-        if let Some(keep) = Self::string_step(self.step) {
+        if let Some(keep) = self.string_step(self.step) {
             return self.on_string_length(value, keep);
         }
         match self.step {
@@ -910,7 +950,19 @@ impl ArchiveInspector {
                     Field::Owner => Field::WithOids,
                     Field::WithOids => Field::Dependency,
                     Field::Dependency if value.is_none() => Field::Offset,
-                    Field::Dependency => Field::Dependency,
+                    Field::Dependency => {
+                        if self.toc.is_some() {
+                            let id = value.clone().map(lossy).unwrap_or_default();
+                            let id = id.trim().parse::<i64>().map_err(|_| {
+                                corrupt(format!(
+                                    "invalid dependency {id:?}{}",
+                                    self.entry_context()
+                                ))
+                            })?;
+                            self.entry.dependencies.push(id);
+                        }
+                        Field::Dependency
+                    }
                     _ => unreachable!("{field:?} is not a string"),
                 };
                 self.begin(Step::Entry(next));
@@ -937,6 +989,16 @@ impl ArchiveInspector {
     /// The current TOC entry is complete: register it if it can own a data block.
     fn end_entry(&mut self) -> Result<()> {
         let entry = std::mem::take(&mut self.entry);
+        if let Some(toc) = &mut self.toc {
+            let text = |v: &Option<Vec<u8>>| v.clone().map(lossy).unwrap_or_default();
+            toc.push(TocEntry {
+                dump_id: entry.dump_id,
+                desc: text(&entry.desc),
+                namespace: text(&entry.namespace),
+                tag: text(&entry.tag),
+                dependencies: entry.dependencies.clone(),
+            });
+        }
         let kind = match entry.desc.as_deref() {
             Some(b"TABLE DATA") => {
                 self.tables.push(TableStats {
@@ -1184,6 +1246,39 @@ mod tests {
         assert!((1..=12).contains(&header.created.month), "{header:?}");
         assert!(header.to_string().contains("archive_fixture_main"));
         inspector.finish().unwrap();
+    }
+
+    #[test]
+    fn recorded_toc_lists_entries_and_their_dependencies() {
+        let mut inspector = ArchiveInspector::recording_toc();
+        inspector.feed(&PG15[..200]).unwrap();
+        assert!(inspector.toc().is_none(), "not before the TOC is complete");
+        inspector.feed(&PG15[200..]).unwrap();
+        let toc = inspector.toc().unwrap().to_vec();
+        for e in &toc {
+            eprintln!(
+                "{} {:?} {:?} {:?} {:?}",
+                e.dump_id, e.desc, e.namespace, e.tag, e.dependencies
+            );
+        }
+        let find = |desc: &str, tag: &str| {
+            toc.iter()
+                .find(|e| e.desc == desc && e.tag == tag)
+                .unwrap_or_else(|| panic!("no {desc} {tag} in {toc:?}"))
+        };
+        let table = find("TABLE", "texts");
+        assert_eq!(table.namespace, "public");
+        assert!(find("TABLE DATA", "texts")
+            .dependencies
+            .contains(&table.dump_id));
+        assert!(find("COMMENT", "TABLE texts")
+            .dependencies
+            .contains(&table.dump_id));
+        // Counting is unchanged by recording, and a plain inspector records nothing.
+        assert_eq!(inspector.finish().unwrap().tables, pg15_expected());
+        let mut plain = ArchiveInspector::new();
+        plain.feed(PG15).unwrap();
+        assert!(plain.toc().is_none());
     }
 
     #[test]
@@ -1740,7 +1835,10 @@ mod tests {
             for chunk in PG15.chunks(4096) {
                 check.feed(chunk)?;
             }
-            check.check(&DumpStats { tables: expected })
+            check.check(&DumpStats {
+                tables: expected,
+                ..Default::default()
+            })
         };
         assert_eq!(recount(pg15_expected()).unwrap().tables, pg15_expected());
 
@@ -1765,7 +1863,8 @@ mod tests {
         assert_eq!(
             check
                 .check(&DumpStats {
-                    tables: pg15_expected()
+                    tables: pg15_expected(),
+                    ..Default::default()
                 })
                 .unwrap_err()
                 .kind(),

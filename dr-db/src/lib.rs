@@ -50,10 +50,12 @@ pub mod archive;
 pub mod checks;
 pub mod compare;
 mod conn;
+pub mod diff;
 mod dump;
 mod locale;
 pub mod physical;
 mod restore;
+pub mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

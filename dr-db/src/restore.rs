@@ -13,8 +13,10 @@ use tokio::io::AsyncWriteExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Config;
 
+use crate::archive::{ArchiveInspector, TocEntry};
 use crate::conn::{apply_libpq_env, connect, db_error, quote_ident, Conn};
 use crate::locale::DatabaseLocale;
+use crate::tables::{select_tables, TableName};
 use crate::{tools, PAYLOAD_FORMAT};
 
 /// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
@@ -57,6 +59,11 @@ const MAX_IDENT_BYTES: usize = 63;
 /// (a database created by this restore, or the scratch copy, is then dropped; data restored
 /// into an existing empty target is committed by then and stays for inspection).
 ///
+/// **Some tables only** ([`tables`](Self::tables)): the restore reads the archive's table of
+/// contents first and gives `pg_restore` a list of the entries those tables need (see
+/// [`crate::tables`]); only their row counts are checked. It restores into a new or empty
+/// database (a scratch copy to take rows from), never by replacing one.
+///
 /// Connection parameters and the password reach `pg_restore` only through its environment.
 /// CREATE/DROP/RENAME DATABASE run on a maintenance connection to the `postgres` database
 /// (or `template1`) of the same server.
@@ -66,6 +73,7 @@ pub struct PgRestorer {
     create: bool,
     replace: bool,
     no_owner: bool,
+    tables: Vec<TableName>,
     bin_dir: Option<PathBuf>,
 }
 
@@ -77,6 +85,7 @@ impl fmt::Debug for PgRestorer {
             .field("create", &self.create)
             .field("replace", &self.replace)
             .field("no_owner", &self.no_owner)
+            .field("tables", &self.tables)
             .field("bin_dir", &self.bin_dir)
             .finish()
     }
@@ -114,6 +123,7 @@ impl PgRestorer {
             create: false,
             replace: false,
             no_owner: false,
+            tables: Vec::new(),
             bin_dir: None,
         }
     }
@@ -138,6 +148,13 @@ impl PgRestorer {
         self
     }
 
+    /// Restore only these tables, with what they depend on (see the type's docs); empty:
+    /// everything.
+    pub fn tables(mut self, tables: Vec<TableName>) -> Self {
+        self.tables = tables;
+        self
+    }
+
     /// Take `pg_restore` from `dir` instead of searching for it.
     pub fn with_bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.bin_dir = Some(dir.into());
@@ -150,12 +167,20 @@ impl PgRestorer {
     pub fn command(&self, dbname: &str) -> Result<std::process::Command> {
         let program =
             tools::find_program(self.bin_dir.as_deref(), "pg_restore", tools::INSTALL_CLIENT)?;
-        Ok(self.command_with(&program, dbname))
+        Ok(self.command_with(&program, dbname, None))
     }
 
-    fn command_with(&self, program: &Path, dbname: &str) -> std::process::Command {
+    fn command_with(
+        &self,
+        program: &Path,
+        dbname: &str,
+        list: Option<&Path>,
+    ) -> std::process::Command {
         let mut cmd = std::process::Command::new(program);
         cmd.args(pg_restore_args(self.no_owner));
+        if let Some(list) = list {
+            cmd.arg("--use-list").arg(list);
+        }
         apply_libpq_env(&mut cmd, &self.target, dbname);
         cmd
     }
@@ -212,14 +237,16 @@ impl PgRestorer {
         }
     }
 
-    /// Run `pg_restore` into `dbname`, feeding it `payload`.
+    /// Run `pg_restore` into `dbname`, feeding it `payload` (restricted to the entries of
+    /// `list`, a `--use-list` file, when given).
     async fn run_pg_restore(
         &self,
         program: &Path,
         dbname: &str,
+        list: Option<&Path>,
         mut payload: ByteStream,
     ) -> Result<()> {
-        let mut cmd = tokio::process::Command::from(self.command_with(program, dbname));
+        let mut cmd = tokio::process::Command::from(self.command_with(program, dbname, list));
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -268,6 +295,14 @@ impl PgRestorer {
                 let tail = tools::stderr_tail(stderr).await;
                 if !status.success() {
                     Err(tools::program_failed("pg_restore", status, &tail))
+                } else if list.is_some() && write_error.kind() == std::io::ErrorKind::BrokenPipe {
+                    // Restoring some tables, pg_restore stops reading once it has read the
+                    // last entry it needs. Read the rest anyway: the payload is checked to
+                    // its end (a damaged backup still fails), and the reader is not cut off.
+                    while let Some(chunk) = payload.next().await {
+                        chunk?;
+                    }
+                    Ok(())
                 } else {
                     Err(Error::io(
                         "pg_restore stopped reading its input",
@@ -301,18 +336,20 @@ impl PgRestorer {
         Ok(counted)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn restore_plan(
         &self,
         plan: Plan,
         maint: &Maintenance,
         target: &str,
         program: &Path,
+        list: Option<&Path>,
         expected: &DumpStats,
         payload: ByteStream,
     ) -> Result<RestoreReport> {
         match plan {
             Plan::Into => {
-                self.run_pg_restore(program, target, payload).await?;
+                self.run_pg_restore(program, target, list, payload).await?;
                 let (tables, rows) = self.check_counts(target, expected).await?;
                 Ok(report(target, tables, rows, false))
             }
@@ -332,7 +369,7 @@ impl PgRestorer {
                     .await
                     .map_err(|e| create_error(e, target))?;
                 let outcome = async {
-                    self.run_pg_restore(program, target, payload).await?;
+                    self.run_pg_restore(program, target, list, payload).await?;
                     self.check_counts(target, expected).await
                 }
                 .await;
@@ -367,7 +404,8 @@ impl PgRestorer {
                     .await
                     .map_err(|e| create_error(e, &scratch))?;
                 let outcome = async {
-                    self.run_pg_restore(program, &scratch, payload).await?;
+                    self.run_pg_restore(program, &scratch, list, payload)
+                        .await?;
                     self.check_counts(&scratch, expected).await
                 }
                 .await;
@@ -419,6 +457,25 @@ fn pg_restore_args(no_owner: bool) -> Vec<&'static str> {
         args.push("--no-owner");
     }
     args
+}
+
+/// Read `payload` up to the end of the archive's table of contents; returns the TOC and the
+/// whole payload again (what was read, then the rest).
+async fn read_toc(mut payload: ByteStream) -> Result<(Vec<TocEntry>, ByteStream)> {
+    let mut inspector = ArchiveInspector::recording_toc();
+    let mut head = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk?;
+        inspector.feed(&chunk)?;
+        head.push(Ok(chunk));
+        if let Some(toc) = inspector.toc() {
+            let toc = toc.to_vec();
+            return Ok((toc, futures::stream::iter(head).chain(payload).boxed()));
+        }
+    }
+    Err(Error::corrupt(
+        "the archive ended before the end of its table of contents",
+    ))
 }
 
 fn report(target: &str, tables: usize, rows: u64, replaced: bool) -> RestoreReport {
@@ -643,6 +700,42 @@ impl Restorer for PgRestorer {
         let target = self.target_name()?;
         let program =
             tools::find_program(self.bin_dir.as_deref(), "pg_restore", tools::INSTALL_CLIENT)?;
+        // A partial restore: the list of entries to restore, and only their tables' counts.
+        let (payload, list, expected) = if self.tables.is_empty() {
+            (payload, None, expected.clone())
+        } else {
+            if self.replace {
+                return Err(Error::invalid(
+                    "restoring some tables replaces nothing: restore them into a new or empty database \
+                     (a scratch copy), not with --replace, which would swap the whole database for \
+                     one holding only those tables",
+                ));
+            }
+            let (toc, payload) = read_toc(payload).await?;
+            let selection = select_tables(&toc, &self.tables)?;
+            let mut list = tempfile::Builder::new()
+                .prefix("dr-restore-list-")
+                .tempfile()
+                .map_err(|e| Error::io("cannot create pg_restore's list file", e))?;
+            std::io::Write::write_all(&mut list, selection.list_file().as_bytes())
+                .map_err(|e| Error::io("cannot write pg_restore's list file", e))?;
+            let expected = DumpStats {
+                tables: expected
+                    .tables
+                    .iter()
+                    .filter(|t| {
+                        selection
+                            .tables
+                            .contains(&(t.schema.clone(), t.name.clone()))
+                    })
+                    .cloned()
+                    .collect(),
+                ..Default::default()
+            };
+            (payload, Some(list.into_temp_path()), expected)
+        };
+        let list = list.as_deref();
+        let expected = &expected;
         let maint = self.maintenance().await?;
         let result = async {
             let plan = match find_database(&maint, &target).await? {
@@ -681,7 +774,7 @@ impl Restorer for PgRestorer {
                     }
                 }
             };
-            self.restore_plan(plan, &maint, &target, &program, expected, payload)
+            self.restore_plan(plan, &maint, &target, &program, list, expected, payload)
                 .await
         }
         .await;
@@ -707,9 +800,11 @@ mod tests {
     fn arguments_carry_no_connection_parameter() {
         let mut config: Config = "host=db.example user=alice dbname=shop".parse().unwrap();
         config.password("hunter2");
-        let cmd = PgRestorer::new(config)
-            .no_owner(true)
-            .command_with(Path::new("/usr/bin/pg_restore"), "shop");
+        let cmd = PgRestorer::new(config).no_owner(true).command_with(
+            Path::new("/usr/bin/pg_restore"),
+            "shop",
+            None,
+        );
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())

@@ -140,7 +140,15 @@ pub enum Command {
         /// Do not restore object ownership (for a server without the original roles).
         #[arg(long)]
         no_owner: bool,
+        /// Restore only this table (repeatable; `name` or `schema.name`), with what it
+        /// needs (schema, types, sequences, indexes, constraints), e.g. into a scratch
+        /// database made with --create.
+        #[arg(long = "table", value_name = "TABLE", conflicts_with = "dir")]
+        tables: Vec<dr::db::tables::TableName>,
     },
+    /// Which rows of a live database differ from a backup or another database (by primary
+    /// key, without pulling whole tables across); exit code 1 when some do.
+    Diff(crate::diff::DiffArgs),
     /// Restore drill: restore a backup into a scratch database, check it (row counts,
     /// orphaned rows), measure RTO and RPO against objectives, drop it.
     Drill(crate::drill::DrillArgs),

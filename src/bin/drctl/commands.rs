@@ -81,6 +81,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             create,
             replace,
             no_owner,
+            tables,
         } => {
             if pitr.pgdata.is_some() {
                 return crate::wal::restore(out.is_json(), &repo, &id, &series, &pitr).await;
@@ -97,7 +98,8 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
                     dr::db::PgRestorer::new(db_config(&db)?)
                         .create(create)
                         .replace(replace)
-                        .no_owner(no_owner),
+                        .no_owner(no_owner)
+                        .tables(tables),
                 ),
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };
@@ -112,6 +114,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
         Command::Drill(args) => crate::drill::run(out, args).await,
         Command::Status(args) => crate::status::run(out, args).await,
         Command::Report(args) => crate::report::run(args).await,
+        Command::Diff(args) => crate::diff::run(out, args).await,
         Command::Cat { repo, id, series } => cat(&repo, &id, &series.selector()).await,
         #[cfg(feature = "demo")]
         Command::Demo { scale } => crate::demo::run(out, scale).await,

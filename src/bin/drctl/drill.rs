@@ -2,9 +2,10 @@
 //! and RPO against the objectives, drop it.
 
 use clap::Args;
-use dr::config::Objectives;
+use dr::config::{Config, Objectives};
 use dr::core::schedule::parse_duration;
 use dr::core::{ReadOptions, Repository, Result};
+use dr::db::checks::IntegrityChecks;
 use dr::drill::{drill, failure, DrillOptions};
 
 use crate::args::RepoArgs;
@@ -36,13 +37,28 @@ pub struct DrillArgs {
     /// Do not restore object ownership (for a server without the original roles).
     #[arg(long)]
     pub no_owner: bool,
+    /// dr.toml whose [checks] (amcheck, sequences, user queries) and [objectives] the drill
+    /// uses; --rto and --rpo override its objectives.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Skip amcheck (creating its extension needs a superuser).
+    #[arg(long)]
+    pub no_amcheck: bool,
 }
 
 pub async fn run(out: Output, args: DrillArgs) -> Result<()> {
-    let objectives = Objectives {
-        rto: args.rto.as_deref().map(parse_duration).transpose()?,
-        rpo: args.rpo.as_deref().map(parse_duration).transpose()?,
+    let config = args.config.as_deref().map(Config::from_path).transpose()?;
+    let (mut objectives, mut checks) = match config {
+        Some(c) => (c.objectives, c.checks),
+        None => (Objectives::default(), IntegrityChecks::default()),
     };
+    if let Some(rto) = &args.rto {
+        objectives.rto = Some(parse_duration(rto)?);
+    }
+    if let Some(rpo) = &args.rpo {
+        objectives.rpo = Some(parse_duration(rpo)?);
+    }
+    checks.amcheck &= !args.no_amcheck;
     let repo = Repository::open(args.repo.storage()?).await?;
     let selector = args
         .series
@@ -52,6 +68,7 @@ pub async fn run(out: Output, args: DrillArgs) -> Result<()> {
     let bar = out.progress_bar("drill");
     let opts = DrillOptions {
         objectives,
+        checks,
         keep: args.keep,
         no_owner: args.no_owner,
         read: ReadOptions {
@@ -96,6 +113,18 @@ pub async fn run(out: Output, args: DrillArgs) -> Result<()> {
             report.foreign_keys.len(),
             report.orphans()
         );
+        for c in &report.checks {
+            println!(
+                "  {:<15} {} ({}, {:.1} s)",
+                c.name,
+                if c.passed { "ok" } else { "FAILED" },
+                c.summary,
+                c.duration_ms as f64 / 1000.0
+            );
+            for d in &c.details {
+                println!("                    {d}");
+            }
+        }
         println!("  {}", if report.passed { "PASSED" } else { "FAILED" });
     }
     match failure(&report, &objectives) {

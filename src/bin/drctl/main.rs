@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 #[cfg(feature = "demo")]
 mod demo;
+mod diff;
 mod drill;
 mod key;
 mod lock;

@@ -9,7 +9,7 @@ use dr::core::{Error, ErrorKind, ReadOptions, Repository, Result};
 use dr::db::wal::{ControlFile, Fetched, TargetAction, WalFetcher, WalPusher};
 use serde_json::json;
 
-use crate::cli::{RepoArgs, SeriesArgs};
+use crate::args::{RepoArgs, SeriesArgs};
 use crate::output::print_json;
 
 /// `drctl wal-push`: PostgreSQL's `archive_command`.
