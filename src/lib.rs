@@ -28,6 +28,7 @@ pub use dr_crypto as crypto;
 pub use dr_db as db;
 pub use dr_storage as storage;
 
+pub mod bench;
 pub mod config;
 pub mod drill;
 pub mod files;

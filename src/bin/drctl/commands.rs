@@ -22,7 +22,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             age,
         } => crate::key::keygen(json, &output, symmetric, age),
         Command::Key { command } => crate::key::run(json, command).await,
-        Command::Bench { command } => crate::bench::run(json, command),
+        Command::Bench { command } => crate::bench::run(json, command).await,
         Command::Init {
             repo,
             compression,
