@@ -104,7 +104,8 @@ async fn pipeline_reports_every_setting_and_charts_one_labelled_point_each() {
         for stage in ["compress", "encrypt", "hash", "decrypt", "decompress"] {
             assert!(r["stages"][stage].as_f64().unwrap() > 0.0, "{stage}: {r}");
         }
-        assert!(r["cpu_seconds"].as_f64().unwrap() > 0.0, "{r}");
+        // /proc counts CPU time in 10 ms ticks: a tiny run may show 0.
+        assert!(r["cpu_seconds"].as_f64().unwrap() >= 0.0, "{r}");
         if codec == "none" {
             // Encryption only adds its header and tags.
             assert!(ratio < 1.0 && ratio > 0.99, "{r}");
@@ -118,6 +119,11 @@ async fn pipeline_reports_every_setting_and_charts_one_labelled_point_each() {
         .flat_map(|c| CIPHERS.iter().map(move |k| (c.to_string(), k.to_string())))
         .collect();
     assert_eq!(seen, expected);
+    let cpu: f64 = rows
+        .iter()
+        .map(|r| r["cpu_seconds"].as_f64().unwrap())
+        .sum();
+    assert!(cpu > 0.0, "compressing 2 MB six ways costs measurable CPU");
     assert_eq!(
         rows.iter().filter(|r| r["recommended"] == true).count(),
         1,

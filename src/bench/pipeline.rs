@@ -126,7 +126,7 @@ pub struct PipelineResult {
     pub restore_mb_per_s: f64,
     /// Each stage alone.
     pub stages: StageSpeeds,
-    /// CPU seconds (all threads) the backup pipeline spent.
+    /// CPU seconds (all threads) the backup pipeline spent, in the kernel's 10 ms ticks.
     pub cpu_seconds: f64,
     /// CPU seconds per GB (10^9 bytes) of raw input: the cost to budget for.
     pub cpu_seconds_per_gb: f64,
