@@ -78,14 +78,19 @@ mod tests {
 
     #[test]
     fn cpu_time_grows_with_work() {
+        // Busy work until the counter moves by 50 ms; on a loaded machine that takes more
+        // wall time, but a counter that does not follow CPU use never gets there.
         let before = cpu_seconds().expect("/proc/self/stat is readable on Linux");
         let start = std::time::Instant::now();
         let mut x = 0u64;
-        while start.elapsed().as_millis() < 150 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut after = before;
+        while after - before < 0.05 && start.elapsed().as_secs() < 30 {
+            for _ in 0..1_000_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            after = cpu_seconds().unwrap();
         }
         std::hint::black_box(x);
-        let after = cpu_seconds().unwrap();
         assert!(after - before >= 0.05, "{before} -> {after}");
     }
 
