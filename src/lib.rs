@@ -30,6 +30,7 @@ pub use dr_db as db;
 pub use dr_files as files;
 pub use dr_storage as storage;
 
+pub mod bench;
 pub mod checks;
 pub mod config;
 pub mod drill;

@@ -1,12 +1,16 @@
-//! `drctl bench crypto`: single-core encryption throughput per cipher and chunk size.
+//! `drctl bench crypto|pipeline|storage`: measure this machine and its repository. The
+//! measurements are the library's ([`dr::bench`]); this file parses and prints.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Subcommand;
-use dr::core::{Encryptor, Error, ErrorKind, Result};
+use clap::{Args, Subcommand};
+use dr::bench::{PipelineOptions, PipelineResult, PipelineSetting, StorageBenchOptions};
+use dr::core::{Codec, Encryptor, Error, ErrorKind, Result};
 use dr::crypto::{AeadEncryptor, AgeEncryptor, Cipher, MasterKey};
 use serde::Serialize;
 
+use crate::args::RepoArgs;
 use crate::output::{print_json, Output};
 
 /// `drctl bench …`.
@@ -23,6 +27,54 @@ pub enum BenchCommand {
         #[arg(long)]
         compare_openssl: bool,
     },
+    /// The whole backup pipeline on your own data, per compression and cipher setting:
+    /// ratio, MB/s per stage and end to end, CPU seconds, peak memory, a recommendation.
+    Pipeline(PipelineArgs),
+    /// Upload and download speed and request latency of a repository's storage, with its
+    /// configured part size and parts in flight. Writes under bench/ and deletes it after.
+    Storage {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Size of the object uploaded and downloaded (e.g. 256MiB, 1GB).
+        #[arg(long, default_value = "256MiB")]
+        size: String,
+        /// Round trips of a 1 KiB object for the latency figures.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+    },
+}
+
+/// `drctl bench pipeline`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "db", "sample"])))]
+pub struct PipelineArgs {
+    /// Measure on this file (e.g. a `pg_dump -Fc -Z0` archive), held in memory.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Measure on this database's dump (`pg_dump -Fc -Z0`, held in memory).
+    #[arg(long)]
+    db: Option<String>,
+    /// Measure on this much synthetic dump-like text (e.g. 256MB).
+    #[arg(long, value_name = "SIZE")]
+    sample: Option<String>,
+    /// Use at most this many bytes of the input (e.g. 512MB).
+    #[arg(long, value_name = "SIZE")]
+    limit: Option<String>,
+    /// Compression settings to measure.
+    #[arg(long, default_value = dr::bench::DEFAULT_CODECS)]
+    codecs: String,
+    /// Ciphers to measure.
+    #[arg(long, default_value = "aes-256-gcm,chacha20-poly1305")]
+    ciphers: String,
+    /// Backup pipelines run at once, each on 1/N of the input (as N backup jobs would).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The CPU budget the recommendation respects, in CPU seconds per GB of dump.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS_PER_GB")]
+    cpu_budget: f64,
+    /// Also write the chart (throughput against ratio, one point per setting) as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
 }
 
 /// One measurement.
@@ -36,13 +88,186 @@ struct Row {
 const PIECE: usize = 1 << 20;
 const CHUNKS: [usize; 3] = [16 * 1024, 64 * 1024, 1024 * 1024];
 
-pub fn run(out: Output, command: BenchCommand) -> Result<()> {
+pub async fn run(out: Output, command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Crypto {
             mb,
             compare_openssl,
         } => crypto(out, mb, compare_openssl),
+        BenchCommand::Pipeline(args) => pipeline(out, args).await,
+        BenchCommand::Storage {
+            repo,
+            size,
+            requests,
+        } => storage(out, &repo, &size, requests).await,
     }
+}
+
+/// One setting's figures and whether it is the recommended one.
+#[derive(Serialize)]
+struct PipelineRow<'a> {
+    #[serde(flatten)]
+    result: &'a PipelineResult,
+    recommended: bool,
+}
+
+async fn pipeline(out: Output, args: PipelineArgs) -> Result<()> {
+    let codecs: Vec<Codec> = dr::bench::parse_list(&args.codecs)?;
+    let ciphers: Vec<Cipher> = dr::bench::parse_list(&args.ciphers)?;
+    if args.cpu_budget.is_nan() || args.cpu_budget <= 0.0 {
+        return Err(Error::invalid("--cpu-budget must be a positive number"));
+    }
+    let limit = args
+        .limit
+        .as_deref()
+        .map(dr::bench::parse_size)
+        .transpose()?;
+    let (input, what) = if let Some(path) = &args.input {
+        (
+            dr::bench::read_file(path, limit)?,
+            path.display().to_string(),
+        )
+    } else if let Some(url) = &args.db {
+        let dumper = dr::db::PgDumper::new(crate::args::db_config(url)?);
+        let name = dumper_name(url);
+        (dr::bench::dump_to_memory(&dumper, limit).await?, name)
+    } else {
+        let size = dr::bench::parse_size(args.sample.as_deref().expect("clap requires a source"))?;
+        let size = limit.map_or(size, |l| l.min(size));
+        let size = usize::try_from(size).map_err(|_| Error::invalid("--sample is too large"))?;
+        (
+            dr::bench::synthetic_dump(size),
+            "synthetic dump-like text".into(),
+        )
+    };
+    let settings = PipelineSetting::all(&codecs, &ciphers);
+    let opts = PipelineOptions {
+        threads: args.threads,
+        ..Default::default()
+    };
+    eprintln!(
+        "measuring {} settings on {} ({:.1} MB, {} pipeline(s) at once)",
+        settings.len(),
+        what,
+        input.len() as f64 / 1e6,
+        args.threads
+    );
+    let input_bytes = input.len();
+    let results = dr::bench::measure_pipeline(input, &settings, opts, |r| {
+        eprintln!(
+            "  {:<34} ratio {:>5.2}  {:>7.0} MB/s",
+            r.label(),
+            r.ratio,
+            r.mb_per_s
+        );
+    })
+    .await?;
+    let recommendation = dr::bench::recommend(&results, args.cpu_budget);
+    if let Some(path) = &args.chart {
+        let title = format!(
+            "dr backup pipeline on {} ({:.0} MB), {} pipeline(s)",
+            what,
+            input_bytes as f64 / 1e6,
+            args.threads
+        );
+        std::fs::write(path, dr::bench::pipeline_chart(&results, &title))
+            .map_err(|e| Error::io(format!("writing the chart to {}", path.display()), e))?;
+    }
+    if out.is_json() {
+        let rows: Vec<PipelineRow> = results
+            .iter()
+            .map(|r| PipelineRow {
+                result: r,
+                recommended: recommendation
+                    .as_ref()
+                    .is_some_and(|rec| rec.setting == r.label()),
+            })
+            .collect();
+        print_json(&rows);
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:>6} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>8} | {:>6} {:>7} {:>8}",
+        "setting",
+        "ratio",
+        "backup",
+        "restore",
+        "compress",
+        "encrypt",
+        "sha256",
+        "decrypt",
+        "decomp",
+        "CPU s",
+        "CPU s/GB",
+        "peak MiB"
+    );
+    for r in &results {
+        let peak = r
+            .peak_memory_bytes
+            .map_or("?".to_string(), |b| format!("{:.1}", b as f64 / 1048576.0));
+        println!(
+            "{:<34} {:>6.2} {:>8.0} {:>8.0} | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} | {:>6.2} {:>7.1} {:>8}",
+            r.label(), r.ratio, r.mb_per_s, r.restore_mb_per_s, r.stages.compress,
+            r.stages.encrypt, r.stages.hash, r.stages.decrypt, r.stages.decompress,
+            r.cpu_seconds, r.cpu_seconds_per_gb, peak
+        );
+    }
+    println!("MB/s, MB = 10^6 bytes: backup and restore of raw bytes end to end; stages alone on one core.");
+    if let Some(rec) = recommendation {
+        println!("{}", rec.line);
+    }
+    if let Some(path) = &args.chart {
+        println!("chart written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The database a URL names, for messages (never the URL itself: it may hold a password).
+fn dumper_name(url: &str) -> String {
+    url.parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|c| c.get_dbname().map(|d| format!("database {d}")))
+        .unwrap_or_else(|| "the database".into())
+}
+
+async fn storage(out: Output, repo: &RepoArgs, size: &str, requests: usize) -> Result<()> {
+    let object_bytes = dr::bench::parse_size(size)?;
+    let upload = crate::storage::open(&repo.repo, &repo.storage_opts)?.upload_config();
+    let result = dr::bench::measure_storage(
+        repo.storage()?,
+        StorageBenchOptions {
+            object_bytes,
+            small_requests: requests,
+        },
+    )
+    .await?;
+    if out.is_json() {
+        print_json(&serde_json::json!({
+            "result": result,
+            "part_size": upload.part_size_for(Some(object_bytes)),
+            "parts_in_flight": upload.parts_in_flight,
+            "upload_memory_budget_bytes": upload.memory_budget(Some(object_bytes)),
+        }));
+        return Ok(());
+    }
+    println!(
+        "{}: {:.1} MB object, {} MiB parts, {} in flight",
+        result.target,
+        object_bytes as f64 / 1e6,
+        upload.part_size_for(Some(object_bytes)) >> 20,
+        upload.parts_in_flight
+    );
+    println!(
+        "upload {:.1} MB/s, download {:.1} MB/s",
+        result.upload_mb_per_s, result.download_mb_per_s
+    );
+    for l in &result.latency {
+        println!(
+            "{:<6} 1 KiB: median {:.1} ms, p95 {:.1} ms",
+            l.request, l.median_ms, l.p95_ms
+        );
+    }
+    Ok(())
 }
 
 fn crypto(out: Output, mb: u64, compare_openssl: bool) -> Result<()> {

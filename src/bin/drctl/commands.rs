@@ -23,7 +23,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             age,
         } => crate::key::keygen(out, &output, symmetric, age),
         Command::Key { command } => crate::key::run(out, command).await,
-        Command::Bench { command } => crate::bench::run(out, command),
+        Command::Bench { command } => crate::bench::run(out, command).await,
         Command::Init {
             repo,
             compression,

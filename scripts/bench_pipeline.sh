@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# `drctl bench pipeline` beside `zstd -b` and `openssl speed` on the same input, alternating
+# A B A B in one run, medians and ratios. Results go in BENCHMARKS.md.
+#
+# Usage: scripts/bench_pipeline.sh FILE [MB] [REPS]
+#   FILE: e.g. a `pg_dump -Fc -Z0` archive of the scale-10 sample (../shared/bench/gen_qr_db.sh);
+#   MB:   the first MB (10^6 bytes) of it are measured by every tool (default 512);
+#   REPS: pairs (default 3).
+# Env:  DRCTL (default target/release/drctl, built if missing), BENCH_DIR (scratch directory).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FILE=${1:?usage: scripts/bench_pipeline.sh FILE [MB] [REPS]}
+MB=${2:-512}
+REPS=${3:-3}
+W=${BENCH_DIR:-/tmp/dr-bench-pipeline}
+mkdir -p "$W"
+command -v zstd >/dev/null || { echo "zstd is missing: apt-get install -y zstd" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "openssl is missing: apt-get install -y openssl" >&2; exit 1; }
+if [ -z "${DRCTL:-}" ]; then
+  cargo build --release --bin drctl >&2
+  DRCTL=$PWD/target/release/drctl
+fi
+head -c "$((MB * 1000000))" "$FILE" > "$W/input"
+LEVELS="1 3 9"
+CODECS=$(for l in $LEVELS; do printf "zstd:%s," "$l"; done | sed 's/,$//')
+
+for i in $(seq "$REPS"); do
+  echo "pair $i: drctl bench pipeline" >&2
+  "$DRCTL" --json bench pipeline --input "$W/input" --codecs "$CODECS" \
+    --ciphers aes-256-gcm,chacha20-poly1305 > "$W/dr.$i.json"
+  echo "pair $i: zstd -b1 -e9, openssl speed" >&2
+  zstd -b1 -e9 -i2 "$W/input" 2>/dev/null > "$W/zstd.$i.txt"
+  for c in aes-256-gcm chacha20-poly1305; do
+    openssl speed -evp "$c" -bytes 65536 -seconds 3 2>/dev/null | grep -i "^$c" > "$W/openssl.$c.$i.txt"
+  done
+done
+uptime >&2
+
+python3 - "$W" "$REPS" "$LEVELS" <<'PY'
+import json, re, statistics, sys
+w, reps, levels = sys.argv[1], int(sys.argv[2]), [int(l) for l in sys.argv[3].split()]
+med = statistics.median
+dr = [json.load(open(f"{w}/dr.{i}.json")) for i in range(1, reps + 1)]
+def dr_fig(codec, cipher, key):
+    vals = []
+    for run in dr:
+        r = next(r for r in run if r["codec"] == codec and r["cipher"] == cipher)
+        v = r
+        for k in key.split("."):
+            v = v[k]
+        vals.append(v)
+    return med(vals)
+# zstd -b (1.5) prints one line per level: progress updates separated by '\r', the last
+# complete one "... -> 190000000 (x2.695),  400.1 MB/s, 1500.2 MB/s", then " 3#".
+zs = {}
+for i in range(1, reps + 1):
+    for line in open(f"{w}/zstd.{i}.txt", newline="\n"):
+        level = re.search(r"(\d+)#\s*$", line)
+        found = re.findall(r"\(x([\d.]+)\),\s*([\d.]+) MB/s,\s*([\d.]+) MB/s", line)
+        if level and found:
+            zs.setdefault(int(level.group(1)), []).append(tuple(float(x) for x in found[-1]))
+print(f"input: first {dr[0][0]['input_bytes']:,} bytes; {reps} pairs; medians")
+print("| level | dr ratio | zstd -b ratio | dr compress MB/s | zstd -b MB/s | dr/zstd | dr decompress MB/s | zstd -b MB/s | dr/zstd |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for l in levels:
+    c = f"zstd:{l}"
+    z = zs.get(l, [])
+    zr, zc, zd = (med([t[k] for t in z]) for k in range(3))
+    dr_ratio = dr_fig(c, "aes-256-gcm", "ratio")
+    dc = dr_fig(c, "aes-256-gcm", "stages.compress")
+    dd = dr_fig(c, "aes-256-gcm", "stages.decompress")
+    print(f"| {l} | {dr_ratio:.3f} | {zr:.3f} | {dc:.0f} | {zc:.0f} | {dc/zc:.2f} | {dd:.0f} | {zd:.0f} | {dd/zd:.2f} |")
+print()
+print("| cipher | dr encrypt MB/s (64 KiB chunks) | openssl speed -bytes 65536 MB/s | dr/openssl |")
+print("|---|---:|---:|---:|")
+for cipher in ["aes-256-gcm", "chacha20-poly1305"]:
+    o = []
+    for i in range(1, reps + 1):
+        line = open(f"{w}/openssl.{cipher}.{i}.txt").read().split()
+        o.append(float(line[-1].rstrip("k")) * 1000 / 1e6)
+    # dr's encryption figure on each codec's output; zstd:1's (the default) is reported.
+    de = dr_fig("zstd:1", cipher, "stages.encrypt")
+    print(f"| {cipher} | {de:.0f} | {med(o):.0f} | {de/med(o):.2f} |")
+print()
+print("| setting | ratio | backup MB/s | restore MB/s | CPU s/GB | peak MiB |")
+print("|---|---:|---:|---:|---:|---:|")
+for r in dr[0]:
+    c, k = r["codec"], r["cipher"]
+    peak = [x["peak_memory_bytes"] for run in dr for x in run if x["codec"] == c and x["cipher"] == k]
+    peak = med([p for p in peak if p is not None]) / 1048576 if any(p is not None for p in peak) else float("nan")
+    print(f"| {c} + {k} | {dr_fig(c, k, 'ratio'):.3f} | {dr_fig(c, k, 'mb_per_s'):.0f} | {dr_fig(c, k, 'restore_mb_per_s'):.0f} | {dr_fig(c, k, 'cpu_seconds_per_gb'):.1f} | {peak:.1f} |")
+PY
