@@ -599,3 +599,73 @@ fn assert_no_staging_left(parent: &std::path::Path) {
         "no staging left behind: {leftovers:?}"
     );
 }
+
+/// Logs on stderr carry ANSI colour only on a terminal: a file (journald, cron mail, a
+/// redirect) gets plain text, and so does a terminal when NO_COLOR is set.
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    let repo = Repo::new();
+    // A password in the URL makes drctl log a warning; nothing listens on port 1, so the
+    // backup then fails, which is beside the point here.
+    let args = [
+        "backup",
+        "--db",
+        "postgres://app:pw@127.0.0.1:1/app",
+        "--repo",
+        &repo.url,
+    ];
+    let warning = "contains a password";
+
+    let log = repo.path().join("stderr.log");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(args)
+        .env("DR_KEY_FILE", &repo.key)
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(warning), "{text}");
+    assert!(!text.contains('\x1b'), "no ANSI codes in a file: {text:?}");
+
+    // script(1) gives drctl a pseudo-terminal and copies what it writes to its stdout.
+    let on_terminal = |no_color: Option<&str>| {
+        let line = std::iter::once(env!("CARGO_BIN_EXE_drctl"))
+            .chain(args)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("DR_KEY_FILE", &repo.key)
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null());
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd
+            .output()
+            .expect("script(1) runs drctl on a terminal: install it with apt-get install bsdutils");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains(warning), "{text}");
+        text
+    };
+    // Colour is an SGR sequence, ESC [ digits m; the progress spinner's line clearing
+    // (ESC [ 2K) is not colour.
+    let coloured = |text: &str| {
+        text.split('\x1b').skip(1).any(|s| {
+            s.strip_prefix('[')
+                .and_then(|s| s.split_once('m'))
+                .is_some_and(|(params, _)| params.chars().all(|c| c.is_ascii_digit() || c == ';'))
+        })
+    };
+    let text = on_terminal(None);
+    assert!(coloured(&text), "colour on a terminal: {text:?}");
+    let text = on_terminal(Some("1"));
+    assert!(!coloured(&text), "NO_COLOR=1: {text:?}");
+    // NO_COLOR set but empty does not count (https://no-color.org).
+    let text = on_terminal(Some(""));
+    assert!(coloured(&text), "empty NO_COLOR: {text:?}");
+}
