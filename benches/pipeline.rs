@@ -3,12 +3,10 @@
 //! `cargo bench --bench pipeline`. The input is synthetic dump-like text (COPY rows with hex
 //! bytea and repeated user agents), so compression ratios resemble a real pg_dump.
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dr::core::{
-    stage::once_bytes, BackupOptions, Codec, Dump, DumpCompletion, DumpStats, Dumper, Encryptor,
-    RepoConfig, RepoDefaults, Repository, Result, SourceInfo, Transform,
+    BackupOptions, BufferDumper, Codec, Encryptor, RepoConfig, RepoDefaults, Repository, Transform,
 };
 
 const SIZE: usize = 32 << 20;
@@ -98,38 +96,12 @@ fn ciphers(c: &mut Criterion) {
     g.finish();
 }
 
-/// A source that yields one buffer: the pipeline's own cost, without a database.
-struct BufferSource(Bytes);
-
-struct Done;
-
-#[async_trait]
-impl DumpCompletion for Done {
-    async fn finish(self: Box<Self>) -> Result<DumpStats> {
-        Ok(DumpStats::default())
-    }
-}
-
-#[async_trait]
-impl Dumper for BufferSource {
-    async fn start(&self) -> Result<Dump> {
-        Ok(Dump {
-            source: SourceInfo {
-                kind: "buffer".into(),
-                format: "bytes".into(),
-                name: "bench".into(),
-                ..Default::default()
-            },
-            stream: once_bytes(self.0.clone(), 1 << 20),
-            size_hint: Some(self.0.len() as u64),
-            completion: Box::new(Done),
-        })
-    }
-}
-
 fn whole_pipeline(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let source = BufferSource(sample(SIZE));
+    // The pipeline's own cost, without a database.
+    let source = BufferDumper::new(sample(SIZE))
+        .named("bench")
+        .chunk_bytes(1 << 20);
     let key = dr::crypto::MasterKey::generate().unwrap();
     let mut g = c.benchmark_group("backup_pipeline");
     g.throughput(Throughput::Bytes(SIZE as u64)).sample_size(10);
