@@ -49,6 +49,7 @@ pub mod checks;
 mod conn;
 mod dump;
 mod locale;
+mod params;
 mod restore;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -56,4 +57,5 @@ pub mod tls;
 mod tools;
 
 pub use dump::{PgDumper, SOURCE_KIND};
+pub use params::config_from_url;
 pub use restore::PgRestorer;
