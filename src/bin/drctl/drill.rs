@@ -2,9 +2,9 @@
 //! and RPO against the objectives, drop it.
 
 use clap::Args;
-use dr::config::Objectives;
 use dr::core::schedule::parse_duration;
 use dr::core::{ReadOptions, Repository, Result};
+use dr::drill::Objectives;
 use dr::drill::{drill, failure, DrillOptions};
 
 use crate::cli::RepoArgs;
