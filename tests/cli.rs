@@ -54,10 +54,7 @@ async fn backup_list_verify_restore_round_trip() {
 async fn cat_output_is_a_standard_pg_restore_archive() {
     let cluster = cluster_with_sample(1).await;
     let repo = Repo::new();
-    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
     let out = repo.run(&["cat", &id]);
     ok(&out);
     let archive = repo.path().join("payload.dump");
@@ -124,10 +121,7 @@ fn flip_byte(path: &std::path::Path, offset: u64) {
 async fn damaged_backups_fail_verify_and_restore_without_leaving_a_database() {
     let cluster = cluster_with_sample(1).await;
     let repo = Repo::new();
-    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
     let payload = repo.payload(&id);
     let pristine = std::fs::read(&payload).unwrap();
     let len = pristine.len() as u64;
@@ -179,10 +173,7 @@ async fn damaged_backups_fail_verify_and_restore_without_leaving_a_database() {
 async fn wrong_key_fails_clearly_before_touching_anything() {
     let cluster = cluster_with_sample(1).await;
     let repo = Repo::new();
-    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
     let other = repo.path().join("other.key");
     ok(&drctl(
         &["keygen", "--output", other.to_str().unwrap()],
@@ -261,10 +252,7 @@ async fn killed_backup_is_never_listed_and_the_next_one_works() {
     let err = fails(&repo.run(&["verify"]), 3);
     assert!(err.contains("no complete backups"), "{err}");
 
-    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
     let list = repo.json(&["list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], id.as_str());
@@ -539,16 +527,7 @@ fn a_tampered_directory_backup_restores_nothing() {
         .map(|i| (i % 253) as u8 ^ (i >> 11) as u8)
         .collect();
     std::fs::write(src.join("big.bin"), &data).unwrap();
-    let id = repo.json(&[
-        "backup",
-        "--dir",
-        src.to_str().unwrap(),
-        "--compression",
-        "none",
-    ])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--dir", src.to_str().unwrap(), "--compression", "none"]);
     let payload = repo.payload(&id);
     let len = std::fs::metadata(&payload).unwrap().len();
     flip_byte(&payload, len / 2);
@@ -570,10 +549,7 @@ fn verify_recounts_a_directory_backup_against_its_manifest() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("a.txt"), "a").unwrap();
     std::fs::write(tmp.path().join("b.txt"), "bb").unwrap();
-    let id = repo.json(&["backup", "--dir", tmp.path().to_str().unwrap()])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--dir", tmp.path().to_str().unwrap()]);
     // Someone edits the (unauthenticated) manifest: the archive disagrees.
     let manifest_path = repo.payload(&id).with_file_name("manifest.json");
     let mut manifest: serde_json::Value =
