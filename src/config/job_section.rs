@@ -12,7 +12,7 @@ use dr_core::schedule::{
 use dr_core::{Codec, Error, Result, RetentionPolicy};
 
 use super::raw::{time_zone, RawJob, Src};
-use super::{JobConfig, ReplicaConfig};
+use super::types::{JobConfig, ReplicaConfig};
 
 /// What the rest of the file says that the jobs depend on.
 pub(super) struct Context<'a> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use dr_core::schedule::{Job, JobKind};
 use dr_core::{Error, Repository, Result};
 
-use super::Config;
+use super::types::Config;
 
 impl Config {
     /// The jobs with dr's runners ([`crate::jobs`]) for `repo`: opens the key once (a

@@ -14,7 +14,7 @@ use super::raw::{
     time_zone, RawConfig, RawDatabase, RawKey, RawObjectives, RawRepository, RawScheduler,
     RawWindow, Src,
 };
-use super::{Config, DatabaseConfig, KeyConfig, RepositoryConfig, SchedulerConfig};
+use super::types::{Config, DatabaseConfig, KeyConfig, RepositoryConfig, SchedulerConfig};
 use crate::drill::Objectives;
 
 /// Parse and validate a whole file; relative paths in it are relative to `base`.
