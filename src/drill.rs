@@ -8,8 +8,7 @@
 //! ```no_run
 //! # async fn run(repo: dr::core::Repository, key: dr::crypto::Identity) -> dr::core::Result<()> {
 //! use std::time::Duration;
-//! use dr::config::Objectives;
-//! use dr::drill::{drill, DrillOptions};
+//! use dr::drill::{drill, DrillOptions, Objectives};
 //!
 //! let scratch: tokio_postgres::Config = "host=127.0.0.1 user=postgres dbname=app_drill".parse().unwrap();
 //! let opts = DrillOptions {
@@ -23,7 +22,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -34,7 +33,16 @@ use dr_db::checks::{
 };
 use dr_db::PgRestorer;
 
-use crate::config::Objectives;
+/// The recovery point and time objectives a drill is judged against (dr.toml's
+/// `[objectives]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Objectives {
+    /// Recovery point objective: the most data (in time) that may be lost. Each job outcome
+    /// says whether the newest complete backup is within it.
+    pub rpo: Option<Duration>,
+    /// Recovery time objective: how long a restore may take. Drills fail when they take longer.
+    pub rto: Option<Duration>,
+}
 
 /// How to run a drill.
 #[derive(Debug, Clone, Default)]

@@ -46,6 +46,7 @@ pub struct BackupJob {
     encryptor: Arc<dyn Encryptor>,
     labels: Vec<String>,
     codec: Option<Codec>,
+    storage_class: Option<String>,
 }
 
 impl std::fmt::Debug for BackupJob {
@@ -53,6 +54,7 @@ impl std::fmt::Debug for BackupJob {
         f.debug_struct("BackupJob")
             .field("labels", &self.labels)
             .field("codec", &self.codec)
+            .field("storage_class", &self.storage_class)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +68,7 @@ impl BackupJob {
             encryptor,
             labels: Vec::new(),
             codec: None,
+            storage_class: None,
         }
     }
 
@@ -84,6 +87,13 @@ impl BackupJob {
         self.codec = Some(codec);
         self
     }
+
+    /// Store the backup data in `class` (S3 STANDARD_IA, GLACIER, …) instead of the
+    /// repository default.
+    pub fn storage_class(mut self, class: impl Into<String>) -> BackupJob {
+        self.storage_class = Some(class.into());
+        self
+    }
 }
 
 #[async_trait]
@@ -92,6 +102,7 @@ impl JobRunner for BackupJob {
         let opts = BackupOptions {
             codec: self.codec,
             labels: self.labels.clone(),
+            storage_class: self.storage_class.clone(),
             progress: Some(ctx.progress_sink()),
             clock: Some(ctx.clock().clone()),
             ..Default::default()
@@ -257,7 +268,7 @@ impl DrillJob {
     pub fn new(
         decryptor: Arc<dyn Decryptor>,
         scratch: tokio_postgres::Config,
-        objectives: crate::config::Objectives,
+        objectives: crate::drill::Objectives,
         checks: dr_db::checks::IntegrityChecks,
     ) -> DrillJob {
         DrillJob {

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use dr_core::records::{CheckKind, CheckRecord};
 use dr_core::{ErrorKind, Manifest, Result};
 
-use crate::config::Objectives;
 use crate::drill::DrillReport;
+use crate::drill::Objectives;
 
 /// The record of a drill of `manifest` that started at `started_at`: its verdict, reasons,
 /// measured recovery time and point, the objectives, and the whole report; or, when the

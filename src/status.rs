@@ -6,7 +6,7 @@
 //! ```no_run
 //! # async fn run(repo: dr::core::Repository) -> dr::core::Result<()> {
 //! use std::time::Duration;
-//! use dr::config::Objectives;
+//! use dr::drill::Objectives;
 //!
 //! let objectives = Objectives { rpo: Some(Duration::from_secs(3600)), rto: Some(Duration::from_secs(3600)) };
 //! let status = dr::status::status(&repo, &objectives).await?;
@@ -42,7 +42,7 @@ use dr_core::lease::{self, LeaseStatus};
 use dr_core::records::{self, CheckKind, CheckRecord};
 use dr_core::{Manifest, Repository, Result, Series};
 
-use crate::config::Objectives;
+use crate::drill::Objectives;
 
 /// A verdict, ordered from best to worst: `ok < warning < unknown < breached`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -54,10 +54,7 @@ async fn backup_list_verify_restore_round_trip() {
 async fn cat_output_is_a_standard_pg_restore_archive() {
     let cluster = cluster_with_sample(1).await;
     let repo = Repo::new();
-    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
     let out = repo.run(&["cat", &id]);
     ok(&out);
     let archive = repo.path().join("payload.dump");
@@ -124,10 +121,7 @@ fn flip_byte(path: &std::path::Path, offset: u64) {
 async fn damaged_backups_fail_verify_and_restore_without_leaving_a_database() {
     let cluster = cluster_with_sample(1).await;
     let repo = Repo::new();
-    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
     let payload = repo.payload(&id);
     let pristine = std::fs::read(&payload).unwrap();
     let len = pristine.len() as u64;
@@ -179,10 +173,7 @@ async fn damaged_backups_fail_verify_and_restore_without_leaving_a_database() {
 async fn wrong_key_fails_clearly_before_touching_anything() {
     let cluster = cluster_with_sample(1).await;
     let repo = Repo::new();
-    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
     let other = repo.path().join("other.key");
     ok(&drctl(
         &["keygen", "--output", other.to_str().unwrap()],
@@ -261,10 +252,7 @@ async fn killed_backup_is_never_listed_and_the_next_one_works() {
     let err = fails(&repo.run(&["verify"]), 3);
     assert!(err.contains("no complete backups"), "{err}");
 
-    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
     let list = repo.json(&["list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], id.as_str());
@@ -543,16 +531,7 @@ fn a_tampered_directory_backup_restores_nothing() {
         .map(|i| (i % 253) as u8 ^ (i >> 11) as u8)
         .collect();
     std::fs::write(src.join("big.bin"), &data).unwrap();
-    let id = repo.json(&[
-        "backup",
-        "--dir",
-        src.to_str().unwrap(),
-        "--compression",
-        "none",
-    ])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--dir", src.to_str().unwrap(), "--compression", "none"]);
     let payload = repo.payload(&id);
     let len = std::fs::metadata(&payload).unwrap().len();
     flip_byte(&payload, len / 2);
@@ -574,10 +553,7 @@ fn verify_recounts_a_directory_backup_against_its_manifest() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("a.txt"), "a").unwrap();
     std::fs::write(tmp.path().join("b.txt"), "bb").unwrap();
-    let id = repo.json(&["backup", "--dir", tmp.path().to_str().unwrap()])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--dir", tmp.path().to_str().unwrap()]);
     // Someone edits the (unauthenticated) manifest: the archive disagrees.
     let manifest_path = repo.payload(&id).with_file_name("manifest.json");
     let mut manifest: serde_json::Value =
@@ -626,4 +602,74 @@ fn demo_backs_up_verifies_restores_and_compares_the_sample() {
     assert_eq!(tables, common::sample::SAMPLE_TABLES);
     assert_eq!(report["tables_verified"], 3, "{report}");
     assert_eq!(report["tables_restored"], 3, "{report}");
+}
+
+/// Logs on stderr carry ANSI colour only on a terminal: a file (journald, cron mail, a
+/// redirect) gets plain text, and so does a terminal when NO_COLOR is set.
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    let repo = Repo::new();
+    // A password in the URL makes drctl log a warning; nothing listens on port 1, so the
+    // backup then fails, which is beside the point here.
+    let args = [
+        "backup",
+        "--db",
+        "postgres://app:pw@127.0.0.1:1/app",
+        "--repo",
+        &repo.url,
+    ];
+    let warning = "contains a password";
+
+    let log = repo.path().join("stderr.log");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(args)
+        .env("DR_KEY_FILE", &repo.key)
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(warning), "{text}");
+    assert!(!text.contains('\x1b'), "no ANSI codes in a file: {text:?}");
+
+    // script(1) gives drctl a pseudo-terminal and copies what it writes to its stdout.
+    let on_terminal = |no_color: Option<&str>| {
+        let line = std::iter::once(env!("CARGO_BIN_EXE_drctl"))
+            .chain(args)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("DR_KEY_FILE", &repo.key)
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null());
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd
+            .output()
+            .expect("script(1) runs drctl on a terminal: install it with apt-get install bsdutils");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains(warning), "{text}");
+        text
+    };
+    // Colour is an SGR sequence, ESC [ digits m; the progress spinner's line clearing
+    // (ESC [ 2K) is not colour.
+    let coloured = |text: &str| {
+        text.split('\x1b').skip(1).any(|s| {
+            s.strip_prefix('[')
+                .and_then(|s| s.split_once('m'))
+                .is_some_and(|(params, _)| params.chars().all(|c| c.is_ascii_digit() || c == ';'))
+        })
+    };
+    let text = on_terminal(None);
+    assert!(coloured(&text), "colour on a terminal: {text:?}");
+    let text = on_terminal(Some("1"));
+    assert!(!coloured(&text), "NO_COLOR=1: {text:?}");
+    // NO_COLOR set but empty does not count (https://no-color.org).
+    let text = on_terminal(Some(""));
+    assert!(coloured(&text), "empty NO_COLOR: {text:?}");
 }

@@ -18,44 +18,14 @@ use bytes::Bytes;
 use chrono::Utc;
 use common::*;
 use dr::core::{
-    stage::once_bytes, BackupOptions, ByteStream, Decryptor, Dump, DumpCompletion, DumpStats,
-    Dumper, Encryptor, Error, ErrorKind, Manifest, ObjectEntry, ObjectMeta, ObjectWriter,
-    PutOptions, ReadOptions, RepoConfig, RepoDefaults, RepoKey, Repository, Result, SourceInfo,
-    StorageExt, StorageTarget,
+    BackupOptions, BufferDumper, ByteStream, Decryptor, Encryptor, Error, ErrorKind, Manifest,
+    ObjectEntry, ObjectMeta, ObjectWriter, PutOptions, ReadOptions, RepoConfig, RepoDefaults,
+    RepoKey, Repository, Result, StorageExt, StorageTarget,
 };
 use dr::crypto::{Identity, KdfParams, MasterKey, Passphrase, Recipient, X25519Identity};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// A source that yields one buffer.
-struct BufferSource(Bytes);
-
-struct Done;
-
-#[async_trait]
-impl DumpCompletion for Done {
-    async fn finish(self: Box<Self>) -> Result<DumpStats> {
-        Ok(DumpStats::default())
-    }
-}
-
-#[async_trait]
-impl Dumper for BufferSource {
-    async fn start(&self) -> Result<Dump> {
-        Ok(Dump {
-            source: SourceInfo {
-                kind: "buffer".into(),
-                format: "bytes".into(),
-                name: "test".into(),
-                ..Default::default()
-            },
-            stream: once_bytes(self.0.clone(), 64 * 1024),
-            size_hint: Some(self.0.len() as u64),
-            completion: Box::new(Done),
-        })
-    }
-}
 
 fn payload(n: usize, seed: u64) -> Bytes {
     let mut x = seed | 1;
@@ -104,9 +74,14 @@ fn entry(identity: &Identity) -> RepoKey {
 /// Back up `data` with the repository's public recipients only (no secret held).
 async fn public_backup(repo: &Repository, data: Bytes) -> Manifest {
     let enc = dr::keys::public_encryptor(repo).unwrap();
-    dr::core::backup(repo, &BufferSource(data), &enc, &BackupOptions::default())
-        .await
-        .unwrap()
+    dr::core::backup(
+        repo,
+        &BufferDumper::new(data),
+        &enc,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// The whole payload of `m`, read with `key`.
@@ -210,7 +185,7 @@ async fn symmetric_keys_passphrases_and_recipients_share_a_repository() {
     let data = payload(100_000, 2);
     let m = dr::core::backup(
         &repo,
-        &BufferSource(data.clone()),
+        &BufferDumper::new(data.clone()),
         &enc,
         &BackupOptions::default(),
     )
@@ -340,7 +315,7 @@ async fn revoked_key_opens_no_backup_through_the_repository() {
         ms.push(
             dr::core::backup(
                 &repo,
-                &BufferSource(payload(50_000, i)),
+                &BufferDumper::new(payload(50_000, i)),
                 &enc,
                 &BackupOptions::default(),
             )
@@ -383,7 +358,7 @@ async fn revoked_key_opens_no_backup_through_the_repository() {
         dr::crypto::AeadEncryptor::new(dr::crypto::Cipher::Aes256Gcm, vec![lone.clone()]).unwrap();
     let orphan = dr::core::backup(
         &repo,
-        &BufferSource(payload(1000, 9)),
+        &BufferDumper::new(payload(1000, 9)),
         &enc,
         &BackupOptions::default(),
     )
@@ -929,7 +904,7 @@ async fn revoking_a_backups_only_key_is_refused_until_a_remaining_key_can_be_wra
     let enc = dr::keys::encryptor(&repo, leaving.clone()).unwrap();
     let m = dr::core::backup(
         &repo,
-        &BufferSource(data.clone()),
+        &BufferDumper::new(data.clone()),
         &enc,
         &BackupOptions::default(),
     )

@@ -336,10 +336,7 @@ async fn restore_from_a_replica_survives_transient_read_faults() {
 async fn drctl_replicate_copies_then_skips_and_lock_list_shows_leases() {
     let cluster = cluster_with_sample(1).await;
     let repo = Repo::new();
-    let id = repo.json(&["backup", "--db", &cluster.url("app")])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
     let dst = repo.path().join("replica");
     let dst = dst.to_str().unwrap();
 

@@ -237,6 +237,21 @@ sql = 'SELECT id FROM "QrCode" q WHERE "scanCount" <> (SELECT count(*) FROM "QrC
     );
 }
 
+/// Run the backup job `[jobs.uploads]` (`kind = "backup"` plus `keys`) once, with no
+/// database reachable (a directory job needs none); its outcome's figures.
+fn run_uploads_job(repo: &Repo, keys: &str) -> serde_json::Value {
+    let config = write_config(
+        repo,
+        "postgres://postgres@127.0.0.1:1/app",
+        &format!("\n[jobs.uploads]\nkind = \"backup\"\n{keys}\n"),
+    );
+    let out = drctl_run(&config, &["--once", "uploads"]);
+    ok(&out);
+    let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcomes[0]["ok"], true, "{}", outcomes[0]);
+    outcomes[0]["summary"]["figures"].clone()
+}
+
 #[test]
 fn run_once_backs_up_a_directory_job_relative_to_the_config_file() {
     let repo = Repo::new();
@@ -244,27 +259,14 @@ fn run_once_backs_up_a_directory_job_relative_to_the_config_file() {
     std::fs::create_dir_all(uploads.join("qr")).unwrap();
     std::fs::write(uploads.join("qr/1.png"), vec![1u8; 70_000]).unwrap();
     std::fs::write(uploads.join("qr/2.png"), vec![2u8; 30_000]).unwrap();
-    // No database is reachable: a directory job does not need one.
-    let config = write_config(
+    let figures = run_uploads_job(
         &repo,
-        "postgres://postgres@127.0.0.1:1/app",
-        r#"
-[jobs.uploads]
-kind = "backup"
-dir = "uploads"
+        r#"dir = "uploads"
 cron = "30 * * * *"
-labels = ["uploads"]
-"#,
+labels = ["uploads"]"#,
     );
-    let out = drctl_run(&config, &["--once", "uploads"]);
-    ok(&out);
-    let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(outcomes[0]["ok"], true, "{}", outcomes[0]);
-    assert_eq!(outcomes[0]["summary"]["figures"]["rows"], 2, "two files");
-    let id = outcomes[0]["summary"]["figures"]["backup_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    assert_eq!(figures["rows"], 2, "two files");
+    let id = figures["backup_id"].as_str().unwrap().to_string();
     let list = repo.json(&["list"]);
     assert_eq!(list[0]["source"]["kind"], "files");
     assert_eq!(list[0]["labels"], serde_json::json!(["test", "uploads"]));
@@ -285,6 +287,40 @@ labels = ["uploads"]
     let stderr = fails(&drctl_run(&config, &["--once", "prune"]), 2);
     assert!(stderr.contains("jobs.prune.dir"), "{stderr}");
     assert!(stderr.contains("only backup jobs"), "{stderr}");
+}
+
+/// dr.toml parity with `drctl backup`: compression, storage class and labels set on a job
+/// are what its backups get.
+#[test]
+fn run_once_backup_uses_the_jobs_compression_storage_class_and_labels() {
+    let repo = Repo::new();
+    let uploads = repo.path().join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    std::fs::write(uploads.join("a.csv"), "id\n1\n2\n3\n".repeat(100)).unwrap();
+    let figures = run_uploads_job(
+        &repo,
+        r#"dir = "uploads"
+compression = "gzip:1"
+storage_class = "STANDARD_IA"
+labels = ["archive"]"#,
+    );
+    let id = figures["backup_id"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(&repo.url).join(format!("backups/{id}/manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["codec"],
+        serde_json::to_value(dr::core::Codec::Gzip { level: 1 }).unwrap()
+    );
+    assert_eq!(manifest["objects"][0]["storage_class"], "STANDARD_IA");
+    assert_eq!(manifest["labels"], serde_json::json!(["test", "archive"]));
+    let restored = repo.path().join("restored");
+    ok(&repo.run(&["restore", &id, "--dir", restored.to_str().unwrap()]));
+    assert_eq!(
+        std::fs::read(restored.join("a.csv")).unwrap(),
+        std::fs::read(uploads.join("a.csv")).unwrap()
+    );
 }
 
 #[test]

@@ -593,6 +593,12 @@ fn example_config_parses() {
         c.job("uploads").unwrap().dir.as_deref(),
         Some(std::path::Path::new("/srv/app/uploads"))
     );
+    let monthly = c.job("monthly").unwrap();
+    assert_eq!(
+        monthly.compression,
+        Some(dr::core::Codec::Zstd { level: 6 })
+    );
+    assert_eq!(monthly.storage_class.as_deref(), Some("STANDARD_IA"));
     let offsite = c.job("offsite").unwrap().to.as_ref().unwrap();
     assert_eq!(offsite.storage_class.as_deref(), Some("GLACIER"));
     assert_eq!(offsite.options["region"], "eu-west-1");

@@ -1,3 +1,4 @@
+// Long (about 1,050 lines before its tests) on purpose: one resumable state machine over one format, whose steps share the parser state.
 //! A streaming inspector of PostgreSQL's custom-format archive (`pg_dump -Fc -Z0`).
 //!
 //! dr stores the archive exactly as `pg_dump` writes it. While the bytes stream past on their

@@ -53,6 +53,7 @@ mod conn;
 pub mod diff;
 mod dump;
 mod locale;
+mod params;
 pub mod physical;
 mod restore;
 pub mod tables;
@@ -63,6 +64,7 @@ mod tools;
 pub mod wal;
 
 pub use dump::{PgDumper, SOURCE_KIND};
+pub use params::config_from_url;
 pub use physical::{PhysicalDumper, PhysicalRestorer};
 pub use restore::PgRestorer;
 

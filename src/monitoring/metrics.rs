@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use dr_core::schedule::{JobOutcome, SchedulerEvent};
 
-use crate::config::Objectives;
+use crate::drill::Objectives;
 use crate::report::exposition::{Exposition, MetricType};
 use crate::status::{assess, Facts};
 

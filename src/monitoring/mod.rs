@@ -34,7 +34,7 @@ use tokio::sync::broadcast::error::RecvError;
 use dr_core::schedule::{parse_duration, Scheduler, SchedulerEvent};
 use dr_core::{Error, Repository, Result};
 
-use crate::config::Objectives;
+use crate::drill::Objectives;
 use crate::status::{assess, gather, Health};
 use metrics::Metrics;
 use webhooks::{Notification, Notifier, WebhookConfig};

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! # async fn run(repo: dr::core::Repository) -> dr::core::Result<()> {
-//! let objectives = dr::config::Objectives::default();
+//! let objectives = dr::drill::Objectives::default();
 //! let report = dr::report::Report::gather(&repo, &objectives).await?;
 //! std::fs::write("report.html", dr::report::html::render(&report)).unwrap();
 //! # Ok(()) }
@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use dr_core::records::{CheckKind, CheckRecord};
 use dr_core::{Repository, Result, Series};
 
-use crate::config::Objectives;
+use crate::drill::Objectives;
 use crate::status::{assess, gather, BackupBrief, Status};
 
 /// Everything a report shows: the status now, and the history behind it.

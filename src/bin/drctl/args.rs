@@ -65,30 +65,7 @@ impl SeriesArgs {
     }
 }
 
-/// Parse a database URL; fill the password from PGPASSWORD and warn if the URL carries one.
+/// The database `url` names, completed from the libpq environment ([`dr::db::config_from_url`]).
 pub fn db_config(url: &str) -> Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-        Error::invalid("the database URL is malformed (expected postgres://user@host:port/db)")
-            .with_source(e)
-    })?;
-    if config.get_password().is_some() {
-        tracing::warn!("the database URL contains a password, which other users can read from the process list; use PGPASSWORD or ~/.pgpass");
-    } else if let Ok(p) = std::env::var("PGPASSWORD") {
-        config.password(p);
-    }
-    if config.get_user().is_none() {
-        let user = std::env::var("PGUSER")
-            .or_else(|_| std::env::var("USER"))
-            .unwrap_or_else(|_| "postgres".into());
-        config.user(user);
-    }
-    if config.get_hosts().is_empty() {
-        config.host(std::env::var("PGHOST").as_deref().unwrap_or("localhost"));
-    }
-    if config.get_ports().is_empty() {
-        if let Ok(port) = std::env::var("PGPORT").unwrap_or_default().parse::<u16>() {
-            config.port(port);
-        }
-    }
-    Ok(config)
+    dr::db::config_from_url(url, "PGPASSWORD")
 }

@@ -2,10 +2,11 @@
 //! and RPO against the objectives, drop it.
 
 use clap::Args;
-use dr::config::{Config, Objectives};
+use dr::config::Config;
 use dr::core::schedule::parse_duration;
 use dr::core::{ReadOptions, Repository, Result};
 use dr::db::checks::IntegrityChecks;
+use dr::drill::Objectives;
 use dr::drill::{drill, failure, DrillOptions};
 
 use crate::args::RepoArgs;

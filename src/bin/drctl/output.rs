@@ -22,7 +22,8 @@ pub fn exit_code(e: &Error) -> i32 {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the level chosen by `-v`.
+/// Logs go to stderr, coloured only where a person reads them ([`colour_logs`]); `RUST_LOG`
+/// overrides the level chosen by `-v`.
 pub fn init_tracing(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -34,8 +35,15 @@ pub fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .with_target(false)
         .init();
+}
+
+/// ANSI colour in logs only when stderr is a terminal and `NO_COLOR` (<https://no-color.org>)
+/// is unset or empty: files, pipes, journald and cron mail get plain text.
+fn colour_logs() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Print a value as pretty JSON on stdout.

@@ -49,6 +49,18 @@ impl Repo {
         })
     }
 
+    /// Take a backup (`drctl backup` with `args`: `--db URL`, `--dir PATH`, …) and return
+    /// its id.
+    pub fn backup(&self, args: &[&str]) -> String {
+        let mut all = vec!["backup"];
+        all.extend_from_slice(args);
+        let out = self.json(&all);
+        out["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("drctl backup printed no id: {out}"))
+            .to_string()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
