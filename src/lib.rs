@@ -35,3 +35,4 @@ pub mod jobs;
 pub mod keys;
 pub mod sample;
 pub mod verify;
+pub mod writers;

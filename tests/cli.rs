@@ -217,7 +217,9 @@ async fn wrong_key_fails_clearly_before_touching_anything() {
 async fn killed_backup_is_never_listed_and_the_next_one_works() {
     let cluster = cluster_with_sample(4).await;
     let repo = Repo::new();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"));
+    admin_host_env(&mut cmd);
+    let mut child = cmd
         .args(["backup", "--repo", &repo.url, "--db", &cluster.url("app")])
         .env("DR_KEY_FILE", &repo.key)
         .stdout(std::process::Stdio::null())

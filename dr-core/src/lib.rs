@@ -33,11 +33,13 @@ pub mod repo;
 pub mod retention;
 pub mod schedule;
 pub mod series;
+pub mod signing;
+pub mod trust;
 
 pub use manifest::{Manifest, ObjectEntry};
 pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};
 pub use progress::{ProgressEvent, ProgressSink, Stage};
 pub use prune::{prune, PruneOptions, PruneReport};
-pub use repo::{RepoConfig, RepoDefaults, RepoKey, Repository};
+pub use repo::{RepoConfig, RepoDefaults, RepoKey, RepoWriter, Repository};
 pub use retention::{BackupInfo, Decision, RetentionDuration, RetentionPolicy, SeriesPolicies};
 pub use series::{Series, SeriesSelector};

@@ -18,9 +18,16 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Keygen {
             output,
+            signing: true,
+            ..
+        } => crate::key::keygen_signing(json, &output),
+        Command::Keygen {
+            output,
             symmetric,
             age,
+            ..
         } => crate::key::keygen(json, &output, symmetric, age),
+        Command::Repo { command } => crate::repo::run(json, command).await,
         Command::Key { command } => crate::key::run(json, command).await,
         Command::Bench { command } => crate::bench::run(json, command),
         Command::Init {
@@ -114,7 +121,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn open_repo(args: &RepoArgs) -> Result<Repository> {
-    Repository::open(args.storage()?).await
+    args.open().await
 }
 
 /// Parse a database URL; fill the password from PGPASSWORD and warn if the URL carries one.
@@ -175,7 +182,17 @@ async fn init(
         .map(|k| k.id.clone())
         .collect::<Vec<_>>()
         .join(", ");
-    let repo = Repository::init(storage, RepoConfig::new(defaults, keys)?).await?;
+    let admin = args.signing_key()?.ok_or_else(|| {
+        Error::invalid(
+            "init needs the administrative signing key that will sign the repository's keys \
+             and retention policy: pass --signing-key FILE (or set DR_SIGNING_KEY); create one \
+             with `drctl keygen --signing -o admin.key` and keep it on administrative hosts only",
+        )
+    })?;
+    let repo = Repository::init_signed(storage, RepoConfig::new(defaults, keys)?, admin).await?;
+    if let Some(store) = dr::core::trust::TrustStore::from_env() {
+        store.pin(&repo)?;
+    }
     if json {
         print_json(&json!({
             "repository_id": repo.config().repository_id,
@@ -200,7 +217,8 @@ async fn backup(
     compression: Option<String>,
     storage_class: Option<String>,
 ) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open_for_writing().await?;
+    repo.check_can_sign_manifests()?;
     let encryptor = crate::key::backup_encryptor(args, &repo)?;
     let bar = progress_bar(json, "backup");
     let opts = BackupOptions {
@@ -347,12 +365,18 @@ async fn verify(
     all: bool,
 ) -> Result<()> {
     let repo = open_repo(args).await?;
+    // Backups whose manifests fail authentication are failures of a full verify.
+    let rejected = if all || id.is_none() {
+        repo.list_backups_and_rejected().await?.1
+    } else {
+        Vec::new()
+    };
     let manifests = match (all, id) {
         (true, _) => repo.list_series(series).await?,
         (false, Some(id)) => vec![repo.resolve(&id, series).await?],
         (false, None) => repo.newest_per_series(series).await?,
     };
-    if manifests.is_empty() {
+    if manifests.is_empty() && rejected.is_empty() {
         return Err(Error::new(
             ErrorKind::NotFound,
             format!("no complete backups in {}", repo.storage().describe()),
@@ -361,6 +385,19 @@ async fn verify(
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let mut results = Vec::new();
     let mut first_error: Option<Error> = None;
+    for r in &rejected {
+        let e = Error::corrupt(format!(
+            "backup '{}' is not authenticated: {}",
+            r.id, r.cause
+        ));
+        if !json {
+            println!("{}: FAILED: {}", r.id, e.report());
+        }
+        results.push(
+            json!({ "id": r.id, "ok": false, "error": e.report(), "kind": e.kind().as_str() }),
+        );
+        first_error.get_or_insert(e);
+    }
     for m in &manifests {
         let bar = progress_bar(json, &format!("verify {}", m.id));
         let opts = ReadOptions {
@@ -399,13 +436,13 @@ async fn verify(
     }
     match first_error {
         None => Ok(()),
-        Some(e) if manifests.len() == 1 => Err(e),
+        Some(e) if results.len() == 1 => Err(e),
         Some(e) => Err(Error::new(
             e.kind(),
             format!(
                 "{} of {} backups failed verification",
                 results.iter().filter(|r| r["ok"] == false).count(),
-                manifests.len()
+                results.len()
             ),
         )),
     }

@@ -4,7 +4,7 @@
 use clap::Args;
 use dr::config::Objectives;
 use dr::core::schedule::parse_duration;
-use dr::core::{ReadOptions, Repository, Result};
+use dr::core::{ReadOptions, Result};
 use dr::drill::{drill, failure, DrillOptions};
 
 use crate::cli::RepoArgs;
@@ -43,7 +43,7 @@ pub async fn run(json: bool, args: DrillArgs) -> Result<()> {
         rto: args.rto.as_deref().map(parse_duration).transpose()?,
         rpo: args.rpo.as_deref().map(parse_duration).transpose()?,
     };
-    let repo = Repository::open(args.repo.storage()?).await?;
+    let repo = args.repo.open().await?;
     let selector = args
         .series
         .within(dr::core::SeriesSelector::kind(dr::db::SOURCE_KIND))?;

@@ -10,6 +10,7 @@ mod key;
 mod lock;
 mod output;
 mod replicate;
+mod repo;
 mod retention;
 mod run;
 mod storage;
