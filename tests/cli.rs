@@ -576,12 +576,26 @@ fn verify_recounts_a_directory_backup_against_its_manifest() {
         .as_str()
         .unwrap()
         .to_string();
-    // Someone edits the (unauthenticated) manifest: the archive disagrees.
+    // Someone edits the signed manifest: it no longer authenticates.
     let manifest_path = repo.payload(&id).with_file_name("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let pristine = std::fs::read(&manifest_path).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&pristine).unwrap();
     manifest["stats"]["tables"][0]["rows"] = 3.into();
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let err = fails(&repo.run(&["verify", &id]), 5);
+    assert!(err.contains("not authenticated"), "{err}");
+    // Someone holding the administrative key signs wrong counts: the archive disagrees.
+    std::fs::write(&manifest_path, &pristine).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let admin = dr::crypto::read_signing_key_file(&admin_paths().1).unwrap();
+        let opened = dr::core::Repository::open(dr::storage::from_url(&repo.url).unwrap())
+            .await
+            .unwrap()
+            .with_signing_key(std::sync::Arc::new(admin));
+        let mut m = opened.manifest(&id).await.unwrap();
+        m.stats.tables[0].rows = 3;
+        opened.update_manifest(&m).await.unwrap();
+    });
     let err = fails(&repo.run(&["verify", &id]), 5);
     assert!(
         err.contains("the archive holds 2 files (3 bytes), the manifest says 3 files (3 bytes)"),

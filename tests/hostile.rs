@@ -658,3 +658,134 @@ fn drctl_refuses_a_key_file_others_can_read_with_the_chmod_fix() {
     std::fs::set_permissions(&c.repo.key, std::fs::Permissions::from_mode(0o600)).unwrap();
     ok(&c.repo.run(&["cat", "latest"]));
 }
+
+// ---------------------------------------------------------------------------------------
+// Secrets hygiene
+
+/// Run drctl in a host's environment full of known secrets and check that none of them
+/// (nor a key file's secret line) appears in anything it prints, failing or succeeding, at
+/// every verbosity, in text and JSON.
+#[test]
+fn no_secret_from_the_environment_urls_or_key_files_appears_in_any_output() {
+    const DB_URL_SECRET: &str = "UrlPassw0rd-7f3a";
+    const PGPASSWORD: &str = "EnvPassw0rd-91bc";
+    const AWS_SECRET: &str = "AwsSecretKey-c0ffee-1234567890";
+    const PASSPHRASE: &str = "correct horse battery staple 4711";
+    const ENDPOINT_SECRET: &str = "EndpointSecret-55aa";
+    let c = Cli::new();
+    c.backup();
+    let key_line = |path: &Path| -> String {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    let (_, admin) = admin_paths();
+    let mut secrets = vec![
+        DB_URL_SECRET.to_owned(),
+        PGPASSWORD.to_owned(),
+        AWS_SECRET.to_owned(),
+        PASSPHRASE.to_owned(),
+        ENDPOINT_SECRET.to_owned(),
+        key_line(&c.repo.key),
+        key_line(&admin),
+    ];
+    // The part after the prefix, too, in case something prints the key without it.
+    for i in [5, 6] {
+        let tail = secrets[i].rsplit('-').next().unwrap().to_owned();
+        secrets.push(tail);
+    }
+    let env = [
+        ("PGPASSWORD", PGPASSWORD),
+        ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+        ("DR_PASSPHRASE", PASSPHRASE),
+        ("RUST_LOG", "trace"),
+    ];
+    let db = format!("postgres://app:{DB_URL_SECRET}@127.0.0.1:1/app");
+    let src = c.src.to_str().unwrap();
+    // An endpoint with credentials is refused; one without is unreachable (the AWS secret
+    // is in the environment and used to sign the requests).
+    let with_secret = format!("endpoint=http://user:{ENDPOINT_SECRET}@127.0.0.1:1");
+    let endpoints = [with_secret.as_str(), "endpoint=http://127.0.0.1:1"];
+    let runs: Vec<(Vec<&str>, bool)> = vec![
+        // Succeeding runs.
+        (vec!["backup", "--dir", src], true),
+        (vec!["list"], true),
+        (vec!["key", "list"], true),
+        (vec!["verify", "--all"], true),
+        // Failing runs: unreachable database, wrong passphrase, unreachable S3 endpoint.
+        (vec!["backup", "--db", &db], false),
+        (vec!["restore", "latest", "--db", &db], false),
+        (vec!["init"], false),
+    ];
+    let mut checked = 0;
+    for (args, succeeds) in &runs {
+        for verbosity in [None, Some("-v"), Some("-vv")] {
+            for json_flag in [false, true] {
+                let mut all: Vec<&str> = Vec::new();
+                all.extend(verbosity);
+                if json_flag {
+                    all.push("--json");
+                }
+                all.extend(args.iter().copied());
+                all.extend(["--repo", &c.repo.url]);
+                let mut env = env.to_vec();
+                if args[0] == "restore" {
+                    // The passphrase is the only key: it is wrong for this repository.
+                    env.push(("DR_KEY_FILE", ""));
+                } else {
+                    env.push(("DR_KEY_FILE", c.repo.key.to_str().unwrap()));
+                }
+                let out = drctl(&all, &env);
+                assert_eq!(
+                    out.status.success(),
+                    *succeeds,
+                    "{all:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_no_secret(&all, &out, &secrets);
+                checked += 1;
+            }
+        }
+    }
+    // Storage credentials: an S3 repository whose endpoint is unreachable.
+    for endpoint in endpoints {
+        for verbosity in [None, Some("-vv")] {
+            if verbosity.is_none() && !endpoint.contains('@') {
+                continue; // retries take seconds: the most verbose run is enough
+            }
+            let mut all: Vec<&str> = verbosity.into_iter().collect();
+            all.extend(["--json", "list", "--repo", "s3://bucket/prefix"]);
+            all.extend([
+                "--storage-opt",
+                endpoint,
+                "--storage-opt",
+                "allow_http=true",
+            ]);
+            all.extend(["--storage-opt", "region=us-east-1"]);
+            let out = drctl(&all, &env);
+            assert!(!out.status.success());
+            assert_no_secret(&all, &out, &secrets);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, runs.len() * 6 + 3);
+}
+
+#[track_caller]
+fn assert_no_secret(args: &[&str], out: &std::process::Output, secrets: &[String]) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in secrets {
+        assert!(
+            !text.contains(s.as_str()),
+            "drctl {args:?} printed the secret {s:?}:\n{text}"
+        );
+    }
+}

@@ -28,6 +28,7 @@ pub mod names;
 pub mod pipeline;
 pub mod progress;
 pub mod prune;
+pub mod redact;
 pub mod replicate;
 pub mod repo;
 pub mod retention;
