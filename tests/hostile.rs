@@ -789,3 +789,97 @@ fn assert_no_secret(args: &[&str], out: &std::process::Output, secrets: &[String
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Audit trail
+
+#[tokio::test]
+async fn the_audit_trail_records_changes_and_reports_removed_edited_or_forged_entries() {
+    let f = fixture().await;
+    let mut admin = f.admin_repo().await;
+    let m = f.backup(&admin, "t").await;
+    let mut config = admin.config().clone();
+    config.retention = Some(dr::core::RetentionPolicy {
+        keep_last: Some(5),
+        ..Default::default()
+    });
+    admin.save_config(config).await.unwrap();
+    let mut pinned = admin.manifest(&m.id).await.unwrap();
+    pinned.pinned = true;
+    admin.update_manifest(&pinned).await.unwrap();
+    pinned.pinned = false;
+    admin.update_manifest(&pinned).await.unwrap();
+
+    let repo = f.open().await;
+    let trail = dr::core::audit::read_trail(&repo).await.unwrap();
+    assert!(trail.problems.is_empty(), "{:?}", trail.problems);
+    let actions: Vec<&str> = trail.entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["state", "pin", "unpin"]);
+    assert_eq!(trail.entries[0].details["retention"]["keep_last"], json!(5));
+    assert_eq!(trail.entries[1].details["backup"], json!(m.id));
+    assert!(trail.entries.iter().all(|e| e.key_id == f.admin.key_id()));
+
+    let entry = |n: u64| format!("audit/{n:020}.json");
+    let problems = |repo: Repository| async move {
+        dr::core::audit::read_trail(&repo).await.unwrap().problems
+    };
+    // An edited entry.
+    let original = f.read_json(&entry(2)).await;
+    let mut edited = original.clone();
+    edited["details"]["backup"] = json!("someone-else");
+    f.write_json(&entry(2), &edited).await;
+    let p = problems(f.open().await).await;
+    assert!(
+        p.iter().any(|p| p.contains("entry 2 is not signed")),
+        "{p:?}"
+    );
+    f.write_json(&entry(2), &original).await;
+    // A removed entry in the middle.
+    f.storage.delete(&entry(2)).await.unwrap();
+    let p = problems(f.open().await).await;
+    assert!(
+        p.iter().any(|p| p.contains("entries 2 to 2 are missing")),
+        "{p:?}"
+    );
+    f.write_json(&entry(2), &original).await;
+    assert!(problems(f.open().await).await.is_empty());
+    // A forged entry appended by someone without a key.
+    let mut forged = f.read_json(&entry(3)).await;
+    forged["seq"] = json!(4);
+    forged["action"] = json!("state");
+    f.write_json(&entry(4), &forged).await;
+    let p = problems(f.open().await).await;
+    assert!(p.iter().any(|p| p.contains("entry 4")), "{p:?}");
+    f.storage.delete(&entry(4)).await.unwrap();
+    // Truncation back past the head that the signed state records.
+    for n in [3, 2, 1] {
+        f.storage.delete(&entry(n)).await.unwrap();
+    }
+    let p = problems(f.open().await).await;
+    assert!(p.iter().any(|p| p.contains("ends before entry 1")), "{p:?}");
+}
+
+#[test]
+fn drctl_log_shows_the_trail_and_verify_reports_a_removed_entry() {
+    let c = Cli::new();
+    let id = c.backup();
+    ok(&c.repo.run(&["pin", &id]));
+    ok(&c.repo.run(&["retention", "set", "--keep-last", "3"]));
+    let log = c.repo.json(&["log"]);
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["pin", "state"]);
+    ok(&c.repo.run(&["verify", "--all"]));
+
+    std::fs::remove_file(Path::new(&c.repo.url).join("audit/00000000000000000001.json")).unwrap();
+    let out = c.repo.run(&["verify", "--all"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("audit trail: FAILED"), "{stdout}");
+    let err = fails(&c.repo.run(&["log"]), 5);
+    assert!(one_line(&err).contains("missing"), "{err}");
+}

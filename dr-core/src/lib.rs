@@ -5,6 +5,7 @@
 //! them: dump → compress → encrypt → store, and back. dr-core knows no concrete backend.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod codec;
 pub mod crypto;
 pub mod error;

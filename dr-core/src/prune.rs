@@ -122,6 +122,10 @@ async fn prune_locked(
 ) -> Result<PruneReport> {
     let check = || lease.map_or(Ok(()), Lease::check);
     let now = opts.now.unwrap_or_else(Utc::now);
+    if !opts.dry_run {
+        // Deletions are audited: a signed repository needs a signing key to record them.
+        repo.check_can_sign_manifests()?;
+    }
 
     let manifests = repo.list_backups().await?;
     let infos: Vec<BackupInfo> = manifests.iter().map(BackupInfo::from).collect();
@@ -160,6 +164,15 @@ async fn prune_locked(
                 d.reasons.push("pinned".into());
                 continue;
             }
+            repo.audit(
+                "prune-delete",
+                serde_json::json!({
+                    "backup": current.id,
+                    "series": current.series.to_string(),
+                    "finished_at": current.finished_at,
+                }),
+            )
+            .await?;
             delete_backup(repo, &current)
                 .await
                 .context("backup", &m.id)?;

@@ -62,6 +62,10 @@ pub struct RepoConfig {
     /// Writer keys: backup hosts that may sign manifests (but not change this file).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writers: Vec<RepoWriter>,
+    /// The newest audit entry when this state was signed: removing entries up to it is
+    /// detected (see [`crate::audit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<crate::audit::AuditHead>,
     /// The administrative key's signature of everything else in this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
@@ -131,6 +135,7 @@ impl RepoConfig {
             retention_series: Vec::new(),
             admin_key: None,
             writers: Vec::new(),
+            audit_head: None,
             signature: None,
         })
     }
@@ -257,6 +262,23 @@ impl Repository {
         self
     }
 
+    /// The signing key this handle holds, if any.
+    pub fn signing_key(&self) -> Option<&Arc<SigningKey>> {
+        self.signer.as_ref()
+    }
+
+    /// Append an audit entry signed with this handle's key, if the repository is signed
+    /// (an unsigned repository keeps no trail). Fails without a usable key.
+    pub async fn audit(&self, action: &str, details: serde_json::Value) -> Result<()> {
+        if !self.is_signed() {
+            return Ok(());
+        }
+        self.check_can_sign_manifests()?;
+        let key = self.signer.as_ref().expect("checked above");
+        crate::audit::append(self, key, action, details).await?;
+        Ok(())
+    }
+
     /// Whether the repository's state is signed (then every manifest must be, too).
     pub fn is_signed(&self) -> bool {
         self.config.signature.is_some()
@@ -343,6 +365,10 @@ impl Repository {
                     "refusing to change the administrative key of a signed repository",
                 ));
             }
+            // Check the key before recording anything, then record the change first.
+            let mut config = config.signed_by(admin)?;
+            let details = state_change(&self.config, &config);
+            config.audit_head = Some(crate::audit::append(self, admin, "state", details).await?);
             config.signed_by(admin)?
         } else {
             config
@@ -586,6 +612,16 @@ impl Repository {
         if self.is_signed() {
             if self.signer.is_some() {
                 self.seal_manifest(&mut manifest)?;
+                if current.pinned != manifest.pinned || current.labels != manifest.labels {
+                    let action = match (current.pinned, manifest.pinned) {
+                        (false, true) => "pin",
+                        (true, false) => "unpin",
+                        _ => "labels",
+                    };
+                    let details =
+                        serde_json::json!({ "backup": manifest.id, "labels": manifest.labels });
+                    self.audit(action, details).await?;
+                }
             } else {
                 let value = serde_json::to_value(&manifest).expect("a manifest serializes");
                 self.authenticate(&value).map_err(|_| {
@@ -629,6 +665,64 @@ impl Repository {
         }
         Ok(m)
     }
+}
+
+/// The audit details of a state change: what differs between `old` and `new`.
+fn state_change(old: &RepoConfig, new: &RepoConfig) -> serde_json::Value {
+    use std::collections::BTreeSet;
+    let ids = |c: &RepoConfig| c.keys.iter().map(|k| k.id.clone()).collect::<BTreeSet<_>>();
+    let writers = |c: &RepoConfig| {
+        c.writers
+            .iter()
+            .map(|w| w.id.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    let mut d = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        d.insert(k.into(), v);
+    };
+    let (old_keys, new_keys) = (ids(old), ids(new));
+    let (old_w, new_w) = (writers(old), writers(new));
+    if old.signature.is_none() {
+        put("signed", serde_json::json!(true));
+    }
+    if new_keys != old_keys {
+        put(
+            "keys_added",
+            serde_json::json!(new_keys.difference(&old_keys).collect::<Vec<_>>()),
+        );
+        put(
+            "keys_removed",
+            serde_json::json!(old_keys.difference(&new_keys).collect::<Vec<_>>()),
+        );
+    }
+    if new_w != old_w {
+        put(
+            "writers_added",
+            serde_json::json!(new_w.difference(&old_w).collect::<Vec<_>>()),
+        );
+        put(
+            "writers_removed",
+            serde_json::json!(old_w.difference(&new_w).collect::<Vec<_>>()),
+        );
+    }
+    if new.defaults != old.defaults {
+        put(
+            "defaults",
+            serde_json::to_value(&new.defaults).expect("serializes"),
+        );
+    }
+    if new.retention != old.retention || new.retention_series != old.retention_series {
+        put(
+            "retention",
+            serde_json::to_value(&new.retention).expect("serializes"),
+        );
+        put(
+            "retention_series",
+            serde_json::to_value(&new.retention_series).expect("serializes"),
+        );
+    }
+    serde_json::Value::Object(d)
 }
 
 /// What [`Repository::upgrade`] did.

@@ -65,6 +65,11 @@ impl PublicKey {
         hex::encode(&ctx.finish().as_ref()[..8])
     }
 
+    /// Whether `sig` is this key's signature of `message` (for formats built on these keys).
+    pub(crate) fn verifies_detached(&self, message: &[u8], sig: &Signature) -> bool {
+        self.verifies(message, sig)
+    }
+
     /// Whether `sig` is this key's signature of `message`.
     fn verifies(&self, message: &[u8], sig: &Signature) -> bool {
         let Ok(bytes) = hex::decode(&sig.value) else {
@@ -200,6 +205,11 @@ fn manifest_message(repository_id: &str, manifest: &Value) -> Vec<u8> {
         &canonical_json(&v),
     ]
     .concat()
+}
+
+/// Sign `message` as is (for formats that build their own message, as the audit trail).
+pub(crate) fn sign_detached(key: &SigningKey, message: &[u8]) -> Signature {
+    key.sign(message)
 }
 
 /// Sign a repository state (the JSON of `dr-repo.json`).

@@ -147,6 +147,12 @@ pub enum Command {
         #[arg(long, conflicts_with = "symmetric")]
         signing: bool,
     },
+    /// The repository's audit trail: every key, retention, writer, pin and prune change,
+    /// oldest first, checked (signatures, chain, nothing removed).
+    Log {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
     /// The repository itself: sign an existing one (upgrade), re-pin its administrative key.
     Repo {
         #[command(subcommand)]

@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             ..
         } => crate::key::keygen(json, &output, symmetric, age),
         Command::Repo { command } => crate::repo::run(json, command).await,
+        Command::Log { repo } => crate::repo::log(json, &repo).await,
         Command::Key { command } => crate::key::run(json, command).await,
         Command::Bench { command } => crate::bench::run(json, command),
         Command::Init {
@@ -366,10 +367,17 @@ async fn verify(
 ) -> Result<()> {
     let repo = open_repo(args).await?;
     // Backups whose manifests fail authentication are failures of a full verify.
-    let rejected = if all || id.is_none() {
-        repo.list_backups_and_rejected().await?.1
+    // Backups whose manifests fail authentication, and a broken audit trail, are failures
+    // of a full verify.
+    let (rejected, trail_problems) = if all || id.is_none() {
+        let trail = if repo.is_signed() {
+            dr::core::audit::read_trail(&repo).await?.problems
+        } else {
+            Vec::new()
+        };
+        (repo.list_backups_and_rejected().await?.1, trail)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let manifests = match (all, id) {
         (true, _) => repo.list_series(series).await?,
@@ -385,6 +393,16 @@ async fn verify(
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let mut results = Vec::new();
     let mut first_error: Option<Error> = None;
+    for p in &trail_problems {
+        let e = Error::corrupt(p.clone());
+        if !json {
+            println!("audit trail: FAILED: {p}");
+        }
+        results.push(
+            json!({ "id": "audit trail", "ok": false, "error": p, "kind": e.kind().as_str() }),
+        );
+        first_error.get_or_insert(e);
+    }
     for r in &rejected {
         let e = Error::corrupt(format!(
             "backup '{}' is not authenticated: {}",

@@ -97,3 +97,37 @@ pub async fn run(json: bool, cmd: RepoCommand) -> Result<()> {
         }
     }
 }
+
+/// `drctl log`: the audit trail, oldest first, then any problem found in it.
+pub async fn log(json: bool, args: &RepoArgs) -> Result<()> {
+    let repo = args.open().await?;
+    let trail = dr::core::audit::read_trail(&repo).await?;
+    if json {
+        print_json(&trail);
+    } else {
+        if trail.entries.is_empty() {
+            println!("no audit entries in {}", repo.storage().describe());
+        }
+        for e in &trail.entries {
+            println!(
+                "{:>4}  {}  {:<12}  {}  key {}  {}",
+                e.seq,
+                e.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                e.action,
+                e.host,
+                e.key_id,
+                e.details
+            );
+        }
+        for p in &trail.problems {
+            println!("PROBLEM: {p}");
+        }
+    }
+    if let Some(first) = trail.problems.first() {
+        return Err(Error::corrupt(format!(
+            "the audit trail is broken ({} problem(s)): {first}",
+            trail.problems.len()
+        )));
+    }
+    Ok(())
+}
