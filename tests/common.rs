@@ -183,6 +183,12 @@ pub fn admin_host_env(cmd: &mut Command) {
     cmd.env("DR_TRUST_DIR", trust).env("DR_SIGNING_KEY", admin);
 }
 
+/// The administrative signing key of the repositories `drctl init` makes in these tests, for
+/// library calls on them that write (backups, manifests, prune).
+pub fn admin_key() -> std::sync::Arc<dr::core::signing::SigningKey> {
+    std::sync::Arc::new(dr::crypto::read_signing_key_file(&admin_paths().1).unwrap())
+}
+
 /// The pin directory and administrative key file shared by this test process.
 pub fn admin_paths() -> (PathBuf, PathBuf) {
     static PATHS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();

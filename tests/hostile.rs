@@ -883,3 +883,80 @@ fn drctl_log_shows_the_trail_and_verify_reports_a_removed_entry() {
     let err = fails(&c.repo.run(&["log"]), 5);
     assert!(one_line(&err).contains("missing"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Delete-proof storage
+
+/// A bucket whose credentials cannot delete (a policy without DeleteObject, or Object Lock):
+/// backups work, prune reports what the store refused and keeps it, and with the lock's
+/// retention recorded (`object_lock_days`) prune does not even plan those deletions.
+#[tokio::test]
+async fn prune_on_delete_proof_storage_reports_refusals_and_honours_object_lock_days() {
+    use dr::storage::faults::{Fault, FaultyTarget, Op, Trigger};
+    let f = fixture().await;
+    let no_deletes: Arc<dyn StorageTarget> =
+        Arc::new(FaultyTarget::new(f.storage.clone(), 7).inject(
+            Op::Delete,
+            Trigger::Always,
+            Fault::permanent(dr::core::ErrorKind::Storage),
+        ));
+    let open = |storage: Arc<dyn StorageTarget>| {
+        let admin = f.admin.clone();
+        async move {
+            Repository::open(storage)
+                .await
+                .unwrap()
+                .with_signing_key(admin)
+        }
+    };
+    let host = open(no_deletes.clone()).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        // One directory: one series.
+        ids.push(f.backup(&host, "lock").await.id);
+    }
+    let newest = host.list_backups().await.unwrap()[0].id.clone();
+    let policy = dr::core::SeriesPolicies::new(dr::core::RetentionPolicy {
+        keep_last: Some(1),
+        ..Default::default()
+    });
+    let later = |days| dr::core::PruneOptions {
+        now: Some(chrono::Utc::now() + chrono::Duration::days(days)),
+        ..Default::default()
+    };
+
+    // Without a recorded lock: prune tries, the store refuses, the report says so.
+    let report = dr::core::prune(&host, &policy, &later(30)).await.unwrap();
+    assert!(report.deleted.is_empty());
+    assert_eq!(report.undeletable.len(), 2, "{report:?}");
+    assert!(report.undeletable.iter().all(|u| u.id != newest));
+    assert_eq!(
+        host.list_backups().await.unwrap().len(),
+        3,
+        "nothing was lost"
+    );
+
+    // With the lock's 7 days recorded in the signed state, nothing younger is planned.
+    let mut admin = f.admin_repo().await;
+    let mut config = admin.config().clone();
+    config.object_lock_days = Some(7);
+    admin.save_config(config).await.unwrap();
+    let host = open(no_deletes).await;
+    let report = dr::core::prune(&host, &policy, &later(3)).await.unwrap();
+    assert!(
+        report.undeletable.is_empty() && report.deleted.is_empty(),
+        "{report:?}"
+    );
+    let locked = report
+        .decisions
+        .iter()
+        .filter(|d| d.reasons.iter().any(|r| r.contains("object lock (7 days)")))
+        .count();
+    assert_eq!(locked, 2);
+    // Once the lock has expired, a host that may delete prunes them.
+    let admin = f.admin_repo().await;
+    let report = dr::core::prune(&admin, &policy, &later(8)).await.unwrap();
+    assert_eq!(report.deleted.len(), 2);
+    assert_eq!(admin.list_backups().await.unwrap()[0].id, newest);
+    let _ = ids;
+}

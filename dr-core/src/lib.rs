@@ -41,7 +41,7 @@ pub mod trust;
 pub use manifest::{Manifest, ObjectEntry};
 pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};
 pub use progress::{ProgressEvent, ProgressSink, Stage};
-pub use prune::{prune, PruneOptions, PruneReport};
+pub use prune::{prune, PruneOptions, PruneReport, Undeletable};
 pub use repo::{RepoConfig, RepoDefaults, RepoKey, RepoWriter, Repository};
 pub use retention::{BackupInfo, Decision, RetentionDuration, RetentionPolicy, SeriesPolicies};
 pub use series::{Series, SeriesSelector};

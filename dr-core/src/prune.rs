@@ -90,6 +90,18 @@ pub struct PruneReport {
     pub incomplete: Vec<IncompleteUpload>,
     /// Ids of the incomplete uploads removed (in a dry run: that would be).
     pub incomplete_removed: Vec<String>,
+    /// Backups the store refused to delete (Object Lock, a policy without DeleteObject),
+    /// with the store's answer: they stay complete and are tried again by the next prune.
+    pub undeletable: Vec<Undeletable>,
+}
+
+/// A backup that prune planned to delete but the store would not let it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Undeletable {
+    /// The backup id.
+    pub id: String,
+    /// The store's refusal, one line.
+    pub error: String,
 }
 
 /// Apply `policies` to `repo`, each series under its own policy
@@ -137,6 +149,21 @@ async fn prune_locked(
         d.keep = true;
         d.reasons = vec!["series not selected".into()];
     }
+    // Objects still under the bucket's Object Lock cannot be deleted: never plan it.
+    if let Some(days) = repo.config().object_lock_days {
+        let locked_until = |t: DateTime<Utc>| t + chrono::Duration::days(days.into());
+        for (d, m) in decisions.iter_mut().zip(&manifests) {
+            // The manifest is written last, so it is locked longest.
+            let until = locked_until(m.finished_at);
+            if !d.keep && until > now {
+                d.keep = true;
+                d.reasons.push(format!(
+                    "object lock ({days} days): deletable from {}",
+                    until.format("%Y-%m-%d %H:%M UTC")
+                ));
+            }
+        }
+    }
 
     let mut report = PruneReport {
         dry_run: opts.dry_run,
@@ -146,6 +173,7 @@ async fn prune_locked(
         freed_bytes: 0,
         incomplete: Vec::new(),
         incomplete_removed: Vec::new(),
+        undeletable: Vec::new(),
     };
 
     // `list_backups` is newest first; delete oldest first.
@@ -173,9 +201,22 @@ async fn prune_locked(
                 }),
             )
             .await?;
-            delete_backup(repo, &current)
-                .await
-                .context("backup", &m.id)?;
+            match delete_backup(repo, &current).await {
+                Ok(()) => {}
+                // Refused by the store (not a passing fault: those were retried): keep
+                // going, report it, and let the next prune try again.
+                Err(e) if e.kind() == ErrorKind::Storage && !e.is_temporary() => {
+                    tracing::warn!(backup = %m.id, "the store refused to delete the backup: {}", e.report());
+                    repo.audit("prune-refused", serde_json::json!({ "backup": m.id }))
+                        .await?;
+                    report.undeletable.push(Undeletable {
+                        id: m.id.clone(),
+                        error: e.report(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e.with_context("backup", &m.id)),
+            }
         }
         tracing::info!(backup = %m.id, dry_run = opts.dry_run, "pruned backup");
         report.deleted.push(m.id.clone());

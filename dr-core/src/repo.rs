@@ -62,6 +62,11 @@ pub struct RepoConfig {
     /// Writer keys: backup hosts that may sign manifests (but not change this file).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writers: Vec<RepoWriter>,
+    /// The bucket's Object Lock default retention in days, if it has one: objects cannot be
+    /// deleted until that long after they were written, so retention never plans such a
+    /// deletion (`drctl init --object-lock-days N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_days: Option<u32>,
     /// The newest audit entry when this state was signed: removing entries up to it is
     /// detected (see [`crate::audit`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +140,7 @@ impl RepoConfig {
             retention_series: Vec::new(),
             admin_key: None,
             writers: Vec::new(),
+            object_lock_days: None,
             audit_head: None,
             signature: None,
         })

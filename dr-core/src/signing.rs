@@ -188,14 +188,21 @@ fn state_message(state: &Value) -> Vec<u8> {
 }
 
 /// The message a manifest is signed over: the repository id, then its JSON object without
-/// `signature` and without `encryption.wrapped_keys` (which key changes rewrite; a wrap
-/// only ever opens with the data key it was made from, so it needs no signature).
+/// `signature`, without `encryption.wrapped_keys` (which key changes rewrite; a wrap only
+/// ever opens with the data key it was made from, so it needs no signature) and without the
+/// objects' `storage_class` (which replication to another class rewrites; it says where the
+/// bytes sit, not what they are).
 fn manifest_message(repository_id: &str, manifest: &Value) -> Vec<u8> {
     let mut v = manifest.clone();
     if let Value::Object(map) = &mut v {
         map.remove("signature");
         if let Some(Value::Object(enc)) = map.get_mut("encryption") {
             enc.remove("wrapped_keys");
+        }
+        if let Some(Value::Array(objects)) = map.get_mut("objects") {
+            for o in objects.iter_mut().filter_map(Value::as_object_mut) {
+                o.remove("storage_class");
+            }
         }
     }
     [

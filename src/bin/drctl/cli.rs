@@ -183,6 +183,10 @@ pub enum Command {
         /// up but not restore.
         #[arg(long = "recipient")]
         recipients: Vec<String>,
+        /// The bucket's Object Lock default retention in days: retention then never plans
+        /// to delete a backup younger than that (the store would refuse).
+        #[arg(long, value_name = "DAYS")]
+        object_lock_days: Option<u32>,
         /// Encryption format: dr (dr-aead-v1, default) or age (standard age files).
         #[arg(long, default_value = "dr")]
         format: String,

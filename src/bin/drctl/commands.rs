@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             recipients,
             format,
             storage_class,
+            object_lock_days,
         } => {
             init(
                 json,
@@ -46,7 +47,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 &cipher,
                 &recipients,
                 &format,
-                storage_class,
+                (storage_class, object_lock_days),
             )
             .await
         }
@@ -160,7 +161,7 @@ async fn init(
     cipher: &str,
     recipients: &[String],
     format: &str,
-    storage_class: Option<String>,
+    (storage_class, object_lock_days): (Option<String>, Option<u32>),
 ) -> Result<()> {
     let compression: Codec = compression.parse()?;
     let cipher: dr::crypto::Cipher = cipher.parse()?;
@@ -190,7 +191,11 @@ async fn init(
              with `drctl keygen --signing -o admin.key` and keep it on administrative hosts only",
         )
     })?;
-    let repo = Repository::init_signed(storage, RepoConfig::new(defaults, keys)?, admin).await?;
+    let config = RepoConfig {
+        object_lock_days,
+        ..RepoConfig::new(defaults, keys)?
+    };
+    let repo = Repository::init_signed(storage, config, admin).await?;
     if let Some(store) = dr::core::trust::TrustStore::from_env() {
         store.pin(&repo)?;
     }

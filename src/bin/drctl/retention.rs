@@ -492,6 +492,12 @@ fn print_prune(report: &PruneReport, policy: &SeriesPolicies) {
             }
         );
     }
+    for u in &report.undeletable {
+        println!(
+            "{}  the store refused the deletion (kept; the next prune tries again): {}",
+            u.id, u.error
+        );
+    }
     let would = if report.dry_run {
         "would delete"
     } else {
