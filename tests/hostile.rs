@@ -910,10 +910,9 @@ async fn prune_on_delete_proof_storage_reports_refusals_and_honours_object_lock_
         }
     };
     let host = open(no_deletes.clone()).await;
-    let mut ids = Vec::new();
     for _ in 0..3 {
         // One directory: one series.
-        ids.push(f.backup(&host, "lock").await.id);
+        f.backup(&host, "lock").await;
     }
     let newest = host.list_backups().await.unwrap()[0].id.clone();
     let policy = dr::core::SeriesPolicies::new(dr::core::RetentionPolicy {
@@ -958,5 +957,4 @@ async fn prune_on_delete_proof_storage_reports_refusals_and_honours_object_lock_
     let report = dr::core::prune(&admin, &policy, &later(8)).await.unwrap();
     assert_eq!(report.deleted.len(), 2);
     assert_eq!(admin.list_backups().await.unwrap()[0].id, newest);
-    let _ = ids;
 }

@@ -230,3 +230,65 @@ pub async fn read_trail(repo: &Repository) -> Result<Trail> {
     }
     Ok(Trail { entries, problems })
 }
+
+/// The audit details of a state change: what differs between `old` and `new`.
+pub(crate) fn state_change(
+    old: &crate::repo::RepoConfig,
+    new: &crate::repo::RepoConfig,
+) -> serde_json::Value {
+    use std::collections::BTreeSet;
+    let ids =
+        |c: &crate::repo::RepoConfig| c.keys.iter().map(|k| k.id.clone()).collect::<BTreeSet<_>>();
+    let writers = |c: &crate::repo::RepoConfig| {
+        c.writers
+            .iter()
+            .map(|w| w.id.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    let mut d = serde_json::Map::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        d.insert(k.into(), v);
+    };
+    let (old_keys, new_keys) = (ids(old), ids(new));
+    let (old_w, new_w) = (writers(old), writers(new));
+    if old.signature.is_none() {
+        put("signed", serde_json::json!(true));
+    }
+    if new_keys != old_keys {
+        put(
+            "keys_added",
+            serde_json::json!(new_keys.difference(&old_keys).collect::<Vec<_>>()),
+        );
+        put(
+            "keys_removed",
+            serde_json::json!(old_keys.difference(&new_keys).collect::<Vec<_>>()),
+        );
+    }
+    if new_w != old_w {
+        put(
+            "writers_added",
+            serde_json::json!(new_w.difference(&old_w).collect::<Vec<_>>()),
+        );
+        put(
+            "writers_removed",
+            serde_json::json!(old_w.difference(&new_w).collect::<Vec<_>>()),
+        );
+    }
+    if new.defaults != old.defaults {
+        put(
+            "defaults",
+            serde_json::to_value(&new.defaults).expect("serializes"),
+        );
+    }
+    if new.retention != old.retention || new.retention_series != old.retention_series {
+        put(
+            "retention",
+            serde_json::to_value(&new.retention).expect("serializes"),
+        );
+        put(
+            "retention_series",
+            serde_json::to_value(&new.retention_series).expect("serializes"),
+        );
+    }
+    serde_json::Value::Object(d)
+}

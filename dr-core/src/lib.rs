@@ -37,6 +37,7 @@ pub mod schedule;
 pub mod series;
 pub mod signing;
 pub mod trust;
+pub mod upgrade;
 
 pub use manifest::{Manifest, ObjectEntry};
 pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};

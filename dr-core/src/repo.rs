@@ -373,7 +373,7 @@ impl Repository {
             }
             // Check the key before recording anything, then record the change first.
             let mut config = config.signed_by(admin)?;
-            let details = state_change(&self.config, &config);
+            let details = crate::audit::state_change(&self.config, &config);
             config.audit_head = Some(crate::audit::append(self, admin, "state", details).await?);
             config.signed_by(admin)?
         } else {
@@ -576,7 +576,7 @@ impl Repository {
         Ok(())
     }
 
-    async fn read_manifest(&self, id: &str) -> Result<(Manifest, serde_json::Value)> {
+    pub(crate) async fn read_manifest(&self, id: &str) -> Result<(Manifest, serde_json::Value)> {
         check_backup_id(id)?;
         let bytes = match self.storage.get_bytes(&Self::manifest_path(id)).await {
             Ok(b) => b,
@@ -670,125 +670,6 @@ impl Repository {
             )));
         }
         Ok(m)
-    }
-}
-
-/// The audit details of a state change: what differs between `old` and `new`.
-fn state_change(old: &RepoConfig, new: &RepoConfig) -> serde_json::Value {
-    use std::collections::BTreeSet;
-    let ids = |c: &RepoConfig| c.keys.iter().map(|k| k.id.clone()).collect::<BTreeSet<_>>();
-    let writers = |c: &RepoConfig| {
-        c.writers
-            .iter()
-            .map(|w| w.id.clone())
-            .collect::<BTreeSet<_>>()
-    };
-    let mut d = serde_json::Map::new();
-    let mut put = |k: &str, v: serde_json::Value| {
-        d.insert(k.into(), v);
-    };
-    let (old_keys, new_keys) = (ids(old), ids(new));
-    let (old_w, new_w) = (writers(old), writers(new));
-    if old.signature.is_none() {
-        put("signed", serde_json::json!(true));
-    }
-    if new_keys != old_keys {
-        put(
-            "keys_added",
-            serde_json::json!(new_keys.difference(&old_keys).collect::<Vec<_>>()),
-        );
-        put(
-            "keys_removed",
-            serde_json::json!(old_keys.difference(&new_keys).collect::<Vec<_>>()),
-        );
-    }
-    if new_w != old_w {
-        put(
-            "writers_added",
-            serde_json::json!(new_w.difference(&old_w).collect::<Vec<_>>()),
-        );
-        put(
-            "writers_removed",
-            serde_json::json!(old_w.difference(&new_w).collect::<Vec<_>>()),
-        );
-    }
-    if new.defaults != old.defaults {
-        put(
-            "defaults",
-            serde_json::to_value(&new.defaults).expect("serializes"),
-        );
-    }
-    if new.retention != old.retention || new.retention_series != old.retention_series {
-        put(
-            "retention",
-            serde_json::to_value(&new.retention).expect("serializes"),
-        );
-        put(
-            "retention_series",
-            serde_json::to_value(&new.retention_series).expect("serializes"),
-        );
-    }
-    serde_json::Value::Object(d)
-}
-
-/// What [`Repository::upgrade`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UpgradeReport {
-    /// The administrative key's id.
-    pub admin_key_id: String,
-    /// Whether `dr-repo.json` was signed now (false: it already was).
-    pub signed_state: bool,
-    /// Complete backups.
-    pub backups: usize,
-    /// Manifests signed now.
-    pub manifests_signed: usize,
-}
-
-impl Repository {
-    /// Sign an unsigned repository with this handle's signing key, which becomes its
-    /// administrative key: the state first, then every manifest that does not yet
-    /// authenticate. Whatever the storage holds now is what gets signed, so run `verify`
-    /// first if the bucket may already have been tampered with. Re-running finishes an
-    /// interrupted upgrade; on a signed repository it needs the administrative key.
-    pub async fn upgrade(&mut self) -> Result<UpgradeReport> {
-        let admin = self.signer.clone().ok_or_else(|| {
-            Error::invalid(
-                "upgrading needs the key that will become the administrative key: pass \
-                 --signing-key FILE (create one with `drctl keygen --signing -o admin.key`)",
-            )
-        })?;
-        crate::lease::Lease::exclusive(self, "repository upgrade", None)
-            .await?
-            .hold(async |lease| {
-                let signed_state = !self.is_signed();
-                if signed_state {
-                    let config = self.config.clone().signed_by(&admin)?;
-                    self.save_config(config).await?;
-                }
-                let (good, rejected) = self.list_backups_and_rejected().await?;
-                let mut manifests_signed = 0;
-                for r in &rejected {
-                    lease.check()?;
-                    let (mut m, _) = self.read_manifest(&r.id).await?;
-                    self.seal_manifest(&mut m)?;
-                    self.storage
-                        .put_bytes(
-                            &Self::manifest_path(&m.id),
-                            Bytes::from(m.to_json()),
-                            PutOptions::default(),
-                        )
-                        .await
-                        .context("backup", &m.id)?;
-                    manifests_signed += 1;
-                }
-                Ok(UpgradeReport {
-                    admin_key_id: admin.key_id(),
-                    signed_state,
-                    backups: good.len() + rejected.len(),
-                    manifests_signed,
-                })
-            })
-            .await
     }
 }
 
