@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use dr::db::testing::TestCluster;
 
 /// The demo's sample database, shared with drctl rather than exported by the library.
-#[path = "../src/bin/drctl/sample.rs"]
+#[path = "../../src/bin/drctl/sample.rs"]
 pub mod sample;
 
 /// A temporary repository with a fresh key.
