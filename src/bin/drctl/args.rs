@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use dr::core::{Error, Result};
+use dr::core::Result;
 
 /// The repository and the key that opens it.
 #[derive(Debug, Args, Clone)]

@@ -396,7 +396,7 @@ async fn verify(
     let mut first_error: Option<Error> = None;
     for p in &trail_problems {
         let e = Error::corrupt(p.clone());
-        if !json {
+        if !out.is_json() {
             println!("audit trail: FAILED: {p}");
         }
         results.push(
@@ -409,7 +409,7 @@ async fn verify(
             "backup '{}' is not authenticated: {}",
             r.id, r.cause
         ));
-        if !json {
+        if !out.is_json() {
             println!("{}: FAILED: {}", r.id, e.report());
         }
         results.push(

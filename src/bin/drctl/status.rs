@@ -6,9 +6,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use dr::config::{Config, Objectives};
+use dr::config::Config;
 use dr::core::schedule::parse_duration;
 use dr::core::{Repository, Result};
+use dr::drill::Objectives;
 use dr::status::{secs, Health, Status};
 
 use crate::args::RepoArgs;
