@@ -43,3 +43,4 @@ pub mod records;
 pub mod report;
 pub mod status;
 pub mod verify;
+pub mod writers;

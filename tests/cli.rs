@@ -208,7 +208,9 @@ async fn wrong_key_fails_clearly_before_touching_anything() {
 async fn killed_backup_is_never_listed_and_the_next_one_works() {
     let cluster = cluster_with_sample(4).await;
     let repo = Repo::new();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"));
+    admin_host_env(&mut cmd);
+    let mut child = cmd
         .args(["backup", "--repo", &repo.url, "--db", &cluster.url("app")])
         .env("DR_KEY_FILE", &repo.key)
         .stdout(std::process::Stdio::null())
@@ -554,12 +556,26 @@ fn verify_recounts_a_directory_backup_against_its_manifest() {
     std::fs::write(tmp.path().join("a.txt"), "a").unwrap();
     std::fs::write(tmp.path().join("b.txt"), "bb").unwrap();
     let id = repo.backup(&["--dir", tmp.path().to_str().unwrap()]);
-    // Someone edits the (unauthenticated) manifest: the archive disagrees.
+    // Someone edits the signed manifest: it no longer authenticates.
     let manifest_path = repo.payload(&id).with_file_name("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let pristine = std::fs::read(&manifest_path).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&pristine).unwrap();
     manifest["stats"]["tables"][0]["rows"] = 3.into();
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let err = fails(&repo.run(&["verify", &id]), 5);
+    assert!(err.contains("not authenticated"), "{err}");
+    // Someone holding the administrative key signs wrong counts: the archive disagrees.
+    std::fs::write(&manifest_path, &pristine).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let admin = dr::crypto::read_signing_key_file(&admin_paths().1).unwrap();
+        let opened = dr::core::Repository::open(dr::storage::from_url(&repo.url).unwrap())
+            .await
+            .unwrap()
+            .with_signing_key(std::sync::Arc::new(admin));
+        let mut m = opened.manifest(&id).await.unwrap();
+        m.stats.tables[0].rows = 3;
+        opened.update_manifest(&m).await.unwrap();
+    });
     let err = fails(&repo.run(&["verify", &id]), 5);
     assert!(
         err.contains("the archive holds 2 files (3 bytes), the manifest says 3 files (3 bytes)"),

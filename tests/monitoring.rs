@@ -231,9 +231,12 @@ format = "slack"
         ),
     )
     .unwrap();
+    // The daemon runs as a backup host of this (signed) repository: it signs its manifests
+    // with the test's administrative key and checks the state against the test's pin.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drctl"));
+    common::admin_host_env(&mut cmd);
     let drctl = Running(
-        Command::new(env!("CARGO_BIN_EXE_drctl"))
-            .args(["run", "--config", config.to_str().unwrap()])
+        cmd.args(["run", "--config", config.to_str().unwrap()])
             .env(
                 "DR_TEST_SLACK_URL",
                 format!("http://127.0.0.1:{}{secret_path}", receiver.port),

@@ -66,7 +66,9 @@ async fn write_backup_in(
         json["series"] = series.into();
         json["source"]["name"] = series.rsplit(':').next().unwrap().into();
     }
-    let manifest = Manifest::from_json(json.to_string().as_bytes()).unwrap();
+    let mut manifest = Manifest::from_json(json.to_string().as_bytes()).unwrap();
+    // The repository is signed (made by `drctl init`): sign as an upgraded one would be.
+    repo.seal_manifest(&mut manifest).unwrap();
     repo.storage()
         .put_bytes(
             &Repository::manifest_path(&id),
@@ -154,6 +156,7 @@ async fn open(url: &str) -> Repository {
     Repository::open(dr::storage::from_url(url).unwrap())
         .await
         .unwrap()
+        .with_signing_key(admin_key())
 }
 
 fn keep_last(n: u32) -> RetentionPolicy {
@@ -184,7 +187,10 @@ async fn prune_deletes_each_manifest_before_its_data() {
         inner: dr::storage::from_url(&r.url).unwrap(),
         deletes: Mutex::new(Vec::new()),
     });
-    let repo = Repository::open(recording.clone()).await.unwrap();
+    let repo = Repository::open(recording.clone())
+        .await
+        .unwrap()
+        .with_signing_key(admin_key());
     let report = prune(&repo, &keep_last(1).into(), &PruneOptions::default())
         .await
         .unwrap();

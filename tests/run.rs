@@ -138,7 +138,9 @@ async fn run_as_a_daemon_runs_the_schedule_and_stops_cleanly_on_sigterm() {
         &cluster.url("app"),
         "[jobs.backup]\nkind = \"backup\"\ncron = \"*/5 * * * * *\"\nmissed = \"skip\"\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drctl"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drctl"));
+    admin_host_env(&mut cmd);
+    let mut child = cmd
         .args(["--json", "run", "--config", config.to_str().unwrap()])
         .env_remove("DR_REPO")
         .env_remove("DR_KEY_FILE")

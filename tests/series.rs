@@ -112,7 +112,10 @@ async fn runbook_schedule_keeps_each_series_by_its_own_policy() {
     let end = start + Duration::hours(50);
     let clock = ManualClock::new(start);
     let storage = dr::storage::from_url(&repo.url).unwrap();
-    let opened = Repository::open(storage).await.unwrap();
+    let opened = Repository::open(storage)
+        .await
+        .unwrap()
+        .with_signing_key(admin_key());
     let jobs = config.build_jobs(&opened).unwrap();
     let options = dr::core::schedule::SchedulerOptions {
         clock: clock.clock(),
@@ -323,6 +326,7 @@ async fn four_series_in_one_repository_are_kept_and_resolved_independently() {
     let repo = Repo::new();
     let opened = Repository::open(dr::storage::from_url(&repo.url).unwrap())
         .await
+        .map(|r| r.with_signing_key(admin_key()))
         .unwrap();
     let key = dr::keys::KeySource::File(repo.key.clone())
         .unlock(opened.config())
@@ -456,6 +460,7 @@ async fn latest_is_the_backup_that_finished_last_within_one_second() {
     let repo = Repo::new();
     let opened = Repository::open(dr::storage::from_url(&repo.url).unwrap())
         .await
+        .map(|r| r.with_signing_key(admin_key()))
         .unwrap();
     let key = dr::keys::KeySource::File(repo.key.clone())
         .unlock(opened.config())

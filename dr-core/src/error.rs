@@ -144,8 +144,13 @@ impl Error {
     }
 
     /// The whole chain on one line: this error, then each cause, joined by ": ".
-    /// This is what a command-line tool prints.
+    /// This is what a command-line tool prints. Credentials in URLs that a cause quotes
+    /// (`http://user:secret@host`) are replaced by `***`.
     pub fn report(&self) -> String {
+        crate::redact::redact_url_credentials(&self.report_raw())
+    }
+
+    fn report_raw(&self) -> String {
         let mut line = self.to_string();
         let mut cause = std::error::Error::source(self);
         while let Some(c) = cause {
@@ -203,7 +208,10 @@ impl fmt::Debug for Error {
             d.field("temporary", &true);
         }
         if let Some(s) = &self.source {
-            d.field("source", s);
+            d.field(
+                "source",
+                &crate::redact::Verbatim(crate::redact::redact_url_credentials(&format!("{s:?}"))),
+            );
         }
         d.finish()
     }

@@ -38,6 +38,7 @@
 //! example's store and cipher come from dr-storage and dr-crypto (dev-dependencies here).
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod buffer;
 pub mod codec;
 pub mod crypto;
@@ -64,17 +65,21 @@ pub mod pipeline;
 pub mod progress;
 pub mod prune;
 pub mod records;
+pub mod redact;
 pub mod replicate;
 pub mod repo;
 pub mod retention;
 pub mod schedule;
 pub mod series;
+pub mod signing;
+pub mod trust;
+pub mod upgrade;
 pub mod wal;
 
 pub use manifest::{Manifest, ObjectEntry};
 pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};
 pub use progress::{ProgressEvent, ProgressSink, Stage};
-pub use prune::{prune, PruneOptions, PruneReport};
-pub use repo::{RepoConfig, RepoDefaults, RepoKey, Repository};
+pub use prune::{prune, PruneOptions, PruneReport, Undeletable};
+pub use repo::{RepoConfig, RepoDefaults, RepoKey, RepoWriter, Repository};
 pub use retention::{BackupInfo, Decision, RetentionDuration, RetentionPolicy, SeriesPolicies};
 pub use series::{Series, SeriesSelector};

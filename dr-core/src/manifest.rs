@@ -57,6 +57,10 @@ pub struct Manifest {
     /// Free-form metadata for embedders.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The writer's signature of everything above but the wrapped keys, in a signed
+    /// repository (see [`crate::signing`] and FORMAT.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signing::Signature>,
 }
 
 /// One stored object of a backup.

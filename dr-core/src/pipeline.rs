@@ -94,7 +94,9 @@ pub async fn backup(
     let started_at = opts.clock.as_ref().map_or_else(Utc::now, Clock::now);
     let clock = Instant::now();
 
-    // Check the encryptor and codec before the dump starts, so a bad key costs nothing.
+    // Check the encryptor, the codec and the signing key before the dump starts, so a bad
+    // key costs nothing (and nothing is encrypted for a repository that would refuse it).
+    repo.check_can_sign_manifests()?;
     let (encryption, sealer) = encryptor.encrypt_stream()?;
     let compressor = codec.encoder()?;
 
@@ -174,7 +176,10 @@ pub async fn backup(
         labels: opts.labels.clone(),
         pinned: false,
         annotations: Default::default(),
+        signature: None,
     };
+    let mut manifest = manifest;
+    repo.seal_manifest(&mut manifest).context("backup", &id)?;
     repo.storage()
         .put_if_absent(
             &Repository::manifest_path(&id),

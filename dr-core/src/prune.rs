@@ -97,6 +97,18 @@ pub struct PruneReport {
     pub incomplete_removed: Vec<String>,
     /// WAL retention per archived cluster.
     pub wal: Vec<crate::wal::prune::WalPrune>,
+    /// Backups the store refused to delete (Object Lock, a policy without DeleteObject),
+    /// with the store's answer: they stay complete and are tried again by the next prune.
+    pub undeletable: Vec<Undeletable>,
+}
+
+/// A backup that prune planned to delete but the store would not let it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Undeletable {
+    /// The backup id.
+    pub id: String,
+    /// The store's refusal, one line.
+    pub error: String,
 }
 
 /// Apply `policies` to `repo`, each series under its own policy
@@ -129,6 +141,10 @@ async fn prune_locked(
 ) -> Result<PruneReport> {
     let check = || lease.map_or(Ok(()), Lease::check);
     let now = opts.now.unwrap_or_else(Utc::now);
+    if !opts.dry_run {
+        // Deletions are audited: a signed repository needs a signing key to record them.
+        repo.check_can_sign_manifests()?;
+    }
 
     let manifests = repo.list_backups().await?;
     let infos: Vec<BackupInfo> = manifests.iter().map(BackupInfo::from).collect();
@@ -139,6 +155,21 @@ async fn prune_locked(
     {
         d.keep = true;
         d.reasons = vec!["series not selected".into()];
+    }
+    // Objects still under the bucket's Object Lock cannot be deleted: never plan it.
+    if let Some(days) = repo.config().object_lock_days {
+        let locked_until = |t: DateTime<Utc>| t + chrono::Duration::days(days.into());
+        for (d, m) in decisions.iter_mut().zip(&manifests) {
+            // The manifest is written last, so it is locked longest.
+            let until = locked_until(m.finished_at);
+            if !d.keep && until > now {
+                d.keep = true;
+                d.reasons.push(format!(
+                    "object lock ({days} days): deletable from {}",
+                    until.format("%Y-%m-%d %H:%M UTC")
+                ));
+            }
+        }
     }
 
     // WAL first: its plan may protect a backup (the anchor of the PITR window).
@@ -162,6 +193,7 @@ async fn prune_locked(
         incomplete: Vec::new(),
         incomplete_removed: Vec::new(),
         wal: Vec::new(),
+        undeletable: Vec::new(),
     };
 
     // `list_backups` is newest first; delete oldest first.
@@ -180,9 +212,31 @@ async fn prune_locked(
                 d.reasons.push("pinned".into());
                 continue;
             }
-            delete_backup(repo, &current)
-                .await
-                .context("backup", &m.id)?;
+            repo.audit(
+                "prune-delete",
+                serde_json::json!({
+                    "backup": current.id,
+                    "series": current.series.to_string(),
+                    "finished_at": current.finished_at,
+                }),
+            )
+            .await?;
+            match delete_backup(repo, &current).await {
+                Ok(()) => {}
+                // Refused by the store (not a passing fault: those were retried): keep
+                // going, report it, and let the next prune try again.
+                Err(e) if e.kind() == ErrorKind::Storage && !e.is_temporary() => {
+                    tracing::warn!(backup = %m.id, "the store refused to delete the backup: {}", e.report());
+                    repo.audit("prune-refused", serde_json::json!({ "backup": m.id }))
+                        .await?;
+                    report.undeletable.push(Undeletable {
+                        id: m.id.clone(),
+                        error: e.report(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e.with_context("backup", &m.id)),
+            }
         }
         tracing::info!(backup = %m.id, dry_run = opts.dry_run, "pruned backup");
         report.deleted.push(m.id.clone());

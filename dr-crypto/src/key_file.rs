@@ -36,7 +36,8 @@ impl<'a> KeyText<'a> {
                 let comment = comment.trim_start();
                 let rest = comment
                     .strip_prefix("dr master key id ")
-                    .or_else(|| comment.strip_prefix("dr identity key id "));
+                    .or_else(|| comment.strip_prefix("dr identity key id "))
+                    .or_else(|| comment.strip_prefix("dr signing key id "));
                 if let Some(rest) = rest {
                     let id: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
                     if id.len() == 16 {
@@ -99,8 +100,11 @@ pub(crate) fn write_secret_file(path: &Path, text: &str) -> Result<()> {
         .map_err(|e| Error::io("writing the key file", e).with_context("path", path.display()))
 }
 
-/// Read a small secret text file and parse it with `parse`; errors name the path.
+/// Read a small secret text file and parse it with `parse`; errors name the path. A file
+/// that group or others may read is refused (as ssh refuses such a private key): a secret
+/// that other users can read is no longer secret, and the fix is one command.
 pub(crate) fn read_secret_file<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T>) -> Result<T> {
+    check_private(path)?;
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
         let kind = e.kind();
         let error = if kind == std::io::ErrorKind::NotFound {
@@ -115,4 +119,46 @@ pub(crate) fn read_secret_file<T>(path: &Path, parse: impl FnOnce(&str) -> Resul
             .with_context("path", path.display())
     })?;
     parse(text).map_err(|e| e.with_context("path", path.display()))
+}
+
+/// Fail if the file at `path` is readable or writable by group or others (Unix only).
+fn check_private(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(Error::invalid(format!(
+                    "key file {} is accessible by group or others (mode {mode:03o}); a secret \
+                     others can read is no longer secret: run `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let key = crate::MasterKey::generate().unwrap();
+        crate::write_key_file(&path, &key).unwrap();
+        crate::read_key_file(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = crate::read_key_file(&path).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("chmod 600 {}", path.display())),
+            "{e}"
+        );
+        assert!(e.to_string().contains("mode 640"), "{e}");
+    }
 }

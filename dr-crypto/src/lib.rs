@@ -60,6 +60,7 @@ mod identity;
 mod key_file;
 mod keys;
 mod random;
+mod signing_key;
 mod stream;
 mod x25519;
 
@@ -78,6 +79,7 @@ pub use keys::{
     read_key_file, write_key_file, KdfParams, MasterKey, Passphrase, DEFAULT_KDF_ITERATIONS,
     KDF_PBKDF2_HMAC_SHA256,
 };
+pub use signing_key::{generate_signing_key_file, read_signing_key_file, SIGNING_KEY_PREFIX};
 pub use stream::{
     DEFAULT_CHUNK_BYTES, HEADER_BYTES, MAGIC, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, SALT_BYTES,
 };

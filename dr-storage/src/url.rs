@@ -202,6 +202,13 @@ pub(crate) fn open(url: &str, options: &[(String, String)]) -> Result<ObjectStor
     let mut store_opts = Vec::new();
     for (key, value) in options {
         let key = key.trim().to_ascii_lowercase();
+        if dr_core::redact::redact_url_credentials(value) != *value {
+            // HTTP clients log and quote the URLs they use: the secret would leak there.
+            return Err(Error::invalid(format!(
+                "storage option {key} is a URL with a user name or password: put credentials \
+                 in the environment (AWS_*, GOOGLE_*, AZURE_*), never in a URL"
+            )));
+        }
         if !upload.set(&key, value)? {
             store_opts.push((key, value.clone()));
         }

@@ -163,7 +163,17 @@ impl Config {
             &self.repository.options.iter().collect::<Vec<_>>(),
         )?
         .retrying();
-        Repository::open(storage).await
+        // Signed state is checked against this host's pin; manifests are signed with the
+        // key in DR_SIGNING_KEY, if any (see `dr::writers`).
+        let policy = dr_core::trust::TrustPolicy {
+            store: dr_core::trust::TrustStore::from_env(),
+            require_signed: false,
+        };
+        let repo = dr_core::trust::open_trusted(storage, &policy).await?;
+        Ok(match crate::writers::signing_key_from_env()? {
+            Some(key) => repo.with_signing_key(key),
+            None => repo,
+        })
     }
 
     /// The key source, reading a passphrase from its environment variable. `None` without

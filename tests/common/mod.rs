@@ -82,8 +82,14 @@ pub fn drctl(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("DR_PASSPHRASE")
         .env_remove("DR_DB")
         .stdin(Stdio::null());
+    admin_host_env(&mut cmd);
     for (k, v) in env {
-        cmd.env(k, v);
+        // An empty value means "not set" (clap would take it as an empty value).
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
     }
     cmd.output().expect("drctl runs")
 }
@@ -182,4 +188,40 @@ pub async fn assert_same_sample(cluster: &TestCluster, source: &str, restored: &
             "table {t}: rows and content of {restored} match {source}"
         );
     }
+}
+
+/// What every drctl a test runs gets unless the test says otherwise: this test process's own
+/// pin directory (never the user's ~/.config) and one administrative signing key, so that
+/// `init` signs and the commands act as an administrative host. A test of a host without a
+/// signing key passes `("DR_SIGNING_KEY", "")`.
+pub fn admin_host_env(cmd: &mut Command) {
+    let (trust, admin) = admin_paths();
+    cmd.env("DR_TRUST_DIR", trust).env("DR_SIGNING_KEY", admin);
+}
+
+/// The administrative signing key of the repositories `drctl init` makes in these tests, for
+/// library calls on them that write (backups, manifests, prune).
+pub fn admin_key() -> std::sync::Arc<dr::core::signing::SigningKey> {
+    std::sync::Arc::new(dr::crypto::read_signing_key_file(&admin_paths().1).unwrap())
+}
+
+/// The pin directory and administrative key file shared by this test process.
+pub fn admin_paths() -> (PathBuf, PathBuf) {
+    static PATHS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    PATHS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap().keep();
+            let admin = dir.join("admin.key");
+            let out = Command::new(env!("CARGO_BIN_EXE_drctl"))
+                .args(["keygen", "--signing", "--output", admin.to_str().unwrap()])
+                .output()
+                .expect("drctl runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (dir.join("trust"), admin)
+        })
+        .clone()
 }

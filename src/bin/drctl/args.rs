@@ -24,9 +24,56 @@ pub struct RepoArgs {
     /// visible to every user of the machine.
     #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
     pub storage_opts: Vec<String>,
+    /// Signing key file (`drctl keygen --signing`): the repository's administrative key on an
+    /// administrative host, a writer key on a backup host.
+    #[arg(long, env = "DR_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// Fail when a backup's manifest does not authenticate, instead of ignoring that backup
+    /// with a warning naming it.
+    #[arg(long, env = "DR_REFUSE_UNAUTHENTICATED")]
+    pub refuse_unauthenticated: bool,
 }
 
 impl RepoArgs {
+    /// The repository, its signed state checked against this host's pin (recorded at first
+    /// use, see `dr::core::trust`), with the signing key if one is given. Unsigned state
+    /// (a repository never upgraded) is accepted with a warning: reading must keep working.
+    pub async fn open(&self) -> Result<dr::core::Repository> {
+        self.open_with(false).await
+    }
+
+    /// For commands that encrypt, delete or change anything: unsigned state is refused.
+    pub async fn open_for_writing(&self) -> Result<dr::core::Repository> {
+        self.open_with(true).await
+    }
+
+    async fn open_with(&self, require_signed: bool) -> Result<dr::core::Repository> {
+        let policy = dr::core::trust::TrustPolicy {
+            store: dr::core::trust::TrustStore::from_env(),
+            require_signed,
+        };
+        let repo = dr::core::trust::open_trusted(self.storage()?, &policy).await?;
+        if !repo.is_signed() {
+            tracing::warn!(
+                "dr-repo.json is not signed: its keys and retention policy are not \
+                 authenticated (run `drctl repo upgrade`)"
+            );
+        }
+        let repo = repo.refuse_unauthenticated(self.refuse_unauthenticated);
+        Ok(match self.signing_key()? {
+            Some(key) => repo.with_signing_key(key),
+            None => repo,
+        })
+    }
+
+    /// The signing key `--signing-key` names, if any.
+    pub fn signing_key(&self) -> Result<Option<std::sync::Arc<dr::core::signing::SigningKey>>> {
+        self.signing_key
+            .as_deref()
+            .map(|p| dr::crypto::read_signing_key_file(p).map(std::sync::Arc::new))
+            .transpose()
+    }
+
     /// The storage target `--repo` names, with the `--storage-opt` settings, retrying
     /// transient errors (and resuming interrupted reads) with the default policy.
     pub fn storage(&self) -> Result<std::sync::Arc<dyn dr::core::StorageTarget>> {

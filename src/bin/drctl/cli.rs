@@ -33,8 +33,23 @@ pub enum Command {
         #[arg(long, conflicts_with = "age")]
         symmetric: bool,
         /// Write an age identity (AGE-SECRET-KEY-1…, for --format age repositories).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "signing")]
         age: bool,
+        /// Write an Ed25519 signing key: a repository's administrative key, or a backup
+        /// host's writer key (prints its public key).
+        #[arg(long, conflicts_with = "symmetric")]
+        signing: bool,
+    },
+    /// The repository's audit trail: every key, retention, writer, pin and prune change,
+    /// oldest first, checked (signatures, chain, nothing removed).
+    Log {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// The repository itself: sign an existing one (upgrade), re-pin its administrative key.
+    Repo {
+        #[command(subcommand)]
+        command: crate::repo::RepoCommand,
     },
     /// The repository's keys: list, add, revoke, rotate (rewrites manifests, never data).
     Key {
@@ -61,6 +76,10 @@ pub enum Command {
         /// up but not restore.
         #[arg(long = "recipient")]
         recipients: Vec<String>,
+        /// The bucket's Object Lock default retention in days: retention then never plans
+        /// to delete a backup younger than that (the store would refuse).
+        #[arg(long, value_name = "DAYS")]
+        object_lock_days: Option<u32>,
         /// Encryption format: dr (dr-aead-v1, default) or age (standard age files).
         #[arg(long, default_value = "dr")]
         format: String,

@@ -19,9 +19,17 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
     match command {
         Command::Keygen {
             output,
+            signing: true,
+            ..
+        } => crate::key::keygen_signing(out, &output),
+        Command::Keygen {
+            output,
             symmetric,
             age,
+            ..
         } => crate::key::keygen(out, &output, symmetric, age),
+        Command::Repo { command } => crate::repo::run(out, command).await,
+        Command::Log { repo } => crate::repo::log(out, &repo).await,
         Command::Key { command } => crate::key::run(out, command).await,
         Command::Bench { command } => crate::bench::run(out, command).await,
         Command::Init {
@@ -31,6 +39,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             recipients,
             format,
             storage_class,
+            object_lock_days,
         } => {
             init(
                 out,
@@ -39,7 +48,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
                 &cipher,
                 &recipients,
                 &format,
-                storage_class,
+                (storage_class, object_lock_days),
             )
             .await
         }
@@ -139,7 +148,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
 }
 
 async fn open_repo(args: &RepoArgs) -> Result<Repository> {
-    Repository::open(args.storage()?).await
+    args.open().await
 }
 
 async fn init(
@@ -149,7 +158,7 @@ async fn init(
     cipher: &str,
     recipients: &[String],
     format: &str,
-    storage_class: Option<String>,
+    (storage_class, object_lock_days): (Option<String>, Option<u32>),
 ) -> Result<()> {
     let compression: Codec = compression.parse()?;
     let cipher: dr::crypto::Cipher = cipher.parse()?;
@@ -172,7 +181,21 @@ async fn init(
         .map(|k| k.id.clone())
         .collect::<Vec<_>>()
         .join(", ");
-    let repo = Repository::init(storage, RepoConfig::new(defaults, keys)?).await?;
+    let admin = args.signing_key()?.ok_or_else(|| {
+        Error::invalid(
+            "init needs the administrative signing key that will sign the repository's keys \
+             and retention policy: pass --signing-key FILE (or set DR_SIGNING_KEY); create one \
+             with `drctl keygen --signing -o admin.key` and keep it on administrative hosts only",
+        )
+    })?;
+    let config = RepoConfig {
+        object_lock_days,
+        ..RepoConfig::new(defaults, keys)?
+    };
+    let repo = Repository::init_signed(storage, config, admin).await?;
+    if let Some(store) = dr::core::trust::TrustStore::from_env() {
+        store.pin(&repo)?;
+    }
     if out.is_json() {
         print_json(&json!({
             "repository_id": repo.config().repository_id,
@@ -197,7 +220,8 @@ async fn backup(
     compression: Option<String>,
     storage_class: Option<String>,
 ) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open_for_writing().await?;
+    repo.check_can_sign_manifests()?;
     let encryptor = crate::key::backup_encryptor(args, &repo)?;
     let bar = out.progress_bar("backup");
     let opts = BackupOptions {
@@ -343,12 +367,25 @@ async fn verify(
     all: bool,
 ) -> Result<()> {
     let repo = open_repo(args).await?;
+    // Backups whose manifests fail authentication are failures of a full verify.
+    // Backups whose manifests fail authentication, and a broken audit trail, are failures
+    // of a full verify.
+    let (rejected, trail_problems) = if all || id.is_none() {
+        let trail = if repo.is_signed() {
+            dr::core::audit::read_trail(&repo).await?.problems
+        } else {
+            Vec::new()
+        };
+        (repo.list_backups_and_rejected().await?.1, trail)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let manifests = match (all, id) {
         (true, _) => repo.list_series(series).await?,
         (false, Some(id)) => vec![repo.resolve(&id, series).await?],
         (false, None) => repo.newest_per_series(series).await?,
     };
-    if manifests.is_empty() {
+    if manifests.is_empty() && rejected.is_empty() {
         return Err(Error::new(
             ErrorKind::NotFound,
             format!("no complete backups in {}", repo.storage().describe()),
@@ -357,6 +394,29 @@ async fn verify(
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let mut results = Vec::new();
     let mut first_error: Option<Error> = None;
+    for p in &trail_problems {
+        let e = Error::corrupt(p.clone());
+        if !out.is_json() {
+            println!("audit trail: FAILED: {p}");
+        }
+        results.push(
+            json!({ "id": "audit trail", "ok": false, "error": p, "kind": e.kind().as_str() }),
+        );
+        first_error.get_or_insert(e);
+    }
+    for r in &rejected {
+        let e = Error::corrupt(format!(
+            "backup '{}' is not authenticated: {}",
+            r.id, r.cause
+        ));
+        if !out.is_json() {
+            println!("{}: FAILED: {}", r.id, e.report());
+        }
+        results.push(
+            json!({ "id": r.id, "ok": false, "error": e.report(), "kind": e.kind().as_str() }),
+        );
+        first_error.get_or_insert(e);
+    }
     for m in &manifests {
         let bar = out.progress_bar(&format!("verify {}", m.id));
         let opts = ReadOptions {
@@ -395,13 +455,13 @@ async fn verify(
     }
     match first_error {
         None => Ok(()),
-        Some(e) if manifests.len() == 1 => Err(e),
+        Some(e) if results.len() == 1 => Err(e),
         Some(e) => Err(Error::new(
             e.kind(),
             format!(
                 "{} of {} backups failed verification",
                 results.iter().filter(|r| r["ok"] == false).count(),
-                manifests.len()
+                results.len()
             ),
         )),
     }

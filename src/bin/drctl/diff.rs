@@ -72,6 +72,8 @@ pub async fn run(out: Output, args: DiffArgs) -> Result<()> {
             })?,
             key_file: args.key_file.clone(),
             storage_opts: args.storage_opts.clone(),
+            signing_key: None,
+            refuse_unauthenticated: false,
         };
         let repo = Repository::open(repo_args.storage()?).await?;
         let selector = args

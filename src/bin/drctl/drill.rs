@@ -4,7 +4,7 @@
 use clap::Args;
 use dr::config::Config;
 use dr::core::schedule::parse_duration;
-use dr::core::{ReadOptions, Repository, Result};
+use dr::core::{ReadOptions, Result};
 use dr::db::checks::IntegrityChecks;
 use dr::drill::Objectives;
 use dr::drill::{drill, failure, DrillOptions};
@@ -60,7 +60,7 @@ pub async fn run(out: Output, args: DrillArgs) -> Result<()> {
         objectives.rpo = Some(parse_duration(rpo)?);
     }
     checks.amcheck &= !args.no_amcheck;
-    let repo = Repository::open(args.repo.storage()?).await?;
+    let repo = args.repo.open().await?;
     let selector = args
         .series
         .within(dr::core::SeriesSelector::kind(dr::db::SOURCE_KIND))?;

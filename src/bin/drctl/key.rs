@@ -44,6 +44,25 @@ pub enum KeyCommand {
         #[arg(long)]
         new_recipient: String,
     },
+    /// List a backup host's signing key as a writer: its signed manifests are accepted.
+    /// Needs the administrative key (--signing-key).
+    AddWriter {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// The writer's public key (dr-ed25519-v1-… from `drctl keygen --signing`).
+        #[arg(long)]
+        public_key: String,
+        /// A name for people, e.g. the host.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Remove a writer key; the backups it signed are re-signed with the administrative key.
+    RemoveWriter {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// The writer key id (see `drctl key list`).
+        key_id: String,
+    },
 }
 
 /// `drctl keygen`: an X25519 identity (default), a symmetric key, or an age identity.
@@ -134,7 +153,30 @@ pub fn backup_encryptor(args: &RepoArgs, repo: &Repository) -> Result<RepoEncryp
 }
 
 async fn open(args: &RepoArgs) -> Result<Repository> {
-    Repository::open(args.storage()?).await
+    args.open_for_writing().await
+}
+
+/// `drctl keygen --signing`: an Ed25519 signing key; its public key alone on stdout.
+pub fn keygen_signing(out: Output, output: &Path) -> Result<()> {
+    let key = dr::crypto::generate_signing_key_file(output)?;
+    if out.is_json() {
+        print_json(&json!({
+            "key_id": key.key_id(),
+            "kind": "ed25519-signing",
+            "public_key": key.public_key().to_string(),
+            "path": output,
+        }));
+    } else {
+        println!("{}", key.public_key());
+        eprintln!(
+            "wrote signing key {} to {}; its public key is above. As an administrative key \
+             (drctl init / repo upgrade) keep it on administrative hosts only; as a writer key \
+             have an administrator run `drctl key add-writer --public-key …`",
+            key.key_id(),
+            output.display()
+        );
+    }
+    Ok(())
 }
 
 fn required_key(args: &RepoArgs, repo: &Repository, what: &str) -> Result<Identity> {
@@ -159,6 +201,33 @@ fn required_key(args: &RepoArgs, repo: &Repository, what: &str) -> Result<Identi
 pub async fn run(out: Output, cmd: KeyCommand) -> Result<()> {
     match cmd {
         KeyCommand::List { repo } => list(out, &repo).await,
+        KeyCommand::AddWriter {
+            repo,
+            public_key,
+            name,
+        } => {
+            let mut r = open(&repo).await?;
+            let public = dr::core::signing::PublicKey::parse(&public_key)?;
+            let added = dr::writers::add_writer(&mut r, &public, &name).await?;
+            if out.is_json() {
+                print_json(&json!({ "key_id": public.key_id(), "added": added }));
+            } else if added {
+                println!("added writer key {}", public.key_id());
+            } else {
+                println!("writer key {} was already listed", public.key_id());
+            }
+            Ok(())
+        }
+        KeyCommand::RemoveWriter { repo, key_id } => {
+            let mut r = open(&repo).await?;
+            let resigned = dr::writers::remove_writer(&mut r, &key_id).await?;
+            if out.is_json() {
+                print_json(&json!({ "key_id": key_id, "resigned": resigned }));
+            } else {
+                println!("removed writer key {key_id}; re-signed {resigned} of its backups");
+            }
+            Ok(())
+        }
         KeyCommand::Add { repo, recipient } => {
             let mut r = open(&repo).await?;
             let opener = required_key(&repo, &r, "adding a key")?;
@@ -192,7 +261,7 @@ pub async fn run(out: Output, cmd: KeyCommand) -> Result<()> {
 }
 
 async fn list(out: Output, args: &RepoArgs) -> Result<()> {
-    let repo = open(args).await?;
+    let repo = args.open().await?;
     let backups = repo.list_backups().await?;
     let rows: Vec<serde_json::Value> = repo
         .config()

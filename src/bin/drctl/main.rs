@@ -14,6 +14,7 @@ mod lock;
 mod monitor;
 mod output;
 mod replicate;
+mod repo;
 mod report;
 mod retention;
 mod run;

@@ -34,7 +34,7 @@ pub fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactedLine(Vec::new()))
         .with_ansi(colour_logs())
         .with_target(false)
         .init();
@@ -44,6 +44,28 @@ pub fn init_tracing(verbose: u8) {
 /// is unset or empty: files, pipes, journald and cron mail get plain text.
 fn colour_logs() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// One log line, written to stderr when dropped with URL credentials that a dependency
+/// logged (`http://user:secret@host`) replaced by `***`.
+struct RedactedLine(Vec<u8>);
+
+impl std::io::Write for RedactedLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedLine {
+    fn drop(&mut self) {
+        let text = dr::core::redact::redact_url_credentials(&String::from_utf8_lossy(&self.0));
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+    }
 }
 
 /// Print a value as pretty JSON on stdout.

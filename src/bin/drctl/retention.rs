@@ -9,7 +9,7 @@ use dr::core::prune::{PruneOptions, PruneReport};
 use dr::core::retention::{
     parse_time_zone, BackupInfo, Decision, RetentionDuration, SeriesPolicies,
 };
-use dr::core::{Error, Repository, Result, RetentionPolicy, Series};
+use dr::core::{Error, Result, RetentionPolicy, Series};
 use serde_json::json;
 
 use crate::args::{RepoArgs, SeriesArgs};
@@ -186,7 +186,7 @@ pub struct PruneArgs {
 
 /// Mark a backup as pinned (never deleted by retention) or unpin it.
 pub async fn pin(out: Output, args: &PinArgs, pinned: bool) -> Result<()> {
-    let repo = Repository::open(args.repo.storage()?).await?;
+    let repo = args.repo.open_for_writing().await?;
     let mut manifest = repo.resolve(&args.id, &args.series.selector()).await?;
     let changed = manifest.pinned != pinned;
     if changed {
@@ -219,7 +219,7 @@ pub async fn run(out: Output, command: RetentionCommand) -> Result<()> {
             clear,
         } => set(out, &repo, &policy, &series, clear).await,
         RetentionCommand::Show { repo } => {
-            let repo = Repository::open(repo.storage()?).await?;
+            let repo = repo.open().await?;
             let config = repo.config();
             if out.is_json() {
                 print_json(&json!({
@@ -357,7 +357,7 @@ async fn set(
     series: &SeriesArgs,
     clear: bool,
 ) -> Result<()> {
-    let mut repo = Repository::open(args.storage()?).await?;
+    let mut repo = args.open_for_writing().await?;
     let new = if clear { None } else { Some(policy.policy()?) };
     // The configuration is rewritten whole: hold the exclusive lease meanwhile so that a
     // concurrent key change is not lost.
@@ -398,7 +398,7 @@ async fn set(
 
 /// Apply a retention policy (the flags', else the repository's) and remove stale uploads.
 pub async fn prune(out: Output, args: &PruneArgs) -> Result<()> {
-    let repo = Repository::open(args.repo.storage()?).await?;
+    let repo = args.repo.open_for_writing().await?;
     let policy = if args.policy.given() {
         SeriesPolicies::new(args.policy.policy()?)
     } else {
@@ -506,6 +506,12 @@ fn print_prune(report: &PruneReport, policy: &SeriesPolicies) {
             } else {
                 "keep (within the grace period)"
             }
+        );
+    }
+    for u in &report.undeletable {
+        println!(
+            "{}  the store refused the deletion (kept; the next prune tries again): {}",
+            u.id, u.error
         );
     }
     let would = if report.dry_run {
