@@ -6,8 +6,10 @@
 //! `drctl bench pipeline` does. For figures on your own data, use that command.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dr::bench::{synthetic_dump, DiscardTarget, MemoryDumper};
-use dr::core::{BackupOptions, Codec, Encryptor, RepoConfig, RepoDefaults, Repository, Transform};
+use dr::bench::{synthetic_dump, DiscardTarget};
+use dr::core::{
+    BackupOptions, BufferDumper, Codec, Encryptor, RepoConfig, RepoDefaults, Repository, Transform,
+};
 
 const SIZE: usize = 32 << 20;
 
@@ -55,7 +57,9 @@ fn ciphers(c: &mut Criterion) {
 
 fn whole_pipeline(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let source = MemoryDumper::new(synthetic_dump(SIZE));
+    let source = BufferDumper::new(synthetic_dump(SIZE))
+        .named("bench")
+        .chunk_bytes(1 << 20);
     let key = dr::crypto::MasterKey::generate().unwrap();
     let mut g = c.benchmark_group("backup_pipeline");
     g.throughput(Throughput::Bytes(SIZE as u64)).sample_size(10);

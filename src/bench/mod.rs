@@ -11,7 +11,6 @@ mod input;
 mod pipeline;
 pub mod process;
 mod recommend;
-mod source;
 mod storage;
 
 pub use chart::{pipeline_chart, scatter, ChartPoint};
@@ -22,5 +21,4 @@ pub use pipeline::{
     DEFAULT_CODECS,
 };
 pub use recommend::{recommend, Recommendation};
-pub use source::MemoryDumper;
 pub use storage::{measure_storage, Latency, StorageBenchOptions, StorageResult};
