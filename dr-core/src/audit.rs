@@ -153,6 +153,50 @@ async fn last_entry(repo: &Repository) -> Result<(Option<Value>, usize)> {
     }
 }
 
+/// Copy the trail of `src` to `dst` (a replica of the same repository): every entry `dst`
+/// lacks is created there byte for byte, so the replica's trail reaches the head its copied
+/// `dr-repo.json` records and `verify` there checks the same chain. An entry `dst` holds with
+/// other bytes is refused: the two trails diverged, someone wrote to the replica. Returns
+/// the number of entries copied.
+pub async fn copy_trail(
+    src: &dyn crate::storage::StorageTarget,
+    dst: &dyn crate::storage::StorageTarget,
+) -> Result<usize> {
+    let theirs: std::collections::HashSet<String> = dst
+        .list(AUDIT_PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    let mut ours: Vec<String> = src
+        .list(AUDIT_PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    ours.sort();
+    let mut copied = 0;
+    for p in ours {
+        let bytes = src.get_bytes(&p).await?;
+        if theirs.contains(&p) {
+            if dst.get_bytes(&p).await? != bytes {
+                return Err(crate::error::Error::corrupt(format!(
+                    "the destination's audit entry {p} differs from the source's: its trail \
+                     was written to outside replication; investigate before replicating"
+                )));
+            }
+            continue;
+        }
+        match dst.put_if_absent(&p, bytes, PutOptions::default()).await {
+            Ok(()) => copied += 1,
+            // A concurrent replication copied it: checked by the next run like any other.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.with_context("audit entry", &p)),
+        }
+    }
+    Ok(copied)
+}
+
 /// Read and check the whole trail: every entry present from 1 on, each chained to the one
 /// before, each signed by the administrative key or a writer key, and reaching at least the
 /// head the signed state records.
