@@ -1060,3 +1060,85 @@ fn drctl_replicate_carries_the_audit_trail_and_records_itself_in_it() {
     let err = fails(&c.repo.run(&["replicate", "--to", replica, "--all"]), 5);
     assert!(one_line(&err).contains("audit entry"), "{err}");
 }
+
+#[test]
+fn drctl_rotates_the_administrative_key_and_pinned_hosts_follow_the_handover() {
+    let c = Cli::new();
+    let id = c.backup();
+    ok(&c.repo.run(&["pin", &id]));
+    let key = c.repo.key.to_str().unwrap().to_owned();
+    // Another host, which pins the current administrative key at first use.
+    let other_trust = c.repo.path().join("other-host-trust");
+    let other_trust = other_trust.to_str().unwrap();
+    let on_other_host = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--repo", &c.repo.url]);
+        drctl(
+            &all,
+            &[
+                ("DR_KEY_FILE", key.as_str()),
+                ("DR_TRUST_DIR", other_trust),
+                ("DR_SIGNING_KEY", ""),
+            ],
+        )
+    };
+    ok(&on_other_host(&["list"]));
+
+    let new_key = c.repo.path().join("new-admin.key");
+    ok(&drctl(
+        &["keygen", "--signing", "--output", new_key.to_str().unwrap()],
+        &[],
+    ));
+    let out = c.repo.run(&[
+        "--json",
+        "repo",
+        "rotate-admin",
+        "--new-signing-key",
+        new_key.to_str().unwrap(),
+    ]);
+    ok(&out);
+    let rotation: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rotation["rotation"]["resigned"], json!(1), "{rotation}");
+
+    // The other host follows the handover: it still lists the (re-signed) backup, and its
+    // pin now names the new key.
+    let out = on_other_host(&["--json", "list"]);
+    ok(&out);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["id"], json!(id), "{listed}");
+    let pins: Vec<_> = std::fs::read_dir(other_trust).unwrap().collect();
+    assert_eq!(pins.len(), 1);
+    let pin: Value =
+        serde_json::from_slice(&std::fs::read(pins[0].as_ref().unwrap().path()).unwrap()).unwrap();
+    let pinned = dr::core::signing::PublicKey::parse(pin["admin_key"].as_str().unwrap()).unwrap();
+    assert_eq!(json!(pinned.key_id()), rotation["rotation"]["to"]);
+
+    // The trail, with entries signed by the old key before the handover, still verifies.
+    ok(&c.repo.run(&["verify", "--all"]));
+    let log = c.repo.json(&["log"]);
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["pin", "state", "admin-handover"], "{log}");
+
+    // The old key can no longer change the repository; the new one can.
+    let err = fails(&c.repo.run(&["retention", "set", "--keep-last", "3"]), 4);
+    assert!(one_line(&err).contains("administrative key"), "{err}");
+    let with_new_key = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--repo", &c.repo.url]);
+        drctl(
+            &all,
+            &[
+                ("DR_KEY_FILE", key.as_str()),
+                ("DR_SIGNING_KEY", new_key.to_str().unwrap()),
+            ],
+        )
+    };
+    ok(&with_new_key(&["retention", "set", "--keep-last", "3"]));
+    ok(&with_new_key(&["backup", "--dir", c.src.to_str().unwrap()]));
+    ok(&on_other_host(&["verify", "--all"]));
+}

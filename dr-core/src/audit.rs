@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::error::{ErrorKind, Result};
 use crate::repo::Repository;
-use crate::signing::{self, PublicKey, Signature, SigningKey};
+use crate::signing::{self, Signature, SigningKey};
 use crate::storage::{PutOptions, StorageExt};
 
 /// Prefix of the audit objects.
@@ -134,6 +134,12 @@ pub async fn append(
     }
 }
 
+/// The sequence number of the newest entry (0 for an empty trail).
+pub async fn head_seq(repo: &Repository) -> Result<u64> {
+    let (last, _) = last_entry(repo).await?;
+    Ok(last.and_then(|v| v["seq"].as_u64()).unwrap_or(0))
+}
+
 async fn last_entry(repo: &Repository) -> Result<(Option<Value>, usize)> {
     let mut paths: Vec<String> = repo
         .storage()
@@ -202,7 +208,6 @@ pub async fn copy_trail(
 /// head the signed state records.
 pub async fn read_trail(repo: &Repository) -> Result<Trail> {
     let config = repo.config();
-    let signers: Vec<PublicKey> = config.manifest_signers();
     let mut paths: Vec<String> = repo
         .storage()
         .list(AUDIT_PREFIX)
@@ -241,13 +246,13 @@ pub async fn read_trail(repo: &Repository) -> Result<Trail> {
             ));
         }
         let signed = entry.signature.as_ref().is_some_and(|sig| {
-            signers
+            crate::handover::audit_signers(config, entry.seq)
                 .iter()
                 .any(|k| k.verifies_detached(&message(&config.repository_id, &value), sig))
         });
         if !signed {
             problems.push(format!(
-                "audit entry {} is not signed by the administrative key or a writer key (edited or forged)",
+                "audit entry {} is not signed by the administrative key or a writer key of its time (edited or forged)",
                 entry.seq
             ));
         }
