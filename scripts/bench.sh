@@ -52,7 +52,8 @@ median() { sort -n | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[
 
 echo "passphrase-for-the-runbook" > "$W/gpg.pass"
 "$DRCTL" keygen --output "$W/key" >/dev/null
-export DR_KEY_FILE=$W/key
+"$DRCTL" keygen --signing --output "$W/admin" >/dev/null
+export DR_KEY_FILE=$W/key DR_SIGNING_KEY=$W/admin DR_TRUST_DIR=$W/trust
 
 # The local S3 server (moto, installed by scripts/prereqs.sh) for the drctl_backup_s3 run;
 # drctl reaches it through the standard AWS_* variables, like any S3-compatible store.

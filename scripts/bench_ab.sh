@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Two versions of drctl side by side on the sample QR-app database: backup and restore wall
+# time and peak RSS, alternating A B A B in one run (the machine is shared, so a baseline from
+# another hour is not a baseline). Use it to show that a change leaves the figures unchanged.
+#
+# Usage: scripts/bench_ab.sh REV_A REV_B [SCALE] [PAIRS]     (e.g. 0e82ca4 main 10 3)
+# Env:   PGHOST/PGPORT of a server with `qrapp`, else a throwaway cluster under $BENCH_DIR
+#        (default /tmp/dr-bench-ab) on port $BENCH_PORT (default 55496). Each revision's
+#        release drctl is built in a detached worktree under $BENCH_DIR/ab, sharing one
+#        target directory (dependencies build once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REV_A=${1:?usage: scripts/bench_ab.sh REV_A REV_B [SCALE] [PAIRS]}
+REV_B=${2:?usage: scripts/bench_ab.sh REV_A REV_B [SCALE] [PAIRS]}
+SCALE=${3:-10}
+PAIRS=${4:-3}
+BENCH_DIR=${BENCH_DIR:-/tmp/dr-bench-ab}
+GEN=${GEN:-../shared/bench/gen_qr_db.sh}
+AB=$BENCH_DIR/ab
+mkdir -p "$AB"
+bash scripts/prereqs.sh --demo
+BINDIR=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+export PATH="$BINDIR:$PATH"
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ -z "${PGPORT:-}" ]; then
+  export PGHOST=127.0.0.1 PGPORT=${BENCH_PORT:-55496} PGUSER=postgres
+  if [ ! -d "$BENCH_DIR/pg" ]; then
+    mkdir -p "$BENCH_DIR/pg"; [ "$(id -u)" = 0 ] && chown postgres "$BENCH_DIR/pg"
+    as_pg initdb -D "$BENCH_DIR/pg/data" -A trust -U postgres --no-sync >/dev/null
+  fi
+  as_pg pg_ctl -D "$BENCH_DIR/pg/data" -l "$BENCH_DIR/pg/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $BENCH_DIR/pg -c shared_buffers=1GB -c max_wal_size=8GB" start >/dev/null || true
+fi
+export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
+if ! psql -XAtq -d qrapp -c 'SELECT 1' >/dev/null 2>&1; then
+  echo "generating the sample database at scale $SCALE" >&2
+  bash "$GEN" "$SCALE" qrapp >&2
+fi
+
+# build REV: a release drctl of that revision, printed as a path.
+build() {
+  local rev sha dir
+  rev=$1; sha=$(git rev-parse --short "$rev"); dir=$AB/src-$sha
+  [ -d "$dir" ] || git worktree add --detach -f "$dir" "$sha" >&2
+  CARGO_TARGET_DIR=$AB/target cargo build --release --bin drctl \
+    --manifest-path "$dir/Cargo.toml" >&2
+  cp "$AB/target/release/drctl" "$AB/drctl-$sha"
+  echo "$AB/drctl-$sha"
+}
+DRCTL_A=$(build "$REV_A")
+DRCTL_B=$(build "$REV_B")
+
+W=$AB/work; rm -rf "$W"; mkdir -p "$W"
+export DR_TRUST_DIR=$W/trust
+DB_URL="postgres://$PGUSER@$PGHOST:$PGPORT/qrapp"
+"$DRCTL_B" keygen --output "$W/key" >/dev/null
+"$DRCTL_B" keygen --signing --output "$W/admin" >/dev/null
+export DR_KEY_FILE=$W/key
+
+# init DRCTL REPO: older drctl has no --signing-key; newer ones require it.
+init() {
+  if "$1" init --help | grep -q -- --signing-key; then
+    "$1" init --repo "$2" --signing-key "$W/admin" >/dev/null
+  else
+    "$1" init --repo "$2" >/dev/null
+  fi
+}
+# timed NAME CMD...: one timed run, appends "seconds rss_kib" to $W/NAME
+timed() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; return 1; }
+  cat "$W/time" >> "$W/$name"
+}
+median() { sort -n | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+for i in $(seq "$PAIRS"); do
+  for side in A B; do
+    bin=DRCTL_$side; bin=${!bin}
+    repo=$W/repo-$side-$i
+    init "$bin" "$repo"
+    timed "backup_$side" "$bin" backup --repo "$repo" --db "$DB_URL"
+    psql -XAtq -d postgres -c 'DROP DATABASE IF EXISTS bench_ab_restore' >/dev/null
+    timed "restore_$side" "$bin" restore --repo "$repo" latest \
+      --db "postgres://$PGUSER@$PGHOST:$PGPORT/bench_ab_restore" --create
+    rm -rf "$repo"
+  done
+done
+
+echo "A = $REV_A ($(git rev-parse --short "$REV_A")), B = $REV_B ($(git rev-parse --short "$REV_B")); scale $SCALE, $PAIRS pairs A B A B, medians"
+printf "%-8s %10s %10s %8s %12s %12s\n" step A_s B_s B/A A_rss_MiB B_rss_MiB
+for step in backup restore; do
+  a=$(cut -d' ' -f1 "$W/${step}_A" | median); b=$(cut -d' ' -f1 "$W/${step}_B" | median)
+  ra=$(cut -d' ' -f2 "$W/${step}_A" | median); rb=$(cut -d' ' -f2 "$W/${step}_B" | median)
+  awk -v s="$step" -v a="$a" -v b="$b" -v ra="$ra" -v rb="$rb" \
+    'BEGIN{printf "%-8s %10.2f %10.2f %8.3f %12.1f %12.1f\n", s, a, b, b/a, ra/1024, rb/1024}'
+done
+echo "runs (seconds rss_kib):"; for f in "$W"/backup_* "$W"/restore_*; do echo "$(basename "$f"): $(tr '\n' ' ' < "$f")"; done
