@@ -243,3 +243,30 @@ async fn a_one_stream_backup_restores_with_jobs_over_one_connection() {
     );
     assert!(stderr.contains("one stream"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dump_with_jobs_is_never_listed() {
+    let cluster = TestCluster::start().await.unwrap();
+    cluster.create_database("app").await.unwrap();
+    cluster
+        .execute_sql(
+            "app",
+            "CREATE TABLE open_t AS SELECT g FROM generate_series(1, 1000) g; \
+             CREATE TABLE secret AS SELECT g FROM generate_series(1, 1000) g; \
+             CREATE ROLE weak LOGIN; GRANT SELECT ON open_t TO weak; \
+             REVOKE ALL ON secret FROM PUBLIC",
+        )
+        .await
+        .unwrap();
+    let repo = Repo::new();
+    let weak = cluster.url("app").replacen("postgres@", "weak@", 1);
+    assert!(weak.contains("weak@"), "{weak}");
+    let out = repo.run(&["backup", "--db", &weak, "--jobs", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "pg_dump cannot read `secret`: {stderr}"
+    );
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert_eq!(repo.json(&["list"]), serde_json::json!([]));
+}

@@ -98,7 +98,6 @@ impl PieceDumper for PgDumper {
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
-                .process_group(0)
                 .kill_on_drop(true);
             let mut child = cmd
                 .spawn()

@@ -4,7 +4,7 @@
 //! of the payload but the small `*.toc` files touches the disk, and memory is bounded by
 //! the pieces being read at once.
 //!
-//! A piece that fails (damaged, truncated, a wrong key) makes the whole process group be
+//! A piece that fails (damaged, truncated, a wrong key) makes the program and its workers be
 //! killed *before* the FIFO's write end is closed, so that no reader ever sees a clean end
 //! of a piece that did not check out.
 
@@ -17,7 +17,7 @@ use dr_core::pieces::PieceSource;
 use dr_core::{ByteStream, Error, ErrorKind, Result};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
@@ -29,14 +29,15 @@ use crate::tools;
 /// How often unopened FIFOs are tried for a reader.
 const POLL: Duration = Duration::from_millis(5);
 
-/// A child started as the leader of its own process group (`process_group(0)`), so that
-/// its parallel workers can be stopped with it.
+/// A program and the worker processes it forks (`pg_dump -j`, `pg_restore -j`), to be
+/// stopped all at once. They stay in dr's process group, so that a Ctrl-C in a terminal
+/// reaches them too.
 pub(crate) struct ProcessGroup {
     leader: Option<Pid>,
 }
 
 impl ProcessGroup {
-    /// The group `child` leads.
+    /// `child` and the processes it starts.
     pub(crate) fn of(child: &Child) -> ProcessGroup {
         ProcessGroup {
             leader: child
@@ -46,12 +47,57 @@ impl ProcessGroup {
         }
     }
 
-    /// Kill every process of the group at once (a group already gone is fine).
+    /// Kill the program's descendants, then the program (processes already gone are fine).
     pub(crate) fn kill(&self) {
-        if let Some(pid) = self.leader {
-            let _ = killpg(pid, Signal::SIGKILL);
+        let Some(leader) = self.leader else {
+            return;
+        };
+        for pid in descendants(leader.as_raw()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = kill(leader, Signal::SIGKILL);
+    }
+}
+
+/// Every live descendant of process `root`, from `/proc/*/stat`'s parent ids.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
         }
     }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parent_of
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// Make a FIFO for each of `names` in `dir` (mode 0600).

@@ -39,6 +39,7 @@ const MAX_IDENT_BYTES: usize = 63;
 /// | exists, empty | — | restore into it in one transaction (`--single-transaction`): a failure leaves it empty |
 /// | exists, not empty | — | [`ErrorKind::NotEmpty`]; nothing is touched |
 /// | exists, not empty | [`replace`](Self::replace) | restore into a scratch database, check it, then swap it in |
+/// | any of the above | [`jobs`](Self::jobs) > 1 (a backup stored as pieces) | the same, except that the restore always goes into a scratch database renamed to the target's name once checked (parallel workers cannot share one transaction) |
 ///
 /// **Replacing** never destroys the existing data before a complete, checked copy exists:
 /// the payload is restored into a scratch database `<target>_dr_restore_<random hex>`
@@ -103,8 +104,18 @@ enum Plan {
     /// Create the target with the source's locale (when the backup recorded it), restore
     /// into it.
     Create(Option<DatabaseLocale>),
-    /// Restore into a scratch database, then swap it in for the non-empty target.
-    Replace(ExistingDb),
+    /// Restore into a scratch database, then swap it in for the target: the non-empty
+    /// target (`replaces`), or one that is empty or missing when the restore cannot run in
+    /// one transaction (a parallel restore), so a failure (or a killed dr) never leaves a
+    /// half-restored database under the target's name.
+    Beside {
+        /// The scratch database's locale and owner (`CREATE DATABASE` clauses).
+        clauses: String,
+        /// Whether a target exists to be dropped before the rename.
+        existing: bool,
+        /// Whether it held data (the report's `replaced`).
+        replaces: bool,
+    },
 }
 
 /// What `pg_restore` reads: one stream on its standard input, or a directory archive whose
@@ -148,9 +159,11 @@ impl PgRestorer {
     /// Restore a payload stored as pieces (a directory archive, [`PieceRestorer`]) over
     /// `jobs` connections: `pg_restore -Fd -j jobs` loads tables and builds indexes and
     /// constraints in parallel. Parallel restores cannot run in one transaction, so with
-    /// `jobs > 1` a restore into an existing empty database goes, like `replace`, through a
-    /// scratch database swapped in once complete. A one-stream payload restores over one
-    /// connection whatever `jobs` says (its pieces cannot be read out of order).
+    /// `jobs > 1` every restore goes, like `replace`, through a scratch database renamed to
+    /// the target's name once complete and checked (into a new database, an empty one or
+    /// over a non-empty one alike): a failure, even of dr itself, never leaves a
+    /// half-restored database under the target's name. A one-stream payload restores over
+    /// one connection whatever `jobs` says (its parts cannot be read out of order).
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.jobs = jobs.max(1);
         self
@@ -377,7 +390,6 @@ impl PgRestorer {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
@@ -475,16 +487,16 @@ impl PgRestorer {
                     }
                 }
             }
-            Plan::Replace(existing) => {
+            Plan::Beside {
+                clauses,
+                existing,
+                replaces,
+            } => {
                 let scratch = scratch_name(target);
-                let mut sql = format!(
-                    "CREATE DATABASE {} TEMPLATE template0{}",
+                let sql = format!(
+                    "CREATE DATABASE {} TEMPLATE template0{clauses}",
                     quote_ident(&scratch),
-                    existing.locale.create_clauses(maint.server_num)?,
                 );
-                if let Some(owner) = &existing.owner {
-                    sql.push_str(&format!(" OWNER {}", quote_ident(owner)));
-                }
                 maint
                     .conn
                     .client
@@ -508,9 +520,11 @@ impl PgRestorer {
                         return Err(e);
                     }
                 };
-                drop_database(maint, target)
-                    .await
-                    .map_err(|e| e.with_context("restored copy kept in", &scratch))?;
+                if existing {
+                    drop_database(maint, target)
+                        .await
+                        .map_err(|e| e.with_context("restored copy kept in", &scratch))?;
+                }
                 let sql = format!(
                     "ALTER DATABASE {} RENAME TO {}",
                     quote_ident(&scratch),
@@ -524,10 +538,20 @@ impl PgRestorer {
                     .with_context("restored copy kept in", &scratch)
                     .with_context("database", target)
                 })?;
-                Ok(report(target, tables, rows, true))
+                Ok(report(target, tables, rows, replaces))
             }
         }
     }
+}
+
+/// The `CREATE DATABASE` clauses that give a scratch copy an existing database's locale and
+/// (when the restoring role may) owner.
+fn clauses_of(existing: &ExistingDb, server_num: i32) -> Result<String> {
+    let mut sql = existing.locale.create_clauses(server_num)?;
+    if let Some(owner) = &existing.owner {
+        sql.push_str(&format!(" OWNER {}", quote_ident(owner)));
+    }
+    Ok(sql)
 }
 
 /// `pg_restore`'s arguments. `-d ''` selects "restore into a database" (without `-d`
@@ -835,9 +859,24 @@ impl PgRestorer {
     ) -> Result<RestoreReport> {
         let maint = self.maintenance().await?;
         let result = async {
+            let beside = |existing: &ExistingDb, replaces: bool| -> Result<Plan> {
+                Ok(Plan::Beside {
+                    clauses: clauses_of(existing, maint.server_num)?,
+                    existing: true,
+                    replaces,
+                })
+            };
             let plan = match find_database(&maint, target).await? {
                 // As the source was; dumps from before dr recorded it get the server's
                 // defaults.
+                None if self.create && parallel => Plan::Beside {
+                    clauses: match DatabaseLocale::recorded(&source.properties) {
+                        Some(locale) => locale.create_clauses(maint.server_num)?,
+                        None => String::new(),
+                    },
+                    existing: false,
+                    replaces: false,
+                },
                 None if self.create => Plan::Create(DatabaseLocale::recorded(&source.properties)),
                 None => {
                     return Err(Error::new(
@@ -858,9 +897,9 @@ impl PgRestorer {
                     let contents = describe_contents(&conn).await;
                     let _ = conn.close().await;
                     match contents? {
-                        None if parallel => Plan::Replace(existing),
+                        None if parallel => beside(&existing, false)?,
                         None => Plan::Into,
-                        Some(_) if self.replace => Plan::Replace(existing),
+                        Some(_) if self.replace => beside(&existing, true)?,
                         Some(what) => {
                             return Err(Error::new(
                                 ErrorKind::NotEmpty,
