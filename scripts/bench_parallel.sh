@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Parallel logical backup and restore (issue 15) on the sample QR-app database, against
 # PostgreSQL's own tools, alternated in one run:
-#   backup:  drctl backup --jobs 2 | pg_dump -Fd -j2 -Z0 | pg_dump -Fc -Z0 | drctl backup
+#   backup:  drctl backup --jobs 2 | pg_dump -Fd -j2 -Z0 | pg_dump -Fc -Z0
+#            (| drctl backup, one stream, with ONE_STREAM=1)
 #   restore: drctl restore --jobs 2 --create | pg_restore -j2 -Fd (of the -Fd -Z0 archive)
 # Each round runs every command once, in that order; PAIRS rounds; medians and ratios of
 # wall seconds, CPU seconds (user + system of the command and the programs it waits for:
@@ -75,8 +76,10 @@ for i in $(seq "$PAIRS"); do
   rm -rf "$W/b.dir"
   run pg_dump_Fc_Z0 pg_dump -Fc -Z0 -f "$W/b.dump" qrapp
   rm -f "$W/b.dump"
-  run drctl_backup "$DRCTL" --json backup --repo "$W/repo" --db "$URL/qrapp"
-  rm -rf "$W/repo/backups/$(backup_id "$W/out.drctl_backup")"
+  if [ "${ONE_STREAM:-0}" = 1 ]; then
+    run drctl_backup "$DRCTL" --json backup --repo "$W/repo" --db "$URL/qrapp"
+    rm -rf "$W/repo/backups/$(backup_id "$W/out.drctl_backup")"
+  fi
 
   drop bench_par_a
   run drctl_restore_jobs2 "$DRCTL" restore --repo "$W/repo" "$RID" --db "$URL/bench_par_a" --create --jobs 2
@@ -94,7 +97,9 @@ calc() { awk "BEGIN{printf \"%.2f\", $*}"; }
 echo
 echo "sample: scale $SCALE, pg_dump -Fd -Z0 archive $DUMP_BYTES bytes; $PAIRS rounds alternated; medians"
 printf "%-22s %9s %9s %14s   %s\n" name wall_s cpu_s peak_RSS_MiB "runs (wall s)"
-for name in drctl_backup_jobs2 pg_dump_Fd_j2_Z0 pg_dump_Fc_Z0 drctl_backup drctl_restore_jobs2 pg_restore_j2_Fd; do
+NAMES="drctl_backup_jobs2 pg_dump_Fd_j2_Z0 pg_dump_Fc_Z0 drctl_restore_jobs2 pg_restore_j2_Fd"
+[ "${ONE_STREAM:-0}" = 1 ] && NAMES="$NAMES drctl_backup"
+for name in $NAMES; do
   printf "%-22s %9.2f %9.2f %14.1f   %s\n" "$name" "$(col "$name" 1)" "$(col "$name" 2)" \
     "$(calc "$(col "$name" 3) / 1024")" "$(cut -d' ' -f1 "$W/t.$name" | tr '\n' ' ')"
   eval "M_$name=$(col "$name" 1)"; eval "C_$name=$(col "$name" 2)"
@@ -105,9 +110,13 @@ printf "drctl restore --jobs 2 / pg_restore -j2 -Fd      = %s wall, %s CPU (targ
 printf "drctl backup --jobs 2 / pg_dump -Fd -j2 -Z0      = %s wall, %s CPU (target <= 1.0 wall)\n" \
   "$(calc "$M_drctl_backup_jobs2 / $M_pg_dump_Fd_j2_Z0")" "$(calc "$C_drctl_backup_jobs2 / $C_pg_dump_Fd_j2_Z0")"
 printf "drctl backup --jobs 2 / pg_dump -Fc -Z0          = %s wall\n" "$(calc "$M_drctl_backup_jobs2 / $M_pg_dump_Fc_Z0")"
-printf "drctl backup / pg_dump -Fc -Z0                   = %s wall, %s CPU (target <= 1.0 wall)\n" \
-  "$(calc "$M_drctl_backup / $M_pg_dump_Fc_Z0")" "$(calc "$C_drctl_backup / $C_pg_dump_Fc_Z0")"
-GB=$(calc "$DUMP_BYTES / 1000000000")
-printf "CPU s per GB of dump: drctl backup %s, pg_dump -Fc -Z0 %s, drctl backup --jobs 2 %s, pg_dump -Fd -j2 -Z0 %s\n" \
-  "$(calc "$C_drctl_backup / $GB")" "$(calc "$C_pg_dump_Fc_Z0 / $GB")" "$(calc "$C_drctl_backup_jobs2 / $GB")" "$(calc "$C_pg_dump_Fd_j2_Z0 / $GB")"
+GB=$(awk "BEGIN{printf \"%.6f\", $DUMP_BYTES / 1000000000}")
+if [ "${ONE_STREAM:-0}" = 1 ]; then
+  printf "drctl backup / pg_dump -Fc -Z0                   = %s wall, %s CPU (target <= 1.0 wall)\n" \
+    "$(calc "$M_drctl_backup / $M_pg_dump_Fc_Z0")" "$(calc "$C_drctl_backup / $C_pg_dump_Fc_Z0")"
+  printf "CPU s per GB of dump: drctl backup %s\n" "$(calc "$C_drctl_backup / $GB")"
+fi
+printf "CPU s per GB of dump: pg_dump -Fc -Z0 %s, drctl backup --jobs 2 %s, pg_dump -Fd -j2 -Z0 %s, drctl restore --jobs 2 %s, pg_restore -j2 %s\n" \
+  "$(calc "$C_pg_dump_Fc_Z0 / $GB")" "$(calc "$C_drctl_backup_jobs2 / $GB")" "$(calc "$C_pg_dump_Fd_j2_Z0 / $GB")" \
+  "$(calc "$C_drctl_restore_jobs2 / $GB")" "$(calc "$C_pg_restore_j2_Fd / $GB")"
 uptime

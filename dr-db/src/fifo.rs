@@ -28,6 +28,9 @@ use crate::tools;
 
 /// How often unopened FIFOs are tried for a reader.
 const POLL: Duration = Duration::from_millis(5);
+/// The pipe buffer asked for (Linux's default is 64 KiB): fewer wake-ups of reader and
+/// writer per MiB. A refusal (above `/proc/sys/fs/pipe-max-size`) keeps the default.
+const PIPE_BYTES: i32 = 1 << 20;
 
 /// A program and the worker processes it forks (`pg_dump -j`, `pg_restore -j`), to be
 /// stopped all at once. They stay in dr's process group, so that a Ctrl-C in a terminal
@@ -199,7 +202,10 @@ pub(crate) async fn serve(
                 let mut failed = None;
                 for name in &pending {
                     match pipe::OpenOptions::new().open_sender(dir.join(name)) {
-                        Ok(sender) => opened.push((name.clone(), sender)),
+                        Ok(sender) => {
+                            let _ = nix::fcntl::fcntl(&sender, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
+                            opened.push((name.clone(), sender));
+                        }
                         // No reader yet.
                         Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENXIO as i32) => {}
                         Err(e) => {
