@@ -178,7 +178,8 @@ async fn drill_unrecorded(
         .create(true)
         .no_owner(opts.no_owner);
     let started = Instant::now();
-    let restored = dr_core::restore(repo, manifest, decryptor, &restorer, &opts.read).await?;
+    let (restored, _) =
+        crate::logical::restore(repo, manifest, decryptor, &restorer, 1, &opts.read).await?;
     let foreign_keys = match foreign_key_orphans(&scratch).await {
         Ok(keys) => keys,
         Err(e) => {

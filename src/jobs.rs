@@ -36,13 +36,13 @@ use async_trait::async_trait;
 use dr_core::prune::{prune, PruneOptions};
 use dr_core::schedule::{JobContext, JobRunner, JobSummary};
 use dr_core::{
-    BackupOptions, Codec, Decryptor, Dumper, Encryptor, ReadOptions, Result, SeriesPolicies,
-    SeriesSelector,
+    BackupOptions, Codec, Decryptor, Dumper, Encryptor, PieceDumper, ReadOptions, Result,
+    SeriesPolicies, SeriesSelector,
 };
 
 /// Backs up a source into the scheduler's repository.
 pub struct BackupJob {
-    dumper: Arc<dyn Dumper>,
+    dumper: Source,
     encryptor: Arc<dyn Encryptor>,
     labels: Vec<String>,
     codec: Option<Codec>,
@@ -59,10 +59,30 @@ impl std::fmt::Debug for BackupJob {
     }
 }
 
+/// What a backup job dumps: one stream, or pieces uploaded N at a time.
+enum Source {
+    Stream(Arc<dyn Dumper>),
+    Pieces(Arc<dyn PieceDumper>, usize),
+}
+
 impl BackupJob {
     /// Back up what `dumper` produces, encrypted by `encryptor` (see [`crate::keys::encryptor`]
     /// and [`crate::keys::public_encryptor`]), with the repository's default compression.
     pub fn new(dumper: Arc<dyn Dumper>, encryptor: Arc<dyn Encryptor>) -> BackupJob {
+        Self::of(Source::Stream(dumper), encryptor)
+    }
+
+    /// Back up what `dumper` produces as pieces (a database dumped over several
+    /// connections, `dr_db::PgDumper::jobs`), uploading `uploads` pieces at once.
+    pub fn pieces(
+        dumper: Arc<dyn PieceDumper>,
+        encryptor: Arc<dyn Encryptor>,
+        uploads: usize,
+    ) -> BackupJob {
+        Self::of(Source::Pieces(dumper, uploads), encryptor)
+    }
+
+    fn of(dumper: Source, encryptor: Arc<dyn Encryptor>) -> BackupJob {
         BackupJob {
             dumper,
             encryptor,
@@ -107,13 +127,16 @@ impl JobRunner for BackupJob {
             clock: Some(ctx.clock().clone()),
             ..Default::default()
         };
-        let m = dr_core::backup(
-            ctx.repository(),
-            self.dumper.as_ref(),
-            self.encryptor.as_ref(),
-            &opts,
-        )
-        .await?;
+        let repo = ctx.repository();
+        let m = match &self.dumper {
+            Source::Stream(d) => {
+                dr_core::backup(repo, d.as_ref(), self.encryptor.as_ref(), &opts).await?
+            }
+            Source::Pieces(d, uploads) => {
+                dr_core::backup_pieces(repo, d.as_ref(), self.encryptor.as_ref(), &opts, *uploads)
+                    .await?
+            }
+        };
         let rows: u64 = m.stats.tables.iter().map(|t| t.rows).sum();
         Ok(JobSummary::new(format!(
             "backup {}: {} bytes raw, {} bytes stored, {} tables",

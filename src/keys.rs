@@ -233,6 +233,13 @@ impl Encryptor for RepoEncryptor {
             RepoEncryptor::Age(e) => e.encrypt_stream(),
         }
     }
+
+    fn encrypt_pieces(&self) -> Result<(EncryptionInfo, Box<dyn dr_core::PieceSealer>)> {
+        match self {
+            RepoEncryptor::Aead(e) => e.encrypt_pieces(),
+            RepoEncryptor::Age(e) => e.encrypt_pieces(),
+        }
+    }
 }
 
 /// The encryptor for new backups in `repo`, for a host that holds `key` (a repository key,
@@ -299,6 +306,14 @@ impl Decryptor for RepoDecryptor {
             self.age.decrypt_stream(info)
         } else {
             self.aead.decrypt_stream(info)
+        }
+    }
+
+    fn decrypt_piece(&self, info: &EncryptionInfo, name: &str) -> Result<Box<dyn Transform>> {
+        if info.scheme == AGE_SCHEME {
+            self.age.decrypt_piece(info, name)
+        } else {
+            self.aead.decrypt_piece(info, name)
         }
     }
 }

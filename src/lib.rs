@@ -36,6 +36,7 @@ pub mod config;
 pub mod drill;
 pub mod jobs;
 pub mod keys;
+pub mod logical;
 pub mod monitoring;
 pub mod pitr;
 pub mod reconcile;

@@ -32,7 +32,7 @@ pub async fn diff_against_backup(
         .create(true)
         .no_owner(true)
         .tables(opts.tables.clone());
-    dr_core::restore(repo, manifest, decryptor, &restorer, read)
+    crate::logical::restore(repo, manifest, decryptor, &restorer, 1, read)
         .await
         .map_err(|e| e.with_context("diff", "restoring the backup to compare with"))?;
     let report = diff(live, &scratch, opts).await;

@@ -6,7 +6,10 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use dr_core::records::{self, CheckKind, CheckRecord};
-use dr_core::{open_payload, Decryptor, Manifest, PayloadCheck, ReadOptions, Repository, Result};
+use dr_core::{
+    open_payload, Decryptor, Manifest, PayloadCheck, PieceSource, ReadOptions, RepoPieces,
+    Repository, Result,
+};
 
 /// What `verify` checked for one backup.
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +33,9 @@ pub struct VerifyReport {
 pub fn payload_check(format: &str) -> Option<Box<dyn PayloadCheck>> {
     match format {
         dr_db::PAYLOAD_FORMAT => Some(Box::new(dr_db::archive::ArchiveInspector::new())),
+        dr_db::directory::DIRECTORY_FORMAT => {
+            Some(Box::new(dr_db::directory::DirectoryCounter::new()))
+        }
         dr_files::PAYLOAD_FORMAT => Some(Box::new(dr_files::TarCounter::new())),
         _ => None,
     }
@@ -70,17 +76,43 @@ async fn check_backup(
     decryptor: &dyn Decryptor,
     opts: &ReadOptions,
 ) -> Result<VerifyReport> {
-    let mut payload = open_payload(repo, manifest, decryptor, opts).await?;
     let mut check = payload_check(&manifest.source.format);
     let mut raw_bytes = 0u64;
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk?;
+    let mut feed = |check: &mut Option<Box<dyn PayloadCheck>>, chunk: &[u8]| -> Result<()> {
         raw_bytes += chunk.len() as u64;
         if let Some(check) = check.as_mut() {
             check
-                .feed(&chunk)
+                .feed(chunk)
                 .map_err(|e| e.with_context("backup", &manifest.id))?;
         }
+        Ok(())
+    };
+    if manifest.is_pieces() {
+        // Each piece on its own, checked to its end, in manifest order.
+        let pieces = RepoPieces::open(repo, manifest, decryptor, opts).await?;
+        for name in pieces.names() {
+            if let Some(check) = check.as_mut() {
+                check
+                    .begin_piece(&name)
+                    .map_err(|e| e.with_context("backup", &manifest.id))?;
+            }
+            let mut piece = pieces.open(&name).await?;
+            while let Some(chunk) = piece.next().await {
+                feed(&mut check, &chunk?)?;
+            }
+        }
+    } else {
+        let mut payload = open_payload(repo, manifest, decryptor, opts).await?;
+        while let Some(chunk) = payload.next().await {
+            feed(&mut check, &chunk?)?;
+        }
+    }
+    if raw_bytes != manifest.raw_bytes {
+        return Err(dr_core::Error::corrupt(format!(
+            "payload is {raw_bytes} bytes after decompression, the manifest says {}",
+            manifest.raw_bytes
+        ))
+        .with_context("backup", &manifest.id));
     }
     let found = match check {
         Some(check) => {

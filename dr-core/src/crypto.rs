@@ -62,6 +62,18 @@ pub trait Encryptor: Send + Sync + fmt::Debug {
     /// A fresh data key, and a transform that turns plaintext into the stored bytes (header
     /// and sealed chunks). The returned info goes into the manifest.
     fn encrypt_stream(&self) -> Result<(EncryptionInfo, Box<dyn Transform>)>;
+
+    /// A fresh data key for a payload stored as named pieces (see [`crate::pieces`]), and a
+    /// sealer that starts one stream per piece under it. The returned info goes into the
+    /// manifest once, for all pieces. A format that can bind a stream to its piece's name
+    /// does so, so that pieces swapped in storage fail to open.
+    fn encrypt_pieces(&self) -> Result<(EncryptionInfo, Box<dyn PieceSealer>)>;
+}
+
+/// Starts the streams of a pieces payload, all under one data key.
+pub trait PieceSealer: Send + Sync {
+    /// A transform that turns the plaintext of piece `name` into its stored bytes.
+    fn seal(&self, name: &str) -> Result<Box<dyn Transform>>;
 }
 
 /// Opens encrypted streams.
@@ -71,4 +83,10 @@ pub trait Decryptor: Send + Sync + fmt::Debug {
     /// [`crate::ErrorKind::WrongKey`] when none of `info.wrapped_keys` is for this key,
     /// naming the key ids that would be needed.
     fn decrypt_stream(&self, info: &EncryptionInfo) -> Result<Box<dyn Transform>>;
+
+    /// A transform that opens piece `name` of a pieces payload (see
+    /// [`Encryptor::encrypt_pieces`]): like [`Decryptor::decrypt_stream`], and it fails with
+    /// [`crate::ErrorKind::Corrupt`] on a stream sealed for another piece, where the format
+    /// binds streams to names.
+    fn decrypt_piece(&self, info: &EncryptionInfo, name: &str) -> Result<Box<dyn Transform>>;
 }

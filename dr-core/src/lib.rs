@@ -49,7 +49,7 @@ pub mod storage;
 
 pub use buffer::BufferDumper;
 pub use codec::Codec;
-pub use crypto::{Decryptor, EncryptionInfo, Encryptor, WrappedKey};
+pub use crypto::{Decryptor, EncryptionInfo, Encryptor, PieceSealer, WrappedKey};
 pub use error::{Error, ErrorKind, Result, ResultExt};
 pub use source::{
     ConsistentPoint, Dump, DumpCompletion, DumpStats, Dumper, PayloadCheck, RestoreReport,
@@ -62,6 +62,7 @@ pub mod handover;
 pub mod lease;
 pub mod manifest;
 pub mod names;
+pub mod pieces;
 pub mod pipeline;
 pub mod progress;
 pub mod prune;
@@ -78,6 +79,10 @@ pub mod upgrade;
 pub mod wal;
 
 pub use manifest::{Manifest, ObjectEntry};
+pub use pieces::{
+    backup_pieces, restore_pieces, Piece, PieceDumper, PieceRestorer, PieceSource, PiecesDump,
+    RepoPieces,
+};
 pub use pipeline::{backup, open_payload, restore, verify, BackupOptions, ReadOptions};
 pub use progress::{ProgressEvent, ProgressSink, Stage};
 pub use prune::{prune, PruneOptions, PruneReport, Undeletable};

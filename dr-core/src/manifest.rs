@@ -12,8 +12,12 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::series::Series;
 use crate::source::{DumpStats, SourceInfo};
 
-/// The manifest format this version writes; readers refuse newer majors.
+/// The manifest format of a backup whose payload is one stream; readers refuse newer majors.
 pub const MANIFEST_FORMAT: u32 = 1;
+/// The manifest format of a backup stored as named pieces ([`ObjectEntry::piece`]), each its
+/// own encrypted stream (a `pg_dump -Fd` directory archive): readers that know only
+/// [`MANIFEST_FORMAT`] refuse it instead of misreading the objects as one stream.
+pub const PIECES_MANIFEST_FORMAT: u32 = 2;
 
 /// A committed backup's description, stored as `backups/<id>/manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +79,10 @@ pub struct ObjectEntry {
     /// Storage class it was written with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+    /// In a payload stored as pieces, the piece's name (a file name of the archive, like
+    /// `toc.dat`): the object is a stream of its own, not a part of one stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece: Option<String>,
 }
 
 impl Manifest {
@@ -102,11 +110,11 @@ impl Manifest {
             )
             .with_source(e)
         })?;
-        if m.format > MANIFEST_FORMAT {
+        if m.format > PIECES_MANIFEST_FORMAT {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 format!(
-                    "manifest format {} is newer than this dr understands ({MANIFEST_FORMAT}): upgrade dr",
+                    "manifest format {} is newer than this dr understands ({PIECES_MANIFEST_FORMAT}): upgrade dr",
                     m.format
                 ),
             ));
@@ -126,6 +134,7 @@ impl Manifest {
                 )));
             }
         }
+        check_pieces(&m)?;
         if m.objects.iter().map(|o| o.size).sum::<u64>() != m.stored_bytes {
             return Err(Error::corrupt(
                 "manifest's stored_bytes is not the sum of its object sizes",
@@ -134,10 +143,41 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Whether the payload is stored as named pieces, each its own stream (see
+    /// [`crate::pieces`]), rather than as one stream cut into objects.
+    pub fn is_pieces(&self) -> bool {
+        self.objects.iter().any(|o| o.piece.is_some())
+    }
+
     /// Serialize for storage (pretty, stable field order).
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
         v.push(b'\n');
         v
     }
+}
+
+/// A pieces manifest names every object, each once, with a plain file name; a one-stream
+/// manifest names none.
+fn check_pieces(m: &Manifest) -> Result<()> {
+    let named = m.objects.iter().filter(|o| o.piece.is_some()).count();
+    if named == 0 {
+        return Ok(());
+    }
+    if named != m.objects.len() || m.format < PIECES_MANIFEST_FORMAT {
+        return Err(Error::corrupt(
+            "manifest mixes named pieces with unnamed objects, or names pieces in a one-stream format",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for o in &m.objects {
+        let name = o.piece.as_deref().unwrap_or_default();
+        crate::pieces::check_piece_name(name)?;
+        if !seen.insert(name) {
+            return Err(Error::corrupt(format!(
+                "manifest names piece '{name}' twice"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -170,6 +170,7 @@ pub async fn backup(
             size: stored_bytes,
             sha256,
             storage_class,
+            piece: None,
         }],
         raw_bytes,
         stored_bytes,
@@ -195,7 +196,7 @@ pub async fn backup(
 /// The most a payload of `raw` bytes can take once compressed and encrypted: compression
 /// may add a little to incompressible data and encryption adds a tag to every chunk, both
 /// far below 1/1024 of the size.
-fn stored_size_bound(raw: u64) -> u64 {
+pub(crate) fn stored_size_bound(raw: u64) -> u64 {
     raw.saturating_add(raw / 1024).saturating_add(1 << 20)
 }
 
@@ -254,30 +255,18 @@ pub async fn open_payload(
     opts: &ReadOptions,
 ) -> Result<ByteStream> {
     let id = manifest.id.clone();
+    if manifest.is_pieces() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "this backup is stored as pieces (a directory archive, taken with --jobs), not as \
+             one stream: write it out with `drctl cat ID --dir DIR` and restore that with \
+             `pg_restore -Fd DIR`, or restore it with `drctl restore`",
+        )
+        .with_context("backup", &id));
+    }
     let opener = open_encryption(&manifest.encryption, decryptor).context("backup", &id)?;
     let decoder = manifest.codec.decoder()?;
-
-    // Probe every object first so that a missing one fails before anything is consumed.
-    for o in &manifest.objects {
-        let meta = repo.storage().head(&o.path).await.map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                Error::corrupt(format!(
-                    "backup object '{}' is missing from storage",
-                    o.path
-                ))
-                .with_context("backup", &id)
-            } else {
-                e.with_context("backup", &id)
-            }
-        })?;
-        if meta.size != o.size {
-            return Err(Error::corrupt(format!(
-                "backup object '{}' is {} bytes, the manifest says {}",
-                o.path, meta.size, o.size
-            ))
-            .with_context("backup", &id));
-        }
-    }
+    probe_objects(repo, manifest).await?;
 
     let storage = repo.storage().clone();
     let objects = manifest.objects.clone();
@@ -309,6 +298,33 @@ pub async fn open_payload(
     };
     let decoded = spawn_transform(plain, decoder, opts.stages);
     Ok(expect_length(decoded, manifest.raw_bytes, id))
+}
+
+/// Check that every object of `manifest` is in storage with its recorded size, so that a
+/// missing or cut object fails before anything is consumed.
+pub(crate) async fn probe_objects(repo: &Repository, manifest: &Manifest) -> Result<()> {
+    let id = &manifest.id;
+    for o in &manifest.objects {
+        let meta = repo.storage().head(&o.path).await.map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                Error::corrupt(format!(
+                    "backup object '{}' is missing from storage",
+                    o.path
+                ))
+                .with_context("backup", id)
+            } else {
+                e.with_context("backup", id)
+            }
+        })?;
+        if meta.size != o.size {
+            return Err(Error::corrupt(format!(
+                "backup object '{}' is {} bytes, the manifest says {}",
+                o.path, meta.size, o.size
+            ))
+            .with_context("backup", id));
+        }
+    }
+    Ok(())
 }
 
 /// Verify a backup end to end without a database: every stored byte, every checksum and
@@ -349,7 +365,7 @@ fn open_encryption(
 }
 
 /// Count bytes through a stream for progress.
-fn metered(
+pub(crate) fn metered(
     stream: ByteStream,
     stage: Stage,
     total: Option<u64>,
@@ -412,7 +428,7 @@ fn expect_length(stream: ByteStream, expected: u64, id: String) -> ByteStream {
 
 /// Passes bytes through while hashing them; on `finish` stores the hex SHA-256, and when
 /// given the manifest's entry, fails if size or hash differ.
-struct HashTap {
+pub(crate) struct HashTap {
     ctx: digest::Context,
     size: u64,
     slot: Arc<Mutex<Option<String>>>,
@@ -420,7 +436,7 @@ struct HashTap {
 }
 
 impl HashTap {
-    fn new(slot: Arc<Mutex<Option<String>>>, expect: Option<ObjectEntry>) -> Self {
+    pub(crate) fn new(slot: Arc<Mutex<Option<String>>>, expect: Option<ObjectEntry>) -> Self {
         HashTap {
             ctx: digest::Context::new(&digest::SHA256),
             size: 0,

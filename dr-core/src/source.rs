@@ -154,6 +154,16 @@ pub trait PayloadCheck: Send {
     /// cannot be part of a well-formed payload, saying where.
     fn feed(&mut self, chunk: &[u8]) -> Result<()>;
 
+    /// For a payload stored as pieces ([`crate::pieces`]): the bytes `feed` gets next, up
+    /// to the next `begin_piece` or `check`, are the whole of piece `name`. Pieces come in
+    /// manifest order. A format stored as one stream refuses pieces (the default).
+    fn begin_piece(&mut self, name: &str) -> Result<()> {
+        Err(crate::error::Error::new(
+            crate::error::ErrorKind::Unsupported,
+            format!("this payload format is one stream; it has no piece '{name}'"),
+        ))
+    }
+
     /// The payload has ended: check that it ended where its format says it must, and that
     /// what it holds agrees with `expected` (the manifest's statistics). Returns the
     /// statistics re-counted from the payload; a [`crate::ErrorKind::Corrupt`] error naming

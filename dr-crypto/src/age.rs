@@ -13,7 +13,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use dr_core::{
-    Decryptor, EncryptionInfo, Encryptor, Error, ErrorKind, Result, Transform, WrappedKey,
+    Decryptor, EncryptionInfo, Encryptor, Error, ErrorKind, PieceSealer, Result, Transform,
+    WrappedKey,
 };
 use ring::digest;
 use zeroize::Zeroizing;
@@ -157,6 +158,7 @@ impl fmt::Debug for AgeIdentity {
 }
 
 /// Encrypts streams as standard age files to one or more `age1…` recipients.
+#[derive(Clone)]
 pub struct AgeEncryptor {
     recipients: Vec<AgeRecipient>,
 }
@@ -278,6 +280,21 @@ impl Encryptor for AgeEncryptor {
             }),
         ))
     }
+
+    /// Every piece is an age file of its own (with its own file key) for the same
+    /// recipients; age has no way to bind a file to a name, so in an age-format repository
+    /// the pieces are held together by the manifest's SHA-256s (signed in a signed
+    /// repository).
+    fn encrypt_pieces(&self) -> Result<(EncryptionInfo, Box<dyn PieceSealer>)> {
+        let (info, _) = self.encrypt_stream()?;
+        Ok((info, Box::new(self.clone())))
+    }
+}
+
+impl PieceSealer for AgeEncryptor {
+    fn seal(&self, _name: &str) -> Result<Box<dyn Transform>> {
+        Ok(self.encrypt_stream()?.1)
+    }
 }
 
 /// Opens age files with the X25519 identities it holds.
@@ -333,6 +350,10 @@ impl Decryptor for AgeDecryptor {
             ));
         }
         Ok(Box::new(AgeOpener::start(self.identities.clone())))
+    }
+
+    fn decrypt_piece(&self, info: &EncryptionInfo, _name: &str) -> Result<Box<dyn Transform>> {
+        self.decrypt_stream(info)
     }
 }
 

@@ -5,7 +5,8 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dr_core::{
-    Decryptor, EncryptionInfo, Encryptor, Error, ErrorKind, Result, Transform, WrappedKey,
+    Decryptor, EncryptionInfo, Encryptor, Error, ErrorKind, PieceSealer, Result, Transform,
+    WrappedKey,
 };
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf;
@@ -16,7 +17,8 @@ use crate::identity::{unsupported_recipient, Identity, Recipient};
 use crate::keys::MasterKey;
 use crate::random::fill_random;
 use crate::stream::{
-    check_chunk_bytes, Header, StreamOpener, StreamSealer, DEFAULT_CHUNK_BYTES, SALT_BYTES,
+    check_chunk_bytes, piece_salt, Header, StreamOpener, StreamSealer, DEFAULT_CHUNK_BYTES,
+    SALT_BYTES,
 };
 use crate::x25519::X25519_WRAP_METHOD;
 
@@ -255,6 +257,44 @@ impl Encryptor for AeadEncryptor {
         let (info, sealer) = self.start(&data_key, salt, &nonces)?;
         Ok((info, Box::new(sealer)))
     }
+
+    fn encrypt_pieces(&self) -> Result<(EncryptionInfo, Box<dyn PieceSealer>)> {
+        check_chunk_bytes(self.chunk_bytes)?;
+        let mut data_key = Zeroizing::new([0u8; KEY_BYTES]);
+        fill_random(&mut data_key[..])?;
+        let mut nonces = vec![[0u8; aead::NONCE_LEN]; self.recipients.len()];
+        for n in &mut nonces {
+            fill_random(n)?;
+        }
+        // The salt of this first stream is never used: pieces get their names' salts.
+        let (info, _) = self.start(&data_key, [0u8; SALT_BYTES], &nonces)?;
+        Ok((
+            info,
+            Box::new(AeadPieceSealer {
+                data_key,
+                cipher: self.cipher,
+                chunk_bytes: self.chunk_bytes,
+            }),
+        ))
+    }
+}
+
+/// Seals the pieces of one backup under its data key, each with its name's salt.
+struct AeadPieceSealer {
+    data_key: Zeroizing<[u8; KEY_BYTES]>,
+    cipher: Cipher,
+    chunk_bytes: usize,
+}
+
+impl PieceSealer for AeadPieceSealer {
+    fn seal(&self, name: &str) -> Result<Box<dyn Transform>> {
+        let header = Header {
+            cipher: self.cipher,
+            chunk_bytes: self.chunk_bytes,
+            salt: piece_salt(name),
+        };
+        Ok(Box::new(StreamSealer::new(&self.data_key, header)))
+    }
 }
 
 impl fmt::Debug for AeadEncryptor {
@@ -356,6 +396,13 @@ impl Decryptor for AeadDecryptor {
     fn decrypt_stream(&self, info: &EncryptionInfo) -> Result<Box<dyn Transform>> {
         let (data_key, cipher) = self.data_key(info)?;
         Ok(Box::new(StreamOpener::new(data_key, cipher)))
+    }
+
+    fn decrypt_piece(&self, info: &EncryptionInfo, name: &str) -> Result<Box<dyn Transform>> {
+        let (data_key, cipher) = self.data_key(info)?;
+        Ok(Box::new(
+            StreamOpener::new(data_key, cipher).expect_salt(piece_salt(name)),
+        ))
     }
 }
 

@@ -93,6 +93,22 @@ pub(crate) fn check_chunk_bytes(n: usize) -> Result<()> {
     }
 }
 
+/// The label hashed with a piece's name into its stream's salt.
+const PIECE_SALT_LABEL: &[u8] = b"dr-aead-v1 piece ";
+
+/// The header salt of piece `name` of a pieces payload: SHA-256("dr-aead-v1 piece " ||
+/// name). All pieces share the backup's data key; the salt, derived from the name, gives
+/// each its own payload key and binds the stream to the name, so a piece stored in
+/// another's place fails [`StreamOpener::expect_salt`]'s check.
+pub(crate) fn piece_salt(name: &str) -> [u8; SALT_BYTES] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(PIECE_SALT_LABEL);
+    ctx.update(name.as_bytes());
+    let mut salt = [0u8; SALT_BYTES];
+    salt.copy_from_slice(ctx.finish().as_ref());
+    salt
+}
+
 /// The payload key: HKDF-SHA256(ikm = data key, salt = header salt,
 /// info = "dr-aead-v1 payload" || header), 32 bytes, as a ready AEAD key. The raw bytes never
 /// leave ring.
@@ -309,6 +325,8 @@ pub(crate) struct StreamOpener {
     /// The data key until the header has been read; wiped as soon as the payload key exists.
     data_key: Option<Box<[u8; KEY_BYTES]>>,
     expected_cipher: Cipher,
+    /// The salt the header must carry (a piece's, see [`piece_salt`]), if any.
+    expected_salt: Option<[u8; SALT_BYTES]>,
     header: Vec<u8>,
     key: Option<LessSafeKey>,
     /// Stored chunks (ciphertext and tag); sized once the header is read.
@@ -322,12 +340,19 @@ impl StreamOpener {
         StreamOpener {
             data_key: Some(data_key),
             expected_cipher,
+            expected_salt: None,
             header: Vec::with_capacity(HEADER_BYTES),
             key: None,
             chunks: Chunker::new(0),
             counter: 0,
             finished: false,
         }
+    }
+
+    /// Require the header's salt to be `salt`: the stream must be the piece it is opened as.
+    pub(crate) fn expect_salt(mut self, salt: [u8; SALT_BYTES]) -> StreamOpener {
+        self.expected_salt = Some(salt);
+        self
     }
 
     #[cfg(test)]
@@ -354,6 +379,12 @@ impl StreamOpener {
                      its manifest do not belong together",
                     header.cipher, self.expected_cipher
                 )));
+            }
+            if self.expected_salt.is_some_and(|salt| salt != header.salt) {
+                return Err(Error::corrupt(
+                    "the stream was sealed for another piece of the backup: the stored pieces \
+                     were swapped or replaced",
+                ));
             }
             let mut data_key = self
                 .data_key

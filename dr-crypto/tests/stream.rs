@@ -327,3 +327,37 @@ fn chunk_size_outside_1_kib_to_16_mib_is_refused() {
             .unwrap();
     }
 }
+
+/// The pieces of one backup share its data key; each opens only as the piece it was
+/// sealed as, so pieces swapped in storage fail instead of restoring one table's rows
+/// into another.
+#[test]
+fn a_piece_opens_only_under_its_own_name() {
+    use dr_core::Decryptor;
+    for cipher in Cipher::ALL {
+        let key = MasterKey::generate().unwrap();
+        let enc = encryptor(cipher, &key, CS);
+        let (info, sealer) = enc.encrypt_pieces().unwrap();
+        let plain = bytes(3 * CS + 7, 9);
+        let seal_as = |name: &str| {
+            let mut t = sealer.seal(name).unwrap();
+            let (r, stored) = run(t.as_mut(), &plain, &[usize::MAX]);
+            r.unwrap();
+            stored
+        };
+        let a = seal_as("3001.dat");
+        let b = seal_as("3002.dat");
+        assert_ne!(a, b, "same plaintext, different pieces, different bytes");
+        let dec = dr_crypto::AeadDecryptor::new(vec![key.clone()]);
+        let mut opener = dec.decrypt_piece(&info, "3001.dat").unwrap();
+        let (r, opened) = run(opener.as_mut(), &a, &[usize::MAX]);
+        r.unwrap();
+        assert_eq!(opened, plain);
+        let mut opener = dec.decrypt_piece(&info, "3001.dat").unwrap();
+        let (r, opened) = run(opener.as_mut(), &b, &[usize::MAX]);
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.message().contains("another piece"), "{e}");
+        assert!(opened.is_empty(), "nothing released from a swapped piece");
+    }
+}

@@ -60,6 +60,10 @@ const MIN_MINOR: u8 = 12;
 const MAX_MINOR: u8 = 16;
 /// The custom archive format (`archCustom`); 3 is tar, 5 is a directory's `toc.dat`.
 const FORMAT_CUSTOM: u8 = 1;
+/// The format code in a directory archive's `toc.dat`: pg_dump writes it with the tar
+/// format's code (`pg_backup_directory.c`, "The TOC of a directory format dump shares the
+/// format code of the tar format").
+const FORMAT_DIRECTORY_TOC: u8 = 3;
 /// Block type of table data.
 const BLK_DATA: u8 = 1;
 /// Block type of a group of large objects.
@@ -124,6 +128,38 @@ pub struct TocEntry {
     pub tag: String,
     /// The dump ids of the entries it depends on.
     pub dependencies: Vec<i64>,
+}
+
+/// What a directory archive's `toc.dat` says ([`ArchiveInspector::finish_directory`]).
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryToc {
+    /// One entry per `TABLE DATA` TOC entry, in TOC order, then a [`LARGE_OBJECTS`] entry if
+    /// the archive has large objects; every count zero (the counts are in the data files).
+    pub tables: Vec<TableStats>,
+    /// The data files the TOC names.
+    pub files: Vec<DataFile>,
+    /// The whole table of contents.
+    pub toc: Vec<TocEntry>,
+}
+
+/// A data file of a directory archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Its file name, e.g. `3342.dat`, `blobs.toc`.
+    pub name: String,
+    /// What it holds.
+    pub holds: DataHolds,
+}
+
+/// What a directory archive's data file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataHolds {
+    /// The rows of `DirectoryToc::tables[i]`.
+    Table(usize),
+    /// The list of large objects (`blobs.toc`: one line `OID FILE` per large object).
+    LargeObjects,
+    /// The data of some other entry.
+    Other,
 }
 
 /// An incremental reader of a `pg_dump -Fc -Z0` archive that derives per-table row and byte
@@ -191,6 +227,11 @@ pub struct ArchiveInspector {
     failed: Option<(ErrorKind, String)>,
     /// Every TOC entry, when recording was asked for ([`ArchiveInspector::recording_toc`]).
     toc: Option<Vec<TocEntry>>,
+    /// Reading a directory archive's `toc.dat` ([`ArchiveInspector::directory_toc`]): each
+    /// entry ends with its data file's name instead of a data offset, and no data follows.
+    directory: bool,
+    /// The data files a directory archive's TOC names, with what each holds.
+    files: Vec<(String, TargetKind)>,
 }
 
 /// What the primitive being read means, i.e. where in the archive's grammar we are.
@@ -266,6 +307,8 @@ struct Entry {
     desc: Option<Vec<u8>>,
     namespace: Option<Vec<u8>>,
     dependencies: Vec<i64>,
+    /// A directory archive's data file for this entry.
+    file: Option<Vec<u8>>,
 }
 
 /// A TOC entry that may own a data block.
@@ -363,7 +406,52 @@ impl ArchiveInspector {
             },
             failed: None,
             toc: None,
+            directory: false,
+            files: Vec::new(),
         }
+    }
+
+    /// An inspector of a directory archive's `toc.dat` (`pg_dump -Fd`): the same header and
+    /// TOC as a custom archive (with the format code 3 that pg_dump gives it), each entry
+    /// naming its data file, and nothing after the TOC. It records the TOC; read the result
+    /// with [`finish_directory`](Self::finish_directory).
+    pub fn directory_toc() -> Self {
+        ArchiveInspector {
+            toc: Some(Vec::new()),
+            directory: true,
+            ..Self::new()
+        }
+    }
+
+    /// The end of a `toc.dat` read by [`directory_toc`](Self::directory_toc): the tables
+    /// (with zero counts, in TOC order, as [`finish`](Self::finish) lists them) and the data
+    /// files the TOC names.
+    pub fn finish_directory(self) -> Result<DirectoryToc> {
+        if !self.directory {
+            return Err(Error::new(
+                ErrorKind::Other,
+                "finish_directory on an inspector of a custom archive",
+            ));
+        }
+        let files = self
+            .files
+            .iter()
+            .map(|(name, kind)| DataFile {
+                name: name.clone(),
+                holds: match kind {
+                    TargetKind::Table(i) => DataHolds::Table(*i),
+                    TargetKind::LargeObjects => DataHolds::LargeObjects,
+                    TargetKind::Other => DataHolds::Other,
+                },
+            })
+            .collect();
+        let toc = self.toc.clone().unwrap_or_default();
+        let stats = self.finish()?;
+        Ok(DirectoryToc {
+            tables: stats.tables,
+            files,
+            toc,
+        })
     }
 
     /// An inspector that also records the whole table of contents (see
@@ -494,6 +582,7 @@ impl ArchiveInspector {
             Step::Magic => Prim::Fixed(5),
             Step::Prologue => Prim::Fixed(6),
             Step::Compression if self.header.version.1 >= 15 => Prim::Fixed(1),
+            Step::Entry(Field::Offset) if self.directory => Prim::Int,
             Step::Entry(Field::Offset) => Prim::Fixed(1 + self.header.off_size as usize),
             Step::BlockType => Prim::Fixed(1),
             // Everything else is an int, or a string's length (an int).
@@ -505,6 +594,7 @@ impl ArchiveInspector {
     fn string_step(&self, step: Step) -> Option<bool> {
         match step {
             Step::Entry(Field::Dependency) => Some(self.toc.is_some()),
+            Step::Entry(Field::Offset) if self.directory => Some(true),
             Step::DatabaseName | Step::ServerVersion | Step::DumpVersion => Some(true),
             Step::Entry(Field::Tag | Field::Desc | Field::Namespace) => Some(true),
             Step::Entry(
@@ -696,7 +786,16 @@ impl ArchiveInspector {
                         ),
                     ));
                 }
-                if format != FORMAT_CUSTOM {
+                if self.directory && format != FORMAT_DIRECTORY_TOC {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "pg_dump archive: format {format} is not a directory archive's toc.dat \
+                             (format {FORMAT_DIRECTORY_TOC})"
+                        ),
+                    ));
+                }
+                if !self.directory && format != FORMAT_CUSTOM {
                     let what = match format {
                         3 => "tar",
                         5 => "directory (a toc.dat file)",
@@ -749,6 +848,12 @@ impl ArchiveInspector {
                     )));
                 }
                 self.end_entry()?;
+            }
+            Step::BlockType if self.directory => {
+                return Err(corrupt(format!(
+                    "toc.dat goes on after its table of contents, at byte {}",
+                    self.item_start
+                )));
             }
             Step::BlockType => {
                 let block_type = item[0];
@@ -911,6 +1016,11 @@ impl ArchiveInspector {
     /// A string is complete (`None`: NULL).
     fn on_string(&mut self, value: Option<Vec<u8>>) -> Result<()> {
         let text = |v: Option<Vec<u8>>| v.map(lossy).unwrap_or_default();
+        if self.step == Step::Entry(Field::Offset) {
+            // A directory archive: the entry's data file, or empty (or NULL) for none.
+            self.entry.file = value.filter(|v| !v.is_empty());
+            return self.end_entry();
+        }
         match self.step {
             Step::DatabaseName => {
                 self.header.database = text(value);
@@ -1017,6 +1127,18 @@ impl ArchiveInspector {
             _ if entry.had_dumper => Some(TargetKind::Other),
             _ => None,
         };
+        if let (Some(kind), Some(file)) = (kind, &entry.file) {
+            let name = lossy(file.clone());
+            if dr_core::pieces::check_piece_name(&name).is_err() {
+                return Err(corrupt(format!(
+                    "TOC entry {} (dump id {}) names the data file {name:?}, which is not a plain \
+                     file name",
+                    self.toc_index + 1,
+                    entry.dump_id
+                )));
+            }
+            self.files.push((name, kind));
+        }
         if let Some(kind) = kind {
             let target = Target { kind, seen: false };
             if self.targets.insert(entry.dump_id, target).is_some() {
@@ -1134,7 +1256,7 @@ fn clamp(remaining: u64, available: usize) -> usize {
 
 /// The number of `'\n'` bytes in `data`. Counts in 64-byte blocks with byte-wide counters,
 /// which the compiler vectorises.
-fn count_newlines(data: &[u8]) -> u64 {
+pub(crate) fn count_newlines(data: &[u8]) -> u64 {
     let mut blocks = data.chunks_exact(64);
     let mut total = 0u64;
     for block in &mut blocks {

@@ -55,8 +55,12 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// identifier" otherwise).
 #[derive(Clone)]
 pub struct PgDumper {
-    config: Config,
-    bin_dir: Option<PathBuf>,
+    pub(crate) config: Config,
+    pub(crate) bin_dir: Option<PathBuf>,
+    /// pg_dump's connections when dumping as pieces (`pg_dump -Fd -j N`).
+    pub(crate) jobs: usize,
+    /// Where pieces are spooled until uploaded; the system's temporary folder by default.
+    pub(crate) spool_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for PgDumper {
@@ -65,6 +69,8 @@ impl fmt::Debug for PgDumper {
         f.debug_struct("PgDumper")
             .field("config", &self.config)
             .field("bin_dir", &self.bin_dir)
+            .field("jobs", &self.jobs)
+            .field("spool_dir", &self.spool_dir)
             .finish()
     }
 }
@@ -76,6 +82,8 @@ impl PgDumper {
         PgDumper {
             config,
             bin_dir: None,
+            jobs: 1,
+            spool_dir: None,
         }
     }
 
@@ -122,9 +130,18 @@ impl PgDumper {
     }
 
     fn command_with(&self, program: &Path, snapshot_id: &str) -> Result<std::process::Command> {
+        self.command_with_args(program, pg_dump_args(snapshot_id))
+    }
+
+    /// `program` with `args` and the connection in its environment.
+    pub(crate) fn command_with_args(
+        &self,
+        program: &Path,
+        args: Vec<String>,
+    ) -> Result<std::process::Command> {
         let dbname = self.dbname()?;
         let mut cmd = std::process::Command::new(program);
-        cmd.args(pg_dump_args(snapshot_id));
+        cmd.args(args);
         apply_libpq_env(&mut cmd, &self.config, &dbname);
         Ok(cmd)
     }
@@ -141,9 +158,19 @@ fn pg_dump_args(snapshot_id: &str) -> Vec<String> {
     ]
 }
 
-#[async_trait]
-impl Dumper for PgDumper {
-    async fn start(&self) -> Result<Dump> {
+/// A snapshot exported and described, ready for `pg_dump --snapshot`.
+pub(crate) struct Prepared {
+    pub(crate) conn: Conn,
+    pub(crate) snapshot_id: String,
+    pub(crate) program: PathBuf,
+    pub(crate) source: SourceInfo,
+    pub(crate) database_size: u64,
+}
+
+impl PgDumper {
+    /// Export a snapshot on a connection of our own, read what the manifest records about
+    /// the source, and find a `pg_dump` that can dump the server.
+    pub(crate) async fn prepare(&self) -> Result<Prepared> {
         let dbname = self.dbname()?;
         let program =
             tools::find_program(self.bin_dir.as_deref(), "pg_dump", tools::INSTALL_CLIENT)?;
@@ -183,7 +210,44 @@ impl Dumper for PgDumper {
             .with_context("program", program.display()));
         }
 
-        let mut cmd = tokio::process::Command::from(self.command_with(&program, &snapshot.id)?);
+        let mut properties = BTreeMap::new();
+        if let Some(locale) = &locale {
+            locale.record(&mut properties);
+        }
+        let source = SourceInfo {
+            properties,
+            kind: SOURCE_KIND.into(),
+            format: crate::PAYLOAD_FORMAT.into(),
+            name: snapshot.database.clone(),
+            origin: Some(self.origin(&snapshot)),
+            server_version: Some(snapshot.server_version.clone()),
+            consistent_point: Some(ConsistentPoint {
+                snapshot_time: snapshot.time.clone(),
+                lsn: snapshot.lsn.clone(),
+                timeline: snapshot.timeline,
+            }),
+        };
+        Ok(Prepared {
+            conn,
+            snapshot_id: snapshot.id,
+            program,
+            source,
+            database_size: snapshot.database_size,
+        })
+    }
+}
+
+#[async_trait]
+impl Dumper for PgDumper {
+    async fn start(&self) -> Result<Dump> {
+        let Prepared {
+            conn,
+            snapshot_id,
+            program,
+            source,
+            database_size,
+        } = self.prepare().await?;
+        let mut cmd = tokio::process::Command::from(self.command_with(&program, &snapshot_id)?);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -209,27 +273,10 @@ impl Dumper for PgDumper {
             done: false,
         });
 
-        let mut properties = BTreeMap::new();
-        if let Some(locale) = &locale {
-            locale.record(&mut properties);
-        }
-        let source = SourceInfo {
-            properties,
-            kind: SOURCE_KIND.into(),
-            format: crate::PAYLOAD_FORMAT.into(),
-            name: snapshot.database.clone(),
-            origin: Some(self.origin(&snapshot)),
-            server_version: Some(snapshot.server_version.clone()),
-            consistent_point: Some(ConsistentPoint {
-                snapshot_time: snapshot.time.clone(),
-                lsn: snapshot.lsn.clone(),
-                timeline: snapshot.timeline,
-            }),
-        };
         Ok(Dump {
             source,
             stream,
-            size_hint: Some(dump_size_estimate(snapshot.database_size)),
+            size_hint: Some(dump_size_estimate(database_size)),
             completion: Box::new(PgDumpCompletion { conn, shared }),
         })
     }

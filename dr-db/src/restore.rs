@@ -15,9 +15,12 @@ use tokio_postgres::Config;
 
 use crate::archive::{ArchiveInspector, TocEntry};
 use crate::conn::{apply_libpq_env, connect, db_error, quote_ident, Conn};
+use crate::directory::{DIRECTORY_FORMAT, TOC_PIECE};
+use crate::fifo::{self, ProcessGroup};
 use crate::locale::DatabaseLocale;
 use crate::tables::{select_tables, TableName};
 use crate::{tools, PAYLOAD_FORMAT};
+use dr_core::pieces::{PieceRestorer, PieceSource};
 
 /// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
 const MAX_IDENT_BYTES: usize = 63;
@@ -36,6 +39,7 @@ const MAX_IDENT_BYTES: usize = 63;
 /// | exists, empty | — | restore into it in one transaction (`--single-transaction`): a failure leaves it empty |
 /// | exists, not empty | — | [`ErrorKind::NotEmpty`]; nothing is touched |
 /// | exists, not empty | [`replace`](Self::replace) | restore into a scratch database, check it, then swap it in |
+/// | any of the above | [`jobs`](Self::jobs) > 1 (a backup stored as pieces) | the same, except that the restore always goes into a scratch database renamed to the target's name once checked (parallel workers cannot share one transaction) |
 ///
 /// **Replacing** never destroys the existing data before a complete, checked copy exists:
 /// the payload is restored into a scratch database `<target>_dr_restore_<random hex>`
@@ -75,6 +79,7 @@ pub struct PgRestorer {
     no_owner: bool,
     tables: Vec<TableName>,
     bin_dir: Option<PathBuf>,
+    jobs: usize,
 }
 
 impl fmt::Debug for PgRestorer {
@@ -87,6 +92,7 @@ impl fmt::Debug for PgRestorer {
             .field("no_owner", &self.no_owner)
             .field("tables", &self.tables)
             .field("bin_dir", &self.bin_dir)
+            .field("jobs", &self.jobs)
             .finish()
     }
 }
@@ -98,8 +104,29 @@ enum Plan {
     /// Create the target with the source's locale (when the backup recorded it), restore
     /// into it.
     Create(Option<DatabaseLocale>),
-    /// Restore into a scratch database, then swap it in for the non-empty target.
-    Replace(ExistingDb),
+    /// Restore into a scratch database, then swap it in for the target: the non-empty
+    /// target (`replaces`), or one that is empty or missing when the restore cannot run in
+    /// one transaction (a parallel restore), so a failure (or a killed dr) never leaves a
+    /// half-restored database under the target's name.
+    Beside {
+        /// The scratch database's locale and owner (`CREATE DATABASE` clauses).
+        clauses: String,
+        /// Whether a target exists to be dropped before the rename.
+        existing: bool,
+        /// Whether it held data (the report's `replaced`).
+        replaces: bool,
+    },
+}
+
+/// What `pg_restore` reads: one stream on its standard input, or a directory archive whose
+/// data files are FIFOs served from pieces.
+enum Input<'a> {
+    Stream(ByteStream),
+    Pieces {
+        dir: &'a Path,
+        fifos: Vec<String>,
+        pieces: &'a dyn PieceSource,
+    },
 }
 
 /// The maintenance connection and the server's version (`server_version_num`).
@@ -125,7 +152,21 @@ impl PgRestorer {
             no_owner: false,
             tables: Vec::new(),
             bin_dir: None,
+            jobs: 1,
         }
+    }
+
+    /// Restore a payload stored as pieces (a directory archive, [`PieceRestorer`]) over
+    /// `jobs` connections: `pg_restore -Fd -j jobs` loads tables and builds indexes and
+    /// constraints in parallel. Parallel restores cannot run in one transaction, so with
+    /// `jobs > 1` every restore goes, like `replace`, through a scratch database renamed to
+    /// the target's name once complete and checked (into a new database, an empty one or
+    /// over a non-empty one alike): a failure, even of dr itself, never leaves a
+    /// half-restored database under the target's name. A one-stream payload restores over
+    /// one connection whatever `jobs` says (its parts cannot be read out of order).
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs.max(1);
+        self
     }
 
     /// Create the target database; fail with [`ErrorKind::AlreadyExists`] if it exists
@@ -177,7 +218,7 @@ impl PgRestorer {
         list: Option<&Path>,
     ) -> std::process::Command {
         let mut cmd = std::process::Command::new(program);
-        cmd.args(pg_restore_args(self.no_owner));
+        cmd.args(pg_restore_args(self.no_owner, 1));
         if let Some(list) = list {
             cmd.arg("--use-list").arg(list);
         }
@@ -326,6 +367,65 @@ impl PgRestorer {
         }
     }
 
+    /// Run `pg_restore -Fd` on the archive folder `dir` into `dbname`, streaming the pieces
+    /// into its FIFOs as pg_restore opens them.
+    async fn run_pg_restore_dir(
+        &self,
+        program: &Path,
+        dbname: &str,
+        list: Option<&Path>,
+        dir: &Path,
+        fifos: Vec<String>,
+        pieces: &dyn PieceSource,
+    ) -> Result<()> {
+        let mut std_cmd = std::process::Command::new(program);
+        std_cmd.args(pg_restore_args(self.no_owner, self.jobs));
+        std_cmd.arg("--format=directory");
+        if let Some(list) = list {
+            std_cmd.arg("--use-list").arg(list);
+        }
+        std_cmd.arg(dir);
+        apply_libpq_env(&mut std_cmd, &self.target, dbname);
+        let mut cmd = tokio::process::Command::from(std_cmd);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| tools::spawn_failed("pg_restore", program, e))?;
+        let group = ProcessGroup::of(&child);
+        let stderr =
+            tools::spawn_stderr_tail(child.stderr.take().expect("stderr is piped"), "pg_restore");
+        let reader = fifo::Reader {
+            program: "pg_restore",
+            child: &mut child,
+            group: &group,
+            stderr,
+        };
+        let served = fifo::serve(reader, dir, fifos, pieces, list.is_none()).await;
+        if served.is_err() {
+            group.kill();
+        }
+        served
+    }
+
+    async fn run_input(
+        &self,
+        program: &Path,
+        dbname: &str,
+        list: Option<&Path>,
+        input: Input<'_>,
+    ) -> Result<()> {
+        match input {
+            Input::Stream(payload) => self.run_pg_restore(program, dbname, list, payload).await,
+            Input::Pieces { dir, fifos, pieces } => {
+                self.run_pg_restore_dir(program, dbname, list, dir, fifos, pieces)
+                    .await
+            }
+        }
+    }
+
     /// Compare row counts in `dbname` with `expected`; returns (entries checked, rows).
     async fn check_counts(&self, dbname: &str, expected: &DumpStats) -> Result<(usize, u64)> {
         let conn = connect(&self.config_for(dbname), "check").await?;
@@ -345,11 +445,11 @@ impl PgRestorer {
         program: &Path,
         list: Option<&Path>,
         expected: &DumpStats,
-        payload: ByteStream,
+        payload: Input<'_>,
     ) -> Result<RestoreReport> {
         match plan {
             Plan::Into => {
-                self.run_pg_restore(program, target, list, payload).await?;
+                self.run_input(program, target, list, payload).await?;
                 let (tables, rows) = self.check_counts(target, expected).await?;
                 Ok(report(target, tables, rows, false))
             }
@@ -369,7 +469,7 @@ impl PgRestorer {
                     .await
                     .map_err(|e| create_error(e, target))?;
                 let outcome = async {
-                    self.run_pg_restore(program, target, list, payload).await?;
+                    self.run_input(program, target, list, payload).await?;
                     self.check_counts(target, expected).await
                 }
                 .await;
@@ -387,16 +487,16 @@ impl PgRestorer {
                     }
                 }
             }
-            Plan::Replace(existing) => {
+            Plan::Beside {
+                clauses,
+                existing,
+                replaces,
+            } => {
                 let scratch = scratch_name(target);
-                let mut sql = format!(
-                    "CREATE DATABASE {} TEMPLATE template0{}",
+                let sql = format!(
+                    "CREATE DATABASE {} TEMPLATE template0{clauses}",
                     quote_ident(&scratch),
-                    existing.locale.create_clauses(maint.server_num)?,
                 );
-                if let Some(owner) = &existing.owner {
-                    sql.push_str(&format!(" OWNER {}", quote_ident(owner)));
-                }
                 maint
                     .conn
                     .client
@@ -404,8 +504,7 @@ impl PgRestorer {
                     .await
                     .map_err(|e| create_error(e, &scratch))?;
                 let outcome = async {
-                    self.run_pg_restore(program, &scratch, list, payload)
-                        .await?;
+                    self.run_input(program, &scratch, list, payload).await?;
                     self.check_counts(&scratch, expected).await
                 }
                 .await;
@@ -421,9 +520,11 @@ impl PgRestorer {
                         return Err(e);
                     }
                 };
-                drop_database(maint, target)
-                    .await
-                    .map_err(|e| e.with_context("restored copy kept in", &scratch))?;
+                if existing {
+                    drop_database(maint, target)
+                        .await
+                        .map_err(|e| e.with_context("restored copy kept in", &scratch))?;
+                }
                 let sql = format!(
                     "ALTER DATABASE {} RENAME TO {}",
                     quote_ident(&scratch),
@@ -437,24 +538,36 @@ impl PgRestorer {
                     .with_context("restored copy kept in", &scratch)
                     .with_context("database", target)
                 })?;
-                Ok(report(target, tables, rows, true))
+                Ok(report(target, tables, rows, replaces))
             }
         }
     }
 }
 
+/// The `CREATE DATABASE` clauses that give a scratch copy an existing database's locale and
+/// (when the restoring role may) owner.
+fn clauses_of(existing: &ExistingDb, server_num: i32) -> Result<String> {
+    let mut sql = existing.locale.create_clauses(server_num)?;
+    if let Some(owner) = &existing.owner {
+        sql.push_str(&format!(" OWNER {}", quote_ident(owner)));
+    }
+    Ok(sql)
+}
+
 /// `pg_restore`'s arguments. `-d ''` selects "restore into a database" (without `-d`
 /// pg_restore prints SQL) while libpq ignores the empty value and takes the database name
 /// from `PGDATABASE`: no name, host or credential in argv.
-fn pg_restore_args(no_owner: bool) -> Vec<&'static str> {
-    let mut args = vec![
-        "--exit-on-error",
-        "--single-transaction",
-        "--no-password",
-        "--dbname=",
-    ];
+fn pg_restore_args(no_owner: bool, jobs: usize) -> Vec<String> {
+    let mut args: Vec<String> = vec!["--exit-on-error".into()];
+    if jobs > 1 {
+        // Parallel workers each have their own session; no single transaction.
+        args.push(format!("--jobs={jobs}"));
+    } else {
+        args.push("--single-transaction".into());
+    }
+    args.extend(["--no-password".into(), "--dbname=".into()]);
     if no_owner {
-        args.push("--no-owner");
+        args.push("--no-owner".into());
     }
     args
 }
@@ -712,35 +825,58 @@ impl Restorer for PgRestorer {
                 ));
             }
             let (toc, payload) = read_toc(payload).await?;
-            let selection = select_tables(&toc, &self.tables)?;
-            let mut list = tempfile::Builder::new()
-                .prefix("dr-restore-list-")
-                .tempfile()
-                .map_err(|e| Error::io("cannot create pg_restore's list file", e))?;
-            std::io::Write::write_all(&mut list, selection.list_file().as_bytes())
-                .map_err(|e| Error::io("cannot write pg_restore's list file", e))?;
-            let expected = DumpStats {
-                tables: expected
-                    .tables
-                    .iter()
-                    .filter(|t| {
-                        selection
-                            .tables
-                            .contains(&(t.schema.clone(), t.name.clone()))
-                    })
-                    .cloned()
-                    .collect(),
-                ..Default::default()
-            };
-            (payload, Some(list.into_temp_path()), expected)
+            let (list, expected) = self.partial_list(&toc, expected)?;
+            (payload, Some(list), expected)
         };
         let list = list.as_deref();
-        let expected = &expected;
+        self.restore_input(
+            source,
+            &target,
+            &program,
+            list,
+            &expected,
+            Input::Stream(payload),
+            false,
+        )
+        .await
+    }
+}
+
+impl PgRestorer {
+    /// Decide the plan from the target's state, then restore `input` by it. `parallel`: the
+    /// restore cannot run in one transaction, so an existing empty target is restored
+    /// through a scratch database too.
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_input(
+        &self,
+        source: &SourceInfo,
+        target: &str,
+        program: &Path,
+        list: Option<&Path>,
+        expected: &DumpStats,
+        input: Input<'_>,
+        parallel: bool,
+    ) -> Result<RestoreReport> {
         let maint = self.maintenance().await?;
         let result = async {
-            let plan = match find_database(&maint, &target).await? {
+            let beside = |existing: &ExistingDb, replaces: bool| -> Result<Plan> {
+                Ok(Plan::Beside {
+                    clauses: clauses_of(existing, maint.server_num)?,
+                    existing: true,
+                    replaces,
+                })
+            };
+            let plan = match find_database(&maint, target).await? {
                 // As the source was; dumps from before dr recorded it get the server's
                 // defaults.
+                None if self.create && parallel => Plan::Beside {
+                    clauses: match DatabaseLocale::recorded(&source.properties) {
+                        Some(locale) => locale.create_clauses(maint.server_num)?,
+                        None => String::new(),
+                    },
+                    existing: false,
+                    replaces: false,
+                },
                 None if self.create => Plan::Create(DatabaseLocale::recorded(&source.properties)),
                 None => {
                     return Err(Error::new(
@@ -757,12 +893,13 @@ impl Restorer for PgRestorer {
                     ))
                 }
                 Some(existing) => {
-                    let conn = connect(&self.config_for(&target), "target").await?;
+                    let conn = connect(&self.config_for(target), "target").await?;
                     let contents = describe_contents(&conn).await;
                     let _ = conn.close().await;
                     match contents? {
+                        None if parallel => beside(&existing, false)?,
                         None => Plan::Into,
-                        Some(_) if self.replace => Plan::Replace(existing),
+                        Some(_) if self.replace => beside(&existing, true)?,
                         Some(what) => {
                             return Err(Error::new(
                                 ErrorKind::NotEmpty,
@@ -774,12 +911,125 @@ impl Restorer for PgRestorer {
                     }
                 }
             };
-            self.restore_plan(plan, &maint, &target, &program, list, expected, payload)
+            self.restore_plan(plan, &maint, target, program, list, expected, input)
                 .await
         }
         .await;
         let _ = maint.conn.close().await;
-        result.map_err(|e| e.with_context("database", &target))
+        result.map_err(|e| e.with_context("database", target))
+    }
+
+    /// For a restore of some tables: the `--use-list` file of the entries they need, and
+    /// the expected statistics of those tables only.
+    fn partial_list(
+        &self,
+        toc: &[TocEntry],
+        expected: &DumpStats,
+    ) -> Result<(tempfile::TempPath, DumpStats)> {
+        let selection = select_tables(toc, &self.tables)?;
+        let mut list = tempfile::Builder::new()
+            .prefix("dr-restore-list-")
+            .tempfile()
+            .map_err(|e| Error::io("cannot create pg_restore's list file", e))?;
+        std::io::Write::write_all(&mut list, selection.list_file().as_bytes())
+            .map_err(|e| Error::io("cannot write pg_restore's list file", e))?;
+        let expected = DumpStats {
+            tables: expected
+                .tables
+                .iter()
+                .filter(|t| {
+                    selection
+                        .tables
+                        .contains(&(t.schema.clone(), t.name.clone()))
+                })
+                .cloned()
+                .collect(),
+            ..Default::default()
+        };
+        Ok((list.into_temp_path(), expected))
+    }
+}
+
+/// Restores a `pg_dump-directory` payload (a backup taken as pieces) with
+/// `pg_restore -Fd -j N` ([`PgRestorer::jobs`]), streaming: `toc.dat` (and a large-object
+/// list) is written to a private folder, every data file is a FIFO there, and each piece is
+/// streamed into its FIFO when pg_restore opens it. Everything else is as for one stream:
+/// the same plans (create, empty target, scratch database swapped in), row counts checked,
+/// and a failed piece leaves nothing half-restored.
+#[async_trait]
+impl PieceRestorer for PgRestorer {
+    async fn restore_pieces(
+        &self,
+        source: &SourceInfo,
+        expected: &DumpStats,
+        pieces: &dyn PieceSource,
+    ) -> Result<RestoreReport> {
+        if source.format != DIRECTORY_FORMAT {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the PostgreSQL restorer reads pieces in the {DIRECTORY_FORMAT} format, not {:?}",
+                    source.format
+                ),
+            ));
+        }
+        let target = self.target_name()?;
+        let program =
+            tools::find_program(self.bin_dir.as_deref(), "pg_restore", tools::INSTALL_CLIENT)?;
+        let names = pieces.names();
+        if !names.iter().any(|n| n == TOC_PIECE) {
+            return Err(Error::corrupt("the backup has no toc.dat piece"));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("dr-restore-")
+            .tempdir()
+            .map_err(|e| Error::io("cannot create the archive folder", e))?;
+        // The TOC files, whole and checked, before anything touches the target.
+        let mut toc_bytes = Vec::new();
+        let mut fifos = Vec::new();
+        for name in &names {
+            if name == TOC_PIECE || name.ends_with(".toc") {
+                let bytes = dr_core::stage::collect(pieces.open(name).await?).await?;
+                if name == TOC_PIECE {
+                    toc_bytes = bytes.clone();
+                }
+                tokio::fs::write(dir.path().join(name), &bytes)
+                    .await
+                    .map_err(|e| Error::io(format!("cannot write {name}"), e))?;
+            } else {
+                fifos.push(name.clone());
+            }
+        }
+        let mut inspector = crate::archive::ArchiveInspector::directory_toc();
+        inspector.feed(&toc_bytes)?;
+        let toc = inspector.finish_directory()?;
+        let (list, expected) = if self.tables.is_empty() {
+            (None, expected.clone())
+        } else {
+            if self.replace {
+                return Err(Error::invalid(
+                    "restoring some tables replaces nothing: restore them into a new or empty database",
+                ));
+            }
+            let (list, expected) = self.partial_list(&toc.toc, expected)?;
+            (Some(list), expected)
+        };
+        fifo::make_fifos(dir.path(), &fifos)?;
+        let input = Input::Pieces {
+            dir: dir.path(),
+            fifos,
+            pieces,
+        };
+        self.restore_input(
+            source,
+            &target,
+            &program,
+            list.as_deref(),
+            &expected,
+            input,
+            self.jobs > 1,
+        )
+        .await
     }
 }
 

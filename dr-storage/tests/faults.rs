@@ -275,10 +275,22 @@ impl Encryptor for Unencrypted {
     fn encrypt_stream(&self) -> Result<(EncryptionInfo, Box<dyn Transform>)> {
         Ok((EncryptionInfo::none(), Box::new(Identity)))
     }
+    fn encrypt_pieces(&self) -> Result<(EncryptionInfo, Box<dyn dr_core::PieceSealer>)> {
+        Ok((EncryptionInfo::none(), Box::new(Unencrypted)))
+    }
+}
+
+impl dr_core::PieceSealer for Unencrypted {
+    fn seal(&self, _name: &str) -> Result<Box<dyn Transform>> {
+        Ok(Box::new(Identity))
+    }
 }
 
 impl dr_core::Decryptor for Unencrypted {
     fn decrypt_stream(&self, _info: &EncryptionInfo) -> Result<Box<dyn Transform>> {
+        Ok(Box::new(Identity))
+    }
+    fn decrypt_piece(&self, _info: &EncryptionInfo, _name: &str) -> Result<Box<dyn Transform>> {
         Ok(Box::new(Identity))
     }
 }

@@ -125,6 +125,22 @@ fn job(
         None => None,
     };
     let storage_class = j.storage_class.as_ref().map(|c| c.get_ref().clone());
+    let jobs = match &j.jobs {
+        Some(n) if kind != JobKind::Backup || j.dir.is_some() => {
+            return Err(invalid(
+                n.span(),
+                "jobs",
+                "only database backup jobs dump over several connections",
+            ))
+        }
+        Some(n) => src.check(n, &key("jobs"), |n| match usize::try_from(*n) {
+            Ok(n @ 1..=64) => Ok(n),
+            _ => Err(Error::invalid(format!(
+                "{n} is not a number of connections from 1 to 64"
+            ))),
+        })?,
+        None => 1,
+    };
     let to = match (&kind, &j.to) {
         (JobKind::Replicate, Some(url)) => Some(ReplicaConfig {
             url: url.get_ref().clone(),
@@ -208,6 +224,7 @@ fn job(
         }),
         to,
         retention: j.retention.as_ref().map(|r| r.get_ref().clone()),
+        jobs,
     })
 }
 

@@ -329,10 +329,26 @@ cron = "0 2 * * *"
         assert_eq!(job.compression, Some(Codec::Gzip { level: 1 }));
         assert_eq!(job.storage_class.as_deref(), Some("STANDARD_IA"));
         assert_eq!(job.labels, ["nightly"]);
-        // Without them, the repository's defaults apply.
+        // Without them, the repository's defaults apply, and one stream.
         let c: Config = MINIMAL.parse().unwrap();
         assert_eq!(c.jobs[0].compression, None);
         assert_eq!(c.jobs[0].storage_class, None);
+        assert_eq!(c.jobs[0].jobs, 1);
+    }
+
+    #[test]
+    fn backup_jobs_take_jobs_like_drctl_backup() {
+        let text = MINIMAL.replace("cron =", "jobs = 4\ncron =");
+        let c: Config = text.parse().unwrap();
+        assert_eq!(c.job("nightly").unwrap().jobs, 4);
+        let text = MINIMAL.replace("cron =", "jobs = 0\ncron =");
+        let e = text.parse::<Config>().unwrap_err().to_string();
+        assert!(e.starts_with("line 10: jobs.nightly.jobs: "), "{e}");
+        let text = format!(
+            "{MINIMAL}\n[retention]\nkeep_last = 3\n\n[jobs.prune]\nkind = \"prune\"\njobs = 2\n"
+        );
+        let e = text.parse::<Config>().unwrap_err().to_string();
+        assert!(e.contains("jobs.prune.jobs: "), "{e}");
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub(super) struct RawJob {
     pub(super) verify: bool,
     #[serde(default)]
     pub(super) retention: Option<Spanned<RetentionPolicy>>,
+    #[serde(default)]
+    pub(super) jobs: Option<Spanned<i64>>,
 }
 
 /// Turns spans into "line N: key: message" errors.

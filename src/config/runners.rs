@@ -32,12 +32,22 @@ impl Config {
                     };
                     let mut labels = self.labels.clone();
                     labels.extend(jc.labels.iter().cloned());
-                    let dumper: Arc<dyn dr_core::Dumper> = match &jc.dir {
-                        Some(dir) => Arc::new(dr_files::DirDumper::new(dir)),
-                        None => Arc::new(dr_db::PgDumper::new(self.database_config()?)),
-                    };
-                    let mut backup =
-                        crate::jobs::BackupJob::new(dumper, Arc::new(encryptor)).labels(labels);
+                    let mut backup = match &jc.dir {
+                        Some(dir) => crate::jobs::BackupJob::new(
+                            Arc::new(dr_files::DirDumper::new(dir)),
+                            Arc::new(encryptor),
+                        ),
+                        None if jc.jobs > 1 => crate::jobs::BackupJob::pieces(
+                            Arc::new(dr_db::PgDumper::new(self.database_config()?).jobs(jc.jobs)),
+                            Arc::new(encryptor),
+                            jc.jobs,
+                        ),
+                        None => crate::jobs::BackupJob::new(
+                            Arc::new(dr_db::PgDumper::new(self.database_config()?)),
+                            Arc::new(encryptor),
+                        ),
+                    }
+                    .labels(labels);
                     if let Some(codec) = jc.compression {
                         backup = backup.codec(codec);
                     }

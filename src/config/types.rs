@@ -115,6 +115,9 @@ pub struct JobConfig {
     /// The retention of the series this backup job writes, instead of `[retention]`
     /// (e.g. the uploads directory kept 30 days while the database follows the runbook).
     pub retention: Option<RetentionPolicy>,
+    /// Dump over this many connections, stored as pieces (database backup jobs;
+    /// `drctl backup --jobs`); 1 is one stream.
+    pub jobs: usize,
 }
 
 /// A replicate job's destination: `to`, `to_options`, `storage_class`, `verify`.

@@ -287,6 +287,7 @@ impl WalArchive {
                 size: stored_bytes,
                 sha256: stored_sha256,
                 storage_class: put.storage_class,
+                piece: None,
             },
             contents,
             history,

@@ -120,6 +120,12 @@ pub enum Command {
         /// store before they can be restored.
         #[arg(long)]
         storage_class: Option<String>,
+        /// Dump over N connections sharing one snapshot (pg_dump -Fd -j N) and upload N
+        /// pieces at once; the backup is stored as a directory archive, one object per
+        /// file, which `restore --jobs` restores in parallel. Spools the files pg_dump has
+        /// written until they are uploaded (in $TMPDIR).
+        #[arg(long, default_value_t = 1, value_name = "N", conflicts_with_all = ["dir", "physical"])]
+        jobs: usize,
     },
     /// List complete backups, newest first, with the series each belongs to.
     List {
@@ -164,6 +170,11 @@ pub enum Command {
         /// database made with --create.
         #[arg(long = "table", value_name = "TABLE", conflicts_with = "dir")]
         tables: Vec<dr::db::tables::TableName>,
+        /// Restore over N connections (pg_restore -j N: tables loaded, indexes and
+        /// constraints built in parallel), streaming; needs a backup taken with --jobs (a
+        /// one-stream backup restores over one connection, with a notice).
+        #[arg(long, default_value_t = 1, value_name = "N", conflicts_with = "dir")]
+        jobs: usize,
     },
     /// Which rows of a live database differ from a backup or another database (by primary
     /// key, without pulling whole tables across); exit code 1 when some do.
@@ -198,6 +209,10 @@ pub enum Command {
         id: String,
         #[command(flatten)]
         series: SeriesArgs,
+        /// Write a backup taken with --jobs (a directory archive) into this folder (missing
+        /// or empty), for `pg_restore -Fd DIR`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Run the schedule of a dr.toml in the foreground until SIGINT/SIGTERM, or one job now.
     Run {

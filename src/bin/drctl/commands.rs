@@ -60,7 +60,20 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             labels,
             compression,
             storage_class,
+            jobs,
         } => {
+            if let (Some(db), true) = (&db, jobs > 1) {
+                let dumper = dr::db::PgDumper::new(db_config(db)?);
+                return backup(
+                    out,
+                    &repo,
+                    Source::Pieces(&dumper, jobs),
+                    labels,
+                    compression,
+                    storage_class,
+                )
+                .await;
+            }
             let dumper: Box<dyn dr::core::Dumper> = match (db, dir) {
                 (_, Some(dir)) => Box::new(dr::files::DirDumper::new(dir)),
                 (Some(db), None) if physical => {
@@ -72,7 +85,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             backup(
                 out,
                 &repo,
-                dumper.as_ref(),
+                Source::Stream(dumper.as_ref()),
                 labels,
                 compression,
                 storage_class,
@@ -91,6 +104,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             replace,
             no_owner,
             tables,
+            jobs,
         } => {
             if pitr.pgdata.is_some() {
                 return crate::wal::restore(out.is_json(), &repo, &id, &series, &pitr).await;
@@ -101,18 +115,21 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
                 dr::db::SOURCE_KIND
             });
             let selector = series.within(usable)?;
-            let restorer: Box<dyn dr::core::Restorer> = match (db, dir) {
-                (_, Some(dir)) => Box::new(dr::files::DirRestorer::new(dir).replace(replace)),
-                (Some(db), None) => Box::new(
-                    dr::db::PgRestorer::new(db_config(&db)?)
-                        .create(create)
-                        .replace(replace)
-                        .no_owner(no_owner)
-                        .tables(tables),
+            let restorer = match (db, dir) {
+                (_, Some(dir)) => Target::Files(dr::files::DirRestorer::new(dir).replace(replace)),
+                (Some(db), None) => Target::Db(
+                    Box::new(
+                        dr::db::PgRestorer::new(db_config(&db)?)
+                            .create(create)
+                            .replace(replace)
+                            .no_owner(no_owner)
+                            .tables(tables),
+                    ),
+                    jobs,
                 ),
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };
-            restore(out, &repo, &id, &selector, restorer.as_ref()).await
+            restore(out, &repo, &id, &selector, restorer).await
         }
         Command::Verify {
             repo,
@@ -124,7 +141,15 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
         Command::Status(args) => crate::status::run(out, args).await,
         Command::Report(args) => crate::report::run(args).await,
         Command::Diff(args) => crate::diff::run(out, args).await,
-        Command::Cat { repo, id, series } => cat(&repo, &id, &series.selector()).await,
+        Command::Cat {
+            repo,
+            id,
+            series,
+            dir: Some(dir),
+        } => cat_dir(out, &repo, &id, &series.selector(), &dir).await,
+        Command::Cat {
+            repo, id, series, ..
+        } => cat(&repo, &id, &series.selector()).await,
         #[cfg(feature = "demo")]
         Command::Demo { scale } => crate::demo::run(out, scale).await,
         Command::Run { config, once } => crate::run::run(out, &config, once).await,
@@ -212,10 +237,16 @@ async fn init(
     Ok(())
 }
 
+/// What `backup` dumps: one stream, or a database as pieces over N connections.
+enum Source<'a> {
+    Stream(&'a dyn dr::core::Dumper),
+    Pieces(&'a dr::db::PgDumper, usize),
+}
+
 async fn backup(
     out: Output,
     args: &RepoArgs,
-    dumper: &dyn dr::core::Dumper,
+    source: Source<'_>,
     labels: Vec<String>,
     compression: Option<String>,
     storage_class: Option<String>,
@@ -231,7 +262,12 @@ async fn backup(
         progress: bar.as_ref().map(|(_, sink)| sink.clone()),
         ..Default::default()
     };
-    let result = dr::core::backup(&repo, dumper, &encryptor, &opts).await;
+    let result = match source {
+        Source::Stream(dumper) => dr::core::backup(&repo, dumper, &encryptor, &opts).await,
+        Source::Pieces(dumper, jobs) => {
+            dr::logical::backup(&repo, dumper, &encryptor, &opts, jobs).await
+        }
+    };
     if let Some((bar, _)) = bar {
         bar.finish_and_clear();
     }
@@ -309,12 +345,18 @@ async fn list(out: Output, args: &RepoArgs, series: &SeriesSelector) -> Result<(
     Ok(())
 }
 
+/// Where `restore` restores to.
+enum Target {
+    Files(dr::files::DirRestorer),
+    Db(Box<dr::db::PgRestorer>, usize),
+}
+
 async fn restore(
     out: Output,
     args: &RepoArgs,
     id: &str,
     series: &SeriesSelector,
-    restorer: &dyn dr::core::Restorer,
+    target: Target,
 ) -> Result<()> {
     let repo = open_repo(args).await?;
     let manifest = repo.resolve(id, series).await?;
@@ -325,11 +367,23 @@ async fn restore(
         ..Default::default()
     };
     let started = Instant::now();
-    let result = dr::core::restore(&repo, &manifest, &decryptor, restorer, &opts).await;
+    let result = match &target {
+        Target::Files(restorer) => dr::core::restore(&repo, &manifest, &decryptor, restorer, &opts)
+            .await
+            .map(|r| (r, None)),
+        Target::Db(restorer, jobs) => {
+            dr::logical::restore(&repo, &manifest, &decryptor, restorer, *jobs, &opts).await
+        }
+    };
     if let Some((bar, _)) = bar {
         bar.finish_and_clear();
     }
-    let report = result?;
+    let (report, notice) = result?;
+    if let Some(notice) = &notice {
+        if !out.is_json() {
+            eprintln!("note: {notice}");
+        }
+    }
     let ms = started.elapsed().as_millis() as u64;
     if out.is_json() {
         print_json(&json!({
@@ -339,6 +393,7 @@ async fn restore(
             "rows_checked": report.rows_checked,
             "replaced": report.replaced,
             "duration_ms": ms,
+            "notice": notice,
         }));
     } else {
         let checked = if manifest.source.kind == dr::files::SOURCE_KIND {
@@ -465,6 +520,38 @@ async fn verify(
             ),
         )),
     }
+}
+
+async fn cat_dir(
+    out: Output,
+    args: &RepoArgs,
+    id: &str,
+    series: &SeriesSelector,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let repo = open_repo(args).await?;
+    let manifest = repo.resolve(id, series).await?;
+    let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
+    let bytes =
+        dr::logical::write_dir(&repo, &manifest, &decryptor, dir, &ReadOptions::default()).await?;
+    if out.is_json() {
+        print_json(&json!({
+            "id": manifest.id,
+            "dir": dir,
+            "files": manifest.objects.len(),
+            "bytes": bytes,
+        }));
+    } else {
+        println!(
+            "wrote backup {} into {}: {} files, {} (restore with `pg_restore -Fd {}`)",
+            manifest.id,
+            dir.display(),
+            manifest.objects.len(),
+            human_bytes(bytes),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 async fn cat(args: &RepoArgs, id: &str, series: &SeriesSelector) -> Result<()> {

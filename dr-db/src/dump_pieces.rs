@@ -1,0 +1,392 @@
+//! [`PgDumper`] as a [`PieceDumper`]: `pg_dump -Fd -j N -Z0` over N connections sharing the
+//! exported snapshot, each file handed over as a piece as soon as pg_dump has closed it.
+//!
+//! pg_dump writes into a private spool folder (under [`PgDumper::spool_dir`], the system's
+//! temporary folder by default); inotify reports every file pg_dump closes after writing
+//! (`IN_CLOSE_WRITE`: pg_dump writes each file once, `toc.dat` first), and the file is read,
+//! counted, uploaded and deleted. The spool therefore holds the files being written plus
+//! those waiting for an upload slot: at least the N largest tables' `COPY` text, at most
+//! (when uploads are slower than the dump) the whole uncompressed dump.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use dr_core::pieces::{Piece, PieceDumper, PiecesDump};
+use dr_core::{ByteStream, DumpCompletion, DumpStats, Error, ErrorKind, Result};
+use futures::StreamExt;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use crate::conn::{db_error, Conn};
+use crate::directory::{DirectoryCounter, PieceCounter, DIRECTORY_FORMAT};
+use crate::dump::{PgDumper, Prepared};
+use crate::fifo::ProcessGroup;
+use crate::tools;
+
+/// Size of the chunks a piece's stream yields.
+const CHUNK_BYTES: usize = 1 << 20;
+/// How often the spool is looked at for closed files and pg_dump for its exit.
+const POLL: Duration = Duration::from_millis(20);
+
+impl PgDumper {
+    /// Dump over `jobs` connections when dumping as pieces ([`PieceDumper`]): `pg_dump -Fd
+    /// -j jobs`. Has no effect on the one-stream [`dr_core::Dumper`], which is one `pg_dump
+    /// -Fc` process.
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs.max(1);
+        self
+    }
+
+    /// Spool the pieces of a dump in `dir` (see the module documentation for the room it
+    /// needs) instead of the system's temporary folder.
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+}
+
+/// `pg_dump`'s arguments for a directory archive in `dir`: no connection parameter.
+fn pg_dump_dir_args(snapshot_id: &str, jobs: usize, dir: &Path) -> Vec<String> {
+    vec![
+        "--format=directory".into(),
+        "--compress=0".into(),
+        format!("--jobs={jobs}"),
+        // The files are deleted as soon as they are uploaded; pg_dump's final fsync pass
+        // would find them gone.
+        "--no-sync".into(),
+        format!("--snapshot={snapshot_id}"),
+        "--no-password".into(),
+        format!("--file={}", dir.display()),
+    ]
+}
+
+#[async_trait]
+impl PieceDumper for PgDumper {
+    async fn start_pieces(&self) -> Result<PiecesDump> {
+        let Prepared {
+            conn,
+            snapshot_id,
+            program,
+            mut source,
+            database_size: _,
+        } = self.prepare().await?;
+        source.format = DIRECTORY_FORMAT.into();
+        let started = async {
+            let spool_root = self.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+            let spool = tempfile::Builder::new()
+                .prefix("dr-dump-")
+                .tempdir_in(&spool_root)
+                .map_err(|e| {
+                    Error::io(
+                        format!("cannot create a spool folder in {}", spool_root.display()),
+                        e,
+                    )
+                })?;
+            let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+                .map_err(|e| Error::io("cannot watch the spool folder", e.into()))?;
+            inotify
+                .add_watch(spool.path(), AddWatchFlags::IN_CLOSE_WRITE)
+                .map_err(|e| Error::io("cannot watch the spool folder", e.into()))?;
+            let args = pg_dump_dir_args(&snapshot_id, self.jobs, spool.path());
+            let mut cmd = tokio::process::Command::from(self.command_with_args(&program, args)?);
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| tools::spawn_failed("pg_dump", &program, e))?;
+            let group = ProcessGroup::of(&child);
+            let stderr =
+                tools::spawn_stderr_tail(child.stderr.take().expect("stderr is piped"), "pg_dump");
+            Ok::<_, Error>((spool, inotify, child, group, stderr))
+        }
+        .await;
+        let (spool, inotify, child, group, stderr) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = conn.close().await;
+                return Err(e);
+            }
+        };
+
+        let shared = Arc::new(Mutex::new(Shared {
+            counter: DirectoryCounter::new(),
+            outcome: Outcome::Running,
+        }));
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(watch(Watch {
+            spool,
+            inotify,
+            child,
+            group,
+            stderr: Some(stderr),
+            tx,
+            shared: shared.clone(),
+            emitted: BTreeSet::new(),
+        }));
+        let pieces = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed();
+        Ok(PiecesDump {
+            source,
+            pieces,
+            completion: Box::new(PiecesCompletion { conn, shared }),
+        })
+    }
+}
+
+struct Shared {
+    counter: DirectoryCounter,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Running,
+    Finished,
+    Failed { kind: ErrorKind, report: String },
+}
+
+/// The watcher: hands over closed files, then reports pg_dump's exit.
+struct Watch {
+    spool: tempfile::TempDir,
+    inotify: Inotify,
+    child: tokio::process::Child,
+    group: ProcessGroup,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+    tx: mpsc::Sender<Result<Piece>>,
+    shared: Arc<Mutex<Shared>>,
+    emitted: BTreeSet<String>,
+}
+
+impl Watch {
+    /// Hand over every file inotify says was closed; `false` once the consumer is gone.
+    async fn closed_files(&mut self) -> Result<bool> {
+        loop {
+            let events = match self.inotify.read_events() {
+                Ok(events) => events,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(true),
+                Err(e) => return Err(Error::io("cannot watch the spool folder", e.into())),
+            };
+            for event in events {
+                if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    continue; // the final scan picks up what was missed
+                }
+                if let Some(name) = event.name.and_then(|n| n.into_string().ok()) {
+                    if !self.hand_over(name).await? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hand over spool file `name` once; `false` once the consumer is gone.
+    async fn hand_over(&mut self, name: String) -> Result<bool> {
+        if !self.emitted.insert(name.clone()) {
+            return Ok(true);
+        }
+        let path = self.spool.path().join(&name);
+        let piece = open_piece(&path, &name, self.shared.clone()).await;
+        Ok(self.tx.send(piece).await.is_ok())
+    }
+
+    /// pg_dump has exited successfully: hand over what inotify did not report.
+    async fn remaining_files(&mut self) -> Result<bool> {
+        let mut names = Vec::new();
+        let mut dir = tokio::fs::read_dir(self.spool.path())
+            .await
+            .map_err(|e| Error::io("cannot read the spool folder", e))?;
+        while let Some(entry) = dir
+            .next_entry()
+            .await
+            .map_err(|e| Error::io("cannot read the spool folder", e))?
+        {
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            if !self.hand_over(name).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn fail(&self, e: &Error) {
+        self.group.kill();
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.outcome = Outcome::Failed {
+            kind: e.kind(),
+            report: e.report(),
+        };
+    }
+}
+
+async fn watch(mut w: Watch) {
+    let result: Result<bool> = async {
+        loop {
+            if w.tx.is_closed() || !w.closed_files().await? {
+                return Ok(false);
+            }
+            if let Some(status) = w
+                .child
+                .try_wait()
+                .map_err(|e| Error::io("waiting for pg_dump", e))?
+            {
+                let tail = match w.stderr.take() {
+                    Some(task) => tools::stderr_tail(task).await,
+                    None => String::new(),
+                };
+                if !status.success() {
+                    return Err(tools::program_failed("pg_dump", status, &tail));
+                }
+                if !w.closed_files().await? || !w.remaining_files().await? {
+                    return Ok(false);
+                }
+                w.shared.lock().unwrap_or_else(|p| p.into_inner()).outcome = Outcome::Finished;
+                return Ok(true);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    .await;
+    match result {
+        // Every piece was opened before it was handed over, so the spool may go now: an
+        // open file stays readable after its folder is removed.
+        Ok(true) => {}
+        Ok(false) => w.fail(&Error::new(
+            ErrorKind::Cancelled,
+            "the backup stopped reading the dump's pieces",
+        )),
+        Err(e) => {
+            w.fail(&e);
+            let _ = w.tx.send(Err(e)).await;
+        }
+    }
+}
+
+/// A spool file as a piece: read in chunks, counted, deleted once read to its end.
+async fn open_piece(path: &Path, name: &str, shared: Arc<Mutex<Shared>>) -> Result<Piece> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io(format!("cannot open the spooled {name}"), e))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| Error::io(format!("cannot read the spooled {name}"), e))?
+        .len();
+    let state = PieceRead {
+        file,
+        path: path.to_owned(),
+        counter: Some(PieceCounter::new(name)?),
+        shared,
+        done: false,
+    };
+    let stream: ByteStream = futures::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        match s.next_chunk().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), s)),
+            Ok(None) => None,
+            Err(e) => {
+                s.done = true;
+                Some((Err(e), s))
+            }
+        }
+    })
+    .boxed();
+    Ok(Piece {
+        name: name.to_owned(),
+        stream,
+        size: Some(size),
+    })
+}
+
+struct PieceRead {
+    file: tokio::fs::File,
+    path: PathBuf,
+    counter: Option<PieceCounter>,
+    shared: Arc<Mutex<Shared>>,
+    done: bool,
+}
+
+impl PieceRead {
+    async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>> {
+        let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
+        while buf.len() < CHUNK_BYTES {
+            let n = self
+                .file
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| Error::io(format!("cannot read {}", self.path.display()), e))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if !buf.is_empty() {
+            let chunk = buf.freeze();
+            self.counter.as_mut().expect("counting").feed(&chunk)?;
+            return Ok(Some(chunk));
+        }
+        self.done = true;
+        let counter = self.counter.take().expect("counting");
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counter
+            .add(counter)?;
+        let _ = tokio::fs::remove_file(&self.path).await;
+        Ok(None)
+    }
+}
+
+/// Holds the snapshot transaction open until the dump is finished.
+struct PiecesCompletion {
+    conn: Conn,
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[async_trait]
+impl DumpCompletion for PiecesCompletion {
+    async fn finish(self: Box<Self>) -> Result<DumpStats> {
+        let PiecesCompletion { conn, shared } = *self;
+        let (outcome, counter) = {
+            let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let outcome = std::mem::replace(&mut shared.outcome, Outcome::Running);
+            (outcome, std::mem::take(&mut shared.counter))
+        };
+        match outcome {
+            Outcome::Running => {
+                let _ = conn.close().await;
+                Err(Error::new(
+                    ErrorKind::Cancelled,
+                    "the dump's pieces were not read to their end; the dump is incomplete",
+                ))
+            }
+            Outcome::Failed { kind, report } => {
+                let _ = conn.close().await;
+                Err(Error::new(kind, format!("the dump failed: {report}")))
+            }
+            Outcome::Finished => {
+                let commit = conn.client.batch_execute("COMMIT").await;
+                let closed = conn.close().await;
+                if let Err(e) = commit {
+                    return Err(db_error("cannot end the snapshot transaction", e));
+                }
+                closed?;
+                counter.stats()
+            }
+        }
+    }
+}

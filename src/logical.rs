@@ -1,0 +1,86 @@
+//! Logical PostgreSQL backups in either stored form: one stream (`pg_dump -Fc`, the
+//! default) or pieces (`pg_dump -Fd -j N`, one object per file, taken with `jobs > 1`), and
+//! their restore, which follows the form the backup has.
+//!
+//! | backup | restore with `jobs = 1` | restore with `jobs = N > 1` |
+//! |---|---|---|
+//! | one stream | `pg_restore` in one transaction (or into a scratch database) | the same, with a warning: one stream cannot be read out of order |
+//! | pieces | `pg_restore -Fd` in one transaction | `pg_restore -Fd -j N` into a scratch (or new) database |
+
+use std::path::Path;
+
+use dr_core::pieces::{backup_pieces, restore_pieces, write_pieces, RepoPieces};
+use dr_core::{
+    BackupOptions, Decryptor, Encryptor, Error, ErrorKind, Manifest, ReadOptions, Repository,
+    RestoreReport, Result,
+};
+use dr_db::{PgDumper, PgRestorer};
+
+/// Back up the database `dumper` points at: as one stream with `jobs <= 1`, else as pieces
+/// dumped over `jobs` connections sharing one snapshot (`dumper` is given the jobs) and
+/// uploaded `jobs` at a time.
+pub async fn backup(
+    repo: &Repository,
+    dumper: &PgDumper,
+    encryptor: &dyn Encryptor,
+    opts: &BackupOptions,
+    jobs: usize,
+) -> Result<Manifest> {
+    if jobs <= 1 {
+        return dr_core::backup(repo, dumper, encryptor, opts).await;
+    }
+    let dumper = dumper.clone().jobs(jobs);
+    backup_pieces(repo, &dumper, encryptor, opts, jobs).await
+}
+
+/// Restore a logical backup through `restorer` (whose [`PgRestorer::jobs`] says how many
+/// connections), in the form the backup was stored in. Returns the report and, for a
+/// one-stream backup restored with `jobs > 1`, the notice that it ran over one connection.
+pub async fn restore(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    restorer: &PgRestorer,
+    jobs: usize,
+    opts: &ReadOptions,
+) -> Result<(RestoreReport, Option<String>)> {
+    if manifest.is_pieces() {
+        let restorer = restorer.clone().jobs(jobs);
+        let report = restore_pieces(repo, manifest, decryptor, &restorer, opts).await?;
+        return Ok((report, None));
+    }
+    let notice = (jobs > 1).then(|| {
+        format!(
+            "backup {} is one stream (taken without --jobs): restoring it over one connection; \
+             back up with --jobs N for a parallel restore",
+            manifest.id
+        )
+    });
+    if let Some(n) = &notice {
+        tracing::warn!("{n}");
+    }
+    let report = dr_core::restore(repo, manifest, decryptor, restorer, opts).await?;
+    Ok((report, notice))
+}
+
+/// Write a backup stored as pieces into folder `dir` (missing or empty), one file per
+/// piece: a directory archive that `pg_restore -Fd DIR` reads. Returns the bytes written.
+pub async fn write_dir(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    dir: &Path,
+    opts: &ReadOptions,
+) -> Result<u64> {
+    if !manifest.is_pieces() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "backup {} is one stream, not a directory archive: write it with `drctl cat {} > FILE`",
+                manifest.id, manifest.id
+            ),
+        ));
+    }
+    let pieces = RepoPieces::open(repo, manifest, decryptor, opts).await?;
+    write_pieces(&pieces, dir).await
+}

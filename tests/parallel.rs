@@ -1,0 +1,272 @@
+//! Backups over N connections stored as pieces (`drctl backup --jobs N`), restored in
+//! parallel (`drctl restore --jobs N`), written out for `pg_restore -Fd` (`drctl cat --dir`),
+//! verified, and refused when damaged, through the real drctl against throwaway clusters.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{cluster_with_sample, database_exists, fails, ok, sample::SAMPLE_TABLES, Repo};
+use dr::db::compare::compare_tables;
+use dr::db::testing::TestCluster;
+
+/// The sample database with a large object too, so that every kind of data file is covered.
+async fn source() -> TestCluster {
+    let cluster = cluster_with_sample(1).await;
+    cluster
+        .execute_sql("app", "SELECT lo_from_bytea(0, 'a large object')")
+        .await
+        .unwrap();
+    cluster
+}
+
+async fn assert_same(cluster: &TestCluster, copy: &str) {
+    compare_tables(
+        &cluster.config("app"),
+        &cluster.config(copy),
+        &SAMPLE_TABLES,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{copy} differs from app: {}", e.report()));
+}
+
+fn manifest(repo: &Repo, id: &str) -> serde_json::Value {
+    let path = Path::new(&repo.url)
+        .join("backups")
+        .join(id)
+        .join("manifest.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The stored object of the largest piece (a table's data) of backup `id`.
+fn largest_piece(repo: &Repo, id: &str) -> PathBuf {
+    let m = manifest(repo, id);
+    let o = m["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|o| o["size"].as_u64().unwrap())
+        .unwrap()
+        .clone();
+    Path::new(&repo.url).join(o["path"].as_str().unwrap())
+}
+
+async fn scratch_databases(cluster: &TestCluster) -> i64 {
+    let c = cluster.connect("postgres").await.unwrap();
+    c.query_one(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE '%_dr_restore_%'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_with_jobs_restores_in_parallel_to_the_same_rows() {
+    let cluster = source().await;
+    let repo = Repo::new();
+    let db = cluster.url("app");
+
+    let id = repo.backup(&["--db", &db, "--jobs", "2"]);
+    let one_stream = repo.backup(&["--db", &db]);
+    let m = manifest(&repo, &id);
+    assert_eq!(m["format"], 2, "pieces need the newer manifest format");
+    assert_eq!(m["source"]["format"], "pg_dump-directory");
+    let pieces: Vec<&str> = m["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["piece"].as_str().unwrap())
+        .collect();
+    assert!(pieces.contains(&"toc.dat"), "{pieces:?}");
+    assert!(pieces.len() > SAMPLE_TABLES.len(), "{pieces:?}");
+    // Counted from the pieces, the statistics equal those counted from a custom archive.
+    assert_eq!(m["stats"], manifest(&repo, &one_stream)["stats"]);
+    assert!(m["stats"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "<large objects>" && t["rows"] == 1));
+
+    let verified = repo.json(&["verify", &id]);
+    assert_eq!(verified[0]["ok"], true, "{verified}");
+    assert_eq!(
+        verified[0]["report"]["tables_checked"],
+        m["stats"]["tables"].as_array().unwrap().len()
+    );
+
+    // Into a new database.
+    let copy = cluster.url("copy_new");
+    let restored = repo.json(&["restore", &id, "--db", &copy, "--create", "--jobs", "2"]);
+    assert!(restored["notice"].is_null(), "{restored}");
+    assert_eq!(
+        restored["tables_checked"],
+        m["stats"]["tables"].as_array().unwrap().len()
+    );
+    assert_same(&cluster, "copy_new").await;
+
+    // Into an existing empty database (through a scratch copy: no single transaction).
+    cluster.create_database("copy_empty").await.unwrap();
+    ok(&repo.run(&[
+        "restore",
+        &id,
+        "--db",
+        &cluster.url("copy_empty"),
+        "--jobs",
+        "2",
+    ]));
+    assert_same(&cluster, "copy_empty").await;
+
+    // Over a non-empty one, with --replace; and with one job, in one transaction.
+    cluster
+        .execute_sql("copy_empty", "CREATE TABLE extra (x int)")
+        .await
+        .unwrap();
+    ok(&repo.run(&[
+        "restore",
+        &id,
+        "--db",
+        &cluster.url("copy_empty"),
+        "--replace",
+        "--jobs",
+        "2",
+    ]));
+    assert_same(&cluster, "copy_empty").await;
+    ok(&repo.run(&["restore", &id, "--db", &cluster.url("copy_one"), "--create"]));
+    assert_same(&cluster, "copy_one").await;
+    assert_eq!(scratch_databases(&cluster).await, 0);
+
+    // The stock-tool route: the pieces as a folder, restored by pg_restore -Fd.
+    let out = repo.path().join("archive");
+    ok(&repo.run(&["cat", &id, "--dir", out.to_str().unwrap()]));
+    assert!(out.join("toc.dat").is_file());
+    cluster.create_database("copy_stock").await.unwrap();
+    let pg_restore = cluster.bin_dir().join("pg_restore");
+    let status = std::process::Command::new(pg_restore)
+        .args(["--exit-on-error", "-j", "2", "-Fd", "-d"])
+        .arg(cluster.url("copy_stock"))
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_restore -Fd of drctl cat --dir");
+    assert_same(&cluster, "copy_stock").await;
+
+    // A one-stream reader cannot misread pieces: cat without --dir says what to do.
+    let stderr = fails(&repo.run(&["cat", &id]), 1);
+    assert!(stderr.contains("--dir"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_piece_fails_before_anything_is_swapped_in() {
+    let cluster = source().await;
+    let repo = Repo::new();
+    let id = repo.backup(&["--db", &cluster.url("app"), "--jobs", "2"]);
+
+    // One byte changed in the middle of the largest piece: its SHA-256 and its
+    // authentication tags fail, but only once some of it has been streamed.
+    let piece = largest_piece(&repo, &id);
+    let mut bytes = std::fs::read(&piece).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&piece, &bytes).unwrap();
+
+    cluster.create_database("live").await.unwrap();
+    cluster
+        .execute_sql(
+            "live",
+            "CREATE TABLE precious (x int); INSERT INTO precious VALUES (42)",
+        )
+        .await
+        .unwrap();
+    let stderr = fails(
+        &repo.run(&[
+            "restore",
+            &id,
+            "--db",
+            &cluster.url("live"),
+            "--replace",
+            "--jobs",
+            "2",
+        ]),
+        5,
+    );
+    assert!(stderr.contains("piece"), "{stderr}");
+    assert_eq!(common::count(&cluster, "live", "precious").await, 1);
+    assert_eq!(
+        scratch_databases(&cluster).await,
+        0,
+        "the scratch copy is dropped"
+    );
+
+    fails(
+        &repo.run(&[
+            "restore",
+            &id,
+            "--db",
+            &cluster.url("fresh"),
+            "--create",
+            "--jobs",
+            "2",
+        ]),
+        5,
+    );
+    assert!(!database_exists(&cluster, "fresh").await);
+
+    fails(&repo.run(&["verify", &id]), 5);
+    let out = repo.path().join("archive");
+    fails(&repo.run(&["cat", &id, "--dir", out.to_str().unwrap()]), 5);
+    let name = piece.file_name().unwrap();
+    assert!(!out.join(name).exists(), "no file for a piece that failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_stream_backup_restores_with_jobs_over_one_connection() {
+    let cluster = source().await;
+    let repo = Repo::new();
+    let id = repo.backup(&["--db", &cluster.url("app")]);
+    let restored = repo.json(&[
+        "restore",
+        &id,
+        "--db",
+        &cluster.url("copy"),
+        "--create",
+        "--jobs",
+        "2",
+    ]);
+    let notice = restored["notice"].as_str().unwrap_or_default();
+    assert!(notice.contains("one connection"), "{restored}");
+    assert_same(&cluster, "copy").await;
+    let stderr = fails(
+        &repo.run(&["cat", &id, "--dir", repo.path().join("x").to_str().unwrap()]),
+        2,
+    );
+    assert!(stderr.contains("one stream"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dump_with_jobs_is_never_listed() {
+    let cluster = TestCluster::start().await.unwrap();
+    cluster.create_database("app").await.unwrap();
+    cluster
+        .execute_sql(
+            "app",
+            "CREATE TABLE open_t AS SELECT g FROM generate_series(1, 1000) g; \
+             CREATE TABLE secret AS SELECT g FROM generate_series(1, 1000) g; \
+             CREATE ROLE weak LOGIN; GRANT SELECT ON open_t TO weak; \
+             REVOKE ALL ON secret FROM PUBLIC",
+        )
+        .await
+        .unwrap();
+    let repo = Repo::new();
+    let weak = cluster.url("app").replacen("postgres@", "weak@", 1);
+    assert!(weak.contains("weak@"), "{weak}");
+    let out = repo.run(&["backup", "--db", &weak, "--jobs", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "pg_dump cannot read `secret`: {stderr}"
+    );
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert_eq!(repo.json(&["list"]), serde_json::json!([]));
+}
