@@ -199,7 +199,7 @@ pub async fn load_dedup_key(
             ErrorKind::WrongKey,
             format!(
                 "this repository's dedup key {} is encrypted for its keys and this host holds \
-                 none: export it on a key holder with `drctl files dedup-key --repo URL` and pass \
+                 none: export it on a key holder with `drctl dedup-key --repo URL -o FILE` and pass \
                  the file with --dedup-key-file",
                 stored.key_id
             ),

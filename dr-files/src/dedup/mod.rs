@@ -11,6 +11,7 @@ mod key;
 mod pack;
 mod restore;
 mod tree;
+mod wrapped;
 
 pub use backup::{backup_tree, commit_snapshot, FilesReport};
 pub use check::{prune_packs, verify_packs, PackPruneOptions, PackPruneReport, PackVerifyReport};
@@ -27,3 +28,4 @@ pub use restore::{
     cat_file, is_snapshot, list, read_tree, restore_tree, FilesRestoreReport, Selection,
 };
 pub use tree::{check_relative_path, EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
+pub use wrapped::{rewrite_wrapped, wrapped_objects, WrappedObject};

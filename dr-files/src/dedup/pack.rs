@@ -27,6 +27,8 @@ pub const PACKS_PREFIX: &str = "files/packs/";
 pub const INDEX_PREFIX: &str = "files/index/";
 /// A pack is sealed once its plaintext reaches this size (restic uses 16 MiB too).
 pub const PACK_TARGET_BYTES: usize = 16 << 20;
+/// No chunk is larger (FastCDC's own maximum; dr cuts at 8 MiB).
+const MAX_CHUNK_BYTES: usize = 16 << 20;
 /// zstd level of the blobs.
 const ZSTD_LEVEL: i32 = 3;
 
@@ -118,6 +120,10 @@ impl PackIndex {
                     "blob {} does not start where the previous ends",
                     b.id
                 )));
+            }
+            if b.raw as usize > MAX_CHUNK_BYTES || b.length as usize > MAX_CHUNK_BYTES + (64 << 10)
+            {
+                return Err(bad(format!("blob {} is larger than any chunk", b.id)));
             }
             if b.codec == BlobCodec::None && b.length != b.raw {
                 return Err(bad(format!("stored blob {} has two lengths", b.id)));
@@ -291,13 +297,19 @@ impl OpenPack {
         Ok(OpenPack { plain })
     }
 
+    /// A pack from plaintext already authenticated elsewhere (fuzzing the blob reader).
+    #[doc(hidden)]
+    pub fn from_plaintext(plain: Vec<u8>) -> OpenPack {
+        OpenPack { plain }
+    }
+
     /// The chunk `blob` of this pack, decompressed and its length checked; with `dedup`, its
     /// id checked too (the MAC proves the chunk is what the snapshot referenced).
     pub fn chunk(&self, blob: &BlobEntry, dedup: Option<&DedupKey>) -> Result<Vec<u8>> {
-        let start = blob.offset as usize;
+        let start = usize::try_from(blob.offset).unwrap_or(usize::MAX);
         let stored = self
             .plain
-            .get(start..start + blob.length as usize)
+            .get(start..start.saturating_add(blob.length as usize))
             .ok_or_else(|| Error::corrupt(format!("blob {} lies outside its pack", blob.id)))?;
         let raw = match blob.codec {
             BlobCodec::None => stored.to_vec(),
