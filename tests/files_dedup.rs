@@ -285,3 +285,91 @@ fn key_rotation_rewraps_packs_so_the_new_key_restores_snapshots() {
     );
     assert!(!err.is_empty());
 }
+
+#[tokio::test]
+async fn dedup_snapshots_round_trip_through_s3_with_their_storage_class() {
+    use dr::storage::testing::{unique_name, MotoServer};
+    let s3 = MotoServer::start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    let bucket = unique_name("dr-files");
+    s3.create_bucket(&bucket).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("repo.key");
+    ok(&drctl(&["keygen", "--output", key.to_str().unwrap()], &[]));
+    let url = format!("s3://{bucket}/uploads-repo");
+    let env = s3.env();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        all.extend(["--repo", &url]);
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push(("DR_KEY_FILE", key.to_str().unwrap()));
+        let out = drctl(&all, &env);
+        ok(&out);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    run(&["init"]);
+    let src = dir.path().join("uploads");
+    uploads(&src, 30);
+    let first = run(&[
+        "backup",
+        "--dir",
+        src.to_str().unwrap(),
+        "--dedup",
+        "--storage-class",
+        "STANDARD_IA",
+    ]);
+    assert_eq!(first["files"]["files_read"], 30, "{first}");
+    let second = run(&["backup", "--dir", src.to_str().unwrap(), "--dedup"]);
+    assert_eq!(
+        (
+            second["files"]["files_unchanged"].as_u64(),
+            second["files"]["packs_new"].as_u64()
+        ),
+        (Some(30), Some(0)),
+        "{second}"
+    );
+
+    let storage = dr::storage::open(
+        &url,
+        &s3.options()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    use dr::core::StorageTarget;
+    let packs = storage.list("files/packs/").await.unwrap();
+    assert_eq!(packs.len(), 1);
+    let class = s3
+        .storage_class(&bucket, &format!("uploads-repo/{}", packs[0].path))
+        .await
+        .unwrap();
+    assert_eq!(
+        class, "STANDARD_IA",
+        "packs take the backup's storage class"
+    );
+
+    let target = dir.path().join("restored");
+    run(&[
+        "restore",
+        second["id"].as_str().unwrap(),
+        "--dir",
+        target.to_str().unwrap(),
+    ]);
+    for i in 0..30 {
+        let rel = format!("customer-{:02}/qr-{i}.png", i % 10);
+        assert_eq!(
+            std::fs::read(src.join(&rel)).unwrap(),
+            std::fs::read(target.join(&rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    let verified = run(&["verify", "--all"]);
+    assert!(
+        verified.as_array().unwrap().iter().all(|r| r["ok"] == true),
+        "{verified}"
+    );
+}

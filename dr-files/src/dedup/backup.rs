@@ -94,14 +94,22 @@ pub async fn backup_tree(
         _ => (None, None),
     };
 
+    // Three stages on their own threads: the walk (read, chunk, hash), the packer
+    // (compress, seal) and the upload (this task).
     let (tx, mut rx) = mpsc::channel::<SealedPack>(1);
+    let (chunk_tx, chunk_rx) =
+        std::sync::mpsc::sync_channel::<(ChunkId, Vec<u8>)>(CHUNKS_IN_FLIGHT);
     let walk = {
         let root = root.to_path_buf();
         let dedup = dedup.clone();
-        let encryptor = encryptor.clone();
         tokio::task::spawn_blocking(move || {
-            Walk::new(dedup, known, parent_tree, &*encryptor, tx).run(&root)
+            Walk::new(dedup, known, parent_tree, chunk_tx).run(&root)
         })
+    };
+    let packer = {
+        let dedup = dedup.clone();
+        let encryptor = encryptor.clone();
+        tokio::task::spawn_blocking(move || pack_chunks(chunk_rx, &*encryptor, &dedup, tx))
     };
     let mut report = FilesReport {
         parent: parent_id,
@@ -122,10 +130,19 @@ pub async fn backup_tree(
     let walked = walk
         .await
         .map_err(|e| Error::new(ErrorKind::Other, "the backup walk failed").with_source(e))?;
+    let packed = packer
+        .await
+        .map_err(|e| Error::new(ErrorKind::Other, "the packer failed").with_source(e))?;
     if let Some(e) = upload_error {
         return Err(e);
     }
-    let (tree, counts) = walked?;
+    // The walk's error explains a stopped packer better than the packer does, and the other
+    // way round.
+    let (tree, counts) = match (walked, packed) {
+        (Ok(walked), Ok(())) => walked,
+        (Err(e), _) if e.kind() != ErrorKind::Cancelled => return Err(e),
+        (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
+    };
     report.files = counts.files;
     report.files_read = counts.files_read;
     report.files_unchanged = counts.files_unchanged;
@@ -219,27 +236,24 @@ struct Counts {
 }
 
 /// The walk's state, on its blocking thread.
-struct Walk<'a> {
+struct Walk {
     dedup: DedupKey,
     known: HashSet<ChunkId>,
     parent: HashMap<String, TreeEntry>,
-    encryptor: &'a dyn Encryptor,
-    packs: mpsc::Sender<SealedPack>,
-    pack: PackBuilder,
+    chunks: std::sync::mpsc::SyncSender<(ChunkId, Vec<u8>)>,
     /// (device, inode) of files with several links → the first path seen.
     links: HashMap<(u64, u64), String>,
     counts: Counts,
     entries: Vec<TreeEntry>,
 }
 
-impl<'a> Walk<'a> {
+impl Walk {
     fn new(
         dedup: DedupKey,
         known: HashSet<ChunkId>,
         parent: Option<Tree>,
-        encryptor: &'a dyn Encryptor,
-        packs: mpsc::Sender<SealedPack>,
-    ) -> Walk<'a> {
+        chunks: std::sync::mpsc::SyncSender<(ChunkId, Vec<u8>)>,
+    ) -> Walk {
         let parent = parent
             .map(|t| t.entries.into_iter().map(|e| (e.path.clone(), e)).collect())
             .unwrap_or_default();
@@ -247,9 +261,7 @@ impl<'a> Walk<'a> {
             dedup,
             known,
             parent,
-            encryptor,
-            packs,
-            pack: PackBuilder::default(),
+            chunks,
             links: HashMap::new(),
             counts: Counts::default(),
             entries: Vec::new(),
@@ -271,9 +283,6 @@ impl<'a> Walk<'a> {
                     .with_context("path", path)
             })?;
             self.add(root, entry.path())?;
-        }
-        if !self.pack.is_empty() {
-            self.seal_pack()?;
         }
         let tree = Tree {
             header: TreeHeader::new(self.dedup.key_id(), CHUNK_SIZES),
@@ -369,15 +378,14 @@ impl<'a> Walk<'a> {
             hasher.update(&chunk);
             read += chunk.len() as u64;
             let id = self.dedup.chunk_id(&chunk);
+            ids.push(hex::encode(id));
             if self.known.insert(id) {
                 self.counts.chunks_new += 1;
                 self.counts.bytes_new += chunk.len() as u64;
-                self.pack.add(&id, &chunk)?;
-                if self.pack.is_full() {
-                    self.seal_pack()?;
-                }
+                self.chunks
+                    .send((id, chunk))
+                    .map_err(|_| Error::new(ErrorKind::Cancelled, "the packer stopped"))?;
             }
-            ids.push(hex::encode(id));
         }
         if read != size {
             tracing::warn!(path = %path.display(), before = size, read, "a file changed size while it was read: storing what was read");
@@ -391,13 +399,36 @@ impl<'a> Walk<'a> {
             chunks: ids,
         })
     }
+}
 
-    fn seal_pack(&mut self) -> Result<()> {
-        let pack = std::mem::take(&mut self.pack).seal(self.encryptor, &self.dedup)?;
-        self.packs
-            .blocking_send(pack)
+/// New chunks in flight between the walk and the packer (about 1 MiB each).
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// The packer: compress each new chunk into the current pack, seal full packs and hand them
+/// to the upload.
+fn pack_chunks(
+    chunks: std::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>,
+    encryptor: &dyn Encryptor,
+    dedup: &DedupKey,
+    packs: mpsc::Sender<SealedPack>,
+) -> Result<()> {
+    let mut pack = PackBuilder::default();
+    let send = |pack: PackBuilder| {
+        let sealed = pack.seal(encryptor, dedup)?;
+        packs
+            .blocking_send(sealed)
             .map_err(|_| Error::new(ErrorKind::Cancelled, "the pack upload stopped"))
+    };
+    for (id, chunk) in chunks {
+        pack.add(&id, &chunk)?;
+        if pack.is_full() {
+            send(std::mem::take(&mut pack))?;
+        }
     }
+    if !pack.is_empty() {
+        send(pack)?;
+    }
+    Ok(())
 }
 
 /// A [`Dumper`] of a finished snapshot tree, so the tree goes through dr-core's pipeline

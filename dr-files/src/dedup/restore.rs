@@ -487,10 +487,10 @@ impl TreeWriter {
             out.write_all(&data)
                 .map_err(|e| Error::io("cannot write a file", e))?;
         }
+        // No fsync per file (neither tar nor restic does one; on 20,000 files it would
+        // dominate): the tree becomes visible only when the staging directory is renamed.
         out.into_inner()
-            .map_err(|e| Error::io("cannot write a file", e.into_error()))?
-            .sync_data()
-            .map_err(|e| Error::io("cannot write a file", e))?;
+            .map_err(|e| Error::io("cannot write a file", e.into_error()))?;
         if written != size || hasher.finalize().to_hex().as_str() != want {
             return Err(Error::corrupt(format!(
                 "file '{path}' restores to {written} bytes that do not match the snapshot's size and BLAKE3"
