@@ -373,3 +373,51 @@ async fn dedup_snapshots_round_trip_through_s3_with_their_storage_class() {
         "{verified}"
     );
 }
+
+#[test]
+fn a_dr_toml_job_with_dedup_takes_incremental_snapshots() {
+    let repo = Repo::new();
+    let src = repo.path().join("uploads");
+    uploads(&src, 12);
+    let config = repo.path().join("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = \"{}\"\n\n[key]\nfile = \"repo.key\"\n\n[jobs.uploads]\nkind = \"backup\"\ndir = \"uploads\"\ndedup = true\nlabels = [\"uploads\"]\n",
+            repo.url
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = drctl(
+            &[
+                "--json",
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--once",
+                "uploads",
+            ],
+            &[],
+        );
+        ok(&out);
+        let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        outcomes[0]["summary"]["figures"].clone()
+    };
+    assert_eq!(run()["files_read"], 12);
+    let second = run();
+    assert_eq!(
+        (
+            second["files_read"].as_u64(),
+            second["files_unchanged"].as_u64()
+        ),
+        (Some(0), Some(12)),
+        "{second}"
+    );
+    let listing = repo.json(&["ls", second["backup_id"].as_str().unwrap()]);
+    assert_eq!(
+        listing.as_array().unwrap().len(),
+        22,
+        "10 folders and 12 files: {listing}"
+    );
+}
