@@ -38,7 +38,7 @@ export DR_KEY_FILE=$BENCH_DIR/dr.key DR_SIGNING_KEY=$BENCH_DIR/admin.key DR_TRUS
 # measure NAME TOOL CMD...: wall seconds and peak RSS (KiB) into results.tsv.
 measure() {
   local name=$1 tool=$2; shift 2
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  sync   # page cache stays warm (the machine is shared; dropping it would slow others)
   /usr/bin/time -v -o "$BENCH_DIR/time.txt" "$@" > /dev/null 2> "$BENCH_DIR/err.txt" || {
     cat "$BENCH_DIR/err.txt" >&2; exit 1; }
   local wall rss
@@ -46,12 +46,12 @@ measure() {
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$BENCH_DIR/time.txt")
   printf '%s\t%s\t%s\t%s\n' "$tool" "$name" "$wall" "$rss" >> "$RESULTS"
 }
-stored() { printf '%s\t%s\t%s\t\n' "$1" "$2" "$(du -sb "$3" | cut -f1)" >> "$RESULTS"; }
+stored() { printf '%s\t%s\t%s\t\n' "$2" "$1" "$(du -sb "$3" | cut -f1)" >> "$RESULTS"; }
 
 ONE_FILE=user0001/exports/export-1.json
 run_dr() {
   local repo=$BENCH_DIR/dr-repo
-  rm -rf "$repo" "$BENCH_DIR/dr-out" "$SRC"
+  rm -rf "$repo" "$BENCH_DIR/dr-out" "$SRC" "$DR_TRUST_DIR"   # a new repository id each pair
   python3 "$GEN" "$SRC" "$FILES" "$MEAN_KB" 1
   "$DRCTL" init --repo "$repo" >/dev/null
   measure first dr "$DRCTL" backup --repo "$repo" --dir "$SRC" --dedup
