@@ -25,6 +25,7 @@ use dr_crypto::{
     AeadDecryptor, AeadEncryptor, AgeDecryptor, AgeEncryptor, AgeRecipient, Cipher, Identity,
     KdfParams, MasterKey, Passphrase, Recipient, AGE_SCHEME, SCHEME,
 };
+use dr_files::dedup::WrappedObject;
 
 /// Where the repository key comes from. Never from argv: a file path, or a passphrase read
 /// from the environment or a prompt.
@@ -388,7 +389,8 @@ pub async fn rotate_key(
 
 /// Change a repository's keys: add `add`, revoke the key ids in `remove`, and re-wrap every
 /// backup's data key to match, rewriting manifests only (the data objects keep their bytes
-/// and checksums).
+/// and checksums). The pack indexes and the dedup key of deduplicated file backups hold
+/// wrapped keys too, and are re-wrapped in the same steps as manifests.
 ///
 /// Order, so that an interruption at any point leaves every backup openable by a current
 /// key, and re-running the same call finishes the job:
@@ -518,6 +520,22 @@ async fn change_keys_holding(
             Err(e) => problems.push(format!("{}: {}", m.id, e.message())),
         }
     }
+    // The wrapped keys of deduplicated file backups: pack indexes and the dedup key.
+    let mut object_additions = Vec::new();
+    for o in dr_files::dedup::wrapped_objects(repo).await? {
+        match plan_wraps(
+            &o.encryption,
+            &openers,
+            &add,
+            &remove,
+            &remaining,
+            &fallback,
+        ) {
+            Ok(Some(encryption)) => object_additions.push(WrappedObject { encryption, ..o }),
+            Ok(None) => {}
+            Err(e) => problems.push(format!("{}: {}", o.path, e.message())),
+        }
+    }
     if !problems.is_empty() {
         let n = problems.len();
         problems.truncate(3);
@@ -533,8 +551,9 @@ async fn change_keys_holding(
 
     // 2. Add wraps.
     lease.check()?;
-    let wraps_added = additions.len();
+    let wraps_added = additions.len() + object_additions.len();
     write_manifests(repo, additions).await?;
+    write_objects(repo, object_additions).await?;
 
     // 3. The new key list.
     lease.check()?;
@@ -555,7 +574,7 @@ async fn change_keys_holding(
                 continue;
             }
             // A backup committed after step 1 may still need its new wraps.
-            let wanted = fallback_for(&m, &add, &remaining, &fallback);
+            let wanted = fallback_for(&m.encryption, &add, &remaining, &fallback);
             let info = dr_crypto::rewrap(&m.encryption, &openers, &wanted, &remove)
                 .map_err(|e| e.with_context("backup", &m.id))?;
             removals.push(Manifest {
@@ -564,9 +583,27 @@ async fn change_keys_holding(
             });
         }
     }
+    let mut object_removals = Vec::new();
+    if !remove.is_empty() {
+        for o in dr_files::dedup::wrapped_objects(repo).await? {
+            if !o
+                .encryption
+                .key_ids()
+                .iter()
+                .any(|id| remove.iter().any(|r| r == id))
+            {
+                continue;
+            }
+            let wanted = fallback_for(&o.encryption, &add, &remaining, &fallback);
+            let encryption = dr_crypto::rewrap(&o.encryption, &openers, &wanted, &remove)
+                .map_err(|e| e.with_context("object", &o.path))?;
+            object_removals.push(WrappedObject { encryption, ..o });
+        }
+    }
     lease.check()?;
-    let wraps_removed = removals.len();
+    let wraps_removed = removals.len() + object_removals.len();
     write_manifests(repo, removals).await?;
+    write_objects(repo, object_removals).await?;
 
     Ok(RewrapReport {
         backups: manifests.len(),
@@ -582,14 +619,13 @@ async fn change_keys_holding(
 /// The recipients a manifest must gain: the added ones, plus, if after removal it would be
 /// left with no current key, every remaining public recipient.
 fn fallback_for(
-    m: &Manifest,
+    info: &EncryptionInfo,
     add: &[Recipient],
     remaining: &BTreeSet<String>,
     fallback: &[Recipient],
 ) -> Vec<Recipient> {
     // `remaining` already excludes the revoked keys.
-    let keeps_current = m
-        .encryption
+    let keeps_current = info
         .key_ids()
         .into_iter()
         .map(str::to_owned)
@@ -613,26 +649,41 @@ fn plan_addition(
     remaining: &BTreeSet<String>,
     fallback: &[Recipient],
 ) -> Result<Option<Manifest>> {
-    if m.encryption.scheme == "none" {
+    let planned = plan_wraps(&m.encryption, openers, add, remove, remaining, fallback)?;
+    Ok(planned.map(|info| Manifest {
+        encryption: info,
+        ..m.clone()
+    }))
+}
+
+/// The wraps `info` must have after the change, or `None` if it gains none.
+fn plan_wraps(
+    info: &EncryptionInfo,
+    openers: &[Identity],
+    add: &[Recipient],
+    remove: &[String],
+    remaining: &BTreeSet<String>,
+    fallback: &[Recipient],
+) -> Result<Option<EncryptionInfo>> {
+    if info.scheme == "none" {
         return Ok(None);
     }
-    if m.encryption.scheme != SCHEME {
+    if info.scheme != SCHEME {
         return Err(Error::new(
             ErrorKind::Unsupported,
             format!(
                 "its encryption scheme {:?} cannot be re-wrapped",
-                m.encryption.scheme
+                info.scheme
             ),
         ));
     }
-    let wanted = fallback_for(m, add, remaining, fallback);
+    let wanted = fallback_for(info, add, remaining, fallback);
     let missing: Vec<Recipient> = wanted
         .into_iter()
-        .filter(|r| !m.encryption.key_ids().contains(&r.key_id().as_str()))
+        .filter(|r| !info.key_ids().contains(&r.key_id().as_str()))
         .collect();
     if missing.is_empty() {
-        let after: Vec<&str> = m
-            .encryption
+        let after: Vec<&str> = info
             .key_ids()
             .into_iter()
             .filter(|id| !remove.iter().any(|r| r == id))
@@ -651,15 +702,11 @@ fn plan_addition(
             ErrorKind::WrongKey,
             format!(
                 "adding its wrapped keys needs one of its keys ({}): pass --key-file",
-                m.encryption.key_ids().join(", ")
+                info.key_ids().join(", ")
             ),
         ));
     }
-    let info = dr_crypto::rewrap(&m.encryption, openers, &missing, &[])?;
-    Ok(Some(Manifest {
-        encryption: info,
-        ..m.clone()
-    }))
+    dr_crypto::rewrap(info, openers, &missing, &[]).map(Some)
 }
 
 /// Every complete backup's manifest, read concurrently.
@@ -687,6 +734,16 @@ async fn read_manifests(repo: &Repository) -> Result<Vec<Manifest>> {
 async fn write_manifests(repo: &Repository, manifests: Vec<Manifest>) -> Result<()> {
     futures::stream::iter(manifests)
         .map(|m| async move { repo.update_manifest(&m).await })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+}
+
+/// Rewrite pack indexes and the dedup key object with new wraps, concurrently.
+async fn write_objects(repo: &Repository, objects: Vec<WrappedObject>) -> Result<()> {
+    futures::stream::iter(objects)
+        .map(|o| async move { dr_files::dedup::rewrite_wrapped(repo, &o).await })
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await

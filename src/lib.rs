@@ -34,6 +34,7 @@ pub mod bench;
 pub mod checks;
 pub mod config;
 pub mod drill;
+pub mod file_backups;
 pub mod jobs;
 pub mod keys;
 pub mod logical;

@@ -44,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 mod counter;
+pub mod dedup;
 mod dump;
 mod restore;
 

@@ -146,7 +146,12 @@ impl Restorer for DirRestorer {
 /// Rename the checked `staged` tree to `target`. An `occupied` target is renamed aside
 /// first, put back if the second rename fails, and removed once the new tree is in place.
 /// On failure `staged` is removed.
-fn put_in_place(staged: &Path, target: &Path, parent: &Path, occupied: bool) -> io::Result<()> {
+pub(crate) fn put_in_place(
+    staged: &Path,
+    target: &Path,
+    parent: &Path,
+    occupied: bool,
+) -> io::Result<()> {
     let moved = if occupied {
         let old = parent.join(format!(
             ".dr-replaced-{}",

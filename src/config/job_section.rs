@@ -95,6 +95,15 @@ fn job(
             ));
         }
     }
+    if let Some(dedup) = &j.dedup {
+        if j.dir.is_none() && *dedup.get_ref() {
+            return Err(invalid(
+                dedup.span(),
+                "dedup",
+                "dedup applies to directory backups: add dir = \"…\"",
+            ));
+        }
+    }
     if kind != JobKind::Replicate && (j.verify || !j.to_options.is_empty()) {
         return Err(invalid(
             j.kind.span(),
@@ -222,6 +231,7 @@ fn job(
             Some(base) if d.get_ref().is_relative() => base.join(d.get_ref()),
             _ => d.get_ref().clone(),
         }),
+        dedup: j.dedup.as_ref().is_some_and(|d| *d.get_ref()),
         to,
         retention: j.retention.as_ref().map(|r| r.get_ref().clone()),
         jobs,

@@ -42,6 +42,8 @@
 //! [jobs.uploads]
 //! kind = "backup"
 //! dir = "/srv/app/uploads"                # a directory instead of the database
+//! dedup = true                            # deduplicated incremental snapshots, not a tar
+//! storage_class = "GLACIER"               # this job's data class (QR images)
 //! cron = "30 * * * *"
 //! retention = { keep_daily = 30 }         # this source's own policy (else [retention])
 //!
@@ -283,6 +285,18 @@ cron = "0 2 * * *"
             "{e}"
         );
         assert!(!e.contains("hunter2"), "no secrets in messages: {e}");
+    }
+
+    #[test]
+    fn dedup_applies_to_directory_backups_only() {
+        let ok = format!(
+            "{MINIMAL}\n[jobs.uploads]\nkind = \"backup\"\ndir = \"/srv/u\"\ndedup = true\n"
+        );
+        let c: Config = ok.parse().unwrap();
+        assert!(c.jobs.iter().any(|j| j.name == "uploads" && j.dedup));
+        let bad = format!("{MINIMAL}\n[jobs.db]\nkind = \"backup\"\ndedup = true\n");
+        let e = bad.parse::<Config>().unwrap_err().to_string();
+        assert!(e.contains("dedup") && e.contains("dir"), "{e}");
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub(super) struct RawJob {
     #[serde(default)]
     pub(super) dir: Option<Spanned<PathBuf>>,
     #[serde(default)]
+    pub(super) dedup: Option<Spanned<bool>>,
+    #[serde(default)]
     pub(super) to: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) to_options: BTreeMap<String, String>,

@@ -32,6 +32,25 @@ impl Config {
                     };
                     let mut labels = self.labels.clone();
                     labels.extend(jc.labels.iter().cloned());
+                    if let (Some(dir), true) = (&jc.dir, jc.dedup) {
+                        let decryptor = identity.clone().map(|k| {
+                            Arc::new(crate::keys::decryptor(k)) as Arc<dyn dr_core::Decryptor>
+                        });
+                        let mut backup = crate::jobs::FilesBackupJob::new(
+                            dir.clone(),
+                            Arc::new(encryptor),
+                            decryptor,
+                        )
+                        .labels(labels);
+                        if let Some(codec) = jc.compression {
+                            backup = backup.codec(codec);
+                        }
+                        if let Some(class) = &jc.storage_class {
+                            backup = backup.storage_class(class.clone());
+                        }
+                        jobs.push(scheduled(jc, Arc::new(backup)));
+                        continue;
+                    }
                     let mut backup = match &jc.dir {
                         Some(dir) => crate::jobs::BackupJob::new(
                             Arc::new(dr_files::DirDumper::new(dir)),
@@ -91,15 +110,20 @@ impl Config {
                     )))
                 }
             };
-            let mut job = Job::new(jc.name.clone(), jc.kind.clone(), runner);
-            if let Some(s) = &jc.schedule {
-                job = job.schedule(s.clone());
-            }
-            for t in &jc.then {
-                job = job.then(t.clone());
-            }
-            jobs.push(job);
+            jobs.push(scheduled(jc, runner));
         }
         Ok(jobs)
     }
+}
+
+/// The scheduler job of `jc` with `runner`: its schedule and follow-ups.
+fn scheduled(jc: &super::types::JobConfig, runner: Arc<dyn dr_core::schedule::JobRunner>) -> Job {
+    let mut job = Job::new(jc.name.clone(), jc.kind.clone(), runner);
+    if let Some(s) = &jc.schedule {
+        job = job.schedule(s.clone());
+    }
+    for t in &jc.then {
+        job = job.then(t.clone());
+    }
+    job
 }

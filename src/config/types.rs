@@ -110,6 +110,9 @@ pub struct JobConfig {
     /// Back up this directory (user uploads, exported files) instead of the database
     /// (backup jobs; relative paths are relative to the configuration file).
     pub dir: Option<PathBuf>,
+    /// Back up `dir` as deduplicated, incremental snapshots (`drctl backup --dedup`) rather
+    /// than a tar archive each time.
+    pub dedup: bool,
     /// Where a replicate job copies backups to.
     pub to: Option<ReplicaConfig>,
     /// The retention of the series this backup job writes, instead of `[retention]`

@@ -102,9 +102,20 @@ pub enum Command {
             conflicts_with = "dir"
         )]
         db: Option<String>,
-        /// A directory to back up instead (user uploads, exported files), as a tar archive.
+        /// A directory to back up instead (user uploads, exported files), as a tar archive
+        /// (or, with --dedup, as a deduplicated incremental snapshot).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Back up --dir as a deduplicated snapshot: only chunks no backup stored yet are
+        /// stored, and files unchanged since this host's previous snapshot of the directory
+        /// are not read. The JSON output adds `files`: files read and unchanged, bytes new
+        /// and stored.
+        #[arg(long, requires = "dir")]
+        dedup: bool,
+        /// The repository's dedup key, for a host that holds only public recipients (export
+        /// it on a key holder with `drctl dedup-key`).
+        #[arg(long, env = "DR_DEDUP_KEY_FILE", requires = "dedup")]
+        dedup_key_file: Option<PathBuf>,
         /// A physical base backup of the whole cluster --db connects to (pg_basebackup over
         /// a replication connection), for point-in-time recovery with the WAL archive.
         #[arg(long, requires = "db")]
@@ -175,6 +186,33 @@ pub enum Command {
         /// one-stream backup restores over one connection, with a notice).
         #[arg(long, default_value_t = 1, value_name = "N", conflicts_with = "dir")]
         jobs: usize,
+        /// Of a deduplicated snapshot, restore only paths matching this glob (repeatable;
+        /// `*` also matches `/`; a matching directory brings everything under it).
+        #[arg(long = "include", value_name = "GLOB", requires = "dir")]
+        include: Vec<String>,
+        /// Of a deduplicated snapshot, leave out paths matching this glob (repeatable).
+        #[arg(long = "exclude", value_name = "GLOB", requires = "dir")]
+        exclude: Vec<String>,
+    },
+    /// List the files of a deduplicated directory snapshot (under PATH, if given).
+    Ls {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Snapshot id, or `latest`.
+        id: String,
+        /// Only this path and what lies under it.
+        path: Option<String>,
+        #[command(flatten)]
+        series: SeriesArgs,
+    },
+    /// Write the repository's dedup key to a new file (mode 0600), for hosts that back up
+    /// directories holding only public recipients. It decrypts nothing.
+    DedupKey {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// The file to create.
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Which rows of a live database differ from a backup or another database (by primary
     /// key, without pulling whole tables across); exit code 1 when some do.
@@ -213,6 +251,9 @@ pub enum Command {
         /// or empty), for `pg_restore -Fd DIR`.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Of a deduplicated snapshot, write this one file instead.
+        #[arg(long, value_name = "PATH", conflicts_with = "dir")]
+        file: Option<String>,
     },
     /// Run the schedule of a dr.toml in the foreground until SIGINT/SIGTERM, or one job now.
     Run {

@@ -56,12 +56,23 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             repo,
             db,
             dir,
+            dedup,
+            dedup_key_file,
             physical,
             labels,
             compression,
             storage_class,
             jobs,
         } => {
+            if let (true, Some(dir)) = (dedup, &dir) {
+                let opts = crate::files::BackupArgs {
+                    labels,
+                    compression,
+                    storage_class,
+                    dedup_key_file,
+                };
+                return crate::files::backup(out, &repo, dir, opts).await;
+            }
             if let (Some(db), true) = (&db, jobs > 1) {
                 let dumper = dr::db::PgDumper::new(db_config(db)?);
                 return backup(
@@ -105,6 +116,8 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             no_owner,
             tables,
             jobs,
+            include,
+            exclude,
         } => {
             if pitr.pgdata.is_some() {
                 return crate::wal::restore(out.is_json(), &repo, &id, &series, &pitr).await;
@@ -115,6 +128,21 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
                 dr::db::SOURCE_KIND
             });
             let selector = series.within(usable)?;
+            if let Some(dir) = &dir {
+                let manifest = open_repo(&repo).await?.resolve(&id, &selector).await?;
+                if dr::files::dedup::is_snapshot(&manifest) {
+                    let filter = dr::files::dedup::Selection::new(&include, &exclude)?;
+                    return crate::files::restore(out, &repo, &manifest, dir, &filter, replace)
+                        .await;
+                }
+                if !include.is_empty() || !exclude.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "--include and --exclude take paths of deduplicated snapshots; backup \
+                         '{}' is a tar archive: restore it whole",
+                        manifest.id
+                    )));
+                }
+            }
             let restorer = match (db, dir) {
                 (_, Some(dir)) => Target::Files(dr::files::DirRestorer::new(dir).replace(replace)),
                 (Some(db), None) => Target::Db(
@@ -146,10 +174,25 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             id,
             series,
             dir: Some(dir),
+            ..
         } => cat_dir(out, &repo, &id, &series.selector(), &dir).await,
+        Command::Cat {
+            repo,
+            id,
+            series,
+            file: Some(file),
+            ..
+        } => crate::files::cat(&repo, &id, &series.selector(), &file).await,
         Command::Cat {
             repo, id, series, ..
         } => cat(&repo, &id, &series.selector()).await,
+        Command::Ls {
+            repo,
+            id,
+            path,
+            series,
+        } => crate::files::ls(out, &repo, &id, &series.selector(), path.as_deref()).await,
+        Command::DedupKey { repo, output } => crate::files::export_key(out, &repo, &output).await,
         #[cfg(feature = "demo")]
         Command::Demo { scale } => crate::demo::run(out, scale).await,
         Command::Run { config, once } => crate::run::run(out, &config, once).await,
@@ -172,7 +215,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
     }
 }
 
-async fn open_repo(args: &RepoArgs) -> Result<Repository> {
+pub(crate) async fn open_repo(args: &RepoArgs) -> Result<Repository> {
     args.open().await
 }
 
@@ -298,7 +341,7 @@ async fn backup(
 }
 
 /// The JSON shape of a backup in `backup` and `list` output.
-fn summary(m: &Manifest) -> serde_json::Value {
+pub(crate) fn summary(m: &Manifest) -> serde_json::Value {
     json!({
         "id": m.id,
         "kind": m.kind,
@@ -504,6 +547,29 @@ async fn verify(
                 first_error.get_or_insert(e);
             }
         }
+    }
+    let snapshots = manifests.iter().any(dr::files::dedup::is_snapshot);
+    if (snapshots || all) && dr::file_backups::has_packs(&repo).await? {
+        let r = dr::file_backups::verify_packs(&repo, &decryptor).await?;
+        let ok = r.problems.is_empty();
+        if !out.is_json() {
+            if ok {
+                println!(
+                    "file packs: ok ({} packs, {} chunks, {} read; {} snapshots' chunks all present)",
+                    r.packs,
+                    r.chunks,
+                    human_bytes(r.bytes),
+                    r.snapshots
+                );
+            }
+            for p in &r.problems {
+                println!("file packs: FAILED: {p}");
+            }
+        }
+        if let Some(p) = r.problems.first() {
+            first_error.get_or_insert(Error::corrupt(p.clone()));
+        }
+        results.push(json!({ "id": "file packs", "ok": ok, "report": r }));
     }
     if out.is_json() {
         print_json(&results);

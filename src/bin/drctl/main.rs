@@ -9,6 +9,7 @@ mod commands;
 mod demo;
 mod diff;
 mod drill;
+mod files;
 mod key;
 mod lock;
 mod monitor;

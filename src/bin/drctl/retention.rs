@@ -428,12 +428,59 @@ pub async fn prune(out: Output, args: &PruneArgs) -> Result<()> {
         ..Default::default()
     };
     let report = dr::core::prune(&repo, &policy, &opts).await?;
+    let packs = prune_packs(&repo, args, &opts).await?;
     if out.is_json() {
-        print_json(&prune_json(&report, &opts));
+        let mut json = prune_json(&report, &opts);
+        if let (Some(p), serde_json::Value::Array(items)) = (&packs, &mut json) {
+            items.push(json!({ "file_packs": p, "keep": false, "reasons": [] }));
+        }
+        print_json(&json);
     } else {
         print_prune(&report, &policy);
+        if let Some(p) = &packs {
+            println!(
+                "file packs: {} deleted, {} repacked into {}, {} orphaned deleted, {} chunks removed, {} freed{}",
+                p.packs_deleted,
+                p.packs_repacked,
+                p.packs_written,
+                p.orphans_deleted,
+                p.chunks_removed,
+                crate::output::human_bytes(p.bytes_freed.max(0) as u64),
+                if opts.dry_run { " (dry run)" } else { "" }
+            );
+        }
     }
     Ok(())
+}
+
+/// After the backups a policy drops are gone, the packs of deduplicated file backups that
+/// no snapshot needs any more (needs a repository key: snapshot trees are encrypted).
+async fn prune_packs(
+    repo: &dr::core::Repository,
+    args: &PruneArgs,
+    opts: &PruneOptions,
+) -> Result<Option<dr::files::dedup::PackPruneReport>> {
+    if !dr::file_backups::has_packs(repo).await? {
+        return Ok(None);
+    }
+    let Ok(identity) = crate::key::unlock(&args.repo, repo) else {
+        tracing::warn!(
+            "file packs not pruned: reading snapshot trees needs a repository key (--key-file)"
+        );
+        return Ok(None);
+    };
+    let encryptor = dr::keys::encryptor(repo, identity.clone())?;
+    let decryptor = dr::keys::decryptor(identity);
+    dr::file_backups::prune_packs(
+        repo,
+        &encryptor,
+        &decryptor,
+        opts.incomplete_grace,
+        opts.dry_run,
+        opts.lease_wait,
+    )
+    .await
+    .map(Some)
 }
 
 /// The `retention plan` shape, plus `id`; incomplete uploads follow with `incomplete: true`

@@ -1,0 +1,31 @@
+//! Deduplicated, incremental file backups (`dr-files-v1`), in the manner of restic and
+//! rustic: files cut into content-defined chunks, each chunk stored once per repository
+//! (across backups and hosts), compressed and encrypted inside packs; a snapshot is a
+//! normal dr backup whose payload is the tree (paths, modes, times, chunk lists).
+//! FORMAT.md, "Deduplicated file backups", specifies the bytes.
+
+mod backup;
+mod check;
+mod chunker;
+mod key;
+mod pack;
+mod restore;
+mod tree;
+mod wrapped;
+
+pub use backup::{backup_tree, commit_snapshot, FilesReport};
+pub use check::{prune_packs, verify_packs, PackPruneOptions, PackPruneReport, PackVerifyReport};
+pub use chunker::{chunks, ChunkSizes, CHUNK_SIZES};
+pub use key::{
+    load_dedup_key, load_or_create_dedup_key, ChunkId, DedupKey, DEDUP_KEY_FILE_PREFIX,
+    DEDUP_KEY_PATH,
+};
+pub use pack::{
+    BlobCodec, BlobEntry, Catalog, OpenPack, PackBuilder, PackIndex, INDEX_PREFIX, PACKS_PREFIX,
+    PACK_TARGET_BYTES,
+};
+pub use restore::{
+    cat_file, is_snapshot, list, read_tree, restore_tree, FilesRestoreReport, Selection,
+};
+pub use tree::{check_relative_path, EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
+pub use wrapped::{rewrite_wrapped, wrapped_objects, WrappedObject};

@@ -1,0 +1,238 @@
+//! The snapshot tree: what a deduplicated file backup's payload holds.
+//!
+//! The payload (compressed and encrypted like any backup payload, so only key holders can
+//! read names) is JSON lines: a header line, then one line per entry in path order. Paths
+//! are relative, `/`-separated UTF-8; every reader re-checks them with
+//! [`check_relative_path`], because a snapshot is data, not a plan to follow.
+
+use serde::{Deserialize, Serialize};
+
+use dr_core::{Error, ErrorKind, Result};
+
+use super::chunker::ChunkSizes;
+use super::pack::parse_chunk_id;
+
+/// `SourceInfo::format` of a deduplicated file backup's payload.
+pub const TREE_FORMAT: &str = "dr-files-v1";
+
+/// The first line of a tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeHeader {
+    /// `dr-files-v1`.
+    pub format: String,
+    /// The id of the dedup key its chunk ids were computed with.
+    pub dedup_key: String,
+    /// Chunk sizes: min, average, max.
+    pub chunking: [usize; 3],
+}
+
+impl TreeHeader {
+    /// The header of a tree chunked with `sizes` under dedup key `key_id`.
+    pub fn new(key_id: String, sizes: ChunkSizes) -> TreeHeader {
+        TreeHeader {
+            format: TREE_FORMAT.into(),
+            dedup_key: key_id,
+            chunking: [sizes.min, sizes.avg, sizes.max],
+        }
+    }
+}
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file: its size, BLAKE3 of its content (hex) and its chunks (hex ids).
+    File {
+        /// Bytes.
+        size: u64,
+        /// BLAKE3 of the whole content, hex: checked before a restored file is put in place.
+        blake3: String,
+        /// Chunk ids in order; concatenated, the chunks are the content.
+        chunks: Vec<String>,
+    },
+    /// A symbolic link (restored as a link, never followed).
+    Symlink {
+        /// The link's target, as stored.
+        target: String,
+    },
+    /// A hard link to an earlier regular file of the tree.
+    Hardlink {
+        /// The path of that file.
+        target: String,
+    },
+}
+
+/// One line of a tree after the header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeEntry {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// The entry's kind and kind-specific fields.
+    #[serde(flatten)]
+    pub kind: EntryKind,
+}
+
+impl TreeEntry {
+    /// The size of a regular file's content (0 for anything else).
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            EntryKind::File { size, .. } => *size,
+            _ => 0,
+        }
+    }
+}
+
+/// A parsed tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    /// Its header.
+    pub header: TreeHeader,
+    /// Its entries, in path order.
+    pub entries: Vec<TreeEntry>,
+}
+
+impl Tree {
+    /// Serialize as JSON lines.
+    pub fn to_json_lines(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(&self.header).expect("serializes");
+        out.push(b'\n');
+        for e in &self.entries {
+            serde_json::to_writer(&mut out, e).expect("serializes");
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// Parse a tree (untrusted bytes): every line, every path, every chunk id is checked.
+    pub fn from_json_lines(bytes: &[u8]) -> Result<Tree> {
+        let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+        let header: TreeHeader = lines
+            .next()
+            .ok_or_else(|| Error::corrupt("the snapshot tree is empty"))
+            .and_then(|l| {
+                serde_json::from_slice(l).map_err(|e| {
+                    Error::corrupt("the snapshot tree's header is malformed").with_source(e)
+                })
+            })?;
+        if header.format != TREE_FORMAT {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "snapshot tree format {:?} is not {TREE_FORMAT}",
+                    header.format
+                ),
+            ));
+        }
+        let mut entries = Vec::new();
+        for (n, line) in lines.enumerate() {
+            let entry: TreeEntry = serde_json::from_slice(line).map_err(|e| {
+                Error::corrupt(format!("line {} of the snapshot tree is malformed", n + 2))
+                    .with_source(e)
+            })?;
+            check_relative_path(&entry.path)?;
+            match &entry.kind {
+                EntryKind::File { chunks, .. } => {
+                    if let Some(bad) = chunks.iter().find(|c| parse_chunk_id(c).is_none()) {
+                        return Err(Error::corrupt(format!(
+                            "file '{}' lists a malformed chunk id '{bad}'",
+                            entry.path
+                        )));
+                    }
+                }
+                EntryKind::Hardlink { target } => check_relative_path(target)?,
+                EntryKind::Symlink { .. } | EntryKind::Dir => {}
+            }
+            entries.push(entry);
+        }
+        Ok(Tree { header, entries })
+    }
+}
+
+/// Refuse a path that could leave the restore target: empty, absolute, with an empty, `.`
+/// or `..` component, a backslash or a control character other than newline and tab
+/// (which file names may hold), or a NUL.
+pub fn check_relative_path(path: &str) -> Result<()> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path.contains('\\')
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(Error::corrupt(format!(
+            "the snapshot holds an unsafe path {path:?}: refusing it"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\..\\b",
+            "a\0b",
+        ] {
+            assert!(check_relative_path(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "a/b.png", "é/日本/new\nline", "..a", "a.."] {
+            check_relative_path(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn trees_round_trip_and_hostile_lines_fail() {
+        let tree = Tree {
+            header: TreeHeader::new("00".repeat(8), super::super::chunker::CHUNK_SIZES),
+            entries: vec![
+                TreeEntry {
+                    path: "d".into(),
+                    mode: 0o755,
+                    mtime_ns: 1,
+                    kind: EntryKind::Dir,
+                },
+                TreeEntry {
+                    path: "d/f\nname".into(),
+                    mode: 0o644,
+                    mtime_ns: 2,
+                    kind: EntryKind::File {
+                        size: 3,
+                        blake3: "ab".into(),
+                        chunks: vec!["cd".repeat(32)],
+                    },
+                },
+                TreeEntry {
+                    path: "l".into(),
+                    mode: 0o777,
+                    mtime_ns: 3,
+                    kind: EntryKind::Symlink {
+                        target: "/anywhere".into(),
+                    },
+                },
+            ],
+        };
+        let bytes = tree.to_json_lines();
+        assert_eq!(Tree::from_json_lines(&bytes).unwrap(), tree);
+        let hostile = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"d/f\\nname\"", "\"../f\"");
+        assert!(Tree::from_json_lines(hostile.as_bytes()).is_err());
+    }
+}

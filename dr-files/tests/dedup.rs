@@ -1,0 +1,524 @@
+//! Deduplicated file backups end to end: real directory trees, the real cipher, a real
+//! (file://) repository.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dr_core::{
+    BackupOptions, Decryptor, Encryptor, ErrorKind, RepoConfig, RepoDefaults, Repository,
+    StorageExt,
+};
+use dr_crypto::{AeadDecryptor, AeadEncryptor, Cipher, MasterKey};
+use dr_files::dedup::{
+    self, backup_tree, commit_snapshot, prune_packs, restore_tree, verify_packs, DedupKey,
+    EntryKind, FilesReport, PackPruneOptions, Selection, Tree, TreeEntry, TreeHeader, CHUNK_SIZES,
+};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    work: PathBuf,
+    repo: Repository,
+    enc: Arc<dyn Encryptor>,
+    dec: Arc<dyn Decryptor>,
+    dedup: DedupKey,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    std::fs::create_dir(&repo_dir).unwrap();
+    let storage = dr_storage::from_url(&format!("file://{}", repo_dir.display())).unwrap();
+    let defaults = RepoDefaults {
+        compression: "zstd:3".parse().unwrap(),
+        encryption: dr_crypto::SCHEME.into(),
+        cipher: "aes-256-gcm".into(),
+        storage_class: None,
+    };
+    let repo = Repository::init(storage, RepoConfig::new(defaults, vec![]).unwrap())
+        .await
+        .unwrap();
+    let key = MasterKey::generate().unwrap();
+    let enc: Arc<dyn Encryptor> =
+        Arc::new(AeadEncryptor::new(Cipher::Aes256Gcm, vec![key.clone()]).unwrap());
+    let dec: Arc<dyn Decryptor> = Arc::new(AeadDecryptor::new(vec![key]));
+    let dedup = dedup::load_or_create_dedup_key(&repo, &*enc, Some(&*dec))
+        .await
+        .unwrap();
+    Fixture {
+        work: dir.path().to_path_buf(),
+        _dir: dir,
+        repo,
+        enc,
+        dec,
+        dedup,
+    }
+}
+
+impl Fixture {
+    async fn backup(
+        &self,
+        root: &Path,
+        parent: Option<&dr_core::Manifest>,
+    ) -> (dr_core::Manifest, FilesReport) {
+        let parent = match parent {
+            Some(m) => Some((
+                m.id.clone(),
+                dedup::read_tree(&self.repo, m, &*self.dec).await.unwrap(),
+            )),
+            None => None,
+        };
+        backup_tree(
+            &self.repo,
+            root,
+            self.enc.clone(),
+            &self.dedup,
+            parent,
+            &BackupOptions::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn restore(
+        &self,
+        m: &dr_core::Manifest,
+        into: &Path,
+    ) -> dr_core::Result<dedup::FilesRestoreReport> {
+        restore_tree(
+            &self.repo,
+            m,
+            self.dec.clone(),
+            into,
+            &Selection::default(),
+            false,
+        )
+        .await
+    }
+}
+
+/// Deterministic bytes that do not compress.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// What a tree holds: per path, its kind, mode, content hash or link target.
+fn describe(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let m = std::fs::symlink_metadata(e.path()).unwrap();
+        let mode = m.permissions().mode() & 0o7777;
+        let what = if m.is_symlink() {
+            format!("link {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if m.is_dir() {
+            format!("dir {mode:o}")
+        } else {
+            let data = std::fs::read(e.path()).unwrap();
+            format!(
+                "file {mode:o} {} {} mtime {}",
+                data.len(),
+                blake3::hash(&data),
+                m.mtime()
+            )
+        };
+        out.insert(rel, what);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_trees_round_trip() {
+    let f = fixture().await;
+    let src = f.work.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    let big = [noise(12 << 20, 1), b"{\"json\": true}\n".repeat(200_000)].concat();
+    std::fs::write(src.join("large.bin"), &big).unwrap();
+    std::fs::write(src.join("日本語 é\nnewline.txt"), "unicode\n").unwrap();
+    let mut deep = src.clone();
+    for i in 0..40 {
+        deep.push(format!("level-{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("bottom"), b"deep").unwrap();
+    std::fs::write(src.join("script.sh"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        src.join("script.sh"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::fs::write(src.join("secret"), b"s").unwrap();
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("large.bin", src.join("relative-link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/outside", src.join("dangling-absolute")).unwrap();
+    std::fs::hard_link(src.join("secret"), src.join("secret-hardlink")).unwrap();
+
+    let (m, report) = f.backup(&src, None).await;
+    assert_eq!(report.files, 6, "{report:?}");
+    assert_eq!(report.files_read, 6);
+    assert!(
+        report.bytes_stored < big.len() as u64,
+        "the JSON half compresses: {report:?}"
+    );
+
+    let out = f.work.join("out");
+    let restored = f.restore(&m, &out).await.unwrap();
+    assert_eq!(restored.files, 6);
+    assert_eq!(restored.hardlinks, 1);
+    assert_eq!(describe(&out), describe(&src));
+    let (a, b) = (
+        std::fs::metadata(out.join("secret")).unwrap(),
+        std::fs::metadata(out.join("secret-hardlink")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "hard links are restored as links");
+    // ls and cat read the same snapshot.
+    let tree = dedup::read_tree(&f.repo, &m, &*f.dec).await.unwrap();
+    assert_eq!(dedup::list(&tree, "level-0").len(), 41); // 40 directories and the file
+    let mut cat = Vec::new();
+    dedup::cat_file(&f.repo, &m, &*f.dec, "large.bin", &mut cat)
+        .await
+        .unwrap();
+    assert_eq!(cat, big);
+    // A second restore into the now non-empty target is refused.
+    assert_eq!(
+        f.restore(&m, &out).await.unwrap_err().kind(),
+        ErrorKind::NotEmpty
+    );
+}
+
+fn uploads_tree(root: &Path, files: usize) {
+    for i in 0..files {
+        let dir = root.join(format!("customer-{:02}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = if i % 2 == 0 {
+            noise(40_000 + i * 37, i as u64)
+        } else {
+            format!("{{\"id\": {i}, \"payload\": \"{}\"}}\n", "x".repeat(i))
+                .repeat(300)
+                .into_bytes()
+        };
+        std::fs::write(dir.join(format!("file-{i}.dat")), data).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_reads_only_changed_files_and_stores_about_their_bytes() {
+    let f = fixture().await;
+    let src = f.work.join("uploads");
+    uploads_tree(&src, 200);
+    let (first, r1) = f.backup(&src, None).await;
+    assert_eq!((r1.files, r1.files_read, r1.files_unchanged), (200, 200, 0));
+
+    // Change 1% of the files (2 of 200); mtimes move by a second to be sure.
+    let mut changed_bytes = 0;
+    for i in [4usize, 9] {
+        let path = src.join(format!("customer-{:02}/file-{i}.dat", i % 10));
+        let data = noise(50_000, 1000 + i as u64);
+        changed_bytes += data.len() as u64;
+        std::fs::write(&path, data).unwrap();
+        let t = std::fs::metadata(&path).unwrap().modified().unwrap()
+            + std::time::Duration::from_secs(1);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    let (second, r2) = f.backup(&src, Some(&first)).await;
+    assert_eq!((r2.files_read, r2.files_unchanged), (2, 198), "{r2:?}");
+    assert_eq!(r2.bytes_read, changed_bytes);
+    assert_eq!(r2.bytes_new, changed_bytes);
+    assert!(r2.bytes_stored < changed_bytes + 64 * 1024, "{r2:?}");
+    assert_eq!(r2.parent.as_deref(), Some(first.id.as_str()));
+
+    // Moving a file stores no new chunk (it is read again: its path is new).
+    std::fs::rename(
+        src.join("customer-00/file-0.dat"),
+        src.join("customer-01/moved.dat"),
+    )
+    .unwrap();
+    let (third, r3) = f.backup(&src, Some(&second)).await;
+    assert_eq!(
+        (r3.files_read, r3.chunks_new, r3.packs_new),
+        (1, 0, 0),
+        "{r3:?}"
+    );
+
+    // Another host with the same files shares every chunk.
+    let other = f.work.join("other-host");
+    uploads_tree(&other, 20);
+    let (_, r4) = f.backup(&other, None).await;
+    assert_eq!((r4.files_read, r4.chunks_new), (20, 0), "{r4:?}");
+
+    let out = f.work.join("restored");
+    f.restore(&third, &out).await.unwrap();
+    assert_eq!(describe(&out), describe(&src));
+}
+
+/// Commit a crafted tree whose files reuse the chunks of a real snapshot.
+async fn craft(f: &Fixture, entries: Vec<TreeEntry>) -> dr_core::Manifest {
+    let tree = Tree {
+        header: TreeHeader::new(f.dedup.key_id(), CHUNK_SIZES),
+        entries,
+    };
+    commit_snapshot(
+        &f.repo,
+        &tree,
+        "crafted".into(),
+        &*f.enc,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+fn file_entry(path: &str, like: &TreeEntry) -> TreeEntry {
+    TreeEntry {
+        path: path.into(),
+        ..like.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_snapshots_write_nothing_outside_the_target() {
+    let f = fixture().await;
+    let src = f.work.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("payload"), b"attacker-controlled bytes").unwrap();
+    let (m, _) = f.backup(&src, None).await;
+    let real = dedup::read_tree(&f.repo, &m, &*f.dec)
+        .await
+        .unwrap()
+        .entries[0]
+        .clone();
+    let outside = f.work.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let link = |path: &str, target: &str| TreeEntry {
+        path: path.into(),
+        mode: 0o777,
+        mtime_ns: 0,
+        kind: EntryKind::Symlink {
+            target: target.into(),
+        },
+    };
+
+    let cases = vec![
+        ("dot-dot", vec![file_entry("../outside/escaped", &real)]),
+        (
+            "absolute",
+            vec![file_entry(&format!("{}/escaped", outside.display()), &real)],
+        ),
+        (
+            "symlink then file",
+            vec![
+                link("a", outside.to_str().unwrap()),
+                file_entry("a/escaped", &real),
+            ],
+        ),
+        (
+            "file then symlink",
+            vec![
+                file_entry("b/escaped", &real),
+                link("b", outside.to_str().unwrap()),
+            ],
+        ),
+        (
+            "hard link out",
+            vec![TreeEntry {
+                path: "h".into(),
+                mode: 0o644,
+                mtime_ns: 0,
+                kind: EntryKind::Hardlink {
+                    target: "../outside/x".into(),
+                },
+            }],
+        ),
+    ];
+    for (name, entries) in cases {
+        let crafted = craft(&f, entries).await;
+        let target = f.work.join(format!("target-{}", name.replace(' ', "-")));
+        let err = f.restore(&crafted, &target).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{name}: {err}");
+        assert!(!target.exists(), "{name}: the target stays untouched");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{name}: nothing outside"
+        );
+        let staging: Vec<_> = std::fs::read_dir(&f.work)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".dr-restore-"))
+            .collect();
+        assert!(
+            staging.is_empty(),
+            "{name}: the staging directory is removed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_or_missing_packs_fail_verify_and_restore_naming_the_files() {
+    let f = fixture().await;
+    let src = f.work.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("photo.png"), noise(300_000, 5)).unwrap();
+    let (m, _) = f.backup(&src, None).await;
+    let clean = verify_packs(&f.repo, &*f.dec, Some(&f.dedup))
+        .await
+        .unwrap();
+    assert!(clean.problems.is_empty(), "{clean:?}");
+    assert_eq!((clean.packs, clean.snapshots), (1, 1));
+
+    let packs = f.work.join("repo/files/packs");
+    let pack = std::fs::read_dir(&packs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&pack, &bytes).unwrap();
+    let report = verify_packs(&f.repo, &*f.dec, Some(&f.dedup))
+        .await
+        .unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains("SHA-256")),
+        "{report:?}"
+    );
+    assert!(
+        report.problems.iter().any(|p| p.contains("photo.png")),
+        "{report:?}"
+    );
+    let err = f.restore(&m, &f.work.join("out1")).await.unwrap_err();
+    assert!(err.to_string().contains("photo.png"), "{err}");
+
+    std::fs::remove_file(&pack).unwrap();
+    let err = f.restore(&m, &f.work.join("out2")).await.unwrap_err();
+    assert!(
+        err.to_string().contains("missing") && err.to_string().contains("photo.png"),
+        "{err}"
+    );
+    assert!(!f.work.join("out2").exists());
+
+    let index = std::fs::read_dir(f.work.join("repo/files/index"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(index).unwrap();
+    let report = verify_packs(&f.repo, &*f.dec, Some(&f.dedup))
+        .await
+        .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("no pack holds") && p.contains("photo.png")),
+        "{report:?}"
+    );
+    let err = f.restore(&m, &f.work.join("out3")).await.unwrap_err();
+    assert!(err.to_string().contains("photo.png"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_keeps_every_remaining_snapshot_restorable() {
+    let f = fixture().await;
+    let src = f.work.join("src");
+    uploads_tree(&src, 40);
+    let (first, _) = f.backup(&src, None).await;
+    // Replace most files, so most of the first pack is needed only by the first snapshot.
+    for i in 0..30usize {
+        std::fs::write(
+            src.join(format!("customer-{:02}/file-{i}.dat", i % 10)),
+            noise(30_000, 500 + i as u64),
+        )
+        .unwrap();
+    }
+    let (second, _) = f.backup(&src, Some(&first)).await;
+    let expected = describe(&src);
+    f.repo
+        .storage()
+        .delete_prefix(&format!("backups/{}/", first.id))
+        .await
+        .unwrap();
+
+    let lease = dr_core::lease::Lease::exclusive(&f.repo, "prune", None)
+        .await
+        .unwrap();
+    let opts = PackPruneOptions {
+        grace: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let report = prune_packs(&f.repo, &lease, &*f.dec, &*f.enc, &f.dedup, &opts)
+        .await
+        .unwrap();
+    lease.release().await.unwrap();
+    assert!(
+        report.packs_repacked + report.packs_deleted >= 1,
+        "{report:?}"
+    );
+    assert!(
+        report.chunks_removed >= 20 && report.bytes_freed > 0,
+        "{report:?}"
+    );
+
+    let after = verify_packs(&f.repo, &*f.dec, Some(&f.dedup))
+        .await
+        .unwrap();
+    assert!(after.problems.is_empty(), "{after:?}");
+    let out = f.work.join("out");
+    f.restore(&second, &out).await.unwrap();
+    assert_eq!(describe(&out), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_takes_only_the_selected_paths() {
+    let f = fixture().await;
+    let src = f.work.join("src");
+    uploads_tree(&src, 20);
+    let (m, _) = f.backup(&src, None).await;
+    let selection = Selection::new(&["customer-0[12]".into()], &["**/file-11.dat".into()]).unwrap();
+    let out = f.work.join("out");
+    let report = restore_tree(&f.repo, &m, f.dec.clone(), &out, &selection, false)
+        .await
+        .unwrap();
+    let got: Vec<String> = describe(&out).into_keys().collect();
+    assert_eq!(
+        got,
+        [
+            "customer-01",
+            "customer-02",
+            "customer-02/file-12.dat",
+            "customer-02/file-2.dat",
+            "customer-01/file-1.dat"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+    );
+    assert_eq!(report.files, 3);
+    assert!(Selection::new(&["[".into()], &[]).is_err());
+}
