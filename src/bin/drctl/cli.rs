@@ -238,6 +238,10 @@ pub enum Command {
     /// restore_command: write the archived WAL file %f to %p (exit 1: not archived; 126: an
     /// error that must stop recovery — damage, a gap, a wrong key).
     WalFetch(crate::wal::FetchArgs),
+    /// Stream WAL continuously from a server (pg_receivewal on a replication slot): each
+    /// completed segment is archived as wal-push would, and the segment being written is
+    /// stored every few seconds, so losing the primary loses seconds. Runs until SIGTERM.
+    WalReceive(crate::wal::ReceiveArgs),
     /// The WAL archive: list its ranges, gaps and PITR window, or verify it.
     Wal {
         #[command(subcommand)]

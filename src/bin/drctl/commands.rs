@@ -143,6 +143,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
                 std::process::exit(crate::wal::FETCH_FATAL)
             }
         },
+        Command::WalReceive(args) => crate::wal::receive(out.is_json(), args).await,
         Command::Wal { command } => crate::wal::state(out.is_json(), command).await,
     }
 }
