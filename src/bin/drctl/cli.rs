@@ -109,6 +109,11 @@ pub enum Command {
         /// a replication connection), for point-in-time recovery with the WAL archive.
         #[arg(long, requires = "db")]
         physical: bool,
+        /// With --physical, on the database host: copy this data directory (and its
+        /// tablespaces) between pg_backup_start() and pg_backup_stop() instead of running
+        /// pg_basebackup; the manifest records every file's size and SHA-256.
+        #[arg(long, requires = "physical")]
+        pgdata: Option<PathBuf>,
         /// A label to record (repeatable).
         #[arg(long = "label")]
         labels: Vec<String>,

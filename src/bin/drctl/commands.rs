@@ -57,15 +57,19 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             db,
             dir,
             physical,
+            pgdata,
             labels,
             compression,
             storage_class,
         } => {
             let dumper: Box<dyn dr::core::Dumper> = match (db, dir) {
                 (_, Some(dir)) => Box::new(dr::files::DirDumper::new(dir)),
-                (Some(db), None) if physical => {
-                    Box::new(dr::db::PhysicalDumper::new(db_config(&db)?))
-                }
+                (Some(db), None) if physical => match pgdata {
+                    Some(pgdata) => {
+                        Box::new(dr::db::PhysicalCopyDumper::new(db_config(&db)?, pgdata))
+                    }
+                    None => Box::new(dr::db::PhysicalDumper::new(db_config(&db)?)),
+                },
                 (Some(db), None) => Box::new(dr::db::PgDumper::new(db_config(&db)?)),
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };

@@ -112,6 +112,11 @@ pub struct PitrArgs {
     /// archive, so it never pushes WAL into the production archive).
     #[arg(long, requires = "pgdata")]
     pub archive: bool,
+    /// Restore the tablespace that was at OLD into NEW (repeatable); by default each goes
+    /// to <pgdata>-tablespace-<oid> beside the data directory. Targets must be missing or
+    /// empty.
+    #[arg(long = "tablespace-map", value_name = "OLD=NEW", requires = "pgdata")]
+    pub tablespace_map: Vec<String>,
 }
 
 /// Exit status that makes PostgreSQL abort recovery instead of taking it as "not found"
@@ -392,6 +397,16 @@ pub async fn restore(
         timeline: args.target_timeline.parse::<TargetTimeline>()?,
         archive: args.archive,
         restore_command: restore_command(repo_args)?,
+        tablespaces: args
+            .tablespace_map
+            .iter()
+            .map(|pair| {
+                let (old, new) = pair.split_once('=').ok_or_else(|| {
+                    Error::invalid(format!("--tablespace-map '{pair}' is not OLD=NEW"))
+                })?;
+                Ok((PathBuf::from(old), PathBuf::from(new)))
+            })
+            .collect::<Result<_>>()?,
     };
     let repo = Repository::open(repo_args.storage()?).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(repo_args, &repo)?);
