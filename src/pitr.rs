@@ -35,6 +35,9 @@ pub struct PitrRequest {
     pub archive: bool,
     /// The `restore_command` the recovering server runs (`drctl wal-fetch … %f %p`).
     pub restore_command: String,
+    /// Tablespaces restored elsewhere than beside the data directory: (original path, new
+    /// path) pairs (see [`dr_db::tablespace_map`]).
+    pub tablespaces: Vec<(PathBuf, PathBuf)>,
 }
 
 /// What [`restore_to_point`] did.
@@ -117,14 +120,13 @@ pub async fn restore_to_point(
         .expect("the plan chose one of the candidates")
         .clone();
 
-    dr_core::restore(
-        repo,
-        &manifest,
-        decryptor,
-        &PhysicalRestorer::new(&req.pgdata),
-        opts,
-    )
-    .await?;
+    let restorer = req
+        .tablespaces
+        .iter()
+        .fold(PhysicalRestorer::new(&req.pgdata), |r, (old, new)| {
+            r.relocate_tablespace(old, new)
+        });
+    dr_core::restore(repo, &manifest, decryptor, &restorer, opts).await?;
     RecoverySettings {
         restore_command: req.restore_command.clone(),
         target: req.target.clone(),

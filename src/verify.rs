@@ -37,6 +37,7 @@ pub fn payload_check(format: &str) -> Option<Box<dyn PayloadCheck>> {
             Some(Box::new(dr_db::directory::DirectoryCounter::new()))
         }
         dr_files::PAYLOAD_FORMAT => Some(Box::new(dr_files::TarCounter::new())),
+        dr_db::PHYSICAL_COPY_FORMAT => Some(Box::new(dr_db::physical_copy::FileChecksums::new())),
         _ => None,
     }
 }

@@ -58,8 +58,10 @@ mod fifo;
 mod locale;
 mod params;
 pub mod physical;
+pub mod physical_copy;
 mod restore;
 pub mod tables;
+pub mod tablespace_map;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
@@ -69,6 +71,7 @@ pub mod wal;
 pub use dump::{PgDumper, SOURCE_KIND};
 pub use params::config_from_url;
 pub use physical::{PhysicalDumper, PhysicalRestorer};
+pub use physical_copy::{PhysicalCopyDumper, PHYSICAL_COPY_FORMAT};
 pub use restore::PgRestorer;
 
 /// `SourceInfo::format` of a PostgreSQL backup's payload: `pg_dump`'s custom-format archive,

@@ -312,14 +312,27 @@ impl BackupLabel {
 #[derive(Debug, Clone)]
 pub struct PhysicalRestorer {
     pgdata: PathBuf,
+    tablespaces: Vec<(PathBuf, PathBuf)>,
 }
 
 impl PhysicalRestorer {
-    /// Restore into `pgdata`, which must be missing or empty.
+    /// Restore into `pgdata`, which must be missing or empty. Tablespaces go beside it
+    /// (see [`crate::tablespace_map`]).
     pub fn new(pgdata: impl Into<PathBuf>) -> Self {
         PhysicalRestorer {
             pgdata: pgdata.into(),
+            tablespaces: Vec::new(),
         }
+    }
+
+    /// Restore the tablespace that was at `original` into `target` instead.
+    pub fn relocate_tablespace(
+        mut self,
+        original: impl Into<PathBuf>,
+        target: impl Into<PathBuf>,
+    ) -> Self {
+        self.tablespaces.push((original.into(), target.into()));
+        self
     }
 }
 
@@ -354,16 +367,21 @@ impl Restorer for PhysicalRestorer {
     async fn restore(
         &self,
         source: &SourceInfo,
-        _expected: &DumpStats,
+        expected: &DumpStats,
         mut payload: ByteStream,
     ) -> Result<RestoreReport> {
-        if source.format != PHYSICAL_FORMAT {
+        if source.format != PHYSICAL_FORMAT && source.format != crate::PHYSICAL_COPY_FORMAT {
             return Err(Error::invalid(format!(
                 "a {} payload cannot be restored into a data directory",
                 source.format
             )));
         }
         prepare_empty_pgdata(&self.pgdata)?;
+        let map = expected
+            .properties
+            .get(dr_core::wal::base::PROP_TABLESPACE_MAP)
+            .map_or("", String::as_str);
+        let relocations = crate::tablespace_map::plan(&self.pgdata, map, &self.tablespaces)?;
         let unpacked = async {
             let mut child = tokio::process::Command::new("tar")
                 .arg("-x")
@@ -412,8 +430,13 @@ impl Restorer for PhysicalRestorer {
             Ok(())
         }
         .await;
+        let unpacked =
+            unpacked.and_then(|()| crate::tablespace_map::apply(&self.pgdata, &relocations));
         if let Err(e) = unpacked {
             clear_dir(&self.pgdata);
+            for r in &relocations {
+                clear_dir(&r.target);
+            }
             return Err(e);
         }
         Ok(RestoreReport {

@@ -31,7 +31,8 @@ use crate::wal::layout::{
     WalContents, WalObject, WalRecord, WAL_FORMAT, WAL_PREFIX,
 };
 use crate::wal::lsn::SegmentSize;
-use crate::wal::name::WalFile;
+use crate::wal::name::{SegmentId, WalFile};
+use crate::wal::stream::StreamedCopy;
 
 /// Records read or written at once.
 const CONCURRENCY: usize = 16;
@@ -87,6 +88,10 @@ pub struct Listing {
     pub files: Vec<ListedFile>,
     /// Data objects per file (push id → path), committed or not.
     pub data: BTreeMap<WalFile, Vec<(String, u64, DateTime<Utc>)>>,
+    /// Committed streamed partial copies per segment, in order of how far they reach.
+    pub streamed: BTreeMap<SegmentId, Vec<StreamedCopy>>,
+    /// Every object of streamed partial copies (records and stored bytes) per segment.
+    pub streamed_objects: BTreeMap<SegmentId, Vec<String>>,
 }
 
 /// One cluster's WAL archive in a repository.
@@ -248,50 +253,22 @@ impl WalArchive {
             ),
             _ => None,
         };
-        let codec = opts
-            .codec
-            .unwrap_or(self.repo.config().defaults.compression);
-        let (encryption, sealer) = encryptor.encrypt_stream()?;
-        let compressor = codec.encoder()?;
-        let raw_bytes = data.len() as u64;
-        let stored = tokio::task::spawn_blocking(move || seal(&data, compressor, sealer))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Other, "compressing WAL failed").with_source(e))??;
-        let stored_sha256 = sha256_hex(&stored);
-        let stored_bytes = stored.len() as u64;
-
         let sysid = self.cluster.system_identifier;
         let object_path = data_path(sysid, file.timeline(), &name, &random_hex(8)?);
-        let put = PutOptions {
-            storage_class: opts.storage_class.clone(),
-            expected_size: Some(stored_bytes),
-        };
-        self.repo
-            .storage()
-            .put_bytes(&object_path, stored, put.clone())
-            .await
-            .context("WAL file", &name)?;
-
-        let record = WalRecord {
-            format: WAL_FORMAT,
-            name: name.clone(),
-            system_identifier: sysid,
-            timeline: file.timeline(),
-            pushed_at: Utc::now(),
-            raw_bytes,
-            raw_sha256: raw_sha256.clone(),
-            codec,
-            encryption,
-            object: ObjectEntry {
-                path: object_path.clone(),
-                size: stored_bytes,
-                sha256: stored_sha256,
-                storage_class: put.storage_class,
-                piece: None,
-            },
-            contents,
-            history,
-        };
+        let mut record = self
+            .upload(
+                &name,
+                file.timeline(),
+                object_path,
+                data,
+                contents,
+                encryptor,
+                opts,
+            )
+            .await?;
+        record.history = history;
+        let object_path = record.object.path.clone();
+        let stored_bytes = record.object.size;
         let path = self.record_path_of(file);
         let committed = self
             .repo
@@ -314,9 +291,65 @@ impl WalArchive {
                     )
                     .temporary()
                 })?;
-                same_or_conflict(&theirs, &name, &raw_sha256, raw_bytes)
+                same_or_conflict(&theirs, &name, &raw_sha256, record.raw_bytes)
             }
         }
+    }
+
+    /// Compress, encrypt and store `data` (the file `name`) at `object_path`; the record
+    /// that would commit it, not yet written.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn upload(
+        &self,
+        name: &str,
+        timeline: crate::wal::name::TimelineId,
+        object_path: String,
+        data: Bytes,
+        contents: Option<WalContents>,
+        encryptor: &dyn Encryptor,
+        opts: &PushOptions,
+    ) -> Result<WalRecord> {
+        let raw_sha256 = sha256_hex(&data);
+        let codec = opts
+            .codec
+            .unwrap_or(self.repo.config().defaults.compression);
+        let (encryption, sealer) = encryptor.encrypt_stream()?;
+        let compressor = codec.encoder()?;
+        let raw_bytes = data.len() as u64;
+        let stored = tokio::task::spawn_blocking(move || seal(&data, compressor, sealer))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Other, "compressing WAL failed").with_source(e))??;
+        let stored_sha256 = sha256_hex(&stored);
+        let stored_bytes = stored.len() as u64;
+        let put = PutOptions {
+            storage_class: opts.storage_class.clone(),
+            expected_size: Some(stored_bytes),
+        };
+        self.repo
+            .storage()
+            .put_bytes(&object_path, stored, put.clone())
+            .await
+            .context("WAL file", name)?;
+        Ok(WalRecord {
+            format: WAL_FORMAT,
+            name: name.to_string(),
+            system_identifier: self.cluster.system_identifier,
+            timeline,
+            pushed_at: Utc::now(),
+            raw_bytes,
+            raw_sha256,
+            codec,
+            encryption,
+            object: ObjectEntry {
+                path: object_path,
+                size: stored_bytes,
+                sha256: stored_sha256,
+                storage_class: put.storage_class,
+                piece: None,
+            },
+            contents,
+            history: None,
+        })
     }
 
     /// Read an archived file back, checking every byte (see the module docs).
@@ -393,10 +426,35 @@ impl WalArchive {
                         .or_default()
                         .push((o.path, o.size, o.last_modified))
                 }
+                Some(WalObject::StreamedRecord { segment, end }) => {
+                    listing
+                        .streamed_objects
+                        .entry(segment)
+                        .or_default()
+                        .push(o.path.clone());
+                    listing
+                        .streamed
+                        .entry(segment)
+                        .or_default()
+                        .push(StreamedCopy {
+                            segment,
+                            end,
+                            record_path: o.path,
+                            committed_at: o.last_modified,
+                        });
+                }
+                Some(WalObject::StreamedData { segment, .. }) => listing
+                    .streamed_objects
+                    .entry(segment)
+                    .or_default()
+                    .push(o.path),
                 Some(WalObject::Cluster) | None => {}
             }
         }
         listing.files.sort_by_key(|f| f.file);
+        for copies in listing.streamed.values_mut() {
+            copies.sort_by_key(|c| c.end);
+        }
         Ok(listing)
     }
 
@@ -459,6 +517,24 @@ impl WalArchive {
                 other => index.insert(other, info),
             }
         }
+        // A streamed copy stands for a segment only where nothing else was archived.
+        for (segment, copies) in &listing.streamed {
+            let newest = copies.last().expect("listed copies are never empty");
+            if index.segment(*segment).is_some() || index.partial(*segment).is_some() {
+                continue;
+            }
+            let info = if contents {
+                let bytes = self.repo.storage().get_bytes(&newest.record_path).await?;
+                let r = WalRecord::from_json(&bytes, &newest.record_path)?;
+                FileInfo {
+                    archived_at: r.pushed_at,
+                    contents: r.contents,
+                }
+            } else {
+                FileInfo::at(newest.committed_at)
+            };
+            index.insert(WalFile::Partial(*segment), info);
+        }
         Ok(index)
     }
 
@@ -490,12 +566,25 @@ impl WalArchive {
     }
 
     /// Delete an archived file: its record first (from then on it is not archived), then all
-    /// its stored bytes.
+    /// its stored bytes. A segment or partial segment takes its streamed copies with it
+    /// (records first).
     pub async fn delete(&self, file: WalFile, listing: &Listing) -> Result<()> {
         let storage = self.repo.storage();
         storage.delete(&self.record_path_of(file)).await?;
         for (path, _, _) in listing.data.get(&file).into_iter().flatten() {
             storage.delete(path).await?;
+        }
+        if let WalFile::Segment(s) | WalFile::Partial(s) = file {
+            let mut streamed: Vec<&String> = listing
+                .streamed_objects
+                .get(&s)
+                .into_iter()
+                .flatten()
+                .collect();
+            streamed.sort_by_key(|p| !p.ends_with(".json"));
+            for path in streamed {
+                storage.delete(path).await?;
+            }
         }
         Ok(())
     }

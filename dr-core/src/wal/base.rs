@@ -32,6 +32,12 @@ pub const PROP_START_TIME: &str = "start_time";
 pub const PROP_STOP_TIME: &str = "stop_time";
 /// Property: the text of its `backup_label`.
 pub const PROP_BACKUP_LABEL: &str = "backup_label";
+/// Property: the text of its `tablespace_map` (`<oid> <path>` per line), when the cluster
+/// has tablespaces (copy mode).
+pub const PROP_TABLESPACE_MAP: &str = "tablespace_map";
+/// Property: every file of a copy-mode backup, one `<sha256> <size> <path>` line each,
+/// checked by `drctl verify`.
+pub const PROP_FILES: &str = "files";
 
 /// Whether `m` is a physical base backup.
 pub fn is_physical(m: &Manifest) -> bool {

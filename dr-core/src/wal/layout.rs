@@ -4,6 +4,8 @@
 //! wal/<system id>/cluster.json                   the cluster: system identifier, segment size, version
 //! wal/<system id>/<TTTTTTTT>/<file>.json         the commit record of <file> (a WalRecord), written LAST
 //! wal/<system id>/<TTTTTTTT>/<file>.<push id>    its stored bytes: compressed, then a dr-aead-v1 stream
+//! wal/<system id>/<TTTTTTTT>/<segment>.partial.<EEEEEEEE>.json        a streamed partial segment's record
+//! wal/<system id>/<TTTTTTTT>/<segment>.partial.<EEEEEEEE>.<push id>   its stored bytes
 //! ```
 //!
 //! `<system id>` is the cluster's system identifier in decimal (the series origin of its
@@ -17,6 +19,14 @@
 //! of the original bytes: success; different: a loud error) and deletes its own upload. The
 //! record holds the data key wrapped for the repository's keys, so key rotation rewrites
 //! records and never the stored bytes, as it does for backup manifests.
+//!
+//! Streamed partial segments (`drctl wal-receive`, see [`stream`](super::stream)) are the
+//! segment a WAL receiver is still writing, stored again every few seconds as it grows.
+//! `<EEEEEEEE>` is how many bytes of the segment hold WAL (8 upper-case hex digits, so names
+//! sort by it): a newer copy of the same segment has a larger `E` and a new name, so nothing
+//! is ever overwritten or has to be deleted (delete-proof storage works), the newest copy is
+//! the one with the largest `E`, and a streamed copy never takes the name of the complete
+//! segment it precedes.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,7 +36,7 @@ use crate::crypto::EncryptionInfo;
 use crate::error::{Error, Result};
 use crate::manifest::ObjectEntry;
 use crate::wal::lsn::{Lsn, SegmentSize};
-use crate::wal::name::{TimelineId, WalFile};
+use crate::wal::name::{SegmentId, TimelineId, WalFile};
 
 /// The prefix of everything WAL in a repository.
 pub const WAL_PREFIX: &str = "wal/";
@@ -69,6 +79,36 @@ pub fn data_path(
     )
 }
 
+/// The path of the commit record of a streamed partial copy of `segment` whose first `end`
+/// bytes hold WAL.
+pub fn streamed_record_path(
+    system_identifier: u64,
+    segment: SegmentId,
+    size: SegmentSize,
+    end: u32,
+) -> String {
+    format!(
+        "{}{}.partial.{end:08X}.json",
+        timeline_prefix(system_identifier, segment.timeline),
+        segment.name(size)
+    )
+}
+
+/// The path of the stored bytes of one streamed partial copy.
+pub fn streamed_data_path(
+    system_identifier: u64,
+    segment: SegmentId,
+    size: SegmentSize,
+    end: u32,
+    push_id: &str,
+) -> String {
+    format!(
+        "{}{}.partial.{end:08X}.{push_id}",
+        timeline_prefix(system_identifier, segment.timeline),
+        segment.name(size)
+    )
+}
+
 /// What an object under `wal/<system id>/` is, from its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalObject {
@@ -87,6 +127,43 @@ pub enum WalObject {
         /// The upload's id.
         push_id: String,
     },
+    /// The record of a streamed partial copy of a segment.
+    StreamedRecord {
+        /// The segment.
+        segment: SegmentId,
+        /// How many of its bytes hold WAL.
+        end: u32,
+    },
+    /// Stored bytes of a streamed partial copy.
+    StreamedData {
+        /// The segment.
+        segment: SegmentId,
+        /// How many of its bytes hold WAL.
+        end: u32,
+    },
+}
+
+fn is_push_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `<segment>.partial.<EEEEEEEE>.json` or `.<push id>` on timeline `tli`.
+fn parse_streamed(name: &str, tli: TimelineId, size: SegmentSize) -> Option<WalObject> {
+    let (seg, rest) = name.split_once(".partial.")?;
+    let segment = SegmentId::parse(seg, size).ok()?;
+    let (end, tail) = rest.split_once('.')?;
+    if segment.timeline != tli
+        || end.len() != 8
+        || !end.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+    {
+        return None;
+    }
+    let end = u32::from_str_radix(end, 16).ok()?;
+    match tail {
+        "json" => Some(WalObject::StreamedRecord { segment, end }),
+        id if is_push_id(id) => Some(WalObject::StreamedData { segment, end }),
+        _ => None,
+    }
 }
 
 /// Classify `path` (relative to the repository root) under cluster `system_identifier`'s
@@ -105,17 +182,16 @@ pub fn parse_object_path(
         return None;
     }
     let tli = u32::from_str_radix(tli, 16).ok()?;
+    if let Some(streamed) = parse_streamed(name, tli, size) {
+        return Some(streamed);
+    }
     let belongs = |f: WalFile| (f.timeline() == tli).then_some(f);
     if let Some(file) = name.strip_suffix(".json") {
         let file = belongs(WalFile::parse(file, size).ok()?)?;
         return Some(WalObject::Record { file });
     }
     let (file, push_id) = name.rsplit_once('.')?;
-    if push_id.len() != 16
-        || !push_id
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if !is_push_id(push_id) {
         return None;
     }
     let file = belongs(WalFile::parse(file, size).ok()?)?;
@@ -301,6 +377,38 @@ mod tests {
         assert_eq!(
             parse_object_path(sys, size, &cluster_path(sys)),
             Some(WalObject::Cluster)
+        );
+        // Streamed partial copies sort by how far they reach and never parse as the segment.
+        let seg = file.segment().unwrap();
+        let streamed = streamed_record_path(sys, seg, size, 0x0A0000);
+        assert_eq!(
+            streamed,
+            "wal/7301234567890123456/00000002/00000002000000010000000A.partial.000A0000.json"
+        );
+        assert_eq!(
+            parse_object_path(sys, size, &streamed),
+            Some(WalObject::StreamedRecord {
+                segment: seg,
+                end: 0x0A0000
+            })
+        );
+        assert_eq!(
+            parse_object_path(
+                sys,
+                size,
+                &streamed_data_path(sys, seg, size, 0x0A0000, "0123456789abcdef")
+            ),
+            Some(WalObject::StreamedData {
+                segment: seg,
+                end: 0x0A0000
+            })
+        );
+        let archived_partial = record_path(sys, 2, "00000002000000010000000A.partial");
+        assert_eq!(
+            parse_object_path(sys, size, &archived_partial),
+            Some(WalObject::Record {
+                file: WalFile::Partial(seg)
+            })
         );
         // A file filed under the wrong timeline, other clusters and strays are not ours.
         for stray in [

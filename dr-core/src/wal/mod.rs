@@ -10,7 +10,8 @@
 //!   files PostgreSQL archives;
 //! - [`TimelineHistory`]: timeline history files, and whether a backup can reach a timeline;
 //! - [`layout`]: where archived files lie in a repository and the record that commits each;
-//!   [`WalArchive`] reads and writes them (pushing each file once, checking every byte back);
+//!   [`WalArchive`] reads and writes them (pushing each file once, checking every byte back),
+//!   including the [streamed partial copies](StreamedCopy) of a WAL receiver;
 //! - [`base`]: physical base backups' manifests read as [`BaseBackup`]s;
 //! - [`ArchiveIndex`]: an archive's contents as a value — ranges, gaps, how far a backup
 //!   rolls forward, the PITR window;
@@ -31,6 +32,7 @@ mod name;
 mod plan;
 pub mod prune;
 pub mod retention;
+mod stream;
 
 pub use archive::{PushOptions, PushOutcome, WalArchive};
 pub use base::{base_backup, is_physical, PHYSICAL_KIND};
@@ -42,3 +44,4 @@ pub use layout::{RestorePoint, WalCluster, WalContents, WalRecord};
 pub use lsn::{Lsn, SegmentSize};
 pub use name::{SegmentId, TimelineId, WalFile};
 pub use plan::{plan_restore, RecoveryTarget, RestorePlan, TargetTimeline};
+pub use stream::StreamedCopy;

@@ -83,5 +83,9 @@ pub async fn apply(repo: &Repository, prune: &mut WalPrune, dry_run: bool) -> Re
         }
         prune.deleted.push(d.name.clone());
     }
+    if !dry_run {
+        // Streamed copies of segments archived since are never read again.
+        archive.drop_superseded_streamed(&listing).await?;
+    }
     Ok(())
 }

@@ -114,14 +114,14 @@ impl WalFetcher {
         };
         let size = self.archive.segment_size();
         let listing = self.archive.list().await?;
-        let later = listing.files.iter().find_map(|f| match f.file {
-            WalFile::Segment(s) | WalFile::Partial(s)
-                if s.timeline == id.timeline && s.number > id.number =>
-            {
-                Some(s)
-            }
+        let archived_later = listing.files.iter().filter_map(|f| match f.file {
+            WalFile::Segment(s) | WalFile::Partial(s) => Some(s),
             _ => None,
         });
+        let later = archived_later
+            .chain(listing.streamed.keys().copied())
+            .filter(|s| s.timeline == id.timeline && s.number > id.number)
+            .min();
         if let Some(later) = later {
             return Err(Error::new(
                 ErrorKind::Corrupt,
@@ -136,8 +136,16 @@ impl WalFetcher {
                 ),
             ));
         }
-        // The newest data: a partial segment (a promoted server's last one, or the one a WAL
-        // receiver was writing).
+        // The newest data: the newest copy of the segment a WAL receiver was writing, else a
+        // partial segment a promoted server archived.
+        if let Some(record) = self.archive.newest_streamed(id, &listing).await? {
+            let bytes = self
+                .archive
+                .read_streamed(&record, self.decryptor.as_ref())
+                .await?;
+            write_atomically(dest, bytes).await?;
+            return Ok(Fetched::Partial);
+        }
         if let Some(record) = self.archive.record(WalFile::Partial(id)).await? {
             let bytes = self.archive.read(&record, self.decryptor.as_ref()).await?;
             write_atomically(dest, bytes).await?;

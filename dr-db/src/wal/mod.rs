@@ -7,6 +7,8 @@
 //!   holds, recorded with each archived segment;
 //! - [`WalPusher`]: `archive_command` — check, compress, encrypt and store each file once,
 //!   pushing the files waiting behind it in parallel;
+//! - [`WalReceiver`]: `drctl wal-receive` — streaming WAL with `pg_receivewal` and storing
+//!   the growing segment every few seconds, for an RPO of seconds;
 //! - [`WalFetcher`]: `restore_command` — every byte checked on the way back, "not found"
 //!   told apart from a gap or damage, prefetching ahead;
 //! - [`RecoverySettings`]: `recovery.signal` and the recovery target of a restored cluster.
@@ -17,11 +19,13 @@
 mod fetch;
 mod header;
 mod push;
+mod receive;
 mod records;
 mod recovery;
 
 pub use fetch::{Fetched, WalFetcher};
 pub use header::{version_of_magic, ControlFile, SegmentHeader};
 pub use push::{PushReport, Pushed, WalPusher};
+pub use receive::{ReceiveReport, WalReceiver, DEFAULT_SLOT};
 pub use records::scan_segment;
 pub use recovery::{RecoverySettings, TargetAction};

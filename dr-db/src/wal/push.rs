@@ -247,8 +247,13 @@ impl WalPusher {
         data: Bytes,
     ) -> Result<PushOutcome> {
         let name = file.name(archive.segment_size());
-        let contents = check_file(file, &data, control, archive.segment_size())
-            .map_err(|e| e.with_context("file", &name))?;
+        let contents = check_file(
+            file,
+            &data,
+            control.system_identifier,
+            archive.segment_size(),
+        )
+        .map_err(|e| e.with_context("file", &name))?;
         archive
             .push(file, data, contents, self.encryptor.as_ref(), &self.opts)
             .await
@@ -342,21 +347,22 @@ async fn read_file(path: &Path) -> Result<Bytes> {
     })
 }
 
-/// Check a file before it is archived; for segments, read what its records say.
-fn check_file(
+/// Check a file of the cluster `system_identifier` before it is archived; for segments,
+/// read what its records say.
+pub(crate) fn check_file(
     file: WalFile,
     data: &[u8],
-    control: &ControlFile,
+    system_identifier: u64,
     size: SegmentSize,
 ) -> Result<Option<WalContents>> {
     match file {
         WalFile::Segment(id) | WalFile::Partial(id) => {
             let header = SegmentHeader::parse(data)?;
-            if header.system_identifier != control.system_identifier {
+            if header.system_identifier != system_identifier {
                 return Err(Error::invalid(format!(
                     "refusing a WAL segment from another cluster: it was written by system {}, \
-                     this data directory is system {}",
-                    header.system_identifier, control.system_identifier
+                     this server is system {}",
+                    header.system_identifier, system_identifier
                 )));
             }
             if header.segment_size != size {

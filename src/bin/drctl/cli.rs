@@ -120,6 +120,11 @@ pub enum Command {
         /// a replication connection), for point-in-time recovery with the WAL archive.
         #[arg(long, requires = "db")]
         physical: bool,
+        /// With --physical, on the database host: copy this data directory (and its
+        /// tablespaces) between pg_backup_start() and pg_backup_stop() instead of running
+        /// pg_basebackup; the manifest records every file's size and SHA-256.
+        #[arg(long, requires = "physical")]
+        pgdata: Option<PathBuf>,
         /// A label to record (repeatable).
         #[arg(long = "label")]
         labels: Vec<String>,
@@ -294,6 +299,10 @@ pub enum Command {
     /// restore_command: write the archived WAL file %f to %p (exit 1: not archived; 126: an
     /// error that must stop recovery — damage, a gap, a wrong key).
     WalFetch(crate::wal::FetchArgs),
+    /// Stream WAL continuously from a server (pg_receivewal on a replication slot): each
+    /// completed segment is archived as wal-push would, and the segment being written is
+    /// stored every few seconds, so losing the primary loses seconds. Runs until SIGTERM.
+    WalReceive(crate::wal::ReceiveArgs),
     /// The WAL archive: list its ranges, gaps and PITR window, or verify it.
     Wal {
         #[command(subcommand)]

@@ -59,6 +59,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             dedup,
             dedup_key_file,
             physical,
+            pgdata,
             labels,
             compression,
             storage_class,
@@ -87,9 +88,12 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             }
             let dumper: Box<dyn dr::core::Dumper> = match (db, dir) {
                 (_, Some(dir)) => Box::new(dr::files::DirDumper::new(dir)),
-                (Some(db), None) if physical => {
-                    Box::new(dr::db::PhysicalDumper::new(db_config(&db)?))
-                }
+                (Some(db), None) if physical => match pgdata {
+                    Some(pgdata) => {
+                        Box::new(dr::db::PhysicalCopyDumper::new(db_config(&db)?, pgdata))
+                    }
+                    None => Box::new(dr::db::PhysicalDumper::new(db_config(&db)?)),
+                },
                 (Some(db), None) => Box::new(dr::db::PgDumper::new(db_config(&db)?)),
                 (None, None) => unreachable!("clap requires --db or --dir"),
             };
@@ -211,6 +215,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
                 std::process::exit(crate::wal::FETCH_FATAL)
             }
         },
+        Command::WalReceive(args) => crate::wal::receive(out.is_json(), args).await,
         Command::Wal { command } => crate::wal::state(out.is_json(), command).await,
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use dr::core::wal::{base, ArchiveIndex, Lsn, RecoveryTarget, TargetTimeline, WalArchive};
 use dr::core::{Error, ErrorKind, ReadOptions, Repository, Result};
-use dr::db::wal::{ControlFile, Fetched, TargetAction, WalFetcher, WalPusher};
+use dr::db::wal::{ControlFile, Fetched, TargetAction, WalFetcher, WalPusher, WalReceiver};
 use serde_json::json;
 
 use crate::args::{RepoArgs, SeriesArgs};
@@ -43,6 +43,27 @@ pub struct FetchArgs {
     pub name: String,
     /// Where to write it (`%p`).
     pub dest: PathBuf,
+}
+
+/// `drctl wal-receive`: stream WAL continuously (RPO of seconds).
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The server to stream from (postgres://user@host:port/db, a user with REPLICATION).
+    /// Put the password in PGPASSWORD or ~/.pgpass, not here.
+    #[arg(long, env = "DR_DB")]
+    pub db: String,
+    /// Physical replication slot (created if missing; drop it with
+    /// pg_drop_replication_slot when the receiver is retired, or WAL piles up on the server).
+    #[arg(long, default_value = dr::db::wal::DEFAULT_SLOT)]
+    pub slot: String,
+    /// Local directory pg_receivewal writes into (on this host, not the server's disks).
+    #[arg(long, default_value = "dr-wal-spool")]
+    pub spool: PathBuf,
+    /// Seconds between copies of the segment being written.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
 }
 
 /// `drctl wal …`.
@@ -91,6 +112,11 @@ pub struct PitrArgs {
     /// archive, so it never pushes WAL into the production archive).
     #[arg(long, requires = "pgdata")]
     pub archive: bool,
+    /// Restore the tablespace that was at OLD into NEW (repeatable); by default each goes
+    /// to <pgdata>-tablespace-<oid> beside the data directory. Targets must be missing or
+    /// empty.
+    #[arg(long = "tablespace-map", value_name = "OLD=NEW", requires = "pgdata")]
+    pub tablespace_map: Vec<String>,
 }
 
 /// Exit status that makes PostgreSQL abort recovery instead of taking it as "not found"
@@ -111,6 +137,48 @@ pub async fn push(json: bool, args: PushArgs) -> Result<()> {
         print_json(&report);
     } else {
         tracing::info!(file = %report.name, outcome = ?report.outcome, ahead = report.ahead.len(), ms = report.duration_ms, "archived");
+    }
+    Ok(())
+}
+
+/// Stream until SIGINT or SIGTERM, then store what was received and print the report.
+pub async fn receive(json: bool, args: ReceiveArgs) -> Result<()> {
+    if !(args.interval.is_finite() && args.interval > 0.0) {
+        return Err(Error::invalid(format!(
+            "--interval {} is not a positive number of seconds",
+            args.interval
+        )));
+    }
+    let repo = Repository::open(args.repo.storage()?).await?;
+    let encryptor = crate::key::backup_encryptor(&args.repo, &repo)?;
+    let receiver = WalReceiver::new(
+        repo,
+        Arc::new(encryptor),
+        crate::args::db_config(&args.db)?,
+        &args.spool,
+    )
+    .slot(&args.slot)
+    .interval(std::time::Duration::from_secs_f64(args.interval));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("cannot listen for SIGTERM", e))?;
+    let stop = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let report = receiver.run(stop).await?;
+    if json {
+        print_json(&report);
+    } else {
+        println!(
+            "received {} segment(s) and {} partial copies of cluster {} (slot {}); the archive reaches {}",
+            report.segments,
+            report.partial_copies,
+            report.system_identifier,
+            report.slot,
+            report.reach.map_or("nothing new".into(), |l| l.to_string())
+        );
     }
     Ok(())
 }
@@ -329,6 +397,16 @@ pub async fn restore(
         timeline: args.target_timeline.parse::<TargetTimeline>()?,
         archive: args.archive,
         restore_command: restore_command(repo_args)?,
+        tablespaces: args
+            .tablespace_map
+            .iter()
+            .map(|pair| {
+                let (old, new) = pair.split_once('=').ok_or_else(|| {
+                    Error::invalid(format!("--tablespace-map '{pair}' is not OLD=NEW"))
+                })?;
+                Ok((PathBuf::from(old), PathBuf::from(new)))
+            })
+            .collect::<Result<_>>()?,
     };
     let repo = Repository::open(repo_args.storage()?).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(repo_args, &repo)?);

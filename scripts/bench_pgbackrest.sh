@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# dr against pgBackRest on the same cluster, same run (issue 11's benchmarks):
+#   1. base backup: wall time and peak RSS, drctl backup --physical --pgdata (copy mode) and
+#      --physical (pg_basebackup) vs pgbackrest backup --type=full (zst, aes-256-cbc,
+#      process-max 2, local repository);
+#   2. WAL archiving: a backlog of $SEGMENTS pgbench-produced segments drained by
+#      archive_command = drctl wal-push vs pgbackrest archive-push (sync and async):
+#      segments/s and p50/p99 of the time PostgreSQL waits per call;
+#   3. restore to a target time (restore + WAL replay until the server is promoted) with the
+#      same WAL: drctl restore --target-time vs pgbackrest restore --type=time;
+#   4. logical restore (drctl restore --db of a logical backup) of the same database.
+# Arms alternate A B A B ($PAIRS pairs); medians and ratios are printed at the end.
+#
+# Usage: scripts/bench_pgbackrest.sh [SCALE] [PAIRS]     (defaults 10 and 3)
+# Env:   BENCH_DIR (/tmp/dr-bench-pitr), BENCH_PORT (55511; must be free or served by
+#        BENCH_DIR's own cluster), SEGMENTS (32), GEN (../shared/bench/gen_qr_db.sh).
+# Needs root (or the postgres user) and pgBackRest (installed here with apt-get if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCALE=${1:-10}
+PAIRS=${2:-3}
+SEGMENTS=${SEGMENTS:-32}
+B=${BENCH_DIR:-/tmp/dr-bench-pitr}
+PORT=${BENCH_PORT:-55511}
+RPORT=$((PORT + 1))
+GEN=${GEN:-$PWD/../shared/bench/gen_qr_db.sh}
+[ -f "$GEN" ] || GEN=/work/shared/bench/gen_qr_db.sh
+command -v pgbackrest >/dev/null || apt-get install -y pgbackrest >&2
+BINDIR=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+export PATH="$BINDIR:$PATH"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+mkdir -p "$B/pg" "$B/bin"
+[ "$(id -u)" = 0 ] && chown postgres "$B" "$B/pg"
+
+# The cluster: ours, or none. Never touch a server of another data directory.
+PSQL=(psql -h "$B/pg" -p "$PORT" -U postgres -XAtq)
+if [ ! -d "$B/pg/data" ]; then
+  as_pg initdb -D "$B/pg/data" -A trust -U postgres --no-sync >/dev/null
+  cat >>"$B/pg/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$B/pg'
+shared_buffers = 512MB
+max_wal_size = 8GB
+wal_level = replica
+archive_mode = on
+archive_command = ''
+EOF
+fi
+if ! "${PSQL[@]}" -c 'SELECT 1' >/dev/null 2>&1; then
+  if ss -ltn | grep -q ":$PORT "; then
+    echo "port $PORT is taken by another server; set BENCH_PORT" >&2; exit 1
+  fi
+  as_pg pg_ctl -D "$B/pg/data" -l "$B/pg/log" -w start >/dev/null
+fi
+[ "$("${PSQL[@]}" -c 'SHOW data_directory')" = "$B/pg/data" ] || { echo "the server on $PORT is not $B's" >&2; exit 1; }
+if ! "${PSQL[@]}" -d qrapp -c 'SELECT 1' >/dev/null 2>&1; then
+  echo "generating the sample database at scale $SCALE" >&2
+  PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres bash "$GEN" "$SCALE" qrapp >&2
+fi
+if ! "${PSQL[@]}" -d bench -c 'SELECT 1 FROM pgbench_branches LIMIT 1' >/dev/null 2>&1; then
+  "${PSQL[@]}" -c 'CREATE DATABASE bench'
+  pgbench -h "$B/pg" -p "$PORT" -U postgres -i -s 10 -q bench >/dev/null 2>&1
+fi
+
+cargo build --release --bin drctl >&2
+install -m 755 target/release/drctl "$B/bin/drctl"
+DR=$B/bin/drctl
+W=$B/work
+as_pg rm -rf "$W" 2>/dev/null || rm -rf "$W"
+mkdir -p "$W/times"
+[ "$(id -u)" = 0 ] && chown -R postgres "$W"
+as_pg "$DR" keygen --output "$W/dr.key" >/dev/null
+# This host administers the repository: init signs its keys with this key.
+as_pg "$DR" keygen --signing --output "$W/admin.key" >/dev/null
+export DR_SIGNING_KEY=$W/admin.key DR_TRUST_DIR=$W/trust
+DRR=(--repo "$W/dr-repo" --key-file "$W/dr.key")
+as_pg "$DR" init "${DRR[@]}" >/dev/null
+cat >"$W/pgbackrest.conf" <<EOF
+[global]
+repo1-path=$W/pgbr-repo
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=$(head -c 32 /dev/urandom | base64)
+compress-type=zst
+process-max=2
+start-fast=y
+log-level-console=warn
+log-level-file=off
+spool-path=$W/pgbr-spool
+lock-path=$W/pgbr-lock
+archive-timeout=600
+
+[bench]
+pg1-path=$B/pg/data
+pg1-port=$PORT
+pg1-socket-path=$B/pg
+pg1-user=postgres
+EOF
+chmod 600 "$W/pgbackrest.conf"; [ "$(id -u)" = 0 ] && chown postgres "$W/pgbackrest.conf"
+PGBR="pgbackrest --config=$W/pgbackrest.conf --stanza=bench"
+as_pg $PGBR stanza-create >/dev/null
+# archive_command wrapper: appends the call's microseconds to a file.
+cat >"$B/bin/timed" <<'EOF'
+#!/bin/sh
+out=$1; shift
+s=$(date +%s%N); "$@"; rc=$?; e=$(date +%s%N)
+echo $(( (e - s) / 1000 )) >>"$out"
+exit $rc
+EOF
+chmod 755 "$B/bin/timed"
+
+set_archive() {
+  "${PSQL[@]}" -c "ALTER SYSTEM SET archive_command = '$1'" -c 'SELECT pg_reload_conf()' >/dev/null
+}
+ready() { find "$B/pg/data/pg_wal/archive_status" -name '*.ready' | wc -l; }
+wait_archived() {
+  "${PSQL[@]}" -c 'SELECT pg_switch_wal()' >/dev/null
+  sleep 1
+  while [ "$(ready)" -gt 0 ]; do sleep 0.2; done
+}
+now() { date +%s.%N; }
+calc() { awk "BEGIN{printf \"%.3f\", $*}"; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+pct() { sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END{i=int(NR*p/100+0.999); if(i<1)i=1; print a[i]/1000}'; }
+declare -A T R
+# run NAME CMD...: timed as the postgres user; wall seconds and peak RSS (KiB) recorded.
+run() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$W/time" runuser -u postgres -- "$@" >"$W/out.$name" 2>"$W/err.$name" \
+    || { cat "$W/err.$name" >&2; return 1; }
+  read -r secs rss <"$W/time"
+  T[$name]+="$secs "; R[$name]+="$rss "
+  echo "  $name ${secs}s ${rss}KiB" >&2
+}
+
+DB_SIZE=$("${PSQL[@]}" -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
+# 3 base backups per pair plus restores and WAL: refuse to fill a shared disk.
+NEED_KB=$(( $("${PSQL[@]}" -c "SELECT sum(pg_database_size(datname)) FROM pg_database") / 1024 * (3 * PAIRS / 2 + 4) ))
+AVAIL_KB=$(df --output=avail -k "$W" | tail -n1)
+if [ "$AVAIL_KB" -lt "$NEED_KB" ]; then
+  echo "need about $((NEED_KB / 1048576)) GiB free under $W, have $((AVAIL_KB / 1048576)) GiB" >&2; exit 1
+fi
+echo "cluster: $DB_SIZE, scale $SCALE; $PAIRS pairs" >&2
+
+# 1. Base backups (both archives get every segment meanwhile: each tool waits for its own).
+set_archive "$DR wal-push --repo $W/dr-repo --key-file $W/dr.key %p && $PGBR archive-push %p"
+wait_archived
+for i in $(seq "$PAIRS"); do
+  echo "base backup pair $i" >&2
+  run dr_copy "$DR" backup --physical --pgdata "$B/pg/data" --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
+  run pgbr_full $PGBR backup --type=full
+  run dr_basebackup "$DR" backup --physical --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
+done
+
+# WAL after the backups, and a target time in the middle of it.
+pgbench -h "$B/pg" -p "$PORT" -U postgres -n -c 2 -T 10 bench >/dev/null 2>&1
+sleep 1
+TARGET=$("${PSQL[@]}" -c "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+sleep 1
+pgbench -h "$B/pg" -p "$PORT" -U postgres -n -c 2 -T 10 bench >/dev/null 2>&1
+wait_archived
+
+# 3. Restore to the target time, then recovery until the server is promoted.
+restore_and_recover() {
+  local name=$1 dir=$2; shift 2
+  rm -rf "$dir"; mkdir -m 700 "$dir"; [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  local t0; t0=$(now)
+  runuser -u postgres -- "$@" >"$W/out.$name" 2>"$W/err.$name" || { cat "$W/err.$name" >&2; return 1; }
+  as_pg pg_ctl -D "$dir" -l "$W/restored.log" -w -t 3600 -o "-p $RPORT -k $W -c archive_mode=off -c listen_addresses=''" start >/dev/null
+  while [ "$(psql -h "$W" -p "$RPORT" -U postgres -XAtq -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" != "f" ]; do sleep 0.2; done
+  local secs; secs=$(calc "$(now) - $t0")
+  T[$name]+="$secs "
+  echo "  $name ${secs}s" >&2
+  as_pg pg_ctl -D "$dir" -m fast -w stop >/dev/null
+  rm -rf "$dir"
+}
+for i in $(seq "$PAIRS"); do
+  echo "restore pair $i" >&2
+  restore_and_recover dr_restore_pitr "$W/r-dr" "$DR" restore latest --pgdata "$W/r-dr" --target-time "$TARGET" "${DRR[@]}"
+  restore_and_recover pgbr_restore_pitr "$W/r-pgbr" $PGBR restore --pg1-path="$W/r-pgbr" --type=time "--target=$TARGET" --target-action=promote
+done
+
+# 4. Logical restore of the same database, for the physical vs logical choice.
+as_pg "$DR" backup --db "postgres://postgres@127.0.0.1:$PORT/qrapp" "${DRR[@]}" >/dev/null
+for i in $(seq "$PAIRS"); do
+  "${PSQL[@]}" -c 'DROP DATABASE IF EXISTS qrapp_restored' >/dev/null
+  run dr_restore_logical "$DR" restore latest --db "postgres://postgres@127.0.0.1:$PORT/qrapp_restored" --create "${DRR[@]}"
+done
+"${PSQL[@]}" -c 'DROP DATABASE IF EXISTS qrapp_restored' >/dev/null
+
+# 2. WAL archiving of a backlog: archiving off while pgbench writes $SEGMENTS segments, then
+# the archiver drains them one call at a time.
+make_backlog() {
+  set_archive ''
+  local start; start=$("${PSQL[@]}" -c 'SELECT pg_current_wal_lsn()')
+  "${PSQL[@]}" -c CHECKPOINT >/dev/null
+  while [ "$("${PSQL[@]}" -c "SELECT (pg_current_wal_lsn() - '$start') >= $SEGMENTS * 16777216")" != t ]; do
+    pgbench -h "$B/pg" -p "$PORT" -U postgres -n -c 4 -T 3 bench >/dev/null 2>&1
+  done
+  "${PSQL[@]}" -c 'SELECT pg_switch_wal()' >/dev/null
+  sleep 2
+}
+drain() {
+  local name=$1 cmd=$2
+  make_backlog
+  local n; n=$(ready)
+  : >"$W/times/$name"
+  [ "$(id -u)" = 0 ] && chown postgres "$W/times/$name"
+  local t0; t0=$(now)
+  set_archive "$B/bin/timed $W/times/$name $cmd"
+  while [ "$(ready)" -gt 0 ]; do sleep 0.1; done
+  local secs; secs=$(calc "$(now) - $t0")
+  local rate; rate=$(calc "$n / $secs")
+  T[$name]+="$rate "
+  P50[$name]+="$(pct "$W/times/$name" 50) "
+  P99[$name]+="$(pct "$W/times/$name" 99) "
+  echo "  $name: $n segments in ${secs}s = $rate seg/s; p50 $(pct "$W/times/$name" 50) ms, p99 $(pct "$W/times/$name" 99) ms" >&2
+}
+declare -A P50 P99
+for i in $(seq "$PAIRS"); do
+  echo "archiving pair $i" >&2
+  drain dr_wal_push "$DR wal-push --repo $W/dr-repo --key-file $W/dr.key %p"
+  drain pgbr_push_sync "$PGBR archive-push %p"
+  drain pgbr_push_async "$PGBR --archive-async archive-push %p"
+done
+set_archive ''
+
+echo
+echo "## results (medians of $PAIRS; cluster $DB_SIZE)"
+for n in dr_copy dr_basebackup pgbr_full dr_restore_pitr pgbr_restore_pitr dr_restore_logical; do
+  printf "%-20s %8ss  peak RSS %s MiB  (runs: %s)\n" "$n" "$(echo "${T[$n]}" | median)" \
+    "$( [ -n "${R[$n]:-}" ] && calc "$(echo "${R[$n]}" | median) / 1024" || echo -)" "${T[$n]}"
+done
+for n in dr_wal_push pgbr_push_sync pgbr_push_async; do
+  printf "%-20s %8s seg/s  p50 %s ms  p99 %s ms  (runs: %s)\n" "$n" "$(echo "${T[$n]}" | median)" \
+    "$(echo "${P50[$n]}" | median)" "$(echo "${P99[$n]}" | median)" "${T[$n]}"
+done
+m() { echo "${T[$1]}" | median; }
+echo "ratios: copy/pgbr backup $(calc "$(m dr_copy) / $(m pgbr_full)"), basebackup/pgbr $(calc "$(m dr_basebackup) / $(m pgbr_full)"), restore-to-time dr/pgbr $(calc "$(m dr_restore_pitr) / $(m pgbr_restore_pitr)"), wal-push dr/pgbr-sync $(calc "$(m dr_wal_push) / $(m pgbr_push_sync)"), dr/pgbr-async $(calc "$(m dr_wal_push) / $(m pgbr_push_async)"), logical/physical restore $(calc "$(m dr_restore_logical) / $(m dr_restore_pitr)")"

@@ -1,0 +1,336 @@
+//! RPO of seconds: `drctl wal-receive` streams a real cluster's WAL while `drctl wal-push`
+//! archives the same segments as its archive_command. Under pgbench load and then a quiet
+//! stretch (too little WAL to complete a segment), the primary is stopped with `-m
+//! immediate`; a restore to the end of the archive must hold every marker committed more
+//! than a few seconds before the crash — the quiet stretch exists only in the streamed
+//! partial copies. The test prints the achieved RPO.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::{drctl, ok};
+use dr::db::testing::TestCluster;
+
+const DRCTL: &str = env!("CARGO_BIN_EXE_drctl");
+
+/// How old a commit must be at the crash to be required in the restore.
+const REQUIRED_AGE: Duration = Duration::from_secs(3);
+
+struct Archive {
+    root: tempfile::TempDir,
+    repo: String,
+    key: String,
+}
+
+impl Archive {
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        all.extend(["--repo", &self.repo, "--key-file", &self.key]);
+        all
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        drctl(&self.args(args), &[])
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+}
+
+fn pgbench(cluster: &TestCluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(cluster.bin_dir().join("pgbench"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &cluster.port().to_string(),
+        "-U",
+        "postgres",
+    ])
+    .args(args)
+    .arg("app")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+/// Insert marker `id`; the time just after its commit returned.
+async fn write_marker(client: &tokio_postgres::Client, id: i32) -> DateTime<Utc> {
+    client
+        .execute("INSERT INTO marker VALUES ($1)", &[&id])
+        .await
+        .unwrap();
+    Utc::now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_wal_restores_to_seconds_before_a_crash() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = root.path().join("repo").to_str().unwrap().to_string();
+    let key = root.path().join("repo.key").to_str().unwrap().to_string();
+    ok(&drctl(&["keygen", "--output", &key], &[]));
+    let archive = Archive { root, repo, key };
+    ok(&archive.run(&["init"]));
+
+    let mut cluster = TestCluster::start_with_settings("archive_mode = on\narchive_command = ''\n")
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    cluster
+        .give_to_server(Path::new(&archive.repo))
+        .await
+        .unwrap();
+    cluster
+        .give_to_server(Path::new(&archive.key))
+        .await
+        .unwrap();
+    let push = format!(
+        "'{DRCTL}' wal-push --repo '{}' --key-file '{}' %p",
+        archive.repo, archive.key
+    );
+    cluster.create_database("app").await.unwrap();
+    for sql in [
+        format!(
+            "ALTER SYSTEM SET archive_command = '{}'",
+            push.replace('\'', "''")
+        ),
+        "SELECT pg_reload_conf()".into(),
+        "CREATE TABLE marker (id int PRIMARY KEY)".into(),
+    ] {
+        cluster.execute_sql("app", &sql).await.unwrap();
+    }
+    let init = pgbench(&cluster, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    // The receiver runs beside the archiver for the whole test.
+    let url = cluster.url("app");
+    let spool = archive.dir("spool");
+    let mut receiver = Command::new(DRCTL)
+        .args(archive.args(&[
+            "--json",
+            "wal-receive",
+            "--db",
+            &url,
+            "--slot",
+            "dr_test",
+            "--spool",
+            spool.to_str().unwrap(),
+            "--interval",
+            "1",
+        ]))
+        .env_remove("DR_DB")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut load = pgbench(&cluster, &["-c", "2", "-T", "8", "-n"])
+        .spawn()
+        .unwrap();
+    let client = cluster.connect("app").await.unwrap();
+    let mut markers: Vec<DateTime<Utc>> = Vec::new();
+    for id in 1..=5 {
+        markers.push(write_marker(&client, id).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ok(&archive.run(&["backup", "--physical", "--db", &url]));
+    // Markers under load, then a quiet stretch: a few kilobytes of WAL, no segment completes.
+    let mut id = markers.len() as i32;
+    // One segment is completed by a switch, after the receiver stored copies of it.
+    let mut switched = false;
+    while load.try_wait().unwrap().is_none() {
+        id += 1;
+        markers.push(write_marker(&client, id).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !switched && id >= 20 {
+            client
+                .batch_execute("SELECT pg_switch_wal()")
+                .await
+                .unwrap();
+            switched = true;
+        }
+    }
+    assert!(switched, "pgbench ran long enough for 15 markers");
+    let quiet_from = id + 1;
+    let quiet_until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < quiet_until {
+        id += 1;
+        markers.push(write_marker(&client, id).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let archiver: (i64, String) = {
+        let row = client
+            .query_one(
+                "SELECT failed_count, coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let crash = Utc::now();
+    cluster.stop_immediately();
+    drop(client);
+    let _ = load.wait();
+    assert_eq!(
+        archiver.0, 0,
+        "wal-push failed beside wal-receive (last failed {})",
+        archiver.1
+    );
+
+    // The receiver notices, stores what it has; then it is stopped.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if receiver.try_wait().unwrap().is_some() {
+        let out = receiver.wait_with_output().unwrap();
+        panic!(
+            "wal-receive must outlive its server; it exited {:?}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &receiver.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = receiver.wait_with_output().unwrap();
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(report["segments"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["partial_copies"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["reconnects"].as_u64().unwrap() >= 1, "{report}");
+
+    // The archive ends in a streamed copy.
+    let state = archive.run(&["--json", "wal", "list"]);
+    ok(&state);
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    let text = state.to_string();
+    assert!(text.contains("\"partial_end\":true"), "{state}");
+
+    // A segment that had streamed copies while it grew is fetched complete.
+    let first_complete = first_segment_with_copies_and_record(&archive);
+    let fetched = archive.dir("fetched");
+    let out = archive.run(&[
+        "--json",
+        "wal-fetch",
+        "--pgdata",
+        cluster.data_dir().to_str().unwrap(),
+        "--prefetch",
+        "0",
+        &first_complete,
+        fetched.to_str().unwrap(),
+    ]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"restored\""));
+    assert_eq!(std::fs::metadata(&fetched).unwrap().len(), 16 << 20);
+
+    // Restore to the end of the archive.
+    let pgdata = archive.dir("restored");
+    ok(&archive.run(&["restore", "latest", "--pgdata", pgdata.to_str().unwrap()]));
+    let restored = TestCluster::start_on(&pgdata)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = restored.connect("app").await.unwrap();
+        let in_recovery: bool = c
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if !in_recovery {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still in recovery after 120 s: {}",
+            restored.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c = restored.connect("app").await.unwrap();
+    let ids: Vec<i32> = c
+        .query("SELECT id FROM marker ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let newest = *ids.last().expect("markers restored");
+    assert_eq!(ids, (1..=newest).collect::<Vec<_>>(), "no holes");
+    let required = markers
+        .iter()
+        .take_while(|t| **t + REQUIRED_AGE <= crash)
+        .count() as i32;
+    assert!(
+        required >= quiet_from + 5,
+        "the quiet stretch has required markers ({required}, quiet from {quiet_from})"
+    );
+    assert!(
+        newest >= required,
+        "markers up to {required} committed more than {REQUIRED_AGE:?} before the crash; the \
+         restore holds up to {newest}"
+    );
+    let row = c
+        .query_one(
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts)::bigint,
+                    (SELECT sum(bbalance) FROM pgbench_branches)::bigint,
+                    (SELECT sum(tbalance) FROM pgbench_tellers)::bigint",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (a, b, t): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert!(a == b && b == t, "pgbench balances disagree: {a} {b} {t}");
+    let rpo = crash - markers[newest as usize - 1];
+    println!(
+        "achieved RPO with wal-receive --interval 1: {:.2} s (newest restored marker {newest} of {}, crash at {crash})",
+        rpo.num_milliseconds() as f64 / 1000.0,
+        markers.len()
+    );
+}
+
+/// The name of the first segment archived complete that also has streamed copies.
+fn first_segment_with_copies_and_record(archive: &Archive) -> String {
+    let wal = Path::new(&archive.repo).join("wal");
+    let cluster = std::fs::read_dir(&wal)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.path().is_dir())
+        .unwrap()
+        .path()
+        .join("00000001");
+    let names: Vec<String> = std::fs::read_dir(&cluster)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string))
+        .collect();
+    let mut with_copies: Vec<String> = names
+        .iter()
+        .filter_map(|n| {
+            let (seg, rest) = n.split_once(".partial.")?;
+            (rest.ends_with(".json") && names.contains(&format!("{seg}.json")))
+                .then(|| seg.to_string())
+        })
+        .collect();
+    with_copies.sort();
+    with_copies
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no completed segment had streamed copies: {names:?}"))
+}
