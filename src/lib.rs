@@ -37,6 +37,7 @@ pub mod drill;
 pub mod jobs;
 pub mod keys;
 pub mod monitoring;
+pub mod physical_drill;
 pub mod pitr;
 pub mod reconcile;
 pub mod records;

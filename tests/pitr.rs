@@ -321,6 +321,8 @@ async fn point_in_time_recovery_under_load_and_damage() {
         assert!(balanced, "target {name}: pgbench balances disagree");
     }
 
+    physical_drills(&archive, &markers).await;
+
     // A non-empty directory is refused before anything is read.
     let full = archive.dir("restore-latest");
     let e = fails(
@@ -369,6 +371,99 @@ async fn point_in_time_recovery_under_load_and_damage() {
     assert!(balanced);
 
     damage(&archive, &cluster, &sysid).await;
+}
+
+/// `drctl drill --physical`: to the end of the archive (every marker, checks in every
+/// database, RTO and RPO measured, the scratch directory removed, the record in `status`),
+/// and to a time.
+async fn physical_drills(archive: &Archive, markers: &[Marker]) {
+    let scratch = archive.dir("drills");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch_arg = scratch.to_str().unwrap();
+    let out = archive.run(&[
+        "--json",
+        "drill",
+        "--physical",
+        "latest",
+        "--scratch",
+        scratch_arg,
+        "--rpo",
+        "1h",
+        "--rto",
+        "10m",
+    ]);
+    ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["passed"], true, "{r}");
+    assert_eq!(r["stopped_early"], false, "{r}");
+    assert_eq!(r["rto_met"], true, "{r}");
+    assert_eq!(r["rpo_met"], true, "{r}");
+    // Recovery replayed at least the newest marker's commit (autovacuum may commit after).
+    let newest = markers.last().unwrap();
+    let recovered: DateTime<Utc> = r["recovered_to"].as_str().unwrap().parse().unwrap();
+    assert!(
+        recovered >= newest.before && recovered <= Utc::now(),
+        "recovered to {recovered}, the newest marker committed at {}: {r}",
+        newest.before
+    );
+    let names: Vec<&str> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for want in ["app: amcheck", "app: sequences", "postgres: amcheck"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let recovery_ms = r["recovery_ms"].as_u64().unwrap();
+    assert!(recovery_ms >= r["restore_ms"].as_u64().unwrap());
+    eprintln!(
+        "physical drill: RTO {recovery_ms} ms (base backup {} ms), achieved RPO {} s",
+        r["restore_ms"], r["recovery_point_secs"]
+    );
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "the scratch directory was not removed"
+    );
+
+    // `drctl status` shows the drill's measured figures for the physical series.
+    let status = archive.run(&["--json", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let physical = status["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["series"]
+                .as_str()
+                .unwrap()
+                .starts_with("postgres-physical:")
+        })
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(physical["last_drill"]["recovery_time_ms"], recovery_ms);
+    assert_eq!(physical["last_drill"]["passed"], true);
+
+    // To a time: the markers up to it, and nothing of the next one.
+    let m = |id: usize| &markers[id - 1];
+    let between = m(6).after + (m(7).before - m(6).after) / 2;
+    let out = archive.run(&[
+        "--json",
+        "drill",
+        "--physical",
+        "latest",
+        "--scratch",
+        scratch_arg,
+        "--target-time",
+        &between.to_rfc3339(),
+        "--no-amcheck",
+    ]);
+    ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recovered: DateTime<Utc> = r["recovered_to"].as_str().unwrap().parse().unwrap();
+    assert!(
+        recovered <= between && recovered >= m(6).before,
+        "recovered to {recovered}: {r}"
+    );
 }
 
 /// The complete segments archived on timeline 1, in order.

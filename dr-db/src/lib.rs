@@ -56,6 +56,7 @@ mod locale;
 mod params;
 pub mod physical;
 mod restore;
+pub mod server;
 pub mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -280,7 +280,7 @@ fn shell_quote(s: &str) -> String {
 
 /// The `restore_command` for a restored server: this drctl, this repository, this key
 /// file (a path; never a secret in the command line).
-fn restore_command(repo: &RepoArgs) -> Result<String> {
+pub fn restore_command(repo: &RepoArgs) -> Result<String> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("cannot tell where drctl is installed", e))?;
     let key = repo.key_file.as_ref().ok_or_else(|| {
