@@ -140,8 +140,18 @@ async fn archive_current(cluster: &TestCluster) {
 /// Restore to a target with drctl, start a server on it, wait for the end of recovery and
 /// return the marker ids and whether pgbench's balances agree.
 async fn restore_and_read(archive: &Archive, name: &str, target: &[&str]) -> (Vec<i64>, bool) {
+    restore_backup_and_read(archive, name, "latest", target).await
+}
+
+/// [`restore_and_read`] of the base backup `id`.
+async fn restore_backup_and_read(
+    archive: &Archive,
+    name: &str,
+    id: &str,
+    target: &[&str],
+) -> (Vec<i64>, bool) {
     let pgdata = archive.dir(name);
-    let mut args = vec!["restore", "latest", "--pgdata", pgdata.to_str().unwrap()];
+    let mut args = vec!["restore", id, "--pgdata", pgdata.to_str().unwrap()];
     args.extend_from_slice(target);
     ok(&archive.run(&args));
     assert!(pgdata.join("recovery.signal").is_file());
@@ -353,6 +363,27 @@ async fn point_in_time_recovery_under_load_and_damage() {
         archive_current(&cluster).await;
     }
     let before = archived_segments(&archive, &sysid);
+
+    // The stored policy keeps one backup but a 7-day PITR window: the older backup anchors
+    // the window, so it stays with all its WAL, and each kept backup restores to the end.
+    ok(&archive.run(&["retention", "set", "--keep-last", "1", "--keep-pitr", "7d"]));
+    let shown = archive.run(&["--json", "retention", "show"]);
+    ok(&shown);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["retention"]["keep_pitr"], "7d", "{shown}");
+    let pruned = archive.run(&["--json", "prune"]);
+    ok(&pruned);
+    assert_eq!(archived_segments(&archive, &sysid), before);
+    let kept = archive.json_list();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for (i, b) in kept.iter().enumerate() {
+        let id = b["id"].as_str().unwrap();
+        let (ids, balanced) =
+            restore_backup_and_read(&archive, &format!("restore-kept-{i}"), id, &[]).await;
+        assert_eq!(ids, upto(19), "backup {id}");
+        assert!(balanced, "backup {id}");
+    }
+
     let pruned = archive.run(&["--json", "prune", "--keep-last", "1"]);
     ok(&pruned);
     let items: serde_json::Value = serde_json::from_slice(&pruned.stdout).unwrap();

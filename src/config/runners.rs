@@ -34,6 +34,9 @@ impl Config {
                     labels.extend(jc.labels.iter().cloned());
                     let dumper: Arc<dyn dr_core::Dumper> = match &jc.dir {
                         Some(dir) => Arc::new(dr_files::DirDumper::new(dir)),
+                        None if jc.physical => {
+                            Arc::new(dr_db::PhysicalDumper::new(self.database_config()?))
+                        }
                         None => Arc::new(dr_db::PgDumper::new(self.database_config()?)),
                     };
                     let mut backup =
@@ -49,6 +52,20 @@ impl Config {
                 JobKind::Prune => Arc::new(crate::jobs::PruneJob::new(self.retention_policies()?)),
                 JobKind::Verify => {
                     Arc::new(crate::jobs::VerifyJob::new(decryptor(&jc.name)?).all(jc.all))
+                }
+                JobKind::Drill if jc.physical => {
+                    let mut opts =
+                        crate::physical_drill::PhysicalDrillOptions::new(self.restore_command()?);
+                    opts.objectives = self.objectives;
+                    opts.checks = self.checks.clone();
+                    opts.checks_database = self
+                        .database_config()
+                        .ok()
+                        .and_then(|c| c.get_dbname().map(str::to_string));
+                    Arc::new(crate::jobs::PhysicalDrillJob::new(
+                        decryptor(&jc.name)?,
+                        opts,
+                    ))
                 }
                 JobKind::Drill => Arc::new(crate::jobs::DrillJob::new(
                     decryptor(&jc.name)?,

@@ -273,11 +273,6 @@ pub fn target(args: &PitrArgs) -> Result<RecoveryTarget> {
     Ok(RecoveryTarget::Latest)
 }
 
-/// Quote `s` for a POSIX shell.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// The `restore_command` for a restored server: this drctl, this repository, this key
 /// file (a path; never a secret in the command line).
 pub fn restore_command(repo: &RepoArgs) -> Result<String> {
@@ -298,17 +293,12 @@ pub fn restore_command(repo: &RepoArgs) -> Result<String> {
     } else {
         repo.repo.clone()
     };
-    let mut cmd = format!(
-        "{} wal-fetch --repo {} --key-file {}",
-        shell_quote(&exe.display().to_string()),
-        shell_quote(&repo_url),
-        shell_quote(&key.display().to_string())
-    );
-    for o in &repo.storage_opts {
-        cmd.push_str(&format!(" --storage-opt {}", shell_quote(o)));
-    }
-    cmd.push_str(" %f %p");
-    Ok(cmd)
+    Ok(dr::pitr::restore_command(
+        &exe,
+        &repo_url,
+        &key,
+        &repo.storage_opts,
+    ))
 }
 
 pub async fn restore(
