@@ -44,4 +44,5 @@ pub mod records;
 pub mod report;
 pub mod status;
 pub mod verify;
+pub mod wal_state;
 pub mod writers;

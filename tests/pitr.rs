@@ -473,6 +473,7 @@ async fn physical_drills(archive: &Archive, markers: &[Marker]) {
         .unwrap_or_else(|| panic!("{status}"));
     assert_eq!(physical["last_drill"]["recovery_time_ms"], recovery_ms);
     assert_eq!(physical["last_drill"]["passed"], true);
+    wal_status(archive, physical, markers);
 
     // To a time: the markers up to it, and nothing of the next one.
     let m = |id: usize| &markers[id - 1];
@@ -495,6 +496,58 @@ async fn physical_drills(archive: &Archive, markers: &[Marker]) {
         recovered <= between && recovered >= m(6).before,
         "recovered to {recovered}: {r}"
     );
+}
+
+/// The WAL part of `drctl status` (`series`: the physical series' JSON status): the newest
+/// segment's age, the PITR window from the base backup to the newest marker, no gaps; an
+/// RPO shorter than that age is a breach naming the WAL (exit 2), a longer one is met
+/// although the base backup itself is older; the Prometheus gauges pass promtool.
+fn wal_status(archive: &Archive, series: &serde_json::Value, markers: &[Marker]) {
+    let wal = &series["wal"];
+    let age = wal["newest_age_secs"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{series}"));
+    assert!((0..600).contains(&age), "{series}");
+    assert_eq!(wal["gaps"], 0, "{series}");
+    let from: DateTime<Utc> = wal["window_from"].as_str().unwrap().parse().unwrap();
+    let to: DateTime<Utc> = wal["window_to"].as_str().unwrap().parse().unwrap();
+    assert!(
+        from > markers[3].after && from < markers[4].before,
+        "the window starts when the base backup (between markers 4 and 5) was consistent: {series}"
+    );
+    assert!(to >= markers.last().unwrap().before, "{series}");
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = archive.run(&["--json", "status", "--rpo", "1s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the newest archived WAL"), "{text}");
+    let out = archive.run(&["--json", "status", "--rpo", "1h"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let physical = status["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["series"] == series["series"])
+        .unwrap();
+    assert_eq!(physical["rpo_met"], true, "{physical}");
+
+    let out = archive.run(&["status", "--prometheus", "--rpo", "1h"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for gauge in [
+        "dr_wal_newest_age_seconds{",
+        "dr_wal_pitr_window_seconds{",
+        "dr_wal_pitr_window_start_timestamp_seconds{",
+        "dr_wal_gaps{",
+    ] {
+        assert!(text.contains(gauge), "{gauge} missing: {text}");
+    }
+    common::promtool_accepts(&text);
 }
 
 /// The complete segments archived on timeline 1, in order.
