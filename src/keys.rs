@@ -327,6 +327,12 @@ pub struct RewrapReport {
     pub wraps_added: usize,
     /// Manifests rewritten to remove wrapped keys of revoked keys.
     pub wraps_removed: usize,
+    /// Archived WAL files (each has its own wrapped data key, in its record).
+    pub wal_files: usize,
+    /// WAL records rewritten to add wrapped keys.
+    pub wal_wraps_added: usize,
+    /// WAL records rewritten to remove wrapped keys of revoked keys.
+    pub wal_wraps_removed: usize,
     /// Key ids added to the repository.
     pub added: Vec<String>,
     /// Key ids revoked.
@@ -372,8 +378,8 @@ pub async fn rotate_key(
 }
 
 /// Change a repository's keys: add `add`, revoke the key ids in `remove`, and re-wrap every
-/// backup's data key to match, rewriting manifests only (the data objects keep their bytes
-/// and checksums).
+/// backup's and every archived WAL file's data key to match, rewriting manifests and WAL
+/// records only (the data objects keep their bytes and checksums).
 ///
 /// Order, so that an interruption at any point leaves every backup openable by a current
 /// key, and re-running the same call finishes the job:
@@ -494,13 +500,39 @@ async fn change_keys_holding(
             ));
         }
     }
+    let wal = crate::wal_keys::read(repo).await?;
     let mut additions = Vec::new();
+    let mut wal_additions = Vec::new();
     let mut problems = Vec::new();
     for m in &manifests {
-        match plan_addition(m, &openers, &add, &remove, &remaining, &fallback) {
-            Ok(Some(updated)) => additions.push(updated),
+        match plan_addition(
+            &m.encryption,
+            &openers,
+            &add,
+            &remove,
+            &remaining,
+            &fallback,
+        ) {
+            Ok(Some(encryption)) => additions.push(Manifest {
+                encryption,
+                ..m.clone()
+            }),
             Ok(None) => {}
             Err(e) => problems.push(format!("{}: {}", m.id, e.message())),
+        }
+    }
+    for w in &wal {
+        match plan_addition(
+            &w.record.encryption,
+            &openers,
+            &add,
+            &remove,
+            &remaining,
+            &fallback,
+        ) {
+            Ok(Some(encryption)) => wal_additions.push(w.with_encryption(encryption)),
+            Ok(None) => {}
+            Err(e) => problems.push(format!("WAL {}: {}", w.record.name, e.message())),
         }
     }
     if !problems.is_empty() {
@@ -509,7 +541,7 @@ async fn change_keys_holding(
         return Err(Error::new(
             ErrorKind::WrongKey,
             format!(
-                "{n} backup(s) could not be re-wrapped, nothing was changed: {}{}",
+                "{n} backup(s) or WAL file(s) could not be re-wrapped, nothing was changed: {}{}",
                 problems.join("; "),
                 if n > 3 { "; …" } else { "" }
             ),
@@ -520,6 +552,8 @@ async fn change_keys_holding(
     lease.check()?;
     let wraps_added = additions.len();
     write_manifests(repo, additions).await?;
+    let wal_wraps_added = wal_additions.len();
+    crate::wal_keys::write(repo, wal_additions).await?;
 
     // 3. The new key list.
     lease.check()?;
@@ -540,7 +574,7 @@ async fn change_keys_holding(
                 continue;
             }
             // A backup committed after step 1 may still need its new wraps.
-            let wanted = fallback_for(&m, &add, &remaining, &fallback);
+            let wanted = fallback_for(&m.encryption, &add, &remaining, &fallback);
             let info = dr_crypto::rewrap(&m.encryption, &openers, &wanted, &remove)
                 .map_err(|e| e.with_context("backup", &m.id))?;
             removals.push(Manifest {
@@ -549,14 +583,37 @@ async fn change_keys_holding(
             });
         }
     }
+    let mut wal_removals = Vec::new();
+    if !remove.is_empty() {
+        for w in crate::wal_keys::read(repo).await? {
+            let enc = &w.record.encryption;
+            if !enc
+                .key_ids()
+                .iter()
+                .any(|id| remove.iter().any(|r| r == id))
+            {
+                continue;
+            }
+            // A file pushed after step 1 may still need its new wraps.
+            let wanted = fallback_for(enc, &add, &remaining, &fallback);
+            let info = dr_crypto::rewrap(enc, &openers, &wanted, &remove)
+                .map_err(|e| e.with_context("WAL file", &w.record.name))?;
+            wal_removals.push(w.with_encryption(info));
+        }
+    }
     lease.check()?;
     let wraps_removed = removals.len();
     write_manifests(repo, removals).await?;
+    let wal_wraps_removed = wal_removals.len();
+    crate::wal_keys::write(repo, wal_removals).await?;
 
     Ok(RewrapReport {
         backups: manifests.len(),
         wraps_added,
         wraps_removed,
+        wal_files: wal.len(),
+        wal_wraps_added,
+        wal_wraps_removed,
         added: add.iter().map(Recipient::key_id).collect(),
         removed: remove,
         keys: new_config.keys.iter().map(|k| k.id.clone()).collect(),
@@ -564,17 +621,16 @@ async fn change_keys_holding(
     })
 }
 
-/// The recipients a manifest must gain: the added ones, plus, if after removal it would be
-/// left with no current key, every remaining public recipient.
+/// The recipients a backup's (or WAL file's) data key must gain: the added ones, plus, if
+/// after removal it would be left with no current key, every remaining public recipient.
 fn fallback_for(
-    m: &Manifest,
+    enc: &EncryptionInfo,
     add: &[Recipient],
     remaining: &BTreeSet<String>,
     fallback: &[Recipient],
 ) -> Vec<Recipient> {
     // `remaining` already excludes the revoked keys.
-    let keeps_current = m
-        .encryption
+    let keeps_current = enc
         .key_ids()
         .into_iter()
         .map(str::to_owned)
@@ -589,35 +645,34 @@ fn fallback_for(
     }
 }
 
-/// The manifest with its new wraps, or `None` if it needs none.
+/// The encryption of a backup (or WAL file) with its new wraps, or `None` if it needs none.
 fn plan_addition(
-    m: &Manifest,
+    enc: &EncryptionInfo,
     openers: &[Identity],
     add: &[Recipient],
     remove: &[String],
     remaining: &BTreeSet<String>,
     fallback: &[Recipient],
-) -> Result<Option<Manifest>> {
-    if m.encryption.scheme == "none" {
+) -> Result<Option<EncryptionInfo>> {
+    if enc.scheme == "none" {
         return Ok(None);
     }
-    if m.encryption.scheme != SCHEME {
+    if enc.scheme != SCHEME {
         return Err(Error::new(
             ErrorKind::Unsupported,
             format!(
                 "its encryption scheme {:?} cannot be re-wrapped",
-                m.encryption.scheme
+                enc.scheme
             ),
         ));
     }
-    let wanted = fallback_for(m, add, remaining, fallback);
+    let wanted = fallback_for(enc, add, remaining, fallback);
     let missing: Vec<Recipient> = wanted
         .into_iter()
-        .filter(|r| !m.encryption.key_ids().contains(&r.key_id().as_str()))
+        .filter(|r| !enc.key_ids().contains(&r.key_id().as_str()))
         .collect();
     if missing.is_empty() {
-        let after: Vec<&str> = m
-            .encryption
+        let after: Vec<&str> = enc
             .key_ids()
             .into_iter()
             .filter(|id| !remove.iter().any(|r| r == id))
@@ -636,15 +691,11 @@ fn plan_addition(
             ErrorKind::WrongKey,
             format!(
                 "adding its wrapped keys needs one of its keys ({}): pass --key-file",
-                m.encryption.key_ids().join(", ")
+                enc.key_ids().join(", ")
             ),
         ));
     }
-    let info = dr_crypto::rewrap(&m.encryption, openers, &missing, &[])?;
-    Ok(Some(Manifest {
-        encryption: info,
-        ..m.clone()
-    }))
+    Ok(Some(dr_crypto::rewrap(enc, openers, &missing, &[])?))
 }
 
 /// Every complete backup's manifest, read concurrently.

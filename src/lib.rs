@@ -44,5 +44,6 @@ pub mod records;
 pub mod report;
 pub mod status;
 pub mod verify;
+mod wal_keys;
 pub mod wal_state;
 pub mod writers;

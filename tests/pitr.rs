@@ -297,6 +297,17 @@ async fn point_in_time_recovery_under_load_and_damage() {
     assert_eq!(state[0]["system_identifier"], sysid.as_str());
     assert_eq!(state[0]["gaps"].as_array().unwrap().len(), 0, "{state}");
     assert_eq!(state[0]["window"].as_array().unwrap().len(), 1, "{state}");
+    // verify --all reads every backup and checks the WAL continues from each base backup.
+    let verified = archive.run(&["--json", "verify", "--all"]);
+    ok(&verified);
+    let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    let wal_entry = verified
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == format!("WAL of cluster {sysid}"))
+        .unwrap_or_else(|| panic!("{verified}"));
+    assert_eq!(wal_entry["ok"], true, "{wal_entry}");
 
     // Each target gives exactly the markers committed before it.
     let m = |id: i64| &markers[id as usize - 1];
@@ -695,6 +706,16 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
         "{}",
         String::from_utf8_lossy(&v.stdout)
     );
+    // verify --all fails (exit 5) naming the missing segment and the backups it cuts off.
+    let v = archive.run(&["verify", "--all"]);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(5), "{text}");
+    assert!(
+        text.contains(&format!("WAL of cluster {sysid}: FAILED"))
+            && text.contains(&middle)
+            && text.contains("stops before it"),
+        "{text}"
+    );
     let gap_dir = archive.dir("restore-gap");
     let out = archive.run(&["restore", "latest", "--pgdata", gap_dir.to_str().unwrap()]);
     assert!(
@@ -732,4 +753,53 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
         6,
     );
     assert!(e.contains("never replaced"), "{e}");
+
+    rotate_over_wal(archive, &pgdata, &segments[0], &work);
+}
+
+/// `drctl key rotate` re-wraps every WAL file's data key too: afterwards the new key fetches
+/// archived WAL (every byte checked) and the old one is refused.
+fn rotate_over_wal(archive: &Archive, pgdata: &str, segment: &str, work: &Path) {
+    let new_key = archive.dir("new.key");
+    let out = drctl(
+        &["--json", "keygen", "--output", new_key.to_str().unwrap()],
+        &[],
+    );
+    ok(&out);
+    let keygen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recipient = keygen["recipient"].as_str().unwrap();
+    let out = archive.run(&["--json", "key", "rotate", "--new-recipient", recipient]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wal_files = report["wal_files"].as_u64().unwrap();
+    assert!(wal_files > 3, "{report}");
+    assert_eq!(report["wal_wraps_added"], wal_files, "{report}");
+    assert_eq!(report["wal_wraps_removed"], wal_files, "{report}");
+
+    let fetch = |key: &Path, dest: &Path| {
+        drctl(
+            &[
+                "wal-fetch",
+                "--repo",
+                &archive.repo,
+                "--key-file",
+                key.to_str().unwrap(),
+                "--pgdata",
+                pgdata,
+                "--prefetch",
+                "0",
+                segment,
+                dest.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    ok(&fetch(&new_key, &work.join("with-new-key")));
+    assert_eq!(
+        std::fs::metadata(work.join("with-new-key")).unwrap().len(),
+        16 << 20
+    );
+    let old = fetch(Path::new(&archive.key), &work.join("with-old-key"));
+    assert!(!old.status.success(), "the revoked key still opens WAL");
+    assert!(!work.join("with-old-key").exists());
 }
