@@ -1,4 +1,5 @@
-//! Writer keys: the backup hosts whose signed manifests a signed repository accepts.
+//! Signing keys: the writer keys of backup hosts whose signed manifests a signed repository
+//! accepts, and the rotation of the administrative key.
 //!
 //! A host that writes backups must sign its manifests, or every reader ignores them. It
 //! holds its own signing key (`drctl keygen --signing`), whose public half the administrator
@@ -19,22 +20,25 @@ use dr_core::{Error, ErrorKind, RepoWriter, Repository, Result};
 pub async fn add_writer(repo: &mut Repository, public: &PublicKey, name: &str) -> Result<bool> {
     Lease::exclusive(repo, "add writer", None)
         .await?
-        .hold(async |_| {
-            let mut config = repo.config().clone();
-            let id = public.key_id();
-            if config.writers.iter().any(|w| w.id == id) {
-                return Ok(false);
-            }
-            config.writers.push(RepoWriter {
-                id,
-                public_key: public.to_string(),
-                name: name.to_owned(),
-                added_at: Utc::now(),
-            });
-            repo.save_config(config).await?;
-            Ok(true)
-        })
+        .hold(async |_| list_writer(repo, public, name).await)
         .await
+}
+
+/// [`add_writer`] for a caller that holds the exclusive lease.
+async fn list_writer(repo: &mut Repository, public: &PublicKey, name: &str) -> Result<bool> {
+    let mut config = repo.config().clone();
+    let id = public.key_id();
+    if config.writers.iter().any(|w| w.id == id) {
+        return Ok(false);
+    }
+    config.writers.push(RepoWriter {
+        id,
+        public_key: public.to_string(),
+        name: name.to_owned(),
+        added_at: Utc::now(),
+    });
+    repo.save_config(config).await?;
+    Ok(true)
 }
 
 /// Remove writer key `id`. The backups it signed are re-signed with the administrative key
@@ -59,9 +63,64 @@ pub async fn remove_writer(repo: &mut Repository, id: &str) -> Result<usize> {
                     resigned += 1;
                 }
             }
+            // Its audit entries so far stay verifiable; anything it signs later does not.
+            let until_seq = dr_core::audit::head_seq(repo).await?;
+            for w in config.writers.iter().filter(|w| w.id == id) {
+                config.retired_keys.push(dr_core::handover::RetiredKey {
+                    public_key: w.public_key.clone(),
+                    until_seq,
+                });
+            }
             config.writers.retain(|w| w.id != id);
             repo.save_config(config).await?;
             Ok(resigned)
+        })
+        .await
+}
+
+/// What [`rotate_admin`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AdminRotation {
+    /// The previous administrative key's id.
+    pub from: String,
+    /// The new one's.
+    pub to: String,
+    /// Backups whose manifests the previous key had signed, now signed by the new one.
+    pub resigned: usize,
+}
+
+/// Replace the administrative key (the handle's key) with `new`, under the exclusive
+/// lease, in an order that leaves every backup listed if it stops anywhere: `new` is first
+/// listed as a writer, then re-signs the manifests the old key signed, then the old key
+/// hands over (see `dr_core::handover`). Hosts that pinned the old key follow the handover.
+pub async fn rotate_admin(repo: &mut Repository, new: Arc<SigningKey>) -> Result<AdminRotation> {
+    let old_id =
+        match repo.signing_key() {
+            Some(k) => k.key_id(),
+            None => return Err(Error::new(
+                ErrorKind::WrongKey,
+                "rotating the administrative key needs the current one: pass --signing-key FILE",
+            )),
+        };
+    Lease::exclusive(repo, "rotate administrative key", None)
+        .await?
+        .hold(async |lease| {
+            list_writer(repo, new.public_key(), "next administrative key").await?;
+            let resigner = repo.clone().with_signing_key(new.clone());
+            let mut resigned = 0;
+            for m in repo.list_backups().await? {
+                if m.signature.as_ref().is_some_and(|s| s.key_id == old_id) {
+                    lease.check()?;
+                    resigner.update_manifest(&m).await?;
+                    resigned += 1;
+                }
+            }
+            repo.hand_over_admin(new.clone()).await?;
+            Ok(AdminRotation {
+                from: old_id.clone(),
+                to: new.key_id(),
+                resigned,
+            })
         })
         .await
 }

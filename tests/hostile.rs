@@ -962,3 +962,187 @@ async fn prune_on_delete_proof_storage_reports_refusals_and_honours_object_lock_
     assert_eq!(report.deleted.len(), 2);
     assert_eq!(admin.list_backups().await.unwrap()[0].id, newest);
 }
+
+#[test]
+fn drctl_refuses_swapped_objects_and_a_manifest_copied_from_another_repository() {
+    let c = Cli::new();
+    let first = c.backup();
+    std::fs::write(c.src.join("a.txt"), "changed").unwrap();
+    let second = c.backup();
+
+    // Swapped objects: the first backup's manifest now names the second's payload (sizes and
+    // checksums consistent with it), so only the signature can tell.
+    let second_manifest: Value =
+        serde_json::from_slice(&std::fs::read(c.manifest_path(&second)).unwrap()).unwrap();
+    edit_json(&c.manifest_path(&first), |v| {
+        for field in ["objects", "stored_bytes", "raw_bytes"] {
+            v[field] = second_manifest[field].clone();
+        }
+    });
+    let target = c.repo.path().join("restored-first");
+    let err = fails(
+        &c.repo
+            .run(&["restore", &first, "--dir", target.to_str().unwrap()]),
+        5,
+    );
+    let line = one_line(&err);
+    assert!(
+        line.contains(&first) && line.contains("not authenticated"),
+        "{line}"
+    );
+    assert!(!target.exists(), "nothing was restored");
+
+    // A backup copied whole from another repository with the same administrative key: its
+    // signature is genuine, but bound to the other repository's id.
+    let other = Cli::new();
+    let foreign = other.backup();
+    let from = Path::new(&other.repo.url).join("backups").join(&foreign);
+    let into = Path::new(&c.repo.url).join("backups").join(&foreign);
+    std::fs::create_dir_all(&into).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), into.join(entry.file_name())).unwrap();
+    }
+    let out = c.repo.run(&["--json", "list"]);
+    ok(&out);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["id"] != json!(foreign)),
+        "the copied backup is not listed: {listed}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&foreign), "the copy is named: {stderr}");
+    let target = c.repo.path().join("restored-foreign");
+    let err = fails(
+        &c.repo
+            .run(&["restore", &foreign, "--dir", target.to_str().unwrap()]),
+        5,
+    );
+    assert!(one_line(&err).contains("another repository"), "{err}");
+    assert!(!target.exists(), "nothing was restored");
+}
+
+#[test]
+fn drctl_replicate_carries_the_audit_trail_and_records_itself_in_it() {
+    let c = Cli::new();
+    let id = c.backup();
+    ok(&c.repo.run(&["pin", &id]));
+    let replica = c.repo.path().join("replica");
+    let replica = replica.to_str().unwrap();
+    ok(&c.repo.run(&["replicate", "--to", replica, "--all"]));
+
+    let key = c.repo.key.to_str().unwrap().to_owned();
+    let at_replica = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--repo", replica]);
+        drctl(&all, &[("DR_KEY_FILE", key.as_str())])
+    };
+    let out = at_replica(&["--json", "log"]);
+    ok(&out);
+    let log: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = log["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["pin", "replicate"], "{log}");
+    assert_eq!(entries[1]["details"]["backups"], json!([id]));
+    // The replica's trail is the source's, and verify there finds nothing wrong with it.
+    let source_log = c.repo.json(&["log"]);
+    assert_eq!(source_log["entries"], log["entries"]);
+    ok(&at_replica(&["verify", "--all"]));
+
+    // A trail written to at the replica and not at the source is refused, not merged.
+    edit_json(
+        &Path::new(replica).join("audit/00000000000000000002.json"),
+        |v| v["host"] = json!("elsewhere"),
+    );
+    let err = fails(&c.repo.run(&["replicate", "--to", replica, "--all"]), 5);
+    assert!(one_line(&err).contains("audit entry"), "{err}");
+}
+
+#[test]
+fn drctl_rotates_the_administrative_key_and_pinned_hosts_follow_the_handover() {
+    let c = Cli::new();
+    let id = c.backup();
+    ok(&c.repo.run(&["pin", &id]));
+    let key = c.repo.key.to_str().unwrap().to_owned();
+    // Another host, which pins the current administrative key at first use.
+    let other_trust = c.repo.path().join("other-host-trust");
+    let other_trust = other_trust.to_str().unwrap();
+    let on_other_host = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--repo", &c.repo.url]);
+        drctl(
+            &all,
+            &[
+                ("DR_KEY_FILE", key.as_str()),
+                ("DR_TRUST_DIR", other_trust),
+                ("DR_SIGNING_KEY", ""),
+            ],
+        )
+    };
+    ok(&on_other_host(&["list"]));
+
+    let new_key = c.repo.path().join("new-admin.key");
+    ok(&drctl(
+        &["keygen", "--signing", "--output", new_key.to_str().unwrap()],
+        &[],
+    ));
+    let out = c.repo.run(&[
+        "--json",
+        "repo",
+        "rotate-admin",
+        "--new-signing-key",
+        new_key.to_str().unwrap(),
+    ]);
+    ok(&out);
+    let rotation: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rotation["rotation"]["resigned"], json!(1), "{rotation}");
+
+    // The other host follows the handover: it still lists the (re-signed) backup, and its
+    // pin now names the new key.
+    let out = on_other_host(&["--json", "list"]);
+    ok(&out);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["id"], json!(id), "{listed}");
+    let pins: Vec<_> = std::fs::read_dir(other_trust).unwrap().collect();
+    assert_eq!(pins.len(), 1);
+    let pin: Value =
+        serde_json::from_slice(&std::fs::read(pins[0].as_ref().unwrap().path()).unwrap()).unwrap();
+    let pinned = dr::core::signing::PublicKey::parse(pin["admin_key"].as_str().unwrap()).unwrap();
+    assert_eq!(json!(pinned.key_id()), rotation["rotation"]["to"]);
+
+    // The trail, with entries signed by the old key before the handover, still verifies.
+    ok(&c.repo.run(&["verify", "--all"]));
+    let log = c.repo.json(&["log"]);
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["pin", "state", "admin-handover"], "{log}");
+
+    // The old key can no longer change the repository; the new one can.
+    let err = fails(&c.repo.run(&["retention", "set", "--keep-last", "3"]), 4);
+    assert!(one_line(&err).contains("administrative key"), "{err}");
+    let with_new_key = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--repo", &c.repo.url]);
+        drctl(
+            &all,
+            &[
+                ("DR_KEY_FILE", key.as_str()),
+                ("DR_SIGNING_KEY", new_key.to_str().unwrap()),
+            ],
+        )
+    };
+    ok(&with_new_key(&["retention", "set", "--keep-last", "3"]));
+    ok(&with_new_key(&["backup", "--dir", c.src.to_str().unwrap()]));
+    ok(&on_other_host(&["verify", "--all"]));
+}

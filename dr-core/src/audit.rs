@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::error::{ErrorKind, Result};
 use crate::repo::Repository;
-use crate::signing::{self, PublicKey, Signature, SigningKey};
+use crate::signing::{self, Signature, SigningKey};
 use crate::storage::{PutOptions, StorageExt};
 
 /// Prefix of the audit objects.
@@ -134,6 +134,12 @@ pub async fn append(
     }
 }
 
+/// The sequence number of the newest entry (0 for an empty trail).
+pub async fn head_seq(repo: &Repository) -> Result<u64> {
+    let (last, _) = last_entry(repo).await?;
+    Ok(last.and_then(|v| v["seq"].as_u64()).unwrap_or(0))
+}
+
 async fn last_entry(repo: &Repository) -> Result<(Option<Value>, usize)> {
     let mut paths: Vec<String> = repo
         .storage()
@@ -153,12 +159,55 @@ async fn last_entry(repo: &Repository) -> Result<(Option<Value>, usize)> {
     }
 }
 
+/// Copy the trail of `src` to `dst` (a replica of the same repository): every entry `dst`
+/// lacks is created there byte for byte, so the replica's trail reaches the head its copied
+/// `dr-repo.json` records and `verify` there checks the same chain. An entry `dst` holds with
+/// other bytes is refused: the two trails diverged, someone wrote to the replica. Returns
+/// the number of entries copied.
+pub async fn copy_trail(
+    src: &dyn crate::storage::StorageTarget,
+    dst: &dyn crate::storage::StorageTarget,
+) -> Result<usize> {
+    let theirs: std::collections::HashSet<String> = dst
+        .list(AUDIT_PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    let mut ours: Vec<String> = src
+        .list(AUDIT_PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    ours.sort();
+    let mut copied = 0;
+    for p in ours {
+        let bytes = src.get_bytes(&p).await?;
+        if theirs.contains(&p) {
+            if dst.get_bytes(&p).await? != bytes {
+                return Err(crate::error::Error::corrupt(format!(
+                    "the destination's audit entry {p} differs from the source's: its trail \
+                     was written to outside replication; investigate before replicating"
+                )));
+            }
+            continue;
+        }
+        match dst.put_if_absent(&p, bytes, PutOptions::default()).await {
+            Ok(()) => copied += 1,
+            // A concurrent replication copied it: checked by the next run like any other.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.with_context("audit entry", &p)),
+        }
+    }
+    Ok(copied)
+}
+
 /// Read and check the whole trail: every entry present from 1 on, each chained to the one
 /// before, each signed by the administrative key or a writer key, and reaching at least the
 /// head the signed state records.
 pub async fn read_trail(repo: &Repository) -> Result<Trail> {
     let config = repo.config();
-    let signers: Vec<PublicKey> = config.manifest_signers();
     let mut paths: Vec<String> = repo
         .storage()
         .list(AUDIT_PREFIX)
@@ -197,13 +246,13 @@ pub async fn read_trail(repo: &Repository) -> Result<Trail> {
             ));
         }
         let signed = entry.signature.as_ref().is_some_and(|sig| {
-            signers
+            crate::handover::audit_signers(config, entry.seq)
                 .iter()
                 .any(|k| k.verifies_detached(&message(&config.repository_id, &value), sig))
         });
         if !signed {
             problems.push(format!(
-                "audit entry {} is not signed by the administrative key or a writer key (edited or forged)",
+                "audit entry {} is not signed by the administrative key or a writer key of its time (edited or forged)",
                 entry.seq
             ));
         }

@@ -58,6 +58,7 @@ pub use source::{
 pub use stage::{spawn_transform, ByteStream, StageOptions, Transform};
 pub use storage::{ObjectMeta, ObjectWriter, PutOptions, StorageExt, StorageTarget};
 
+pub mod handover;
 pub mod lease;
 pub mod manifest;
 pub mod names;

@@ -87,6 +87,8 @@ pub struct ReplicateReport {
     pub created_repository: bool,
     /// Whether copied objects were read back in full at the destination.
     pub verified: bool,
+    /// Audit entries copied (a signed repository's trail travels with its backups).
+    pub audit_entries_copied: usize,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
 }
@@ -170,8 +172,30 @@ async fn replicate_locked(
         report.bytes_copied += bytes;
         report.copied.push(id);
     }
+    if src.is_signed() {
+        if !report.copied.is_empty() {
+            record_in_trail(src, dst.as_ref(), &report.copied).await;
+        }
+        report.audit_entries_copied =
+            crate::audit::copy_trail(src.storage().as_ref(), dst.as_ref())
+                .await
+                .context("destination", dst.describe())?;
+    }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Append a `replicate` entry to the source's audit trail (copied to the destination next),
+/// so both trails say which backups went where. A handle without a signing key cannot sign
+/// one: the copy still happens, and the missing entry is logged.
+async fn record_in_trail(src: &Repository, dst: &dyn StorageTarget, copied: &[String]) {
+    let details = serde_json::json!({ "to": dst.describe(), "backups": copied });
+    if let Err(e) = src.audit("replicate", details).await {
+        tracing::warn!(
+            error = %e.report(),
+            "the replication is not recorded in the audit trail: give replicate the signing key"
+        );
+    }
 }
 
 /// Create the destination's `dr-repo.json` from the source's if absent; refuse a

@@ -67,6 +67,14 @@ pub struct RepoConfig {
     /// deletion (`drctl init --object-lock-days N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock_days: Option<u32>,
+    /// Handovers of the administrative key, newest last: hosts that pinned an earlier key
+    /// follow them (see [`crate::handover`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_handovers: Vec<crate::handover::Handover>,
+    /// Keys that no longer sign (a previous administrative key, removed writers), with the
+    /// last audit entry each may have signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_keys: Vec<crate::handover::RetiredKey>,
     /// The newest audit entry when this state was signed: removing entries up to it is
     /// detected (see [`crate::audit`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +149,8 @@ impl RepoConfig {
             admin_key: None,
             writers: Vec::new(),
             object_lock_days: None,
+            admin_handovers: Vec::new(),
+            retired_keys: Vec::new(),
             audit_head: None,
             signature: None,
         })
@@ -384,6 +394,62 @@ impl Repository {
             .put_bytes(CONFIG_PATH, Bytes::from(json), PutOptions::default())
             .await?;
         self.config = config;
+        Ok(())
+    }
+
+    /// Hand the repository over to a new administrative key. This handle's key, the current
+    /// administrative key, signs an audit entry and a handover to `new` (so hosts that pinned
+    /// it follow, see [`crate::handover`]); `new` signs the new state, in which the old key
+    /// is retired. Manifests the old key signed must be re-signed first (as
+    /// `dr::writers::rotate_admin` does), or readers ignore them from now on.
+    pub async fn hand_over_admin(&mut self, new: Arc<SigningKey>) -> Result<()> {
+        if !self.is_signed() {
+            return Err(Error::invalid(
+                "the repository is not signed: there is no administrative key to hand over \
+                 (run `drctl repo upgrade`)",
+            ));
+        }
+        let old = self
+            .signer
+            .clone()
+            .filter(|k| self.config.admin_key.as_deref() == Some(&k.public_key().to_string()))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::WrongKey,
+                    "handing over the administrative key needs the current administrative key: \
+                     pass --signing-key FILE (or set DR_SIGNING_KEY)",
+                )
+            })?;
+        if new.public_key() == old.public_key() {
+            return Err(Error::invalid(
+                "the new administrative key is the current one: generate a new key with \
+                 `drctl keygen --signing`",
+            ));
+        }
+        let details = serde_json::json!({ "from": old.key_id(), "to": new.key_id() });
+        let head = crate::audit::append(self, &old, "admin-handover", details).await?;
+        let mut config = self.config.clone();
+        let new_public = new.public_key().to_string();
+        config.admin_handovers.push(crate::handover::hand_over(
+            &old,
+            &config.repository_id,
+            new.public_key(),
+            head.seq,
+        ));
+        config.retired_keys.push(crate::handover::RetiredKey {
+            public_key: old.public_key().to_string(),
+            until_seq: head.seq,
+        });
+        config.writers.retain(|w| w.public_key != new_public);
+        config.admin_key = Some(new_public);
+        config.audit_head = Some(head);
+        let config = config.signed_by(&new)?;
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        self.storage
+            .put_bytes(CONFIG_PATH, Bytes::from(json), PutOptions::default())
+            .await?;
+        self.config = config;
+        self.signer = Some(new);
         Ok(())
     }
 

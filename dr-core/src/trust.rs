@@ -44,6 +44,9 @@ pub enum PinOutcome {
     Matched,
     /// Signed, and pinned now for the first time (the file is named).
     PinnedNow(PathBuf),
+    /// Signed by a key that a chain of handovers leads to from the pinned key: pinned now
+    /// (the file is named).
+    FollowedHandover(PathBuf),
     /// Not signed and never pinned: a repository from before signatures.
     Unsigned,
 }
@@ -97,6 +100,18 @@ impl TrustStore {
                 if *admin == pin.admin_key && config.repository_id == pin.repository_id =>
             {
                 Ok(PinOutcome::Matched)
+            }
+            (Some(pin), Some(admin))
+                if config.repository_id == pin.repository_id
+                    && crate::handover::leads_to_current_admin(&pin.admin_key, config) =>
+            {
+                let path = self.pin(repo)?;
+                tracing::info!(
+                    from = %short(&pin.admin_key),
+                    to = %short(admin),
+                    "followed the handover of the repository's administrative key"
+                );
+                Ok(PinOutcome::FollowedHandover(path))
             }
             (Some(pin), admin) => Err(Error::new(
                 ErrorKind::Corrupt,

@@ -1,6 +1,7 @@
 //! Reconciliation (`dr_db::diff`) between two real databases on a throwaway cluster: a
 //! reference and a live copy with rows deleted, inserted and updated, under text, composite
-//! and integer keys. The diff names exactly those rows, reads only a few keys, and the
+//! and integer keys, hashed binary or (for types without hash functions) as text. The diff
+//! names exactly those rows, reads only a few keys, and the
 //! repair statements it writes bring the live database back to the reference.
 
 use dr_core::ErrorKind;
@@ -14,6 +15,8 @@ CREATE TABLE "Shop"."Line Items" (order_id int, line smallint, sku text NOT NULL
   total numeric GENERATED ALWAYS AS (qty * 2.5) STORED, PRIMARY KEY (order_id, line));
 CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body jsonb, raw bytea);
 CREATE TABLE notes (body text);
+CREATE TABLE shapes (id int PRIMARY KEY, spec json, at point);
+INSERT INTO shapes SELECT g, json_build_object('g', g), point(g, g) FROM generate_series(1, 500) g;
 INSERT INTO accounts VALUES ('plain', 1, '2024-01-01 10:00+02', '{a,b}'), ('it''s', 2, NULL, NULL),
   ('(x,y)', 3, now(), '{}'), ('"quoted"', 4, now(), '{"with space"}'), ('', 5, NULL, NULL),
   ('grüße', 6, now(), NULL), ('back\slash', 7, now(), NULL);
@@ -37,6 +40,8 @@ UPDATE "Shop"."Line Items" SET qty = qty + 1 WHERE (order_id, line) = (123, 4);
 UPDATE events SET body = body || '{"x": 1}' WHERE id = 29999;
 UPDATE events SET raw = NULL WHERE id = 2;
 DELETE FROM events WHERE id = 1;
+UPDATE shapes SET spec = '{"g": 7, "edited": true}' WHERE id = 7;
+UPDATE shapes SET at = point(0, 0) WHERE id = 9;
 "#;
 
 fn keys(k: &[&[&str]]) -> Vec<Vec<String>> {
@@ -71,7 +76,7 @@ async fn diff_finds_exactly_the_changed_rows_and_its_sql_repairs_them() {
         .await
         .unwrap_or_else(|e| panic!("{}", e.report()));
     assert_eq!(same.without_key, ["public.notes"]);
-    assert_eq!(same.tables.len(), 3);
+    assert_eq!(same.tables.len(), 4);
     assert!(same.tables.iter().all(TableDiff::is_same), "{same:?}");
     assert!(same.tables.iter().all(|t| t.fetched_rows == 0), "{same:?}");
     assert_eq!(table(&same, "\"Shop\".\"Line Items\"").live_rows, 60000);
@@ -108,6 +113,11 @@ async fn diff_finds_exactly_the_changed_rows_and_its_sql_repairs_them() {
     assert_eq!(events.missing_keys, keys(&[&["1"]]));
     assert_eq!(events.changed_keys, keys(&[&["2"], &["29999"]]));
     assert!(events.extra_keys.is_empty());
+    // json and point have no hash functions: their table is hashed through its text form.
+    let shapes = table(&found, "public.shapes");
+    assert_eq!((shapes.hashing, events.hashing), ("text", "binary"));
+    assert_eq!(shapes.changed_keys, keys(&[&["7"], &["9"]]));
+    assert!(shapes.missing_keys.is_empty() && shapes.extra_keys.is_empty());
 
     // The statements bring the live database back: the diff is empty afterwards.
     let sql = found.repair_sql.clone().unwrap();

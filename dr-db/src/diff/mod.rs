@@ -47,6 +47,9 @@ pub struct TableDiff {
     pub fetched_rows: u64,
     /// Narrowing steps taken.
     pub levels: u32,
+    /// How rows were hashed: `binary` (each type's own hash function) or `text` (a column
+    /// type without one, or a server before PostgreSQL 14).
+    pub hashing: &'static str,
     /// How long the comparison took, in milliseconds.
     pub duration_ms: u64,
 }
@@ -146,6 +149,7 @@ async fn diff_with(live: &Client, reference: &Client, opts: &DiffOptions) -> Res
             reference_rows: keys.reference_rows,
             fetched_rows: keys.fetched_rows,
             levels: keys.levels,
+            hashing: keys.hashing,
             duration_ms: started.elapsed().as_millis() as u64,
         };
         tracing::info!(table = %diff.table, missing = diff.missing, extra = diff.extra,

@@ -40,6 +40,8 @@ pub(crate) struct KeyDiff {
     pub fetched_rows: u64,
     /// Narrowing steps taken (1: the first ranges were compared).
     pub levels: u32,
+    /// `binary` or `text`: see [`Hashing`].
+    pub hashing: &'static str,
 }
 
 /// The SQL expressions a table is compared with.
@@ -50,15 +52,41 @@ struct Exprs {
     key_text: Vec<String>,
 }
 
+/// How rows are hashed. Both sides must use the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hashing {
+    /// `hash_record_extended` (PostgreSQL 14+) over the columns' binary values, with each
+    /// type's own hash function: no text conversion, which dominates the cost of a table
+    /// of timestamps, numerics or bytea. Values equal by their type's equality hash alike
+    /// (numeric 1.0 and 1.00), as they compare in SQL.
+    Binary,
+    /// The row's text form through `hashtextextended`: for a type without a hash function
+    /// (json, point, …) or an older server.
+    Text,
+}
+
+impl Hashing {
+    fn name(self) -> &'static str {
+        match self {
+            Hashing::Binary => "binary",
+            Hashing::Text => "text",
+        }
+    }
+}
+
 impl Exprs {
-    fn of(shape: &TableShape) -> Exprs {
+    fn of(shape: &TableShape, hashing: Hashing) -> Exprs {
         let column = |name: &str| format!("t.{}", quote_ident(name));
         let all: Vec<String> = shape.columns.iter().map(|c| column(&c.name)).collect();
         let key: Vec<String> = shape.key_columns().map(|c| column(&c.name)).collect();
+        let hash = |cols: &[String], seed: u8| match hashing {
+            Hashing::Binary => format!("hash_record_extended(ROW({}), {seed})", cols.join(", ")),
+            Hashing::Text => format!("hashtextextended(ROW({})::text, {seed})", cols.join(", ")),
+        };
         Exprs {
             table: format!("{} t", shape.qualified()),
-            key_hash: format!("hashtextextended(ROW({})::text, 0)", key.join(", ")),
-            row_hash: format!("hashtextextended(ROW({})::text, 1)", all.join(", ")),
+            key_hash: hash(&key, 0),
+            row_hash: hash(&all, 1),
             key_text: key.iter().map(|k| format!("{k}::text")).collect(),
         }
     }
@@ -87,8 +115,15 @@ pub(crate) async fn diff_table(
     shape: &TableShape,
     leaf_rows: u64,
 ) -> Result<KeyDiff> {
-    let exprs = Exprs::of(shape);
-    let mut out = KeyDiff::default();
+    let hashing = match tokio::try_join!(hashing(live, shape), hashing(reference, shape))? {
+        (Hashing::Binary, Hashing::Binary) => Hashing::Binary,
+        _ => Hashing::Text,
+    };
+    let exprs = Exprs::of(shape, hashing);
+    let mut out = KeyDiff {
+        hashing: hashing.name(),
+        ..KeyDiff::default()
+    };
     let mut parents: Option<Vec<i64>> = None;
     let mut level = 1;
     let mut before = i64::MAX;
@@ -137,6 +172,34 @@ pub(crate) async fn diff_table(
         before = rows;
         level += 1;
     }
+}
+
+/// Whether `client` can hash rows of `shape` binary: every column's type has an extended
+/// hash function there. Probed on a row of typed NULLs (the function looks its columns'
+/// hash functions up before it looks at values) inside a savepoint, so a refusal leaves
+/// the caller's snapshot transaction usable.
+async fn hashing(client: &Client, shape: &TableShape) -> Result<Hashing> {
+    let nulls: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|c| format!("NULL::{}", c.type_name))
+        .collect();
+    let probe = format!("SELECT hash_record_extended(ROW({}), 0)", nulls.join(", "));
+    let setup = |e| db_error("cannot probe how to hash a table's rows", e);
+    client
+        .batch_execute("SAVEPOINT dr_hash_probe")
+        .await
+        .map_err(setup)?;
+    let hashing = match client.batch_execute(&probe).await {
+        Ok(()) => Hashing::Binary,
+        Err(_) => Hashing::Text,
+    };
+    let end = match hashing {
+        Hashing::Binary => "RELEASE SAVEPOINT dr_hash_probe",
+        Hashing::Text => "ROLLBACK TO SAVEPOINT dr_hash_probe",
+    };
+    client.batch_execute(end).await.map_err(setup)?;
+    Ok(hashing)
 }
 
 /// Counts and combined hashes per range at `bits`, within the parent ranges `$1` (at
@@ -242,7 +305,12 @@ mod tests {
             }],
             key: vec![0],
         };
-        let e = Exprs::of(&shape);
+        let e = Exprs::of(&shape, Hashing::Binary);
+        assert_eq!(
+            e.range(12),
+            "((hash_record_extended(ROW(t.\"id\"), 0)) >> 52) & 4095"
+        );
+        let e = Exprs::of(&shape, Hashing::Text);
         assert_eq!(
             e.range(12),
             "((hashtextextended(ROW(t.\"id\")::text, 0)) >> 52) & 4095"

@@ -2,19 +2,17 @@
 
 use clap::Args;
 use dr::core::replicate::{replicate, ReplicateOptions, Selection};
-use dr::core::{Error, Repository, Result};
+use dr::core::{Error, Result};
 
 use crate::output::{human_bytes, Output};
 
 /// Arguments of `drctl replicate`.
 #[derive(Debug, Args)]
 pub struct ReplicateArgs {
-    /// Source repository URL.
-    #[arg(long, env = "DR_REPO")]
-    pub repo: String,
-    /// A storage setting KEY=VALUE for the source (repeatable), as for other commands.
-    #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
-    pub storage_opts: Vec<String>,
+    /// The source repository, checked against this host's pin like any other command; with
+    /// a signing key, the replication is recorded in its audit trail.
+    #[command(flatten)]
+    pub repo: crate::args::RepoArgs,
     /// Destination URL (created as a replica of the source if it holds no repository).
     #[arg(long)]
     pub to: String,
@@ -50,8 +48,7 @@ pub async fn run(out: Output, args: ReplicateArgs) -> Result<()> {
     } else {
         Selection::Ids(args.ids.clone())
     };
-    let src = crate::storage::open(&args.repo, &args.storage_opts)?.retrying();
-    let src = Repository::open(src).await?;
+    let src = args.repo.open().await?;
     dr::storage::create_local_dir(&args.to)?;
     let dst = crate::storage::open(&args.to, &args.to_storage_opts)?.retrying();
     let opts = ReplicateOptions {

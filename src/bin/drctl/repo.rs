@@ -1,5 +1,5 @@
-//! `drctl repo upgrade|trust`: signing an existing repository, and pinning its
-//! administrative key on a host.
+//! `drctl repo upgrade|trust|rotate-admin`: signing an existing repository, pinning its
+//! administrative key on a host, and replacing that key.
 
 use clap::Subcommand;
 use dr::core::{Error, Result};
@@ -28,6 +28,17 @@ pub enum RepoCommand {
         /// repository names another.
         #[arg(long)]
         admin_key: String,
+    },
+    /// Replace the administrative key (--signing-key) with a new one: the new key re-signs
+    /// the manifests the old one signed, and the old key signs a handover that hosts which
+    /// pinned it follow on their next run. Keep the old key offline afterwards; if it was
+    /// stolen, re-pin hosts with `drctl repo trust` instead of relying on the handover.
+    RotateAdmin {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// The new administrative key's file (`drctl keygen --signing`).
+        #[arg(long, value_name = "FILE")]
+        new_signing_key: std::path::PathBuf,
     },
 }
 
@@ -90,6 +101,28 @@ pub async fn run(out: Output, cmd: RepoCommand) -> Result<()> {
                 println!(
                     "pinned administrative key {} in {}",
                     expected.key_id(),
+                    pin.display()
+                );
+            }
+            Ok(())
+        }
+        RepoCommand::RotateAdmin {
+            repo: args,
+            new_signing_key,
+        } => {
+            let new = std::sync::Arc::new(dr::crypto::read_signing_key_file(&new_signing_key)?);
+            let mut repo = args.open_for_writing().await?;
+            let rotation = dr::writers::rotate_admin(&mut repo, new).await?;
+            let pin = store.pin(&repo)?;
+            if out.is_json() {
+                print_json(&json!({ "rotation": rotation, "pin": pin }));
+            } else {
+                println!(
+                    "administrative key {} handed over to {}; {} manifests re-signed; pinned \
+                     in {}",
+                    rotation.from,
+                    rotation.to,
+                    rotation.resigned,
                     pin.display()
                 );
             }
