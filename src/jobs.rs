@@ -443,6 +443,62 @@ impl JobRunner for DrillJob {
     }
 }
 
+/// Drills the newest physical base backup with the archived WAL
+/// ([`crate::physical_drill::physical_drill`]): a drill that misses an objective, stops
+/// recovery early or fails a check is a failed run.
+pub struct PhysicalDrillJob {
+    decryptor: Arc<dyn Decryptor>,
+    opts: crate::physical_drill::PhysicalDrillOptions,
+}
+
+impl std::fmt::Debug for PhysicalDrillJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhysicalDrillJob")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PhysicalDrillJob {
+    /// Drill with `opts` (its restore_command, target, objectives and checks).
+    pub fn new(
+        decryptor: Arc<dyn Decryptor>,
+        opts: crate::physical_drill::PhysicalDrillOptions,
+    ) -> PhysicalDrillJob {
+        PhysicalDrillJob { decryptor, opts }
+    }
+}
+
+#[async_trait]
+impl JobRunner for PhysicalDrillJob {
+    async fn run(&self, ctx: &JobContext) -> Result<JobSummary> {
+        let repo = ctx.repository();
+        let latest = repo
+            .latest(&SeriesSelector::kind(dr_core::wal::base::PHYSICAL_KIND))
+            .await?;
+        let mut opts = self.opts.clone();
+        opts.read.progress = Some(ctx.progress_sink());
+        let report =
+            crate::physical_drill::physical_drill(repo, &latest, self.decryptor.as_ref(), &opts)
+                .await?;
+        if let Some(e) = crate::physical_drill::failure(&report, &opts.objectives) {
+            return Err(e);
+        }
+        Ok(JobSummary::new(format!(
+            "physical drill of {}: recovered to {} in {} ms, {} s of data lost, {} checks passed",
+            report.id,
+            report.target,
+            report.recovery_ms,
+            report.recovery_point_secs,
+            report.checks.len()
+        ))
+        .figure("backup_id", report.id.clone())
+        .figure("recovery_ms", report.recovery_ms)
+        .figure("recovery_point_secs", report.recovery_point_secs)
+        .figure("checks_passed", report.checks.len()))
+    }
+}
+
 /// Copies every complete backup the destination lacks to a second storage target
 /// ([`dr_core::replicate::replicate`]): the runbook's copy in another region.
 pub struct ReplicateJob {

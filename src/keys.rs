@@ -343,6 +343,12 @@ pub struct RewrapReport {
     pub wraps_added: usize,
     /// Manifests rewritten to remove wrapped keys of revoked keys.
     pub wraps_removed: usize,
+    /// Archived WAL files (each has its own wrapped data key, in its record).
+    pub wal_files: usize,
+    /// WAL records rewritten to add wrapped keys.
+    pub wal_wraps_added: usize,
+    /// WAL records rewritten to remove wrapped keys of revoked keys.
+    pub wal_wraps_removed: usize,
     /// Key ids added to the repository.
     pub added: Vec<String>,
     /// Key ids revoked.
@@ -388,9 +394,10 @@ pub async fn rotate_key(
 }
 
 /// Change a repository's keys: add `add`, revoke the key ids in `remove`, and re-wrap every
-/// backup's data key to match, rewriting manifests only (the data objects keep their bytes
-/// and checksums). The pack indexes and the dedup key of deduplicated file backups hold
-/// wrapped keys too, and are re-wrapped in the same steps as manifests.
+/// backup's and every archived WAL file's data key to match, rewriting manifests and WAL
+/// records only (the data objects keep their bytes and checksums). The pack indexes and the
+/// dedup key of deduplicated file backups hold wrapped keys too, and are re-wrapped in the
+/// same steps as manifests.
 ///
 /// Order, so that an interruption at any point leaves every backup openable by a current
 /// key, and re-running the same call finishes the job:
@@ -511,7 +518,9 @@ async fn change_keys_holding(
             ));
         }
     }
+    let wal = crate::wal_keys::read(repo).await?;
     let mut additions = Vec::new();
+    let mut wal_additions = Vec::new();
     let mut problems = Vec::new();
     for m in &manifests {
         match plan_addition(m, &openers, &add, &remove, &remaining, &fallback) {
@@ -536,13 +545,27 @@ async fn change_keys_holding(
             Err(e) => problems.push(format!("{}: {}", o.path, e.message())),
         }
     }
+    for w in &wal {
+        match plan_wraps(
+            &w.record.encryption,
+            &openers,
+            &add,
+            &remove,
+            &remaining,
+            &fallback,
+        ) {
+            Ok(Some(encryption)) => wal_additions.push(w.with_encryption(encryption)),
+            Ok(None) => {}
+            Err(e) => problems.push(format!("WAL {}: {}", w.record.name, e.message())),
+        }
+    }
     if !problems.is_empty() {
         let n = problems.len();
         problems.truncate(3);
         return Err(Error::new(
             ErrorKind::WrongKey,
             format!(
-                "{n} backup(s) could not be re-wrapped, nothing was changed: {}{}",
+                "{n} backup(s) or WAL file(s) could not be re-wrapped, nothing was changed: {}{}",
                 problems.join("; "),
                 if n > 3 { "; …" } else { "" }
             ),
@@ -554,6 +577,8 @@ async fn change_keys_holding(
     let wraps_added = additions.len() + object_additions.len();
     write_manifests(repo, additions).await?;
     write_objects(repo, object_additions).await?;
+    let wal_wraps_added = wal_additions.len();
+    crate::wal_keys::write(repo, wal_additions).await?;
 
     // 3. The new key list.
     lease.check()?;
@@ -600,15 +625,38 @@ async fn change_keys_holding(
             object_removals.push(WrappedObject { encryption, ..o });
         }
     }
+    let mut wal_removals = Vec::new();
+    if !remove.is_empty() {
+        for w in crate::wal_keys::read(repo).await? {
+            let enc = &w.record.encryption;
+            if !enc
+                .key_ids()
+                .iter()
+                .any(|id| remove.iter().any(|r| r == id))
+            {
+                continue;
+            }
+            // A file pushed after step 1 may still need its new wraps.
+            let wanted = fallback_for(enc, &add, &remaining, &fallback);
+            let info = dr_crypto::rewrap(enc, &openers, &wanted, &remove)
+                .map_err(|e| e.with_context("WAL file", &w.record.name))?;
+            wal_removals.push(w.with_encryption(info));
+        }
+    }
     lease.check()?;
     let wraps_removed = removals.len() + object_removals.len();
     write_manifests(repo, removals).await?;
     write_objects(repo, object_removals).await?;
+    let wal_wraps_removed = wal_removals.len();
+    crate::wal_keys::write(repo, wal_removals).await?;
 
     Ok(RewrapReport {
         backups: manifests.len(),
         wraps_added,
         wraps_removed,
+        wal_files: wal.len(),
+        wal_wraps_added,
+        wal_wraps_removed,
         added: add.iter().map(Recipient::key_id).collect(),
         removed: remove,
         keys: new_config.keys.iter().map(|k| k.id.clone()).collect(),
@@ -616,8 +664,9 @@ async fn change_keys_holding(
     })
 }
 
-/// The recipients a manifest must gain: the added ones, plus, if after removal it would be
-/// left with no current key, every remaining public recipient.
+/// The recipients a backup's (or WAL file's, or pack index's) data key must gain: the added
+/// ones, plus, if after removal it would be left with no current key, every remaining public
+/// recipient.
 fn fallback_for(
     info: &EncryptionInfo,
     add: &[Recipient],

@@ -51,6 +51,30 @@ pub struct PitrReport {
     pub system_identifier: u64,
 }
 
+/// The `restore_command` of a restored server: `drctl` (its path) fetching from the
+/// repository at `repo_url` with the key file `key_file` and the storage options
+/// `storage_opts`, each quoted for the shell PostgreSQL runs it with. A key file, never a
+/// secret: the command line is visible to every user of the machine.
+pub fn restore_command(
+    drctl: &std::path::Path,
+    repo_url: &str,
+    key_file: &std::path::Path,
+    storage_opts: &[String],
+) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut cmd = format!(
+        "{} wal-fetch --repo {} --key-file {}",
+        quote(&drctl.display().to_string()),
+        quote(repo_url),
+        quote(&key_file.display().to_string())
+    );
+    for o in storage_opts {
+        cmd.push_str(&format!(" --storage-opt {}", quote(o)));
+    }
+    cmd.push_str(" %f %p");
+    cmd
+}
+
 /// Restore a base backup and prepare its recovery to `req.target`. See the module docs.
 pub async fn restore_to_point(
     repo: &Repository,

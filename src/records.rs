@@ -9,6 +9,7 @@ use dr_core::{ErrorKind, Manifest, Result};
 
 use crate::drill::DrillReport;
 use crate::drill::Objectives;
+use crate::physical_drill::PhysicalDrillReport;
 
 /// The record of a drill of `manifest` that started at `started_at`: its verdict, reasons,
 /// measured recovery time and point, the objectives, and the whole report; or, when the
@@ -37,6 +38,37 @@ pub fn of_drill(
             record.failures = report.failures(&Objectives::default());
             record.recovery_time_ms = Some(report.restore_ms);
             record.recovery_point_secs = Some(report.backup_age_secs);
+            record.details = serde_json::to_value(report).unwrap_or_default();
+            Some(record)
+        }
+        Err(e) if is_usage_error(e.kind()) => None,
+        Err(e) => Some(record.failed(format!("the drill did not finish: {}", e.report()))),
+    }
+}
+
+/// The record of a drill of the physical base backup `manifest`, like [`of_drill`]'s: the
+/// recovery time is the fetch to the server accepting queries at the target, the recovery
+/// point the age of the newest recovered transaction.
+pub fn of_physical_drill(
+    manifest: &Manifest,
+    started_at: DateTime<Utc>,
+    objectives: &Objectives,
+    result: &Result<PhysicalDrillReport>,
+) -> Option<CheckRecord> {
+    let mut record = CheckRecord::new(
+        CheckKind::Drill,
+        &manifest.id,
+        manifest.series.clone(),
+        started_at,
+    );
+    record.rto_secs = objectives.rto.map(|d| d.as_secs());
+    record.rpo_secs = objectives.rpo.map(|d| d.as_secs());
+    match result {
+        Ok(report) => {
+            record.passed = report.passed;
+            record.failures = report.failures(&Objectives::default());
+            record.recovery_time_ms = Some(report.recovery_ms);
+            record.recovery_point_secs = Some(report.recovery_point_secs);
             record.details = serde_json::to_value(report).unwrap_or_default();
             Some(record)
         }

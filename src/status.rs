@@ -21,12 +21,13 @@
 //!
 //! | finding | health |
 //! |---|---|
-//! | the newest backup's data is older than the RPO | breached |
+//! | the newest backup's data (a physical series: its newest archived WAL, if newer) is older than the RPO | breached |
 //! | the last verify of the series failed | breached |
 //! | the last drill found bad data or did not finish | breached |
 //! | the last drill's recovery time exceeded the RTO | breached |
 //! | the last drill's recovery point exceeded the RPO (then) | warning |
 //! | the series was never verified; a database series was never drilled | warning |
+//! | a physical series' WAL archive misses segments between archived ones | warning |
 //! | everything above is fine, or has no objective to judge by | ok |
 //!
 //! A repository without any complete backup is `unknown`: there is nothing to judge. The
@@ -141,6 +142,10 @@ pub struct SeriesStatus {
     /// Whether the last drill's recovery time is within the RTO (`None` without a drill or
     /// an RTO).
     pub rto_met: Option<bool>,
+    /// A physical series' archived WAL: its newest segment's age (which the RPO is judged
+    /// by when it is newer than the backup) and the PITR window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<crate::wal_state::WalStatus>,
 }
 
 /// Sizes and counts of the whole repository.
@@ -225,13 +230,17 @@ pub struct Facts {
     pub records: Vec<CheckRecord>,
     /// Leases.
     pub leases: Vec<LeaseStatus>,
+    /// Each archived cluster's WAL, by system identifier.
+    pub wal: BTreeMap<u64, crate::wal_state::WalFacts>,
 }
 
 /// Read what a status needs from `repo`: backups, incomplete uploads, records and leases.
 pub async fn gather(repo: &Repository) -> Result<Facts> {
+    let backups = repo.list_backups().await?;
     Ok(Facts {
         repository: repo.storage().describe(),
-        backups: repo.list_backups().await?,
+        wal: crate::wal_state::gather(repo, &backups).await?,
+        backups,
         incomplete: repo.list_incomplete().await?,
         records: records::list_all(repo).await?,
         leases: lease::list(repo).await?,
@@ -252,7 +261,13 @@ pub fn assess(facts: &Facts, objectives: &Objectives, now: DateTime<Utc>) -> Sta
     }
     let series: Vec<SeriesStatus> = by_series
         .into_iter()
-        .map(|(series, backups)| assess_series(series, &backups, &facts.records, objectives, now))
+        .map(|(series, backups)| {
+            let wal = (series.kind == dr_core::wal::base::PHYSICAL_KIND)
+                .then(|| series.origin.parse::<u64>().ok())
+                .flatten()
+                .and_then(|sysid| facts.wal.get(&sysid));
+            assess_series(series, &backups, &facts.records, wal, objectives, now)
+        })
         .collect();
     let health = series
         .iter()
@@ -282,12 +297,20 @@ fn assess_series(
     series: &Series,
     backups: &[&Manifest],
     records: &[CheckRecord],
+    wal: Option<&crate::wal_state::WalFacts>,
     objectives: &Objectives,
     now: DateTime<Utc>,
 ) -> SeriesStatus {
     let newest = BackupBrief::of(backups[0]);
     let backup_age = now - newest.data_at;
     let backup_age_secs = backup_age.num_seconds();
+    let wal = wal.map(|w| crate::wal_state::WalStatus::of(w, now));
+    // With archived WAL newer than the backup, a disaster loses only what came after it.
+    let wal_age = wal
+        .as_ref()
+        .and_then(|w| w.newest_archived_at)
+        .filter(|t| *t > newest.data_at)
+        .map(|t| now - t);
     let last = |kind: CheckKind| {
         records
             .iter()
@@ -300,17 +323,30 @@ fn assess_series(
     let (last_verify, last_drill) = (last(CheckKind::Verify), last(CheckKind::Drill));
 
     let mut findings: Vec<(Health, String)> = Vec::new();
+    let data_age = wal_age.unwrap_or(backup_age);
     let rpo_met = objectives
         .rpo
-        .map(|rpo| backup_age.num_milliseconds() <= rpo.as_millis() as i64);
+        .map(|rpo| data_age.num_milliseconds() <= rpo.as_millis() as i64);
     if let (Some(false), Some(rpo)) = (rpo_met, objectives.rpo) {
+        let what = match (&wal_age, wal.as_ref().and_then(|w| w.newest_file.as_ref())) {
+            (Some(_), Some(file)) => format!("the newest archived WAL {file}"),
+            _ => format!("the newest backup {}", newest.id),
+        };
         findings.push((
             Health::Breached,
             format!(
-                "the newest backup {} is {} old, over the RPO of {}",
-                newest.id,
-                secs(backup_age_secs),
+                "{what} is {} old, over the RPO of {}",
+                secs(data_age.num_seconds()),
                 secs(rpo.as_secs() as i64)
+            ),
+        ));
+    }
+    if let Some(w) = wal.as_ref().filter(|w| w.gaps > 0) {
+        findings.push((
+            Health::Warning,
+            format!(
+                "the WAL archive misses segments in {} place(s): `drctl wal verify` names them",
+                w.gaps
             ),
         ));
     }
@@ -385,6 +421,7 @@ fn assess_series(
         last_verify,
         last_drill,
         rto_met,
+        wal,
     }
 }
 

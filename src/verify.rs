@@ -132,3 +132,78 @@ async fn check_backup(
         rows_checked: found.iter().map(|t| t.rows).sum(),
     })
 }
+
+/// One cluster's archived WAL as `verify --all` checks it: every base backup has its own WAL
+/// (start → stop), and no segment is missing between archived ones (a gap ends every
+/// recovery that crosses it).
+#[derive(Debug, Clone, Serialize)]
+pub struct WalContinuity {
+    /// The cluster (decimal text).
+    pub system_identifier: String,
+    /// Each of the cluster's base backups: whether its own WAL is there, how far it recovers.
+    pub backups: Vec<dr_core::wal::BackupReach>,
+    /// Segments missing between archived ones.
+    pub gaps: Vec<dr_core::wal::Gap>,
+    /// What is wrong, one line each, naming the backups and segments (empty: continuous).
+    pub problems: Vec<String>,
+}
+
+/// The WAL continuity of every archived cluster from every kept base backup (the
+/// repository's complete physical backups).
+pub async fn wal_continuity(repo: &Repository) -> Result<Vec<WalContinuity>> {
+    use dr_core::wal::{base, WalArchive};
+    let physical = repo
+        .list_series(&dr_core::SeriesSelector::kind(base::PHYSICAL_KIND))
+        .await?;
+    let mut out = Vec::new();
+    for cluster in WalArchive::clusters(repo).await? {
+        let sysid = cluster.system_identifier;
+        let index = WalArchive::open(repo, sysid).await?.index(true).await?;
+        let size = index.segment_size();
+        let bases: Vec<_> = physical
+            .iter()
+            .filter(|m| base::system_identifier(m).ok() == Some(sysid))
+            .map(base::base_backup)
+            .collect::<Result<_>>()?;
+        let backups: Vec<_> = bases.iter().map(|b| index.reach(b)).collect();
+        let gaps = index.gaps();
+        let mut problems = Vec::new();
+        for r in backups.iter().filter(|r| !r.consistent) {
+            problems.push(match &r.missing {
+                Some(g) => format!(
+                    "base backup {} lacks part of its own WAL: {}..{} ({} segments) are not archived",
+                    r.id, g.first, g.last, g.segments
+                ),
+                None => format!("base backup {} lacks part of its own WAL", r.id),
+            });
+        }
+        for g in &gaps {
+            let before: Vec<&str> = bases
+                .iter()
+                .filter(|b| b.stop_lsn.segment(size) < g.first_number)
+                .map(|b| b.id.as_str())
+                .collect();
+            problems.push(format!(
+                "timeline {} misses {} segment(s) {}..{} (the changes of {} .. {}){}",
+                g.timeline,
+                g.segments,
+                g.first,
+                g.last,
+                g.lost_from.format("%Y-%m-%d %H:%M:%S UTC"),
+                g.lost_to.format("%Y-%m-%d %H:%M:%S UTC"),
+                if before.is_empty() {
+                    String::new()
+                } else {
+                    format!(": recovery from {} stops before it", before.join(", "))
+                }
+            ));
+        }
+        out.push(WalContinuity {
+            system_identifier: sysid.to_string(),
+            backups,
+            gaps,
+            problems,
+        });
+    }
+    Ok(out)
+}

@@ -124,7 +124,7 @@ async fn an_edited_key_list_defaults_or_retention_is_refused_on_open() {
     let f = fixture().await;
     let original = f.read_json("dr-repo.json").await;
     type Edit = fn(&mut Value);
-    let edits: [(&str, Edit); 5] = [
+    let edits: [(&str, Edit); 6] = [
         ("added recipient", |v| {
             v["keys"].as_array_mut().unwrap().push(attacker_entry())
         }),
@@ -134,6 +134,10 @@ async fn an_edited_key_list_defaults_or_retention_is_refused_on_open() {
         }),
         ("retention policy", |v| {
             v["retention"] = json!({ "keep_last": 1 })
+        }),
+        // A shorter PITR window would let prune delete the WAL a restore needs.
+        ("PITR window", |v| {
+            v["retention"] = json!({ "keep_pitr": "1h" })
         }),
         (
             "writer key",

@@ -140,8 +140,18 @@ async fn archive_current(cluster: &TestCluster) {
 /// Restore to a target with drctl, start a server on it, wait for the end of recovery and
 /// return the marker ids and whether pgbench's balances agree.
 async fn restore_and_read(archive: &Archive, name: &str, target: &[&str]) -> (Vec<i64>, bool) {
+    restore_backup_and_read(archive, name, "latest", target).await
+}
+
+/// [`restore_and_read`] of the base backup `id`.
+async fn restore_backup_and_read(
+    archive: &Archive,
+    name: &str,
+    id: &str,
+    target: &[&str],
+) -> (Vec<i64>, bool) {
     let pgdata = archive.dir(name);
-    let mut args = vec!["restore", "latest", "--pgdata", pgdata.to_str().unwrap()];
+    let mut args = vec!["restore", id, "--pgdata", pgdata.to_str().unwrap()];
     args.extend_from_slice(target);
     ok(&archive.run(&args));
     assert!(pgdata.join("recovery.signal").is_file());
@@ -287,6 +297,17 @@ async fn point_in_time_recovery_under_load_and_damage() {
     assert_eq!(state[0]["system_identifier"], sysid.as_str());
     assert_eq!(state[0]["gaps"].as_array().unwrap().len(), 0, "{state}");
     assert_eq!(state[0]["window"].as_array().unwrap().len(), 1, "{state}");
+    // verify --all reads every backup and checks the WAL continues from each base backup.
+    let verified = archive.run(&["--json", "verify", "--all"]);
+    ok(&verified);
+    let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    let wal_entry = verified
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == format!("WAL of cluster {sysid}"))
+        .unwrap_or_else(|| panic!("{verified}"));
+    assert_eq!(wal_entry["ok"], true, "{wal_entry}");
 
     // Each target gives exactly the markers committed before it.
     let m = |id: i64| &markers[id as usize - 1];
@@ -321,6 +342,8 @@ async fn point_in_time_recovery_under_load_and_damage() {
         assert!(balanced, "target {name}: pgbench balances disagree");
     }
 
+    physical_drills(&archive, &markers).await;
+
     // A non-empty directory is refused before anything is read.
     let full = archive.dir("restore-latest");
     let e = fails(
@@ -351,6 +374,33 @@ async fn point_in_time_recovery_under_load_and_damage() {
         archive_current(&cluster).await;
     }
     let before = archived_segments(&archive, &sysid);
+
+    // The stored policy keeps one backup but a 7-day PITR window: the older backup anchors
+    // the window, so it stays with all its WAL, and each kept backup restores to the end.
+    ok(&archive.run(&["retention", "set", "--keep-last", "1", "--keep-pitr", "7d"]));
+    let shown = archive.run(&["--json", "retention", "show"]);
+    ok(&shown);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["retention"]["keep_pitr"], "7d", "{shown}");
+    let pruned = archive.run(&["--json", "prune"]);
+    ok(&pruned);
+    // (The live server may archive more meanwhile.)
+    let after_pitr_prune = archived_segments(&archive, &sysid);
+    assert!(
+        before.iter().all(|s| after_pitr_prune.contains(s)),
+        "the window keeps every segment: {before:?} -> {after_pitr_prune:?}"
+    );
+    let kept = archive.json_list();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for (i, b) in kept.iter().enumerate() {
+        let id = b["id"].as_str().unwrap();
+        let (ids, balanced) =
+            restore_backup_and_read(&archive, &format!("restore-kept-{i}"), id, &[]).await;
+        assert_eq!(ids, upto(19), "backup {id}");
+        assert!(balanced, "backup {id}");
+    }
+
+    let before = archived_segments(&archive, &sysid);
     let pruned = archive.run(&["--json", "prune", "--keep-last", "1"]);
     ok(&pruned);
     let items: serde_json::Value = serde_json::from_slice(&pruned.stdout).unwrap();
@@ -361,14 +411,324 @@ async fn point_in_time_recovery_under_load_and_damage() {
         .filter(|i| i["wal_file"].as_str().is_some_and(|n| n.len() == 24) && i["keep"] == false)
         .count();
     let after = archived_segments(&archive, &sysid);
-    assert!(wal_deleted > 0 && after.len() < before.len(), "{items}");
-    assert_eq!(before.len() - after.len(), wal_deleted, "{items}");
+    // (The live server may archive a segment meanwhile: count what went, not the totals.)
+    let gone = before.iter().filter(|s| !after.contains(s)).count();
+    assert!(wal_deleted > 0, "{items}");
+    assert_eq!(gone, wal_deleted, "{items}");
     assert_eq!(archive.json_list().len(), 1);
     let (ids, balanced) = restore_and_read(&archive, "restore-after-prune", &[]).await;
     assert_eq!(ids, upto(19));
     assert!(balanced);
 
+    let mut cluster = cluster;
+    crash(&archive, &mut cluster, &mut markers).await;
+    timelines(&archive, &markers).await;
     damage(&archive, &cluster, &sysid).await;
+}
+
+/// `drctl drill --physical`: to the end of the archive (every marker, checks in every
+/// database, RTO and RPO measured, the scratch directory removed, the record in `status`),
+/// and to a time.
+async fn physical_drills(archive: &Archive, markers: &[Marker]) {
+    let scratch = archive.dir("drills");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch_arg = scratch.to_str().unwrap();
+    let out = archive.run(&[
+        "--json",
+        "drill",
+        "--physical",
+        "latest",
+        "--scratch",
+        scratch_arg,
+        "--rpo",
+        "1h",
+        "--rto",
+        "10m",
+    ]);
+    ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["passed"], true, "{r}");
+    assert_eq!(r["stopped_early"], false, "{r}");
+    assert_eq!(r["rto_met"], true, "{r}");
+    assert_eq!(r["rpo_met"], true, "{r}");
+    // Recovery replayed at least the newest marker's commit (autovacuum may commit after).
+    let newest = markers.last().unwrap();
+    let recovered: DateTime<Utc> = r["recovered_to"].as_str().unwrap().parse().unwrap();
+    assert!(
+        recovered >= newest.before && recovered <= Utc::now(),
+        "recovered to {recovered}, the newest marker committed at {}: {r}",
+        newest.before
+    );
+    let names: Vec<&str> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for want in ["app: amcheck", "app: sequences", "postgres: amcheck"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let recovery_ms = r["recovery_ms"].as_u64().unwrap();
+    assert!(recovery_ms >= r["restore_ms"].as_u64().unwrap());
+    eprintln!(
+        "physical drill: RTO {recovery_ms} ms (base backup {} ms), achieved RPO {} s",
+        r["restore_ms"], r["recovery_point_secs"]
+    );
+    assert!(
+        std::fs::read_dir(&scratch).unwrap().next().is_none(),
+        "the scratch directory was not removed"
+    );
+
+    // `drctl status` shows the drill's measured figures for the physical series.
+    let status = archive.run(&["--json", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let physical = status["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["series"]
+                .as_str()
+                .unwrap()
+                .starts_with("postgres-physical:")
+        })
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(physical["last_drill"]["recovery_time_ms"], recovery_ms);
+    assert_eq!(physical["last_drill"]["passed"], true);
+    wal_status(archive, physical, markers);
+
+    // To a time: the markers up to it, and nothing of the next one.
+    let m = |id: usize| &markers[id - 1];
+    let between = m(6).after + (m(7).before - m(6).after) / 2;
+    let out = archive.run(&[
+        "--json",
+        "drill",
+        "--physical",
+        "latest",
+        "--scratch",
+        scratch_arg,
+        "--target-time",
+        &between.to_rfc3339(),
+        "--no-amcheck",
+    ]);
+    ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recovered: DateTime<Utc> = r["recovered_to"].as_str().unwrap().parse().unwrap();
+    assert!(
+        recovered <= between && recovered >= m(6).before,
+        "recovered to {recovered}: {r}"
+    );
+}
+
+/// The WAL part of `drctl status` (`series`: the physical series' JSON status): the newest
+/// segment's age, the PITR window from the base backup to the newest marker, no gaps; an
+/// RPO shorter than that age is a breach naming the WAL (exit 2), a longer one is met
+/// although the base backup itself is older; the Prometheus gauges pass promtool.
+fn wal_status(archive: &Archive, series: &serde_json::Value, markers: &[Marker]) {
+    let wal = &series["wal"];
+    let age = wal["newest_age_secs"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{series}"));
+    assert!((0..600).contains(&age), "{series}");
+    assert_eq!(wal["gaps"], 0, "{series}");
+    let from: DateTime<Utc> = wal["window_from"].as_str().unwrap().parse().unwrap();
+    let to: DateTime<Utc> = wal["window_to"].as_str().unwrap().parse().unwrap();
+    assert!(
+        from > markers[3].after && from < markers[4].before,
+        "the window starts when the base backup (between markers 4 and 5) was consistent: {series}"
+    );
+    assert!(to >= markers.last().unwrap().before, "{series}");
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = archive.run(&["--json", "status", "--rpo", "1s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the newest archived WAL"), "{text}");
+    let out = archive.run(&["--json", "status", "--rpo", "1h"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let physical = status["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["series"] == series["series"])
+        .unwrap();
+    assert_eq!(physical["rpo_met"], true, "{physical}");
+
+    let out = archive.run(&["status", "--prometheus", "--rpo", "1h"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for gauge in [
+        "dr_wal_newest_age_seconds{",
+        "dr_wal_pitr_window_seconds{",
+        "dr_wal_pitr_window_start_timestamp_seconds{",
+        "dr_wal_gaps{",
+    ] {
+        assert!(text.contains(gauge), "{gauge} missing: {text}");
+    }
+    common::promtool_accepts(&text);
+}
+
+/// The primary stopped with `-m immediate` under pgbench load, markers committed up to the
+/// end: a restore to the end of the archive holds every marker committed before the newest
+/// archived segment was closed, no marker it lacks is older than that, and pgbench's
+/// balances agree. Prints the achieved RPO (data lost: the crash time minus the newest
+/// restored marker's commit).
+async fn crash(archive: &Archive, cluster: &mut TestCluster, markers: &mut Vec<Marker>) {
+    let mut load = pgbench(cluster, &["-c", "2", "-T", "30", "-n"])
+        .spawn()
+        .unwrap();
+    let client = cluster.connect("app").await.unwrap();
+    let first = markers.len() as i64 + 1;
+    for id in first..first + 3 {
+        markers.push(write_marker(&client, id).await);
+    }
+    archive_current(cluster).await;
+    let archived_through = markers.len() as i64;
+    for id in archived_through + 1..archived_through + 4 {
+        markers.push(write_marker(&client, id).await);
+    }
+    let crashed_at = Utc::now();
+    cluster.stop_immediately();
+    let _ = load.kill();
+    let _ = load.wait();
+    drop(client);
+
+    let (ids, balanced) =
+        restore_and_read(archive, "restore-after-crash", &["--target-timeline", "1"]).await;
+    let restored = *ids.last().unwrap();
+    assert_eq!(ids, upto(restored), "a prefix of the markers");
+    assert!(
+        restored >= archived_through,
+        "markers up to {archived_through} were archived before the crash, only {restored} restored"
+    );
+    assert!(
+        balanced,
+        "pgbench balances disagree after the crash restore"
+    );
+    let newest = &markers[restored as usize - 1];
+    eprintln!(
+        "crash: {} of {} markers recovered; achieved RPO {:.1} s (crash {} minus the newest recovered commit)",
+        restored,
+        markers.len(),
+        (crashed_at - newest.after).num_milliseconds() as f64 / 1000.0,
+        crashed_at.format("%H:%M:%S%.3f")
+    );
+}
+
+/// Timelines: a restore of the crashed primary, promoted with archiving on (the failover),
+/// archives its `00000002.history` and new WAL; a second point-in-time restore follows
+/// timeline 2 to a time on it; a timeline the archive does not have is refused before the
+/// data directory is written.
+async fn timelines(archive: &Archive, markers: &[Marker]) {
+    let pgdata = archive.dir("failover");
+    ok(&archive.run(&[
+        "restore",
+        "latest",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--archive",
+    ]));
+    let promoted = TestCluster::start_on(&pgdata)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = promoted.connect("app").await.unwrap();
+        let in_recovery: bool = c
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if !in_recovery {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failover: {}",
+            promoted.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let timeline: i32 = promoted
+        .connect("app")
+        .await
+        .unwrap()
+        .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(timeline, 2);
+    let client = promoted.connect("app").await.unwrap();
+    let first = markers.len() as i64 + 1;
+    let mut on_two = Vec::new();
+    for id in first..first + 3 {
+        on_two.push(write_marker(&client, id).await);
+    }
+    archive_current(&promoted).await;
+    let state = archive.run(&["--json", "wal", "list"]);
+    ok(&state);
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    let timelines: Vec<u64> = state[0]["ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["timeline"].as_u64().unwrap())
+        .collect();
+    assert!(timelines.contains(&2), "timeline 2's WAL archived: {state}");
+    let history = Path::new(&archive.repo)
+        .join("wal")
+        .join(state[0]["system_identifier"].as_str().unwrap());
+    let has_history = std::fs::read_dir(&history)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
+        .any(|f| {
+            f.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("00000002.history")
+        });
+    assert!(has_history, "00000002.history archived");
+
+    // A second PITR onto timeline 2: up to the second marker written there.
+    let between = on_two[1].after + (on_two[2].before - on_two[1].after) / 2;
+    let (ids, balanced) = restore_and_read(
+        archive,
+        "restore-timeline-2",
+        &[
+            "--target-timeline",
+            "2",
+            "--target-time",
+            &between.to_rfc3339(),
+        ],
+    )
+    .await;
+    assert_eq!(ids.last(), Some(&(first + 1)), "{ids:?}");
+    assert!(ids.contains(&first) && !ids.contains(&(first + 2)));
+    assert!(balanced);
+
+    // Timeline 7 does not exist: refused before anything is written.
+    let refused = archive.dir("restore-timeline-7");
+    let out = archive.run(&[
+        "restore",
+        "latest",
+        "--pgdata",
+        refused.to_str().unwrap(),
+        "--target-timeline",
+        "7",
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("timeline") && !e.contains('\n'.to_string().repeat(2).as_str()),
+        "{e}"
+    );
+    assert!(std::fs::read_dir(&refused)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true));
 }
 
 /// The complete segments archived on timeline 1, in order.
@@ -516,6 +876,16 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
         "{}",
         String::from_utf8_lossy(&v.stdout)
     );
+    // verify --all fails (exit 5) naming the missing segment and the backups it cuts off.
+    let v = archive.run(&["verify", "--all"]);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert_eq!(v.status.code(), Some(5), "{text}");
+    assert!(
+        text.contains(&format!("WAL of cluster {sysid}: FAILED"))
+            && text.contains(&middle)
+            && text.contains("stops before it"),
+        "{text}"
+    );
     let gap_dir = archive.dir("restore-gap");
     let out = archive.run(&["restore", "latest", "--pgdata", gap_dir.to_str().unwrap()]);
     assert!(
@@ -544,7 +914,8 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
     );
 
     // A timeline history is stored once and never replaced.
-    let history = work.join("00000002.history");
+    // (Timeline 2 is real by now: timelines() promoted a restore onto it.)
+    let history = work.join("0000000A.history");
     std::fs::write(&history, "1\t0/5000000\tno recovery target specified\n").unwrap();
     ok(&archive.run(&["wal-push", "--pgdata", &pgdata, history.to_str().unwrap()]));
     std::fs::write(&history, "1\t0/6000000\tno recovery target specified\n").unwrap();
@@ -553,4 +924,190 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
         6,
     );
     assert!(e.contains("never replaced"), "{e}");
+
+    faulty_pushes(archive, cluster.data_dir(), &pgdata, &segments[0], &work).await;
+    rotate_over_wal(archive, &pgdata, &segments[0], &work);
+}
+
+/// `WalPusher` (the library under `drctl wal-push`) on storage that fails: a push cut off
+/// in the middle of its upload (its future dropped, as a killed process would stop) leaves
+/// the segment not archived and the next push stores it; pushes through storage that fails
+/// transiently, or loses the response after committing the record, succeed with retries.
+/// The faults come from dr-storage's `FaultyTarget` (a real local repository underneath).
+async fn faulty_pushes(
+    archive: &Archive,
+    pgdata_dir: &Path,
+    pgdata: &str,
+    segment: &str,
+    work: &Path,
+) {
+    use dr::core::wal::WalArchive;
+    use dr::db::wal::{Pushed, WalPusher};
+    use dr::storage::faults::{Fault, FaultyTarget, Op, Trigger};
+    use std::sync::Arc;
+
+    let file = work.join(segment);
+    ok(&archive.run(&[
+        "wal-fetch",
+        "--pgdata",
+        pgdata,
+        "--prefetch",
+        "0",
+        segment,
+        file.to_str().unwrap(),
+    ]));
+    let repo_dir = archive.dir("faulty-repo");
+    ok(&drctl(
+        &[
+            "init",
+            "--repo",
+            repo_dir.to_str().unwrap(),
+            "--key-file",
+            &archive.key,
+        ],
+        &[],
+    ));
+    let open = |faulty: FaultyTarget<dyn dr::core::StorageTarget>| async move {
+        let retrying: Arc<dyn dr::core::StorageTarget> =
+            Arc::new(dr::storage::retry::RetryingTarget::new(
+                Arc::new(faulty),
+                dr::storage::retry::RetryPolicy::default(),
+            ));
+        dr::core::Repository::open(retrying).await.unwrap()
+    };
+    let local = || dr::storage::from_url(repo_dir.to_str().unwrap()).unwrap();
+    let pusher = |repo: dr::core::Repository| {
+        let encryptor = dr::keys::public_encryptor(&repo).unwrap();
+        WalPusher::new(repo, Arc::new(encryptor), pgdata_dir).parallel(1)
+    };
+
+    // Cut off mid-upload: the data object's upload hangs, the push is dropped.
+    let hanging = FaultyTarget::new(local(), 1).inject_at(
+        Op::Put,
+        "wal/",
+        Trigger::FromNth(1),
+        Fault::Delay(Duration::from_secs(600)),
+    );
+    let repo = open(hanging).await;
+    let push = pusher(repo.clone());
+    let cut = tokio::time::timeout(Duration::from_secs(2), push.push(&file)).await;
+    assert!(cut.is_err(), "the hanging upload must not finish");
+    let sysid: u64 = repo_dir
+        .join("wal")
+        .read_dir()
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .next()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    assert_ne!(sysid, 0, "the push registered the cluster before it hung");
+    let wal = WalArchive::open(&repo, sysid).await.unwrap();
+    let name = wal.parse_name(segment).unwrap();
+    assert!(
+        wal.record(name).await.unwrap().is_none(),
+        "a cut-off push must leave the segment not archived"
+    );
+
+    // The next push, through storage that fails transiently and loses a response after
+    // the record was committed, stores it.
+    let faulty = FaultyTarget::new(local(), 2)
+        .inject_at(Op::Put, "wal/", Trigger::Nth(1), Fault::transient())
+        .inject_at(
+            Op::PutIfAbsent,
+            "wal/",
+            Trigger::Nth(2),
+            Fault::LoseResponse,
+        )
+        .inject_at(Op::Get, "wal/", Trigger::Nth(1), Fault::transient());
+    let handle = faulty.clone();
+    let repo = open(faulty).await;
+    let report = pusher(repo.clone())
+        .push(&file)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    assert!(
+        matches!(report.outcome, Pushed::Stored | Pushed::AlreadyArchived),
+        "{report:?}"
+    );
+    assert!(
+        handle.injected() >= 2,
+        "faults were injected: {}",
+        handle.injected()
+    );
+    // It is archived, and reads back byte for byte with the repository's key.
+    let out = drctl(
+        &[
+            "wal-fetch",
+            "--repo",
+            repo_dir.to_str().unwrap(),
+            "--key-file",
+            &archive.key,
+            "--pgdata",
+            pgdata,
+            "--prefetch",
+            "0",
+            segment,
+            work.join("faulty-back").to_str().unwrap(),
+        ],
+        &[],
+    );
+    ok(&out);
+    assert_eq!(
+        std::fs::read(work.join("faulty-back")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    // A second push is an identical re-push.
+    let again = pusher(open(FaultyTarget::new(local(), 3)).await)
+        .push(&file)
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, Pushed::AlreadyArchived);
+}
+
+/// `drctl key rotate` re-wraps every WAL file's data key too: afterwards the new key fetches
+/// archived WAL (every byte checked) and the old one is refused.
+fn rotate_over_wal(archive: &Archive, pgdata: &str, segment: &str, work: &Path) {
+    let new_key = archive.dir("new.key");
+    let out = drctl(
+        &["--json", "keygen", "--output", new_key.to_str().unwrap()],
+        &[],
+    );
+    ok(&out);
+    let keygen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recipient = keygen["recipient"].as_str().unwrap();
+    let out = archive.run(&["--json", "key", "rotate", "--new-recipient", recipient]);
+    ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wal_files = report["wal_files"].as_u64().unwrap();
+    assert!(wal_files > 3, "{report}");
+    assert_eq!(report["wal_wraps_added"], wal_files, "{report}");
+    assert_eq!(report["wal_wraps_removed"], wal_files, "{report}");
+
+    let fetch = |key: &Path, dest: &Path| {
+        drctl(
+            &[
+                "wal-fetch",
+                "--repo",
+                &archive.repo,
+                "--key-file",
+                key.to_str().unwrap(),
+                "--pgdata",
+                pgdata,
+                "--prefetch",
+                "0",
+                segment,
+                dest.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    ok(&fetch(&new_key, &work.join("with-new-key")));
+    assert_eq!(
+        std::fs::metadata(work.join("with-new-key")).unwrap().len(),
+        16 << 20
+    );
+    let old = fetch(Path::new(&archive.key), &work.join("with-old-key"));
+    assert!(!old.status.success(), "the revoked key still opens WAL");
+    assert!(!work.join("with-old-key").exists());
 }

@@ -578,10 +578,21 @@ fn example_config_parses() {
     assert_eq!(
         names,
         [
-            "daily", "drill", "hourly", "monthly", "offsite", "prune", "uploads", "verify",
+            "base",
+            "daily",
+            "drill",
+            "drill_pitr",
+            "hourly",
+            "monthly",
+            "offsite",
+            "prune",
+            "uploads",
+            "verify",
             "weekly"
         ]
     );
+    assert!(c.job("base").unwrap().physical && c.job("drill_pitr").unwrap().physical);
+    assert_eq!(c.retention.keep_pitr.unwrap().days, 7);
     let hourly = c.job("hourly").unwrap();
     let s = hourly.schedule.as_ref().unwrap();
     assert_eq!(s.missed, MissedRuns::Skip);

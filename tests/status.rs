@@ -3,47 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
 use common::*;
-
-/// The `promtool` of Debian's `prometheus` package.
-fn promtool() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("promtool is missing; install it with: sudo apt-get install -y prometheus (or run scripts/prereqs.sh)")
-    })
-}
-
-/// Run `promtool check metrics` on `text`; panics with its complaints.
-fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    let mut child = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn status(repo: &Repo, args: &[&str]) -> (i32, serde_json::Value) {
     let mut all = vec!["--json", "status"];

@@ -47,8 +47,8 @@ pub struct PruneOptions {
     /// Only backups of these series are pruned; the others are kept ("not selected").
     pub series: SeriesSelector,
     /// How long archived WAL stays recoverable to any point (the PITR window), separate
-    /// from backup retention; `None`: from every kept physical backup onwards. See
-    /// [`crate::wal::retention`].
+    /// from backup retention, overriding the policies' `keep_pitr`; `None`: the policy's,
+    /// else from every kept physical backup onwards. See [`crate::wal::retention`].
     pub keep_pitr: Option<crate::retention::RetentionDuration>,
 }
 
@@ -174,7 +174,7 @@ async fn prune_locked(
 
     // WAL first: its plan may protect a backup (the anchor of the PITR window).
     let mut wal =
-        crate::wal::prune::plan(repo, &manifests, &decisions, opts.keep_pitr, now).await?;
+        crate::wal::prune::plan(repo, &manifests, &decisions, policy, opts.keep_pitr, now).await?;
     for (id, why) in wal.iter().flat_map(|w| w.plan.protected.iter()) {
         if let Some(d) = decisions.iter_mut().find(|d| &d.id == id) {
             if !d.keep {

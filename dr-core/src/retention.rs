@@ -101,6 +101,12 @@ pub struct RetentionPolicy {
     /// Keep the newest backup of each year, within this duration before the newest backup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_within_yearly: Option<RetentionDuration>,
+    /// The PITR window of a physical series: archived WAL stays recoverable to any point of
+    /// this last stretch (and the backup anchoring it is kept), separately from which
+    /// backups the rules above keep. It keeps no backup by itself: a policy with only this
+    /// is empty ([`RetentionPolicy::is_empty`]). See [`crate::wal::retention`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_pitr: Option<RetentionDuration>,
     /// The time zone in which hours, days, weeks, months and years begin (an IANA name such
     /// as `Europe/Berlin`; UTC by default). Calendar steps of durations are taken in it too.
     ///
@@ -133,6 +139,7 @@ impl Default for RetentionPolicy {
             keep_within_daily: None,
             keep_within_weekly: None,
             keep_within_monthly: None,
+            keep_pitr: None,
             keep_within_yearly: None,
             time_zone: Tz::UTC,
             labels: Vec::new(),
@@ -645,6 +652,9 @@ impl fmt::Display for RetentionPolicy {
             f.write_str("keep everything (empty policy)")?;
         } else {
             write!(f, "keep {}", parts.join(", "))?;
+        }
+        if let Some(d) = self.keep_pitr.filter(|d| !d.is_zero()) {
+            write!(f, ", WAL for point-in-time recovery over the last {d}")?;
         }
         let mut notes = Vec::new();
         if self.time_zone != Tz::UTC {

@@ -507,6 +507,8 @@ fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
             keep_within_weekly: d[3],
             keep_within_monthly: d[4],
             keep_within_yearly: d[5],
+            // The PITR window decides about WAL, never about backups.
+            keep_pitr: d[0],
             time_zone,
             labels: labels.into_iter().map(String::from).collect(),
         })

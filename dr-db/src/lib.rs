@@ -60,6 +60,7 @@ mod params;
 pub mod physical;
 pub mod physical_copy;
 mod restore;
+pub mod server;
 pub mod tables;
 pub mod tablespace_map;
 #[cfg(feature = "testing")]

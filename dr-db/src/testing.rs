@@ -47,7 +47,6 @@
 //! their directories stay in the temporary directory (`dr-pg-*`).
 
 use std::fmt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -56,7 +55,7 @@ use tempfile::TempDir;
 use tokio_postgres::Config;
 
 use crate::conn::{connect, db_error, quote_ident};
-use crate::tools;
+use crate::server::{effective_uid_is_root, free_port, server_bin_dir, tail, user_ids};
 
 /// How many ports `start` tries when another process takes the one it picked.
 const PORT_ATTEMPTS: usize = 8;
@@ -502,97 +501,4 @@ impl Drop for TestCluster {
             let _ = dir.close();
         }
     }
-}
-
-/// The directory holding `initdb` and `pg_ctl`.
-fn server_bin_dir() -> Result<PathBuf> {
-    let candidates = tools::candidate_bin_dirs();
-    for dir in &candidates {
-        if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
-            return Ok(dir.clone());
-        }
-    }
-    Err(Error::new(
-        ErrorKind::MissingPrerequisite,
-        format!(
-            "the PostgreSQL server programs (initdb, pg_ctl) are not installed; install them with `{}` (or set DR_PG_BINDIR to their directory)",
-            tools::INSTALL_SERVER
-        ),
-    )
-    .with_context(
-        "searched",
-        candidates
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    ))
-}
-
-/// Whether we run as root, read from the owner of `/proc/self` (else `id -u`).
-fn effective_uid_is_root() -> bool {
-    if let Ok(meta) = std::fs::metadata("/proc/self") {
-        return meta.uid() == 0;
-    }
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// The uid and gid of `user`, from `id`.
-async fn user_ids(user: &str) -> Result<(u32, u32)> {
-    let missing = || {
-        Error::new(
-            ErrorKind::MissingPrerequisite,
-            format!(
-                "initdb refuses to run as root and there is no `{user}` user to run it as; create it with `useradd --system {user}` or install PostgreSQL (`{}`)",
-                tools::INSTALL_SERVER
-            ),
-        )
-    };
-    let id = |flag: &'static str| {
-        let user = user.to_string();
-        async move {
-            let out = tokio::process::Command::new("id")
-                .arg(flag)
-                .arg(&user)
-                .stdin(Stdio::null())
-                .output()
-                .await
-                .ok()?;
-            if !out.status.success() {
-                return None;
-            }
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u32>()
-                .ok()
-        }
-    };
-    let uid = id("-u").await.ok_or_else(missing)?;
-    let gid = id("-g").await.ok_or_else(missing)?;
-    Ok((uid, gid))
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::io("cannot find a free port", e))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| Error::io("cannot find a free port", e))?
-        .port();
-    Ok(port)
-}
-
-/// The last ~2 KB of `text`, on a character boundary.
-fn tail(text: &str) -> String {
-    let text = text.trim();
-    let mut start = text.len().saturating_sub(2048);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_string()
 }

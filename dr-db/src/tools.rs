@@ -13,7 +13,6 @@ pub(crate) const STDERR_TAIL_BYTES: usize = 4096;
 /// The install command named when a client program (`pg_dump`, `pg_restore`) is missing.
 pub(crate) const INSTALL_CLIENT: &str = "apt-get install -y postgresql-client";
 /// The install command named when a server program (`initdb`, `pg_ctl`) is missing.
-#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub(crate) const INSTALL_SERVER: &str = "apt-get install -y postgresql";
 
 /// Candidate bin directories, best first: `$DR_PG_BINDIR`, `pg_config --bindir`, the newest

@@ -18,6 +18,8 @@ use super::types::{JobConfig, ReplicaConfig};
 pub(super) struct Context<'a> {
     pub has_database: bool,
     pub has_key: bool,
+    /// `[key]` is a file (a physical drill's server reads WAL with it).
+    pub key_is_file: bool,
     /// `[retention]` (the default policy when absent).
     pub retention: &'a RetentionPolicy,
     pub windows: &'a BTreeMap<String, Window>,
@@ -33,12 +35,14 @@ pub(super) fn jobs(
 ) -> Result<Vec<JobConfig>> {
     let any_job_retention = raw.values().any(|j| j.retention.is_some());
     // Backup jobs of one series (the hourly and daily database jobs) share one policy.
-    let mut series_retention: BTreeMap<Option<PathBuf>, (&str, &RetentionPolicy)> = BTreeMap::new();
+    let mut series_retention: BTreeMap<(bool, Option<PathBuf>), (&str, &RetentionPolicy)> =
+        BTreeMap::new();
     let mut jobs = Vec::new();
     for (name, j) in raw {
         let job = job(src, name, j, raw, ctx, any_job_retention)?;
         if let Some(r) = &j.retention {
-            let series = j.dir.as_ref().map(|d| d.get_ref().clone());
+            let physical = j.physical.as_ref().is_some_and(|p| *p.get_ref());
+            let series = (physical, j.dir.as_ref().map(|d| d.get_ref().clone()));
             match series_retention.get(&series) {
                 Some((other, policy)) if *policy != r.get_ref() => {
                     return Err(src.err(
@@ -104,6 +108,28 @@ fn job(
             ));
         }
     }
+    let physical = match &j.physical {
+        Some(p) if *p.get_ref() => {
+            let wrong = match kind {
+                JobKind::Backup if j.dir.is_some() => {
+                    Some("a physical backup copies the database cluster, not a dir")
+                }
+                JobKind::Backup if !ctx.has_database => {
+                    Some("a physical backup job needs a [database] on the cluster to copy")
+                }
+                JobKind::Drill if !ctx.key_is_file => Some(
+                    "a physical drill needs [key] file = …: the restored server's restore_command reads the WAL with it",
+                ),
+                JobKind::Backup | JobKind::Drill => None,
+                _ => Some("only backup and drill jobs can be physical"),
+            };
+            if let Some(message) = wrong {
+                return Err(invalid(p.span(), "physical", message));
+            }
+            true
+        }
+        _ => false,
+    };
     if kind != JobKind::Replicate && (j.verify || !j.to_options.is_empty()) {
         return Err(invalid(
             j.kind.span(),
@@ -180,7 +206,7 @@ fn job(
         JobKind::Prune if *ctx.retention == RetentionPolicy::default() && !any_job_retention => {
             Some("a prune job needs a [retention] policy (an empty policy deletes nothing)")
         }
-        JobKind::Drill if !ctx.has_database || !ctx.has_key => Some(
+        JobKind::Drill if !physical && (!ctx.has_database || !ctx.has_key) => Some(
             "a drill job needs a [database] (it restores beside it, into <name>_drill) and a [key]",
         ),
         JobKind::Verify if !ctx.has_key => {
@@ -233,6 +259,7 @@ fn job(
         }),
         dedup: j.dedup.as_ref().is_some_and(|d| *d.get_ref()),
         to,
+        physical,
         retention: j.retention.as_ref().map(|r| r.get_ref().clone()),
         jobs,
     })

@@ -134,6 +134,14 @@ impl Config {
 
     /// The series a backup job's backups belong to, as far as the file tells.
     fn series_of(&self, job: &JobConfig) -> Result<SeriesSelector> {
+        if job.physical {
+            // One cluster's base backups: postgres-physical:<system id>:cluster.
+            return Ok(SeriesSelector {
+                kind: Some(dr_core::wal::base::PHYSICAL_KIND.into()),
+                name: Some(dr_core::wal::base::PHYSICAL_NAME.into()),
+                ..Default::default()
+            });
+        }
         Ok(match &job.dir {
             Some(dir) => SeriesSelector {
                 kind: Some(dr_files::SOURCE_KIND.into()),
@@ -202,6 +210,33 @@ impl Config {
             Error::invalid("the configuration has no [database] (backup jobs need one)")
         })?;
         dr_db::config_from_url(&db.url, &db.password_env)
+    }
+
+    /// The `restore_command` a physical drill's server fetches WAL with: this program (which
+    /// must be drctl: `drctl run`), the repository and the key file.
+    pub fn restore_command(&self) -> Result<String> {
+        let KeyConfig::File(key) = &self.key else {
+            return Err(Error::invalid(
+                "a physical drill needs [key] file = …: the restored server's restore_command reads the WAL with it",
+            ));
+        };
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::io("cannot tell where drctl is installed", e))?;
+        let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let url = if std::path::Path::new(&self.repository.url).exists() {
+            abs(std::path::Path::new(&self.repository.url))
+                .display()
+                .to_string()
+        } else {
+            self.repository.url.clone()
+        };
+        let opts: Vec<String> = self
+            .repository
+            .options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        Ok(crate::pitr::restore_command(&exe, &url, &abs(key), &opts))
     }
 
     /// Where drills restore to: the database `<database>_drill` on the database's server,
@@ -384,5 +419,52 @@ cron = "0 2 * * *"
         let text = format!("{MINIMAL}\n[jobs.prune]\nkind = \"verify\"\nstorage_class = \"GLACIER\"\n[key]\nfile = \"k\"\n");
         let e = text.parse::<Config>().unwrap_err().to_string();
         assert!(e.contains("jobs.prune.storage_class"), "{e}");
+    }
+
+    #[test]
+    fn physical_jobs_and_the_pitr_window() {
+        let text = format!(
+            "{MINIMAL}\n[retention]\nkeep_daily = 7\nkeep_pitr = \"7d\"\n\n[jobs.base]\nkind = \"backup\"\nphysical = true\nretention = {{ keep_daily = 14, keep_pitr = \"3d\" }}\n\n[jobs.prune]\nkind = \"prune\"\n\n[jobs.drill]\nkind = \"drill\"\nphysical = true\n\n[key]\nfile = \"/etc/dr/repo.key\"\n"
+        );
+        let c: Config = text
+            .parse()
+            .unwrap_or_else(|e: Error| panic!("{}", e.report()));
+        assert!(c.job("base").unwrap().physical);
+        assert!(!c.job("nightly").unwrap().physical);
+        assert!(c.job("drill").unwrap().physical);
+        let policies = c.retention_policies().unwrap();
+        let physical: dr_core::Series = "postgres-physical:7301:cluster".parse().unwrap();
+        let p = policies.policy_for(&physical);
+        assert_eq!((p.keep_daily, p.keep_pitr.unwrap().days), (Some(14), 3));
+        let db: dr_core::Series = "postgres:7301:app".parse().unwrap();
+        assert_eq!(policies.policy_for(&db).keep_pitr.unwrap().days, 7);
+        let command = c.restore_command().unwrap();
+        assert!(
+            command.contains("wal-fetch --repo 'memory://' --key-file '/etc/dr/repo.key' %f %p"),
+            "{command}"
+        );
+
+        for (job, message) in [
+            (
+                "kind = \"backup\"\nphysical = true\ndir = \"/srv\"",
+                "not a dir",
+            ),
+            (
+                "kind = \"verify\"\nphysical = true",
+                "only backup and drill jobs",
+            ),
+        ] {
+            let text = format!("{MINIMAL}\n[jobs.other]\n{job}\n[key]\nfile = \"k\"\n");
+            let e = text.parse::<Config>().unwrap_err().to_string();
+            assert!(
+                e.contains("jobs.other.physical") && e.contains(message),
+                "{e}"
+            );
+        }
+        let text = format!(
+            "{MINIMAL}\n[jobs.drill]\nkind = \"drill\"\nphysical = true\n[key]\npassphrase_env = \"P\"\n"
+        );
+        let e = text.parse::<Config>().unwrap_err().to_string();
+        assert!(e.contains("needs [key] file"), "{e}");
     }
 }

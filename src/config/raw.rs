@@ -128,6 +128,8 @@ pub(super) struct RawJob {
     #[serde(default)]
     pub(super) verify: bool,
     #[serde(default)]
+    pub(super) physical: Option<Spanned<bool>>,
+    #[serde(default)]
     pub(super) retention: Option<Spanned<RetentionPolicy>>,
     #[serde(default)]
     pub(super) jobs: Option<Spanned<i64>>,

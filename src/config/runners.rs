@@ -56,6 +56,10 @@ impl Config {
                             Arc::new(dr_files::DirDumper::new(dir)),
                             Arc::new(encryptor),
                         ),
+                        None if jc.physical => crate::jobs::BackupJob::new(
+                            Arc::new(dr_db::PhysicalDumper::new(self.database_config()?)),
+                            Arc::new(encryptor),
+                        ),
                         None if jc.jobs > 1 => crate::jobs::BackupJob::pieces(
                             Arc::new(dr_db::PgDumper::new(self.database_config()?).jobs(jc.jobs)),
                             Arc::new(encryptor),
@@ -78,6 +82,20 @@ impl Config {
                 JobKind::Prune => Arc::new(crate::jobs::PruneJob::new(self.retention_policies()?)),
                 JobKind::Verify => {
                     Arc::new(crate::jobs::VerifyJob::new(decryptor(&jc.name)?).all(jc.all))
+                }
+                JobKind::Drill if jc.physical => {
+                    let mut opts =
+                        crate::physical_drill::PhysicalDrillOptions::new(self.restore_command()?);
+                    opts.objectives = self.objectives;
+                    opts.checks = self.checks.clone();
+                    opts.checks_database = self
+                        .database_config()
+                        .ok()
+                        .and_then(|c| c.get_dbname().map(str::to_string));
+                    Arc::new(crate::jobs::PhysicalDrillJob::new(
+                        decryptor(&jc.name)?,
+                        opts,
+                    ))
                 }
                 JobKind::Drill => Arc::new(crate::jobs::DrillJob::new(
                     decryptor(&jc.name)?,

@@ -43,6 +43,7 @@ pub(super) fn parse(text: &str, base: Option<&Path>) -> Result<Config> {
         &super::job_section::Context {
             has_database: database.is_some(),
             has_key: key != KeyConfig::None,
+            key_is_file: matches!(key, KeyConfig::File(_)),
             retention: &retention,
             windows: &windows,
             base,

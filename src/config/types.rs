@@ -115,6 +115,11 @@ pub struct JobConfig {
     pub dedup: bool,
     /// Where a replicate job copies backups to.
     pub to: Option<ReplicaConfig>,
+    /// Backup jobs: a physical base backup of the whole cluster `[database]` is on
+    /// (`drctl backup --physical`) instead of a dump of the database. Drill jobs: drill the
+    /// newest physical base backup with the archived WAL (`drctl drill --physical`), which
+    /// needs a key file.
+    pub physical: bool,
     /// The retention of the series this backup job writes, instead of `[retention]`
     /// (e.g. the uploads directory kept 30 days while the database follows the runbook).
     pub retention: Option<RetentionPolicy>,

@@ -37,7 +37,7 @@ pub fn status_metrics(status: &Status) -> String {
     }
 
     type Pick = fn(&crate::status::SeriesStatus, chrono::DateTime<chrono::Utc>) -> Option<f64>;
-    let per_series: [(&str, &str, Pick); 11] = [
+    let per_series: [(&str, &str, Pick); 15] = [
         (
             "dr_series_status",
             "The series' verdict: 0 ok, 1 warning, 2 objective breached, 3 unknown.",
@@ -106,6 +106,36 @@ pub fn status_metrics(status: &Status) -> String {
                     .and_then(|d| d.recovery_point_secs)
                     .map(|v| v as f64)
             },
+        ),
+        (
+            "dr_wal_newest_age_seconds",
+            "Seconds since the newest WAL segment of a physical series' cluster was archived: what a disaster now would lose.",
+            |s, _| {
+                s.wal
+                    .as_ref()
+                    .and_then(|w| w.newest_age_secs)
+                    .map(|v| v as f64)
+            },
+        ),
+        (
+            "dr_wal_pitr_window_seconds",
+            "Length of the newest continuous stretch of time the archive can recover to.",
+            |s, _| s.wal.as_ref().and_then(|w| w.window_secs).map(|v| v as f64),
+        ),
+        (
+            "dr_wal_pitr_window_start_timestamp_seconds",
+            "The earliest time the archive can recover to (Unix time).",
+            |s, _| {
+                s.wal
+                    .as_ref()
+                    .and_then(|w| w.window_from)
+                    .map(|t| t.timestamp_millis() as f64 / 1000.0)
+            },
+        ),
+        (
+            "dr_wal_gaps",
+            "Places where the WAL archive misses segments between archived ones.",
+            |s, _| s.wal.as_ref().map(|w| w.gaps as f64),
         ),
     ];
     for (name, help, pick) in per_series {

@@ -14,7 +14,8 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::manifest::Manifest;
 use crate::repo::Repository;
-use crate::retention::{Decision, RetentionDuration};
+use crate::retention::{Decision, RetentionDuration, SeriesPolicies};
+use crate::series::Series;
 use crate::wal::archive::WalArchive;
 use crate::wal::base;
 use crate::wal::retention::{evaluate, RetainedBackup, WalPlan};
@@ -31,15 +32,19 @@ pub struct WalPrune {
 }
 
 /// The WAL plans of every archive in `repo`, given the backup `decisions` (all complete
-/// backups, as [`Manifest`]s in `manifests`, in the same order).
+/// backups, as [`Manifest`]s in `manifests`, in the same order). Each cluster's PITR window
+/// is `keep_pitr` when given, else the `keep_pitr` of the policy its physical series
+/// follows in `policies`.
 pub async fn plan(
     repo: &Repository,
     manifests: &[Manifest],
     decisions: &[Decision],
+    policies: &SeriesPolicies,
     keep_pitr: Option<RetentionDuration>,
     now: DateTime<Utc>,
 ) -> Result<Vec<WalPrune>> {
     let mut by_cluster: BTreeMap<u64, Vec<RetainedBackup>> = BTreeMap::new();
+    let mut series_of: BTreeMap<u64, &Series> = BTreeMap::new();
     for (m, d) in manifests.iter().zip(decisions) {
         if !base::is_physical(m) {
             continue;
@@ -48,6 +53,7 @@ pub async fn plan(
             tracing::warn!(backup = %m.id, "physical backup without its WAL positions; ignored by WAL retention");
             continue;
         };
+        series_of.insert(sysid, &m.series);
         by_cluster.entry(sysid).or_default().push(RetainedBackup {
             backup,
             kept: d.keep,
@@ -60,9 +66,13 @@ pub async fn plan(
         let backups = by_cluster
             .remove(&cluster.system_identifier)
             .unwrap_or_default();
+        let window = keep_pitr.or_else(|| match series_of.get(&cluster.system_identifier) {
+            Some(series) => policies.policy_for(series).keep_pitr,
+            None => policies.default.keep_pitr,
+        });
         out.push(WalPrune {
             system_identifier: cluster.system_identifier.to_string(),
-            plan: evaluate(&index, &backups, keep_pitr, now),
+            plan: evaluate(&index, &backups, window, now),
             deleted: Vec::new(),
         });
     }

@@ -8,7 +8,8 @@
 //! 2. **The PITR window**: with `keep_pitr` set, the window is `[now − keep_pitr, now]`; without
 //!    it, every kept backup's time onwards (point-in-time recovery from every kept backup,
 //!    WAL-G's `retain` semantics). To reach every point of the window, the *anchors* — on
-//!    each timeline path, the newest backup consistent at or before the window's start — and
+//!    each timeline path, the newest backup consistent at or before the window's start, or the
+//!    oldest backup when none is that old — and
 //!    every kept backup after
 //!    it keep their **chain**: the segments from their start to the start of the next kept
 //!    backup on every timeline path that descends from them, or to the end of the archive for
@@ -119,13 +120,23 @@ pub fn evaluate(
             let Some(path) = index.history(t) else {
                 continue;
             };
-            let anchor = backups
+            let on_path: Vec<&BaseBackup> = backups
                 .iter()
                 .map(|b| &b.backup)
-                .filter(|b| {
-                    b.stop_time <= w && path.check_reachable(b.timeline, b.stop_lsn).is_ok()
+                .filter(|b| path.check_reachable(b.timeline, b.stop_lsn).is_ok())
+                .collect();
+            // When no backup is that old, the oldest one: the points between it and the next
+            // backup are inside the window too.
+            let anchor = on_path
+                .iter()
+                .filter(|b| b.stop_time <= w)
+                .max_by(|a, b| (a.stop_time, &a.id).cmp(&(b.stop_time, &b.id)))
+                .or_else(|| {
+                    on_path
+                        .iter()
+                        .min_by(|a, b| (a.stop_time, &a.id).cmp(&(b.stop_time, &b.id)))
                 })
-                .max_by(|a, b| (a.stop_time, &a.id).cmp(&(b.stop_time, &b.id)));
+                .copied();
             let Some(a) = anchor else { continue };
             anchors.push((t, a));
             if !kept.iter().any(|k| k.id == a.id) {
@@ -357,6 +368,23 @@ mod tests {
         );
         let kept = kept_numbers(&plan);
         assert_eq!(kept.first(), Some(&168));
+    }
+
+    #[test]
+    fn a_window_longer_than_the_history_keeps_the_oldest_backup() {
+        let (idx, mut backups) = setup(24 * 3);
+        for b in backups.iter_mut() {
+            b.kept = b.backup.id == "b48"; // keep-last 1
+        }
+        // A 7-day window reaches before every backup: the oldest anchors it, or the points
+        // between b0 and b48 would be lost although they are inside the window.
+        let plan = evaluate(&idx, &backups, Some(RetentionDuration::days(7)), t(72));
+        assert_eq!(plan.anchors, [(1, "b0".to_string())]);
+        assert_eq!(
+            plan.protected,
+            vec![("b0".to_string(), "anchor of the PITR window 7d".to_string())]
+        );
+        assert!(plan.files.iter().all(|d| d.keep));
     }
 
     #[test]

@@ -576,6 +576,28 @@ async fn verify(
         }
         results.push(json!({ "id": "file packs", "ok": ok, "report": r }));
     }
+    // A full verify also checks that the archived WAL continues from every base backup.
+    if all {
+        for c in dr::verify::wal_continuity(&repo).await? {
+            let id = format!("WAL of cluster {}", c.system_identifier);
+            if c.problems.is_empty() {
+                if !out.is_json() {
+                    println!(
+                        "{id}: ok (every one of {} base backups has its WAL, no gap)",
+                        c.backups.len()
+                    );
+                }
+                results.push(json!({ "id": id, "ok": true, "report": c }));
+            } else {
+                let e = Error::corrupt(c.problems.join("; "));
+                if !out.is_json() {
+                    println!("{id}: FAILED: {}", e.report());
+                }
+                results.push(json!({ "id": id, "ok": false, "error": e.report(), "kind": e.kind().as_str(), "report": c }));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
     if out.is_json() {
         print_json(&results);
     }

@@ -305,11 +305,14 @@ async fn list(out: Output, args: &RepoArgs) -> Result<()> {
 fn print_report(out: Output, verb: &str, report: &dr::keys::RewrapReport) {
     out.result(report, |r| {
         println!(
-            "{verb}: {} backups, {} manifests gained wrapped keys, {} lost revoked ones, {} ms; \
-             keys now {}",
+            "{verb}: {} backups, {} manifests gained wrapped keys, {} lost revoked ones; {} WAL \
+             files, {} records gained, {} lost; {} ms; keys now {}",
             r.backups,
             r.wraps_added,
             r.wraps_removed,
+            r.wal_files,
+            r.wal_wraps_added,
+            r.wal_wraps_removed,
             r.duration_ms,
             r.keys.join(", ")
         )

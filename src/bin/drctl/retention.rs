@@ -55,6 +55,12 @@ pub struct PolicyArgs {
     /// Keep the newest backup of each year within DURATION before the newest backup.
     #[arg(long, value_name = "DURATION")]
     pub keep_within_yearly: Option<RetentionDuration>,
+    /// Keep archived WAL so that any point of this last stretch (e.g. 7d) can be recovered
+    /// to, separately from backup retention; the backup that anchors the window is kept.
+    /// Without it, WAL is kept from every kept physical backup onwards. Given alone to
+    /// `prune`, it overrides the stored policy's window and keeps its backup rules.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_pitr: Option<RetentionDuration>,
     /// Time zone in which hours, days, weeks, months and years begin (IANA name, e.g.
     /// Europe/Berlin). Default UTC.
     #[arg(long, value_name = "TZ")]
@@ -66,7 +72,8 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    /// Whether any policy flag was given.
+    /// Whether any policy flag was given (a lone --keep-pitr is not a policy: it overrides
+    /// the stored one's window).
     fn given(&self) -> bool {
         self.time_zone.is_some()
             || !self.labels.is_empty()
@@ -98,7 +105,8 @@ impl PolicyArgs {
             policy.time_zone = parse_time_zone(tz)?;
         }
         policy.labels = self.labels.clone();
-        if policy.is_empty() {
+        policy.keep_pitr = self.keep_pitr;
+        if policy.is_empty() && policy.keep_pitr.is_none() {
             return Err(Error::invalid(
                 "no retention rule given: pass at least one --keep-… flag with a count or duration above zero",
             ));
@@ -145,7 +153,7 @@ pub enum RetentionCommand {
         #[command(flatten)]
         series: SeriesArgs,
         /// Remove the stored policy instead.
-        #[arg(long, conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly", "keep_within_monthly", "keep_within_yearly"])]
+        #[arg(long, conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly", "keep_within_monthly", "keep_within_yearly", "keep_pitr"])]
         clear: bool,
     },
     /// Print the policies stored in the repository's configuration.
@@ -177,11 +185,6 @@ pub struct PruneArgs {
     /// process holds it (default: fail at once).
     #[arg(long, value_name = "SECONDS")]
     pub lock_wait: Option<u64>,
-    /// Keep archived WAL so that any point of this last stretch (e.g. 7d) can be recovered
-    /// to, separately from backup retention; the backup that anchors the window is kept.
-    /// Without it, WAL is kept from every kept physical backup onwards.
-    #[arg(long, value_name = "DURATION")]
-    pub keep_pitr: Option<RetentionDuration>,
 }
 
 /// Mark a backup as pinned (never deleted by retention) or unpin it.
@@ -404,7 +407,7 @@ pub async fn prune(out: Output, args: &PruneArgs) -> Result<()> {
     } else {
         repo.config()
             .retention_policies()
-            .filter(|p| !p.is_empty())
+            .filter(|p| !p.is_empty() || has_pitr_window(p))
             .ok_or_else(|| {
                 Error::invalid(
                     "no retention policy: pass --keep-… flags, or store one with `drctl retention set --keep-…`",
@@ -424,7 +427,7 @@ pub async fn prune(out: Output, args: &PruneArgs) -> Result<()> {
         ),
         lease_wait: args.lock_wait.map(std::time::Duration::from_secs),
         series: args.series.selector(),
-        keep_pitr: args.keep_pitr,
+        keep_pitr: args.policy.keep_pitr,
         ..Default::default()
     };
     let report = dr::core::prune(&repo, &policy, &opts).await?;
@@ -481,6 +484,12 @@ async fn prune_packs(
     )
     .await
     .map(Some)
+}
+
+/// Whether any of `policies` sets a PITR window (a policy of WAL retention alone).
+fn has_pitr_window(policies: &SeriesPolicies) -> bool {
+    policies.default.keep_pitr.is_some()
+        || policies.series.iter().any(|p| p.policy.keep_pitr.is_some())
 }
 
 /// The `retention plan` shape, plus `id`; incomplete uploads follow with `incomplete: true`

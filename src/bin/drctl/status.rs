@@ -112,6 +112,23 @@ fn print_text(status: &Status) {
             s.backups,
             human_bytes(s.stored_bytes)
         );
+        if let Some(w) = &s.wal {
+            let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC");
+            println!(
+                "    archived WAL   {} {} ago (the RPO is judged by it when newer than the backup); PITR window {}{}",
+                w.newest_file.as_deref().unwrap_or("none"),
+                w.newest_age_secs.map_or("-".into(), secs),
+                match (w.window_from, w.window_to) {
+                    (Some(f), Some(t)) => format!("{} .. {}", fmt(f), fmt(t)),
+                    _ => "none (no base backup with its WAL)".into(),
+                },
+                if w.gaps > 0 {
+                    format!(", {} GAP(S)", w.gaps)
+                } else {
+                    String::new()
+                }
+            );
+        }
         match &s.last_verify {
             Some(v) => println!(
                 "    last verify    {}  {} (backup {})",

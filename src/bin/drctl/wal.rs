@@ -341,14 +341,9 @@ pub fn target(args: &PitrArgs) -> Result<RecoveryTarget> {
     Ok(RecoveryTarget::Latest)
 }
 
-/// Quote `s` for a POSIX shell.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// The `restore_command` for a restored server: this drctl, this repository, this key
 /// file (a path; never a secret in the command line).
-fn restore_command(repo: &RepoArgs) -> Result<String> {
+pub fn restore_command(repo: &RepoArgs) -> Result<String> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("cannot tell where drctl is installed", e))?;
     let key = repo.key_file.as_ref().ok_or_else(|| {
@@ -366,17 +361,12 @@ fn restore_command(repo: &RepoArgs) -> Result<String> {
     } else {
         repo.repo.clone()
     };
-    let mut cmd = format!(
-        "{} wal-fetch --repo {} --key-file {}",
-        shell_quote(&exe.display().to_string()),
-        shell_quote(&repo_url),
-        shell_quote(&key.display().to_string())
-    );
-    for o in &repo.storage_opts {
-        cmd.push_str(&format!(" --storage-opt {}", shell_quote(o)));
-    }
-    cmd.push_str(" %f %p");
-    Ok(cmd)
+    Ok(dr::pitr::restore_command(
+        &exe,
+        &repo_url,
+        &key,
+        &repo.storage_opts,
+    ))
 }
 
 pub async fn restore(
