@@ -42,6 +42,8 @@ fi
 build() {
   local rev sha dir
   rev=$1; sha=$(git rev-parse --short "$rev"); dir=$AB/src-$sha
+  # A revision's binary never changes: build it once.
+  if [ -x "$AB/drctl-$sha" ]; then echo "$AB/drctl-$sha"; return; fi
   [ -d "$dir" ] || git worktree add --detach -f "$dir" "$sha" >&2
   CARGO_TARGET_DIR=$AB/target cargo build --release --bin drctl \
     --manifest-path "$dir/Cargo.toml" >&2
@@ -54,17 +56,21 @@ DRCTL_B=$(build "$REV_B")
 W=$AB/work; rm -rf "$W"; mkdir -p "$W"
 export DR_TRUST_DIR=$W/trust
 DB_URL="postgres://$PGUSER@$PGHOST:$PGPORT/qrapp"
-"$DRCTL_B" keygen --output "$W/key" >/dev/null
-"$DRCTL_B" keygen --signing --output "$W/admin" >/dev/null
-export DR_KEY_FILE=$W/key
-
-# init DRCTL REPO: older drctl has no --signing-key; newer ones require it.
-init() {
-  if "$1" init --help | grep -q -- --signing-key; then
-    "$1" init --repo "$2" --signing-key "$W/admin" >/dev/null
-  else
-    "$1" init --repo "$2" >/dev/null
+# Each side opens its repository with a key file its own version wrote; versions that sign
+# take the administrative key from DR_SIGNING_KEY (older ones ignore it).
+"$DRCTL_A" keygen --output "$W/key-A" >/dev/null
+"$DRCTL_B" keygen --output "$W/key-B" >/dev/null
+for bin in "$DRCTL_B" "$DRCTL_A"; do
+  if "$bin" keygen --help | grep -q -- --signing; then
+    "$bin" keygen --signing --output "$W/admin" >/dev/null
+    export DR_SIGNING_KEY=$W/admin
+    break
   fi
+done
+
+# init DRCTL REPO (a signing drctl takes DR_SIGNING_KEY).
+init() {
+  "$1" init --repo "$2" >/dev/null
 }
 # timed NAME CMD...: one timed run, appends "seconds rss_kib" to $W/NAME
 timed() {
@@ -77,6 +83,7 @@ median() { sort -n | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[
 for i in $(seq "$PAIRS"); do
   for side in A B; do
     bin=DRCTL_$side; bin=${!bin}
+    export DR_KEY_FILE=$W/key-$side
     repo=$W/repo-$side-$i
     init "$bin" "$repo"
     timed "backup_$side" "$bin" backup --repo "$repo" --db "$DB_URL"
