@@ -288,7 +288,8 @@ async fn runbook_schedule_keeps_each_series_by_its_own_policy() {
     assert!(listed
         .iter()
         .all(|m| m["series"] == dir_series.to_string().as_str()));
-    // `verify` with no id: the newest backup of every series.
+    // `verify` with no id: the newest backup of every series, and (the uploads job makes
+    // deduplicated snapshots) the packs their chunks live in.
     let verified = repo.json(&["verify"]);
     let ids: BTreeSet<&str> = verified
         .as_array()
@@ -298,7 +299,7 @@ async fn runbook_schedule_keeps_each_series_by_its_own_policy() {
         .collect();
     assert_eq!(
         ids,
-        BTreeSet::from([newest_db.id.as_str(), newest_dir.id.as_str()])
+        BTreeSet::from([newest_db.id.as_str(), newest_dir.id.as_str(), "file packs"])
     );
 }
 
