@@ -22,28 +22,14 @@ pub fn of_drill(
     objectives: &Objectives,
     result: &Result<DrillReport>,
 ) -> Option<CheckRecord> {
-    let mut record = CheckRecord::new(
-        CheckKind::Drill,
-        &manifest.id,
-        manifest.series.clone(),
-        started_at,
-    );
-    record.rto_secs = objectives.rto.map(|d| d.as_secs());
-    record.rpo_secs = objectives.rpo.map(|d| d.as_secs());
-    match result {
-        Ok(report) => {
-            record.passed = report.passed;
-            // Objectives are judged from the measured figures (against whatever objective
-            // the reader has); `failures` keeps what was wrong with the data itself.
-            record.failures = report.failures(&Objectives::default());
-            record.recovery_time_ms = Some(report.restore_ms);
-            record.recovery_point_secs = Some(report.backup_age_secs);
-            record.details = serde_json::to_value(report).unwrap_or_default();
-            Some(record)
+    drill_record(manifest, started_at, objectives, result, |report| {
+        Measured {
+            passed: report.passed,
+            failures: report.failures(&Objectives::default()),
+            recovery_time_ms: report.restore_ms,
+            recovery_point_secs: report.backup_age_secs,
         }
-        Err(e) if is_usage_error(e.kind()) => None,
-        Err(e) => Some(record.failed(format!("the drill did not finish: {}", e.report()))),
-    }
+    })
 }
 
 /// The record of a drill of the physical base backup `manifest`, like [`of_drill`]'s: the
@@ -55,6 +41,31 @@ pub fn of_physical_drill(
     objectives: &Objectives,
     result: &Result<PhysicalDrillReport>,
 ) -> Option<CheckRecord> {
+    drill_record(manifest, started_at, objectives, result, |report| {
+        Measured {
+            passed: report.passed,
+            failures: report.failures(&Objectives::default()),
+            recovery_time_ms: report.recovery_ms,
+            recovery_point_secs: report.recovery_point_secs,
+        }
+    })
+}
+
+/// What a drill report says about recoverability, whatever kind of drill made it.
+struct Measured {
+    passed: bool,
+    failures: Vec<String>,
+    recovery_time_ms: u64,
+    recovery_point_secs: i64,
+}
+
+fn drill_record<R: serde::Serialize>(
+    manifest: &Manifest,
+    started_at: DateTime<Utc>,
+    objectives: &Objectives,
+    result: &Result<R>,
+    measured: impl FnOnce(&R) -> Measured,
+) -> Option<CheckRecord> {
     let mut record = CheckRecord::new(
         CheckKind::Drill,
         &manifest.id,
@@ -65,10 +76,13 @@ pub fn of_physical_drill(
     record.rpo_secs = objectives.rpo.map(|d| d.as_secs());
     match result {
         Ok(report) => {
-            record.passed = report.passed;
-            record.failures = report.failures(&Objectives::default());
-            record.recovery_time_ms = Some(report.recovery_ms);
-            record.recovery_point_secs = Some(report.recovery_point_secs);
+            let m = measured(report);
+            record.passed = m.passed;
+            // Objectives are judged from the measured figures (against whatever objective
+            // the reader has); `failures` keeps what was wrong with the data itself.
+            record.failures = m.failures;
+            record.recovery_time_ms = Some(m.recovery_time_ms);
+            record.recovery_point_secs = Some(m.recovery_point_secs);
             record.details = serde_json::to_value(report).unwrap_or_default();
             Some(record)
         }
