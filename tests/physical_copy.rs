@@ -68,27 +68,7 @@ async fn write_marker(client: &tokio_postgres::Client, id: i32) -> (DateTime<Utc
 /// Start a server on a restored directory, wait for the end of recovery, and return the
 /// markers, whether pgbench's balances agree, and the rows of the tablespace's own table.
 async fn start_and_read(pgdata: &Path) -> (Vec<i32>, bool, i64) {
-    let restored = TestCluster::start_on(pgdata)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.report()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let c = restored.connect("app").await.unwrap();
-        let in_recovery: bool = c
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if !in_recovery {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still in recovery after 120 s: {}",
-            restored.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let restored = common::start_recovered(pgdata, "restore").await;
     let c = restored.connect("app").await.unwrap();
     let ids: Vec<i32> = c
         .query("SELECT id FROM marker ORDER BY id", &[])

@@ -157,27 +157,7 @@ async fn restore_backup_and_read(
     assert!(pgdata.join("recovery.signal").is_file());
     let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
     assert!(auto.contains("archive_mode = 'off'"), "{auto}");
-    let restored = TestCluster::start_on(&pgdata)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {}", e.report()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let c = restored.connect("app").await.unwrap();
-        let in_recovery: bool = c
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if !in_recovery {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: still in recovery after 120 s: {}",
-            restored.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let restored = common::start_recovered(&pgdata, name).await;
     let c = restored.connect("app").await.unwrap();
     let ids: Vec<i64> = c
         .query("SELECT id::bigint FROM marker ORDER BY id", &[])
@@ -632,27 +612,7 @@ async fn timelines(archive: &Archive, markers: &[Marker]) {
         pgdata.to_str().unwrap(),
         "--archive",
     ]));
-    let promoted = TestCluster::start_on(&pgdata)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.report()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let c = promoted.connect("app").await.unwrap();
-        let in_recovery: bool = c
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if !in_recovery {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "failover: {}",
-            promoted.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let promoted = common::start_recovered(&pgdata, "failover").await;
     let timeline: i32 = promoted
         .connect("app")
         .await

@@ -243,27 +243,7 @@ async fn streamed_wal_restores_to_seconds_before_a_crash() {
     // Restore to the end of the archive.
     let pgdata = archive.dir("restored");
     ok(&archive.run(&["restore", "latest", "--pgdata", pgdata.to_str().unwrap()]));
-    let restored = TestCluster::start_on(&pgdata)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.report()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let c = restored.connect("app").await.unwrap();
-        let in_recovery: bool = c
-            .query_one("SELECT pg_is_in_recovery()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if !in_recovery {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still in recovery after 120 s: {}",
-            restored.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let restored = common::start_recovered(&pgdata, "restore").await;
     let c = restored.connect("app").await.unwrap();
     let ids: Vec<i32> = c
         .query("SELECT id FROM marker ORDER BY id", &[])

@@ -262,3 +262,29 @@ pub fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Start a server on a restored data directory and wait (up to 120 s) until recovery has
+/// ended and it accepts writes; `what` names the restore in the failure message.
+pub async fn start_recovered(pgdata: &Path, what: &str) -> TestCluster {
+    let restored = TestCluster::start_on(pgdata)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {}", e.report()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let c = restored.connect("app").await.unwrap();
+        let in_recovery: bool = c
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if !in_recovery {
+            return restored;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still in recovery after 120 s: {}",
+            restored.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
