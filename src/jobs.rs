@@ -1,5 +1,5 @@
 //! dr's job runners for the scheduler ([`dr_core::schedule`]): backup, prune, verify,
-//! restore drills and replication to a second region.
+//! restore drills, replication to a second region, and the continuous WAL receiver.
 //!
 //! Each is a [`JobRunner`] holding the settings of one job (which database, which labels,
 //! which policy), so several jobs of one kind (hourly and daily backups with different
@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use crate::wal_receive_job::WalReceiveJob;
 use dr_core::prune::{prune, PruneOptions};
 use dr_core::schedule::{JobContext, JobRunner, JobSummary};
 use dr_core::{

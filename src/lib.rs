@@ -47,5 +47,6 @@ pub mod report;
 pub mod status;
 pub mod verify;
 mod wal_keys;
+mod wal_receive_job;
 pub mod wal_state;
 pub mod writers;

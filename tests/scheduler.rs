@@ -588,9 +588,13 @@ fn example_config_parses() {
             "prune",
             "uploads",
             "verify",
+            "wal",
             "weekly"
         ]
     );
+    let wal = c.job("wal").unwrap();
+    assert_eq!(wal.kind, JobKind::WalReceive);
+    assert!(wal.schedule.is_none() && wal.receive.is_some());
     assert!(c.job("base").unwrap().physical && c.job("drill_pitr").unwrap().physical);
     assert_eq!(c.retention.keep_pitr.unwrap().days, 7);
     let hourly = c.job("hourly").unwrap();
@@ -699,4 +703,84 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
         "{head}"
     );
     body.to_string()
+}
+
+/// A runner that fails its first `failures` runs at once, then runs until the scheduler
+/// stops (a WAL receiver whose server comes up late).
+struct Streamer {
+    clock: Clock,
+    failures: usize,
+    starts: Mutex<Vec<DateTime<Utc>>>,
+}
+
+#[async_trait]
+impl JobRunner for Streamer {
+    async fn run(&self, ctx: &JobContext) -> Result<JobSummary> {
+        let n = {
+            let mut starts = self.starts.lock().unwrap();
+            starts.push(self.clock.now());
+            starts.len()
+        };
+        if n <= self.failures {
+            return Err(Error::new(ErrorKind::Database, "connection refused"));
+        }
+        ctx.stopping().await;
+        Ok(JobSummary::new("streamed until asked to stop"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_continuous_job_restarts_with_backoff_runs_beside_the_schedule_and_stops_cleanly() {
+    let clock = clock_from(utc(2026, 11, 25, 1, 59, 0));
+    let repo = memory_repo().await;
+    let streamer = Arc::new(Streamer {
+        clock: clock.clone(),
+        failures: 3,
+        starts: Mutex::new(Vec::new()),
+    });
+    let nightly = Recorder::new(&clock);
+    let s = Scheduler::new(
+        repo.clone(),
+        options(clock.clone()),
+        vec![
+            Job::new("wal", JobKind::WalReceive, streamer.clone()).keep_running(),
+            Job::new("nightly", JobKind::Backup, nightly.clone())
+                .schedule(Schedule::cron_utc("0 2 * * *").unwrap()),
+        ],
+    )
+    .unwrap();
+    s.start().await.unwrap();
+    pass(Duration::from_secs(120)).await;
+    // Started at once, then again after 1, 2 and 4 s.
+    let starts = streamer.starts.lock().unwrap().clone();
+    let gaps: Vec<i64> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_seconds())
+        .collect();
+    assert_eq!(gaps, [1, 2, 4], "{starts:?}");
+    // The scheduled backup ran at 02:00 although max_concurrent is 1 and the stream runs.
+    assert_eq!(nightly.runs().len(), 1);
+    let failed = read_record(&repo, "wal").await.unwrap().unwrap();
+    assert!(!failed.ok && failed.kind == "wal-receive");
+
+    // Stopping lets it wind down: its run ends well, not aborted.
+    s.shutdown(Duration::from_secs(30)).await;
+    let last = read_record(&repo, "wal").await.unwrap().unwrap();
+    assert!(last.ok, "{last:?}");
+    assert_eq!(
+        streamer.starts.lock().unwrap().len(),
+        4,
+        "not started again"
+    );
+
+    // A continuous job has no schedule.
+    let e = Scheduler::new(
+        repo,
+        options(clock.clone()),
+        vec![Job::new("wal", JobKind::WalReceive, streamer)
+            .keep_running()
+            .schedule(Schedule::cron_utc("0 2 * * *").unwrap())],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("continuously"), "{e}");
 }

@@ -4,6 +4,9 @@
 //! immediate`; a restore to the end of the archive must hold every marker committed more
 //! than a few seconds before the crash — the quiet stretch exists only in the streamed
 //! partial copies. The test prints the achieved RPO.
+//!
+//! The same receiver as a dr.toml job: `drctl run` keeps it running (started again with a
+//! backoff while its database does not exist yet) and streams a partial segment.
 
 mod common;
 
@@ -313,4 +316,156 @@ fn first_segment_with_copies_and_record(archive: &Archive) -> String {
         .into_iter()
         .next()
         .unwrap_or_else(|| panic!("no completed segment had streamed copies: {names:?}"))
+}
+
+/// `[jobs.wal] kind = "wal-receive"` under `drctl run`: the first runs fail (the database
+/// does not exist yet), the scheduler starts the job again with a backoff, it then streams
+/// the growing segment into the archive, and SIGTERM lets it store what it holds and end
+/// well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dr_toml_wal_receive_job_is_kept_running_and_streams_partial_segments() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo").to_str().unwrap().to_string();
+    let key = root.path().join("repo.key").to_str().unwrap().to_string();
+    ok(&drctl(&["keygen", "--output", &key], &[]));
+    let archive = Archive { root, repo, key };
+    ok(&archive.run(&["init"]));
+    let cluster = TestCluster::start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    let config = archive.dir("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = \"{}\"\n\n[database]\nurl = \"{}\"\n\n[key]\nfile = \"{}\"\n\n\
+             [jobs.wal]\nkind = \"wal-receive\"\nspool = \"spool\"\nslot = \"dr_job\"\ninterval = \"1s\"\n",
+            archive.repo,
+            cluster.url("app"),
+            archive.key
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(DRCTL);
+    cmd.args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("DR_DB")
+        .env_remove("DR_REPO")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(archive.dir("run.log")).unwrap());
+    common::admin_host_env(&mut cmd);
+    let mut daemon = cmd.spawn().unwrap();
+    let lines = read_lines(daemon.stdout.take().unwrap());
+
+    // "app" does not exist: the job fails, and is started again.
+    let failed = wait_for_line(&lines, Duration::from_secs(60), |l| {
+        l.starts_with("wal: FAILED") && l.contains("app")
+    });
+    wait_for_line(&lines, Duration::from_secs(30), |l| {
+        l.starts_with("wal: next run")
+    });
+    cluster.create_database("app").await.unwrap();
+    let client = cluster.connect("app").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE marker (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+
+    // One segment completed by a switch once the job streams, then well under a segment
+    // of WAL: only a streamed partial copy after it can hold that.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut id = 0;
+    let mut switched = false;
+    let state = loop {
+        id += 1;
+        client
+            .execute("INSERT INTO marker VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+        if !switched {
+            let streaming: i64 = client
+                .query_one("SELECT count(*) FROM pg_stat_replication", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if streaming > 0 {
+                client
+                    .batch_execute("SELECT pg_switch_wal()")
+                    .await
+                    .unwrap();
+                switched = true;
+            }
+        }
+        let out = archive.run(&["--json", "wal", "list"]);
+        if out.status.success() {
+            let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if state.to_string().contains("\"partial_end\":true") {
+                break state;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no streamed partial segment after 90 s (the job first failed with: {failed}); \
+             drctl run printed since: {:#?}\nswitched: {switched}; spool: {:?}; archive: {}\n{}",
+            lines.try_iter().collect::<Vec<_>>(),
+            std::fs::read_dir(archive.dir("spool")).map(|d| d
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect::<Vec<_>>()),
+            String::from_utf8_lossy(&archive.run(&["--json", "wal", "list"]).stdout),
+            std::fs::read_to_string(archive.dir("run.log")).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        archive.dir("spool").is_dir(),
+        "the spool is relative to dr.toml"
+    );
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let ended = wait_for_line(&lines, Duration::from_secs(60), |l| {
+        l.starts_with("wal: ok") || l.starts_with("wal: FAILED")
+    });
+    let status = daemon.wait().unwrap();
+    let stderr = std::fs::read_to_string(archive.dir("run.log")).unwrap();
+    assert!(status.success(), "drctl run: {status:?}: {stderr}");
+    assert!(
+        ended.starts_with("wal: ok") && ended.contains("partial copies"),
+        "the stopped job stored what it held and ended well: {ended}; state {state}"
+    );
+}
+
+/// The lines a child prints, as they come.
+fn read_lines(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line within `limit` that `matches`; fails with the lines seen otherwise.
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    limit: Duration,
+    matches: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if matches(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no such line within {limit:?}; drctl run printed: {seen:#?}");
 }

@@ -12,7 +12,7 @@ use dr_core::schedule::{
 use dr_core::{Codec, Error, Result, RetentionPolicy};
 
 use super::raw::{time_zone, RawJob, Src};
-use super::types::{JobConfig, ReplicaConfig};
+use super::types::{JobConfig, ReceiveConfig, ReplicaConfig};
 
 /// What the rest of the file says that the jobs depend on.
 pub(super) struct Context<'a> {
@@ -86,7 +86,7 @@ fn job(
     })?;
     let kind = src.check(&j.kind, &key("kind"), |k| match k.parse::<JobKind>()? {
         JobKind::Custom(other) => Err(Error::invalid(format!(
-            "unknown kind '{other}': use backup, prune, verify, drill or replicate"
+            "unknown kind '{other}': use backup, prune, verify, drill, replicate or wal-receive"
         ))),
         kind => Ok(kind),
     })?;
@@ -199,7 +199,11 @@ fn job(
         }
         (_, None) => None,
     };
+    let receive = receive(src, name, j, &kind, ctx)?;
     let needs = match kind {
+        JobKind::WalReceive if !ctx.has_database => Some(
+            "a wal-receive job needs a [database] (a user with the REPLICATION attribute) to stream from",
+        ),
         JobKind::Backup if !ctx.has_database && j.dir.is_none() => {
             Some("a backup job needs a [database] table, or a dir to back up")
         }
@@ -230,7 +234,14 @@ fn job(
     let mut then = Vec::new();
     for t in &j.then {
         src.check(t, &key("then"), |t| {
-            if all_jobs.contains_key(t) && t != name {
+            if all_jobs
+                .get(t)
+                .is_some_and(|j| j.kind.get_ref() == JobKind::WalReceive.as_str())
+            {
+                Err(Error::invalid(format!(
+                    "job '{t}' runs continuously: it cannot follow another job"
+                )))
+            } else if all_jobs.contains_key(t) && t != name {
                 Ok(())
             } else if t == name {
                 Err(Error::invalid(format!("job '{t}' cannot follow itself")))
@@ -262,7 +273,83 @@ fn job(
         physical,
         retention: j.retention.as_ref().map(|r| r.get_ref().clone()),
         jobs,
+        receive,
     })
+}
+
+/// A wal-receive job's `spool`, `slot` and `interval` (which belong to it alone); it runs
+/// continuously, so it has no `cron` and nothing follows it.
+fn receive(
+    src: &Src,
+    name: &str,
+    j: &RawJob,
+    kind: &JobKind,
+    ctx: &Context,
+) -> Result<Option<ReceiveConfig>> {
+    let key = |field: &str| format!("jobs.{name}.{field}");
+    if *kind != JobKind::WalReceive {
+        let own = [
+            ("spool", j.spool.as_ref().map(|s| s.span())),
+            ("slot", j.slot.as_ref().map(|s| s.span())),
+            ("interval", j.interval.as_ref().map(|s| s.span())),
+        ];
+        if let Some((field, Some(span))) = own.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(src.err(
+                span,
+                &key(field),
+                Error::invalid("spool, slot and interval belong to wal-receive jobs"),
+            ));
+        }
+        return Ok(None);
+    }
+    let continuous = |span: std::ops::Range<usize>, field: &str, what: &str| {
+        src.err(
+            span,
+            &key(field),
+            Error::invalid(format!(
+                "a wal-receive job runs continuously (restarted when it ends): {what}"
+            )),
+        )
+    };
+    if let Some(cron) = &j.cron {
+        return Err(continuous(cron.span(), "cron", "it has no cron"));
+    }
+    if let Some(t) = j.then.first() {
+        return Err(continuous(t.span(), "then", "no job follows it"));
+    }
+    let Some(spool) = &j.spool else {
+        return Err(src.err(
+            j.kind.span(),
+            &key("spool"),
+            Error::invalid(
+                "a wal-receive job needs a spool: the local directory pg_receivewal writes into (e.g. spool = \"/var/lib/dr/wal-spool\")",
+            ),
+        ));
+    };
+    let spool = match ctx.base {
+        Some(base) if spool.get_ref().is_relative() => base.join(spool.get_ref()),
+        _ => spool.get_ref().clone(),
+    };
+    let slot = match &j.slot {
+        Some(s) => Some(src.check(s, &key("slot"), |s| {
+            dr_db::wal::check_slot_name(s).map(|()| s.clone())
+        })?),
+        None => None,
+    };
+    let interval = match &j.interval {
+        Some(i) => Some(
+            src.check(i, &key("interval"), |i| match parse_duration(i)? {
+                d if d.is_zero() => Err(Error::invalid("the interval must be at least 1s")),
+                d => Ok(d),
+            })?,
+        ),
+        None => None,
+    };
+    Ok(Some(ReceiveConfig {
+        spool,
+        slot,
+        interval,
+    }))
 }
 
 /// The job's schedule from `cron` and the keys that refine it; `None` without `cron`

@@ -29,7 +29,7 @@
 //! length = "2h"
 //!
 //! [jobs.hourly]
-//! kind = "backup"                         # backup, prune, verify, drill or replicate
+//! kind = "backup"                         # backup, prune, verify, drill, replicate, wal-receive
 //! cron = "0 * * * *"
 //! time_zone = "UTC"                       # IANA name; UTC by default
 //! jitter = "5m"
@@ -49,6 +49,10 @@
 //!
 //! [jobs.prune]
 //! kind = "prune"                          # no cron: it runs after the backups
+//!
+//! [jobs.wal]
+//! kind = "wal-receive"                    # streams WAL continuously (restarted if it ends)
+//! spool = "/var/lib/dr/wal-spool"         # slot = "dr_receive", interval = "2s"
 //!
 //! [monitoring]                            # dr::monitoring: /metrics, /healthz, webhooks
 //! listen = "127.0.0.1:9187"
@@ -81,7 +85,8 @@ use dr_core::{Error, ErrorKind, Repository, Result, SeriesPolicies, SeriesSelect
 use crate::keys::KeySource;
 use sections::parse;
 pub use types::{
-    Config, DatabaseConfig, JobConfig, KeyConfig, ReplicaConfig, RepositoryConfig, SchedulerConfig,
+    Config, DatabaseConfig, JobConfig, KeyConfig, ReceiveConfig, ReplicaConfig, RepositoryConfig,
+    SchedulerConfig,
 };
 
 impl FromStr for Config {
@@ -466,5 +471,69 @@ cron = "0 2 * * *"
         );
         let e = text.parse::<Config>().unwrap_err().to_string();
         assert!(e.contains("needs [key] file"), "{e}");
+    }
+
+    #[test]
+    fn wal_receive_jobs_run_continuously_with_a_spool() {
+        let text = format!(
+            "{MINIMAL}\n[jobs.wal]\nkind = \"wal-receive\"\nspool = \"/var/lib/dr/wal-spool\"\nslot = \"dr_prod\"\ninterval = \"5s\"\n"
+        );
+        let c: Config = text
+            .parse()
+            .unwrap_or_else(|e: Error| panic!("{}", e.report()));
+        let job = c.job("wal").unwrap();
+        assert_eq!(job.kind, dr_core::schedule::JobKind::WalReceive);
+        assert!(job.schedule.is_none());
+        let receive = job.receive.as_ref().unwrap();
+        assert_eq!(receive.spool, std::path::Path::new("/var/lib/dr/wal-spool"));
+        assert_eq!(receive.slot.as_deref(), Some("dr_prod"));
+        assert_eq!(receive.interval, Some(std::time::Duration::from_secs(5)));
+        assert!(c.job("nightly").unwrap().receive.is_none());
+
+        for (job, key, message) in [
+            ("kind = \"wal-receive\"", "jobs.wal.spool", "needs a spool"),
+            (
+                "kind = \"wal-receive\"\nspool = \"s\"\ncron = \"* * * * *\"",
+                "jobs.wal.cron",
+                "runs continuously",
+            ),
+            (
+                "kind = \"wal-receive\"\nspool = \"s\"\nthen = [\"nightly\"]",
+                "jobs.wal.then",
+                "no job follows it",
+            ),
+            (
+                "kind = \"wal-receive\"\nspool = \"s\"\nslot = \"Bad-Slot\"",
+                "jobs.wal.slot",
+                "not a replication slot name",
+            ),
+            (
+                "kind = \"wal-receive\"\nspool = \"s\"\ninterval = \"0s\"",
+                "jobs.wal.interval",
+                "at least 1s",
+            ),
+            (
+                "kind = \"verify\"\nspool = \"s\"",
+                "jobs.wal.spool",
+                "belong to wal-receive",
+            ),
+        ] {
+            let text = format!("{MINIMAL}\n[jobs.wal]\n{job}\n[key]\nfile = \"k\"\n");
+            let e = text.parse::<Config>().unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(message), "{job}: {e}");
+        }
+        // Nothing can run it as a follower: it never ends.
+        let text = format!(
+            "{MINIMAL}then = [\"wal\"]\n\n[jobs.wal]\nkind = \"wal-receive\"\nspool = \"s\"\n"
+        );
+        let e = text.parse::<Config>().unwrap_err().to_string();
+        assert!(
+            e.contains("jobs.nightly.then") && e.contains("continuously"),
+            "{e}"
+        );
+        // It streams [database]'s WAL.
+        let text = "[repository]\nurl = \"memory://\"\n\n[jobs.wal]\nkind = \"wal-receive\"\nspool = \"s\"\n";
+        let e = text.parse::<Config>().unwrap_err().to_string();
+        assert!(e.contains("needs a [database]"), "{e}");
     }
 }

@@ -133,6 +133,12 @@ pub(super) struct RawJob {
     pub(super) retention: Option<Spanned<RetentionPolicy>>,
     #[serde(default)]
     pub(super) jobs: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) spool: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub(super) slot: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) interval: Option<Spanned<String>>,
 }
 
 /// Turns spans into "line N: key: message" errors.

@@ -121,6 +121,28 @@ impl Config {
                         },
                     ))
                 }
+                JobKind::WalReceive => {
+                    let receive = jc
+                        .receive
+                        .as_ref()
+                        .ok_or_else(|| Error::invalid(format!("job '{}' has no spool", jc.name)))?;
+                    let encryptor = match &identity {
+                        Some(key) => crate::keys::encryptor(repo, key.clone())?,
+                        None => crate::keys::public_encryptor(repo)?,
+                    };
+                    let mut job = crate::jobs::WalReceiveJob::new(
+                        self.database_config()?,
+                        Arc::new(encryptor),
+                        &receive.spool,
+                    );
+                    if let Some(slot) = &receive.slot {
+                        job = job.slot(slot);
+                    }
+                    if let Some(every) = receive.interval {
+                        job = job.interval(every);
+                    }
+                    Arc::new(job)
+                }
                 JobKind::Custom(kind) => {
                     return Err(Error::invalid(format!(
                         "job '{}' has kind '{kind}', which dr.toml cannot run",
@@ -137,6 +159,9 @@ impl Config {
 /// The scheduler job of `jc` with `runner`: its schedule and follow-ups.
 fn scheduled(jc: &super::types::JobConfig, runner: Arc<dyn dr_core::schedule::JobRunner>) -> Job {
     let mut job = Job::new(jc.name.clone(), jc.kind.clone(), runner);
+    if jc.kind == JobKind::WalReceive {
+        job = job.keep_running();
+    }
     if let Some(s) = &jc.schedule {
         job = job.schedule(s.clone());
     }

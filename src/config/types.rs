@@ -91,7 +91,7 @@ impl Default for SchedulerConfig {
 pub struct JobConfig {
     /// The job's name (the table's key).
     pub name: String,
-    /// backup, prune, verify, drill or replicate.
+    /// backup, prune, verify, drill, replicate or wal-receive.
     pub kind: JobKind,
     /// When it runs; `None` for a job that runs only after another or by hand.
     pub schedule: Option<Schedule>,
@@ -126,6 +126,21 @@ pub struct JobConfig {
     /// Dump over this many connections, stored as pieces (database backup jobs;
     /// `drctl backup --jobs`); 1 is one stream.
     pub jobs: usize,
+    /// A wal-receive job's settings (`drctl wal-receive`): it streams `[database]`'s WAL
+    /// continuously, restarted with a backoff when it ends.
+    pub receive: Option<ReceiveConfig>,
+}
+
+/// A wal-receive job's `spool`, `slot` and `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveConfig {
+    /// Local directory `pg_receivewal` writes into (relative paths are relative to the
+    /// configuration file).
+    pub spool: PathBuf,
+    /// The physical replication slot (created if missing; default `dr_receive`).
+    pub slot: Option<String>,
+    /// How often the growing segment is stored (default 2 s).
+    pub interval: Option<Duration>,
 }
 
 /// A replicate job's destination: `to`, `to_options`, `storage_class`, `verify`.

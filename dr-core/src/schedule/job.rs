@@ -30,12 +30,14 @@ pub enum JobKind {
     Drill,
     /// Copy complete backups to a second storage target.
     Replicate,
+    /// Stream WAL continuously into the archive (a [continuous](Job::keep_running) job).
+    WalReceive,
     /// Anything else an embedder schedules.
     Custom(String),
 }
 
 impl JobKind {
-    /// `backup`, `prune`, `verify`, `drill`, `replicate`, or the custom name.
+    /// `backup`, `prune`, `verify`, `drill`, `replicate`, `wal-receive`, or the custom name.
     pub fn as_str(&self) -> &str {
         match self {
             JobKind::Backup => "backup",
@@ -43,6 +45,7 @@ impl JobKind {
             JobKind::Verify => "verify",
             JobKind::Drill => "drill",
             JobKind::Replicate => "replicate",
+            JobKind::WalReceive => "wal-receive",
             JobKind::Custom(name) => name,
         }
     }
@@ -64,6 +67,7 @@ impl FromStr for JobKind {
             "verify" => JobKind::Verify,
             "drill" => JobKind::Drill,
             "replicate" => JobKind::Replicate,
+            "wal-receive" => JobKind::WalReceive,
             "" => return Err(Error::invalid("a job kind must not be empty")),
             other => JobKind::Custom(other.to_string()),
         })
@@ -259,6 +263,7 @@ pub struct JobContext {
     pub(super) clock: Clock,
     pub(super) events: broadcast::Sender<SchedulerEvent>,
     pub(super) cancel: watch::Receiver<bool>,
+    pub(super) stop: watch::Receiver<bool>,
 }
 
 impl fmt::Debug for JobContext {
@@ -316,6 +321,18 @@ impl JobContext {
     pub fn is_cancelled(&self) -> bool {
         *self.cancel.borrow()
     }
+
+    /// Completes when the scheduler is asked to stop (or aborts its jobs). A
+    /// [continuous](Job::keep_running) job's runner waits on it and then winds down: it has
+    /// the scheduler's grace period to store what it holds and return.
+    pub async fn stopping(&self) {
+        let mut stop = self.stop.clone();
+        let mut cancel = self.cancel.clone();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            _ = cancel.wait_for(|c| *c) => {}
+        }
+    }
 }
 
 fn progress_event(job: &str, p: &ProgressEvent) -> SchedulerEvent {
@@ -355,6 +372,7 @@ pub struct Job {
     pub(super) schedule: Option<Schedule>,
     pub(super) then: Vec<String>,
     pub(super) runner: Arc<dyn JobRunner>,
+    pub(super) continuous: bool,
 }
 
 impl fmt::Debug for Job {
@@ -364,6 +382,7 @@ impl fmt::Debug for Job {
             .field("kind", &self.kind)
             .field("schedule", &self.schedule)
             .field("then", &self.then)
+            .field("continuous", &self.continuous)
             .finish_non_exhaustive()
     }
 }
@@ -378,7 +397,23 @@ impl Job {
             schedule: None,
             then: Vec::new(),
             runner,
+            continuous: false,
         }
+    }
+
+    /// Run continuously instead of on a schedule (a WAL receiver): the scheduler starts it
+    /// at once, and whenever it ends before the scheduler stops (a failure, a dropped
+    /// connection it could not ride out) starts it again after a backoff that doubles from
+    /// 1 s to 1 min. It takes no `max_concurrent` slot, so it never holds up the scheduled
+    /// jobs. Its runner should return once [`JobContext::stopping`] completes.
+    pub fn keep_running(mut self) -> Job {
+        self.continuous = true;
+        self
+    }
+
+    /// Whether it runs continuously ([`Job::keep_running`]).
+    pub fn is_continuous(&self) -> bool {
+        self.continuous
     }
 
     /// Run on `schedule`.

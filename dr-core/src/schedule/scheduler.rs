@@ -21,6 +21,11 @@ use crate::repo::Repository;
 /// The longest single sleep: the wall clock is looked at again at least this often.
 const MAX_NAP: Duration = Duration::from_secs(60);
 
+/// A continuous job that ended is started again after this, doubled after each quick end...
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+/// ...up to this; a run that lasted longer than this starts the doubling over.
+const RESTART_MAX: Duration = Duration::from_secs(60);
+
 /// How the scheduler behaves.
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -110,6 +115,12 @@ impl Scheduler {
             }
         }
         for job in &jobs {
+            if job.continuous && job.schedule.is_some() {
+                return Err(Error::invalid(format!(
+                    "job '{}' runs continuously, so it has no schedule",
+                    job.name
+                )));
+            }
             for follower in &job.then {
                 if !names.contains(follower) {
                     return Err(Error::invalid(format!(
@@ -190,7 +201,7 @@ impl Scheduler {
     }
 
     /// Start a task per scheduled job (runs missed while down first, per each job's policy)
-    /// and return. Stop with [`Scheduler::shutdown`]. Starting twice is an error.
+    /// and per continuous job ([`Job::keep_running`]), and return. Stop with [`Scheduler::shutdown`]. Starting twice is an error.
     pub async fn start(&self) -> Result<()> {
         {
             let mut started = self.inner.started.lock().unwrap();
@@ -205,6 +216,11 @@ impl Scheduler {
             let inner = self.inner.clone();
             let name = job.name.clone();
             tasks.push(tokio::spawn(async move { job_loop(inner, name).await }));
+        }
+        for job in self.inner.jobs.iter().filter(|j| j.continuous) {
+            let inner = self.inner.clone();
+            let name = job.name.clone();
+            tasks.push(tokio::spawn(async move { keep_running(inner, name).await }));
         }
         tracing::info!(
             jobs = self.inner.jobs.len(),
@@ -258,6 +274,13 @@ impl Scheduler {
             all.await;
         }
         tracing::info!("scheduler stopped");
+    }
+
+    /// Ask running jobs to stop without waiting: plan no new runs, and let continuous jobs
+    /// ([`Job::keep_running`]) wind down (see [`JobContext::stopping`]). For a job run
+    /// with [`Scheduler::run_now`] that should end on a signal.
+    pub fn stop(&self) {
+        let _ = self.inner.stop.send_replace(true);
     }
 
     /// Abort running jobs now (they are recorded as failed with [`ErrorKind::Cancelled`]),
@@ -358,6 +381,47 @@ async fn job_loop(inner: Arc<Inner>, name: String) {
     }
 }
 
+/// A continuous job: run it now, and again after a backoff whenever it ends before the
+/// scheduler stops (see [`Job::keep_running`]).
+async fn keep_running(inner: Arc<Inner>, name: String) {
+    let job = inner.job(&name).expect("job exists").clone();
+    let clock = inner.opts.clock.clone();
+    let mut stop = inner.stop.subscribe();
+    let mut backoff = RESTART_FIRST;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let started = clock.now();
+        let scheduled_for = truncate_to_second(started);
+        let ended = match execute_chain(&inner, &job, scheduled_for, true, false).await {
+            Ok(outcomes) if outcomes[0].ok => "ended",
+            Ok(_) => "failed",
+            Err(_) => "did not start",
+        };
+        if *stop.borrow() {
+            return;
+        }
+        let now = clock.now();
+        if (now - started).to_std().unwrap_or_default() > RESTART_MAX {
+            backoff = RESTART_FIRST;
+        }
+        let run_at = now + chrono::Duration::from_std(backoff).unwrap_or_default();
+        tracing::warn!(job = %name, "the continuous job {ended}; starting it again in {} s", backoff.as_secs_f64());
+        inner.next.lock().unwrap().insert(name.clone(), run_at);
+        inner.emit(SchedulerEvent::Planned {
+            job: name.clone(),
+            scheduled_for: truncate_to_second(run_at),
+            run_at,
+        });
+        if !sleep_until(&clock, run_at, &mut stop).await {
+            inner.next.lock().unwrap().remove(&name);
+            return;
+        }
+        backoff = (backoff * 2).min(RESTART_MAX);
+    }
+}
+
 /// Sleep until the clock reads `at`, in naps of at most [`MAX_NAP`]. `false` if stopped.
 async fn sleep_until(clock: &Clock, at: DateTime<Utc>, stop: &mut watch::Receiver<bool>) -> bool {
     loop {
@@ -430,10 +494,15 @@ async fn execute(
     forced: bool,
     quiet: bool,
 ) -> std::result::Result<JobOutcome, Skip> {
-    let _permit = inner.permits.acquire().await.map_err(|_| Skip {
-        reason: SkipReason::Overran,
-        error: None,
-    })?;
+    // A continuous job would hold a slot for good: it runs beside the others.
+    let _permit = if job.continuous {
+        None
+    } else {
+        Some(inner.permits.acquire().await.map_err(|_| Skip {
+            reason: SkipReason::Overran,
+            error: None,
+        })?)
+    };
     let clock = &inner.opts.clock;
     let name = job.name.as_str();
 
@@ -531,6 +600,7 @@ async fn execute(
         clock: clock.clone(),
         events: inner.events.clone(),
         cancel: inner.cancel.subscribe(),
+        stop: inner.stop.subscribe(),
     };
     let mut cancel = inner.cancel.subscribe();
     let result = tokio::select! {

@@ -26,6 +26,6 @@ mod recovery;
 pub use fetch::{Fetched, WalFetcher};
 pub use header::{version_of_magic, ControlFile, SegmentHeader};
 pub use push::{PushReport, Pushed, WalPusher};
-pub use receive::{ReceiveReport, WalReceiver, DEFAULT_SLOT};
+pub use receive::{check_slot_name, ReceiveReport, WalReceiver, DEFAULT_SLOT};
 pub use records::scan_segment;
 pub use recovery::{RecoverySettings, TargetAction};

@@ -447,7 +447,7 @@ async fn read(path: &Path) -> Result<Bytes> {
 }
 
 /// Slot names are what PostgreSQL allows: lower-case letters, digits and underscores.
-fn check_slot_name(name: &str) -> Result<()> {
+pub fn check_slot_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name

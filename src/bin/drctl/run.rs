@@ -14,7 +14,7 @@ pub async fn run(out: Output, config: &Path, once: Option<String>) -> Result<()>
     let scheduler = config.scheduler().await?;
     match once {
         Some(job) => {
-            let outcomes = scheduler.run_now(&job).await?;
+            let outcomes = run_once(&scheduler, &job).await?;
             if out.is_json() {
                 print_json(&outcomes);
             } else {
@@ -38,6 +38,36 @@ pub async fn run(out: Output, config: &Path, once: Option<String>) -> Result<()>
             }
         }
         None => daemon(out, &config, scheduler).await,
+    }
+}
+
+/// Run `job` now; SIGINT or SIGTERM asks it to stop (a wal-receive job stores what it
+/// holds and ends), a second signal aborts it.
+async fn run_once(scheduler: &dr::core::schedule::Scheduler, job: &str) -> Result<Vec<JobOutcome>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("cannot listen for SIGTERM", e))?;
+    let run = scheduler.run_now(job);
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => return r,
+        _ = signalled(&mut term) => {}
+    }
+    eprintln!("drctl: stopping job '{job}' (signal again to abort it now)");
+    scheduler.stop();
+    tokio::select! {
+        r = &mut run => return r,
+        _ = signalled(&mut term) => {}
+    }
+    eprintln!("drctl: aborting job '{job}'");
+    scheduler.abort_running();
+    run.await
+}
+
+/// SIGINT or SIGTERM.
+async fn signalled(term: &mut tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
