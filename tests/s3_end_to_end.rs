@@ -209,3 +209,176 @@ fn storage_option_typos_fail_with_exit_2_naming_the_key_only() {
     );
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// A TCP proxy that forwards what clients send to `upstream` until `limit` bytes have gone
+/// through, then stalls every connection: a network that stops in the middle of an upload.
+struct StallingProxy {
+    port: u16,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    limit: u64,
+}
+
+impl StallingProxy {
+    fn start(upstream: &str, limit: u64) -> StallingProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut from_server, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                });
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 << 10];
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n as u64,
+                        };
+                        let before = counter.fetch_add(n, Ordering::SeqCst);
+                        let allowed = limit.saturating_sub(before).min(n);
+                        if server.write_all(&buf[..allowed as usize]).is_err() {
+                            return;
+                        }
+                        if allowed < n {
+                            // Stalled: hold the connection open, forward nothing more.
+                            loop {
+                                std::thread::sleep(std::time::Duration::from_secs(3600));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        StallingProxy { port, sent, limit }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stalled(&self) -> bool {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst) > self.limit
+    }
+}
+
+/// `drctl wal-push` SIGKILLed in the middle of uploading a segment (its network to S3 stops
+/// after 1 MiB, then the process is killed, as a host losing power or an OOM kill would)
+/// leaves the segment not archived — no record, so fetch says "not archived" and
+/// PostgreSQL, which saw no exit 0, pushes it again — and that next push stores it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_push_killed_mid_upload_leaves_the_segment_unarchived_and_the_retry_stores_it() {
+    let cluster = dr::db::testing::TestCluster::start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    // Three segments of hardly compressible rows: the middle one is rows only.
+    cluster
+        .execute_sql(
+            "postgres",
+            "CREATE TABLE junk AS SELECT md5(random()::text) || md5(random()::text) AS t \
+             FROM generate_series(1, 400000)",
+        )
+        .await
+        .unwrap();
+    cluster
+        .execute_sql("postgres", "SELECT pg_switch_wal()")
+        .await
+        .unwrap();
+    let segment = "000000010000000000000002";
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join(segment);
+    std::fs::copy(cluster.data_dir().join("pg_wal").join(segment), &file).unwrap();
+    let pgdata = cluster.data_dir().to_str().unwrap().to_string();
+    let repo = S3Repo::new().await;
+    ok(&repo.run(&["init"]));
+    let push = [
+        "wal-push",
+        "--pgdata",
+        &pgdata,
+        "--parallel",
+        "1",
+        file.to_str().unwrap(),
+    ];
+
+    let proxy = StallingProxy::start(&repo.s3.endpoint(), 1 << 20);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"));
+    cmd.args(push)
+        .args(["--repo", &repo.url])
+        .envs(repo.s3.env())
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .env("DR_KEY_FILE", &repo.key)
+        .env_remove("DR_REPO")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    admin_host_env(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !proxy.stalled() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("wal-push ended ({status:?}) before its upload was cut off");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wal-push sent only {} bytes in 60 s",
+            proxy.sent.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "wal-push must not report success with its upload stalled"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Not archived: no record, the archive lists no segment, a fetch finds nothing.
+    let state = repo.json(&["wal", "list"]);
+    assert!(
+        state
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ranges"].as_array().is_some_and(|r| r.is_empty())),
+        "{state}"
+    );
+    let fetched = work.path().join("fetched");
+    let fetch = [
+        "wal-fetch",
+        "--pgdata",
+        &pgdata,
+        "--prefetch",
+        "0",
+        segment,
+        fetched.to_str().unwrap(),
+    ];
+    let out = repo.run(&fetch);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "not archived: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!fetched.exists());
+
+    // PostgreSQL calls archive_command again: the push stores it, and it reads back whole.
+    ok(&repo.run(&push));
+    ok(&repo.run(&fetch));
+    assert!(
+        std::fs::read(&fetched).unwrap() == std::fs::read(&file).unwrap(),
+        "the archived segment is the one pushed"
+    );
+}
