@@ -469,3 +469,143 @@ fn wait_for_line(
     }
     panic!("no such line within {limit:?}; drctl run printed: {seen:#?}");
 }
+
+/// Delete-proof storage (credentials that can neither delete nor replace an object, as with
+/// S3 Object Lock): the receiver stores every streamed copy of the growing segment under a
+/// name of its own and never deletes, so it streams as well as anywhere — the store refused
+/// nothing because nothing was tried, also when a second receiver starts over the same
+/// spool and finds its files stored. The newest copy is what a fetch of the segment returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_receive_needs_neither_deletes_nor_overwrites() {
+    use dr::core::wal::WalArchive;
+    use dr::db::wal::WalReceiver;
+    use dr::storage::write_once::WriteOnceTarget;
+    use std::sync::Arc;
+
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo").to_str().unwrap().to_string();
+    let key = root.path().join("repo.key").to_str().unwrap().to_string();
+    ok(&drctl(&["keygen", "--output", &key], &[]));
+    let archive = Archive { root, repo, key };
+    ok(&archive.run(&["init"]));
+    let cluster = TestCluster::start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    cluster.create_database("app").await.unwrap();
+    let client = cluster.connect("app").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE marker (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+
+    let store = WriteOnceTarget::new(dr::storage::from_url(&archive.repo).unwrap());
+    let repo = dr::core::Repository::open(Arc::new(store.clone()))
+        .await
+        .unwrap();
+    let receiver = WalReceiver::new(
+        repo.clone(),
+        Arc::new(dr::keys::public_encryptor(&repo).unwrap()),
+        cluster.config("app"),
+        archive.dir("spool"),
+    )
+    .slot("dr_write_once")
+    .interval(Duration::from_millis(300));
+
+    // Markers while it streams; one segment completed by a switch once it streams.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let receiver = receiver.clone();
+        tokio::spawn(async move {
+            receiver
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    let mut switched = false;
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut id = 0;
+    while Instant::now() < until {
+        id += 1;
+        client
+            .execute("INSERT INTO marker VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+        if !switched {
+            let streaming: i64 = client
+                .query_one("SELECT count(*) FROM pg_stat_replication", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if streaming > 0 {
+                client
+                    .batch_execute("SELECT pg_switch_wal()")
+                    .await
+                    .unwrap();
+                switched = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(switched, "pg_receivewal streamed within 6 s");
+    stop.send(()).unwrap();
+    let report = running
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    assert!(report.segments >= 1, "{report:?}");
+    assert!(report.partial_copies >= 2, "{report:?}");
+
+    // Started again over the same spool: what is there is stored already.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let again = tokio::spawn(async move {
+        receiver
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.send(()).unwrap();
+    again
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    assert_eq!(
+        store.refused(),
+        0,
+        "the receiver tried to delete or replace an object"
+    );
+
+    // Each copy of the growing segment is an object of its own, reaching further.
+    let sysid: u64 = report.system_identifier.parse().unwrap();
+    let wal = WalArchive::open(&repo, sysid).await.unwrap();
+    let listing = wal.list().await.unwrap();
+    let (segment, copies) = listing
+        .streamed
+        .iter()
+        .next_back()
+        .expect("streamed copies");
+    assert!(copies.len() >= 2, "{copies:?}");
+    assert!(copies.windows(2).all(|w| w[0].end < w[1].end), "{copies:?}");
+    let name = segment.name(wal.segment_size());
+    let fetched = archive.dir("fetched");
+    ok(&archive.run(&[
+        "wal-fetch",
+        "--pgdata",
+        cluster.data_dir().to_str().unwrap(),
+        "--prefetch",
+        "0",
+        &name,
+        fetched.to_str().unwrap(),
+    ]));
+    let fetched = std::fs::read(&fetched).unwrap();
+    let newest = copies.last().unwrap().end as usize;
+    assert_eq!(fetched.len(), 16 << 20);
+    let server = std::fs::read(cluster.data_dir().join("pg_wal").join(&name)).unwrap();
+    assert!(
+        fetched[..newest] == server[..newest] && fetched[newest..].iter().all(|b| *b == 0),
+        "the fetched segment is the newest copy ({newest} bytes), padded with zeros"
+    );
+}

@@ -46,6 +46,7 @@ pub mod retry;
 pub mod testing;
 mod upload;
 mod url;
+pub mod write_once;
 
 pub use object::ObjectStoreTarget;
 pub use upload::UploadConfig;

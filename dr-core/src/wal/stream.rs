@@ -64,6 +64,12 @@ impl WalArchive {
         let end = data.len() as u32;
         let sysid = self.cluster().system_identifier;
         let record_path = streamed_record_path(sysid, segment, size, end);
+        let storage = self.repository().storage();
+        // A receiver started again stores its first copy again: nothing to upload (and, on
+        // delete-proof storage, nothing left behind that it could not delete).
+        if storage.exists(&record_path).await? {
+            return Ok(PushOutcome::AlreadyArchived);
+        }
         let object_path = streamed_data_path(sysid, segment, size, end, &random_hex(8)?);
         let record = self
             .upload(
@@ -76,7 +82,6 @@ impl WalArchive {
                 opts,
             )
             .await?;
-        let storage = self.repository().storage();
         match storage
             .put_if_absent(
                 &record_path,
