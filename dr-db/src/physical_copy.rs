@@ -433,7 +433,34 @@ fn items(entries: &[Entry]) -> Vec<Item> {
     out
 }
 
-async fn read_item(entries: Arc<Vec<Entry>>, item: Item) -> Result<Read> {
+/// The piece buffers, reused. A fresh 4 MiB buffer per piece, allocated on one of Tokio's
+/// blocking threads and freed on another, left freed memory resident in several of glibc's
+/// per-thread arenas: copy mode peaked at 193 MiB for a declared 16 MiB of pieces. At most
+/// one buffer per piece in flight (plus the one being written out) ever exists.
+#[derive(Clone, Default)]
+struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Buffers {
+    /// A buffer of `len` bytes, to be overwritten (a reused one holds an earlier piece).
+    fn take(&self, len: usize) -> Vec<u8> {
+        match self.0.lock().unwrap().pop() {
+            Some(mut b) if b.capacity() >= len => {
+                b.resize(len, 0);
+                b
+            }
+            _ => vec![0u8; len],
+        }
+    }
+
+    /// Give `b` back for the next piece.
+    fn give(&self, b: Vec<u8>) {
+        if b.capacity() > 0 {
+            self.0.lock().unwrap().push(b);
+        }
+    }
+}
+
+async fn read_item(entries: Arc<Vec<Entry>>, buffers: Buffers, item: Item) -> Result<Read> {
     let Item::Piece { file, offset, len } = item else {
         return Ok(Read {
             item,
@@ -456,11 +483,15 @@ async fn read_item(entries: Arc<Vec<Entry>>, item: Item) -> Result<Read> {
             }
             Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
         };
-        let mut data = vec![0u8; len as usize];
+        let mut data = buffers.take(len as usize);
         let mut got = 0usize;
         while got < data.len() {
             match f.read_at(&mut data[got..], offset + got as u64) {
-                Ok(0) => break, // shrank: the rest stays zero
+                Ok(0) => {
+                    // Shrank: the rest is zeros (WAL replay rewrites it).
+                    data[got..].fill(0);
+                    break;
+                }
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
@@ -488,8 +519,9 @@ async fn copy(
     let mut files = String::new();
     let mut skipped = vec![false; entries.len()];
     let mut hash: Option<digest::Context> = None;
+    let buffers = Buffers::default();
     let mut reads = futures::stream::iter(items(&entries))
-        .map(|item| read_item(entries.clone(), item))
+        .map(|item| read_item(entries.clone(), buffers.clone(), item))
         .buffered(in_flight);
     while let Some(read) = reads.next().await {
         let read = read?;
@@ -528,6 +560,7 @@ async fn copy(
                     .expect("a file's first piece came first")
                     .update(&data);
                 out.data(&data).await?;
+                buffers.give(data);
                 if offset + len >= *size {
                     out.pad(*size).await?;
                     let sha = hex::encode(hash.take().expect("hashing").finish());
@@ -602,10 +635,14 @@ impl<'a> TarOut<'a> {
         Ok(())
     }
 
+    /// Queue `data`, sending it on in chunks of about [`CHUNK_BYTES`] (a piece at once
+    /// would queue 4 pieces' worth of output, not 4 MiB).
     async fn data(&mut self, data: &[u8]) -> Result<()> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK_BYTES {
-            self.flush().await?;
+        for part in data.chunks(CHUNK_BYTES) {
+            self.buf.extend_from_slice(part);
+            if self.buf.len() >= CHUNK_BYTES {
+                self.flush().await?;
+            }
         }
         Ok(())
     }
