@@ -13,12 +13,16 @@
 #
 # Usage: scripts/bench_pgbackrest.sh [SCALE] [PAIRS]     (defaults 10 and 3)
 # Env:   BENCH_DIR (/tmp/dr-bench-pitr), BENCH_PORT (55511; must be free or served by
-#        BENCH_DIR's own cluster), SEGMENTS (32), GEN (../shared/bench/gen_qr_db.sh).
+#        BENCH_DIR's own cluster), SEGMENTS (32), GEN (../shared/bench/gen_qr_db.sh),
+#        BASE_PAIRS (PAIRS: rounds of base backups; 1 when only the restores need them),
+#        ONLY_ARCHIVING=1 (phase 2 alone: no base backups or restores), DRCTL_BIN (a drctl
+#        already built, instead of cargo build --release).
 # Needs root (or the postgres user) and pgBackRest (installed here with apt-get if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:-10}
 PAIRS=${2:-3}
+BASE_PAIRS=${BASE_PAIRS:-$PAIRS}
 SEGMENTS=${SEGMENTS:-32}
 B=${BENCH_DIR:-/tmp/dr-bench-pitr}
 PORT=${BENCH_PORT:-55511}
@@ -63,8 +67,8 @@ if ! "${PSQL[@]}" -d bench -c 'SELECT 1 FROM pgbench_branches LIMIT 1' >/dev/nul
   pgbench -h "$B/pg" -p "$PORT" -U postgres -i -s 10 -q bench >/dev/null 2>&1
 fi
 
-cargo build --release --bin drctl >&2
-install -m 755 target/release/drctl "$B/bin/drctl"
+[ -n "${DRCTL_BIN:-}" ] || { cargo build --release --bin drctl >&2; DRCTL_BIN=target/release/drctl; }
+install -m 755 "$DRCTL_BIN" "$B/bin/drctl"
 DR=$B/bin/drctl
 W=$B/work
 as_pg rm -rf "$W" 2>/dev/null || rm -rf "$W"
@@ -135,17 +139,20 @@ run() {
 
 DB_SIZE=$("${PSQL[@]}" -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
 # 3 base backups per pair plus restores and WAL: refuse to fill a shared disk.
-NEED_KB=$(( $("${PSQL[@]}" -c "SELECT sum(pg_database_size(datname)) FROM pg_database") / 1024 * (3 * PAIRS / 2 + 4) ))
+NEED_KB=$(( $("${PSQL[@]}" -c "SELECT sum(pg_database_size(datname)) FROM pg_database") / 1024 * (3 * BASE_PAIRS / 2 + 4) + SEGMENTS * 16384 * 3 / 2 ))
+# Phase 2 alone: the backlog in pg_wal and one run's repository at a time.
+[ -n "${ONLY_ARCHIVING:-}" ] && NEED_KB=$(( SEGMENTS * 16384 * 3 / 2 ))
 AVAIL_KB=$(df --output=avail -k "$W" | tail -n1)
 if [ "$AVAIL_KB" -lt "$NEED_KB" ]; then
   echo "need about $((NEED_KB / 1048576)) GiB free under $W, have $((AVAIL_KB / 1048576)) GiB" >&2; exit 1
 fi
 echo "cluster: $DB_SIZE, scale $SCALE; $PAIRS pairs" >&2
 
+if [ -z "${ONLY_ARCHIVING:-}" ]; then
 # 1. Base backups (both archives get every segment meanwhile: each tool waits for its own).
 set_archive "$DR wal-push --repo $W/dr-repo --key-file $W/dr.key %p && $PGBR archive-push %p"
 wait_archived
-for i in $(seq "$PAIRS"); do
+for i in $(seq "$BASE_PAIRS"); do
   echo "base backup pair $i" >&2
   run dr_copy "$DR" backup --physical --pgdata "$B/pg/data" --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
   run pgbr_full $PGBR backup --type=full
@@ -188,46 +195,86 @@ for i in $(seq "$PAIRS"); do
 done
 "${PSQL[@]}" -c 'DROP DATABASE IF EXISTS qrapp_restored' >/dev/null
 
-# 2. WAL archiving of a backlog: archiving off while pgbench writes $SEGMENTS segments, then
-# the archiver drains them one call at a time.
+fi # ONLY_ARCHIVING
+
+# 2. WAL archiving of a backlog: archiving off while pgbench writes $SEGMENTS segments (once),
+# then the server is stopped, so that every run drains the very same segments, and an
+# archiver loop does what PostgreSQL's archiver does — oldest .ready first, one
+# archive_command at a time from the data directory, .ready renamed .done on success, a retry
+# after 1 s on failure — timing each call. Each run archives into a fresh repository (a
+# re-push into a repository that has the segment is a cheaper path for both tools).
 make_backlog() {
   set_archive ''
   local start; start=$("${PSQL[@]}" -c 'SELECT pg_current_wal_lsn()')
   "${PSQL[@]}" -c CHECKPOINT >/dev/null
-  while [ "$("${PSQL[@]}" -c "SELECT (pg_current_wal_lsn() - '$start') >= $SEGMENTS * 16777216")" != t ]; do
-    pgbench -h "$B/pg" -p "$PORT" -U postgres -n -c 4 -T 3 bench >/dev/null 2>&1
+  while [ "$("${PSQL[@]}" -c "SELECT (pg_current_wal_lsn() - '$start') >= $SEGMENTS::bigint * 16777216")" != t ]; do
+    pgbench -h "$B/pg" -p "$PORT" -U postgres -n -c 4 -T 10 bench >/dev/null 2>&1
   done
   "${PSQL[@]}" -c 'SELECT pg_switch_wal()' >/dev/null
   sleep 2
 }
+cat >"$B/bin/archiver" <<'EOF'
+#!/bin/bash
+# archiver PGDATA TIMES COMMAND: PostgreSQL's archiver loop over pg_wal/archive_status.
+cd "$1" || exit 1
+times=$2 command=$3
+for ready in $(ls pg_wal/archive_status | grep '\.ready$' | sort); do
+  f=${ready%.ready}
+  while :; do
+    cmd=${command//%p/pg_wal\/$f}; cmd=${cmd//%f/$f}
+    s=$(date +%s%N); sh -c "$cmd"; rc=$?; e=$(date +%s%N)
+    echo $(( (e - s) / 1000 )) >>"$times"
+    if [ $rc = 0 ]; then mv "pg_wal/archive_status/$f.ready" "pg_wal/archive_status/$f.done"; break; fi
+    sleep 1
+  done
+done
+EOF
+chmod 755 "$B/bin/archiver"
+declare -A P50 P99
+echo "archiving: making a backlog of $SEGMENTS segments with pgbench" >&2
+make_backlog
+# Fresh repositories for every run, made while the server is up (stanza-create reads it).
+for i in $(seq "$PAIRS"); do
+  as_pg "$DR" init --repo "$W/drain-dr-$i" --key-file "$W/dr.key" >/dev/null
+  for m in sync async; do
+    as_pg $PGBR --repo1-path="$W/drain-pgbr-$m-$i" stanza-create >/dev/null
+  done
+done
+as_pg pg_ctl -D "$B/pg/data" -m fast -w stop >/dev/null
+BACKLOG=$(ls "$B/pg/data/pg_wal/archive_status" | grep '\.ready$' | sed 's/\.ready$//')
+echo "  backlog: $(echo "$BACKLOG" | wc -l) files" >&2
 drain() {
-  local name=$1 cmd=$2
-  make_backlog
-  local n; n=$(ready)
-  : >"$W/times/$name"
-  [ "$(id -u)" = 0 ] && chown postgres "$W/times/$name"
+  local name=$1 repo=$2 cmd=$3
+  for f in $BACKLOG; do
+    rm -f "$B/pg/data/pg_wal/archive_status/$f.done"
+    as_pg touch "$B/pg/data/pg_wal/archive_status/$f.ready"
+  done
+  as_pg rm -rf "$W/pgbr-spool"
+  : >"$W/times/$name"; [ "$(id -u)" = 0 ] && chown postgres "$W/times/$name"
+  local n; n=$(echo "$BACKLOG" | wc -l)
   local t0; t0=$(now)
-  set_archive "$B/bin/timed $W/times/$name $cmd"
-  while [ "$(ready)" -gt 0 ]; do sleep 0.1; done
+  as_pg "$B/bin/archiver" "$B/pg/data" "$W/times/$name" "$cmd"
   local secs; secs=$(calc "$(now) - $t0")
   local rate; rate=$(calc "$n / $secs")
   T[$name]+="$rate "
   P50[$name]+="$(pct "$W/times/$name" 50) "
   P99[$name]+="$(pct "$W/times/$name" 99) "
-  echo "  $name: $n segments in ${secs}s = $rate seg/s; p50 $(pct "$W/times/$name" 50) ms, p99 $(pct "$W/times/$name" 99) ms" >&2
+  echo "  $name: $n files in ${secs}s = $rate files/s; p50 $(pct "$W/times/$name" 50) ms, p99 $(pct "$W/times/$name" 99) ms; load $(cut -d' ' -f1-3 /proc/loadavg); repo $(du -sh "$repo" | cut -f1)" >&2
+  as_pg rm -rf "$repo"
 }
-declare -A P50 P99
 for i in $(seq "$PAIRS"); do
   echo "archiving pair $i" >&2
-  drain dr_wal_push "$DR wal-push --repo $W/dr-repo --key-file $W/dr.key %p"
-  drain pgbr_push_sync "$PGBR archive-push %p"
-  drain pgbr_push_async "$PGBR --archive-async archive-push %p"
+  drain dr_wal_push "$W/drain-dr-$i" "$DR wal-push --repo $W/drain-dr-$i --key-file $W/dr.key %p"
+  drain pgbr_push_sync "$W/drain-pgbr-sync-$i" "$PGBR --repo1-path=$W/drain-pgbr-sync-$i archive-push %p"
+  drain pgbr_push_async "$W/drain-pgbr-async-$i" "$PGBR --repo1-path=$W/drain-pgbr-async-$i --archive-async archive-push %p"
 done
+as_pg pg_ctl -D "$B/pg/data" -l "$B/pg/log" -w start >/dev/null
 set_archive ''
 
 echo
 echo "## results (medians of $PAIRS; cluster $DB_SIZE)"
 for n in dr_copy dr_basebackup pgbr_full dr_restore_pitr pgbr_restore_pitr dr_restore_logical; do
+  [ -n "${T[$n]:-}" ] || continue
   printf "%-20s %8ss  peak RSS %s MiB  (runs: %s)\n" "$n" "$(echo "${T[$n]}" | median)" \
     "$( [ -n "${R[$n]:-}" ] && calc "$(echo "${R[$n]}" | median) / 1024" || echo -)" "${T[$n]}"
 done
@@ -236,4 +283,5 @@ for n in dr_wal_push pgbr_push_sync pgbr_push_async; do
     "$(echo "${P50[$n]}" | median)" "$(echo "${P99[$n]}" | median)" "${T[$n]}"
 done
 m() { echo "${T[$1]}" | median; }
+[ -n "${ONLY_ARCHIVING:-}" ] && { echo "ratios: wal-push dr/pgbr-sync $(calc "$(m dr_wal_push) / $(m pgbr_push_sync)"), dr/pgbr-async $(calc "$(m dr_wal_push) / $(m pgbr_push_async)")"; exit 0; }
 echo "ratios: copy/pgbr backup $(calc "$(m dr_copy) / $(m pgbr_full)"), basebackup/pgbr $(calc "$(m dr_basebackup) / $(m pgbr_full)"), restore-to-time dr/pgbr $(calc "$(m dr_restore_pitr) / $(m pgbr_restore_pitr)"), wal-push dr/pgbr-sync $(calc "$(m dr_wal_push) / $(m pgbr_push_sync)"), dr/pgbr-async $(calc "$(m dr_wal_push) / $(m pgbr_push_async)"), logical/physical restore $(calc "$(m dr_restore_logical) / $(m dr_restore_pitr)")"
