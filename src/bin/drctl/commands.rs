@@ -124,7 +124,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             exclude,
         } => {
             if pitr.pgdata.is_some() {
-                return crate::wal::restore(out.is_json(), &repo, &id, &series, &pitr).await;
+                return crate::wal::restore(out, &repo, &id, &series, &pitr).await;
             }
             let usable = SeriesSelector::kind(if dir.is_some() {
                 dr::files::SOURCE_KIND
@@ -206,8 +206,8 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
         Command::Unpin(args) => crate::retention::pin(out, &args, false).await,
         Command::Retention { command } => crate::retention::run(out, command).await,
         Command::Prune(args) => crate::retention::prune(out, &args).await,
-        Command::WalPush(args) => crate::wal::push(out.is_json(), args).await,
-        Command::WalFetch(args) => match crate::wal::fetch(out.is_json(), args).await {
+        Command::WalPush(args) => crate::wal::push(out, args).await,
+        Command::WalFetch(args) => match crate::wal::fetch(out, args).await {
             Ok(0) => Ok(()),
             Ok(code) => std::process::exit(code),
             Err(e) => {
@@ -215,8 +215,8 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
                 std::process::exit(crate::wal::FETCH_FATAL)
             }
         },
-        Command::WalReceive(args) => crate::wal::receive(out.is_json(), args).await,
-        Command::Wal { command } => crate::wal::state(out.is_json(), command).await,
+        Command::WalReceive(args) => crate::wal::receive(out, args).await,
+        Command::Wal { command } => crate::wal::state(out, command).await,
     }
 }
 
