@@ -38,7 +38,7 @@ use dr_db::checks::{run_checks, CheckOutcome, IntegrityChecks};
 use dr_db::server::ScratchServer;
 use dr_db::wal::TargetAction;
 
-use crate::drill::Objectives;
+use crate::drill::{shared_failures, Measured, Objectives};
 use crate::pitr::{restore_to_point, PitrRequest};
 
 /// How to run a physical drill.
@@ -142,28 +142,16 @@ impl PhysicalDrillReport {
                 fmt_time(self.archive_reaches)
             ));
         }
-        for c in self.checks.iter().filter(|c| !c.passed) {
-            out.push(format!(
-                "check {} found {}: {}",
-                c.name,
-                c.summary,
-                c.details.join("; ")
-            ));
-        }
-        if let (Some(false), Some(rto)) = (self.rto_met, objectives.rto) {
-            out.push(format!(
-                "recovery took {:.1} s, over the RTO of {} s",
-                self.recovery_ms as f64 / 1000.0,
-                rto.as_secs()
-            ));
-        }
-        if let (Some(false), Some(rpo)) = (self.rpo_met, objectives.rpo) {
-            out.push(format!(
-                "the recovered data was {} s old, over the RPO of {} s",
-                self.recovery_point_secs,
-                rpo.as_secs()
-            ));
-        }
+        out.extend(shared_failures(
+            &self.checks,
+            objectives,
+            Measured {
+                rto_met: self.rto_met,
+                took: format!("recovery took {:.1} s", self.recovery_ms as f64 / 1000.0),
+                rpo_met: self.rpo_met,
+                age: format!("the recovered data was {} s old", self.recovery_point_secs),
+            },
+        ));
         out
     }
 }
