@@ -33,6 +33,8 @@ use dr_db::checks::{
 };
 use dr_db::PgRestorer;
 
+use crate::records::{drill_record, DrillMeasures, DrillOutcome};
+
 /// The recovery point and time objectives a drill is judged against (dr.toml's
 /// `[objectives]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -123,6 +125,17 @@ impl DrillReport {
     }
 }
 
+impl DrillOutcome for DrillReport {
+    fn measures(&self) -> DrillMeasures {
+        DrillMeasures {
+            passed: self.passed,
+            failures: self.failures(&Objectives::default()),
+            recovery_time_ms: self.restore_ms,
+            recovery_point_secs: self.backup_age_secs,
+        }
+    }
+}
+
 /// What a drill measured against its objectives, in words for its failures.
 pub(crate) struct Measured {
     pub rto_met: Option<bool>,
@@ -183,8 +196,8 @@ pub async fn drill(
 ) -> Result<DrillReport> {
     let started_at = Utc::now();
     let result = drill_unrecorded(repo, manifest, decryptor, scratch, opts).await;
-    if let Some(record) = crate::records::of_drill(manifest, started_at, &opts.objectives, &result)
-    {
+    let (rto, rpo) = (opts.objectives.rto, opts.objectives.rpo);
+    if let Some(record) = drill_record(manifest, started_at, rto, rpo, &result) {
         dr_core::records::write_or_warn(repo, &record).await;
     }
     result

@@ -40,6 +40,7 @@ use dr_db::wal::TargetAction;
 
 use crate::drill::{shared_failures, Measured, Objectives};
 use crate::pitr::{restore_to_point, PitrRequest};
+use crate::records::{drill_record, DrillMeasures, DrillOutcome};
 
 /// How to run a physical drill.
 #[derive(Debug, Clone)]
@@ -156,6 +157,19 @@ impl PhysicalDrillReport {
     }
 }
 
+/// Recovery time: fetch to the server accepting queries at the target; recovery point: the
+/// age of the newest recovered transaction.
+impl DrillOutcome for PhysicalDrillReport {
+    fn measures(&self) -> DrillMeasures {
+        DrillMeasures {
+            passed: self.passed,
+            failures: self.failures(&Objectives::default()),
+            recovery_time_ms: self.recovery_ms,
+            recovery_point_secs: self.recovery_point_secs,
+        }
+    }
+}
+
 fn fmt_time(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
         .unwrap_or_else(|| "no transaction".to_string())
@@ -173,9 +187,8 @@ pub async fn physical_drill(
 ) -> Result<PhysicalDrillReport> {
     let started_at = Utc::now();
     let result = drill_unrecorded(repo, manifest, decryptor, opts, started_at).await;
-    if let Some(record) =
-        crate::records::of_physical_drill(manifest, started_at, &opts.objectives, &result)
-    {
+    let (rto, rpo) = (opts.objectives.rto, opts.objectives.rpo);
+    if let Some(record) = drill_record(manifest, started_at, rto, rpo, &result) {
         dr_core::records::write_or_warn(repo, &record).await;
     }
     result
