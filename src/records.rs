@@ -1,5 +1,5 @@
 //! Check records of dr's own checks: how a drill's report becomes a
-//! [`CheckRecord`](dr_core::records::CheckRecord) in the repository (verify builds its own in
+//! [`CheckRecord`] in the repository (verify builds its own in
 //! [`crate::verify`]). Reading them back is [`dr_core::records::list`].
 
 use std::time::Duration;

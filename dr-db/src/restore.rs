@@ -146,7 +146,7 @@ impl PgRestorer {
         }
     }
 
-    /// Restore a payload stored as pieces (a directory archive, [`PieceRestorer`]) over
+    /// Restore a payload stored as pieces (a directory archive, [`PieceRestorer`](dr_core::pieces::PieceRestorer)) over
     /// `jobs` connections: `pg_restore -Fd -j jobs` loads tables and builds indexes and
     /// constraints in parallel. Parallel restores cannot run in one transaction, so with
     /// `jobs > 1` every restore goes, like `replace`, through a scratch database renamed to
