@@ -980,10 +980,9 @@ async fn leases_work_on_storage_that_refuses_deletes() {
         ));
     let host = Repository::open(no_deletes).await.unwrap();
     let lease = Lease::job(&host, "nightly", None).await.unwrap();
-    let err = Lease::job(&host, "nightly", None)
-        .await
-        .err()
-        .expect("a held lease is not taken twice");
+    let Err(err) = Lease::job(&host, "nightly", None).await else {
+        panic!("a held lease is not taken twice");
+    };
     assert_eq!(err.kind(), dr::core::ErrorKind::Locked, "{err}");
     lease.release().await.unwrap();
     let again = Lease::job(&host, "nightly", None).await.unwrap();
