@@ -261,7 +261,7 @@ async fn object_lock_bucket_backs_up_restores_and_plans_no_deletion_the_lock_ref
     // plans nothing and names the lock as the reason.
     let pruned = repo.json(&["prune", "--keep-last", "1"]);
     let text = pruned.to_string();
-    assert!(text.contains("object lock (1 days)"), "{pruned}");
+    assert!(text.contains("object lock (1 day)"), "{pruned}");
     assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 2);
 
     let restored = repo.json(&[
