@@ -184,8 +184,10 @@ enum Outcome {
 }
 
 /// The watcher: hands over new files, marks closed ones complete, then reports pg_dump's
-/// exit. It never waits for the consumer while pg_dump runs (pieces queue in `queue`): a
-/// piece being read waits for its file's close event, which only the watcher reports.
+/// exit. It never waits for the consumer while pg_dump runs (new files queue in `queue`):
+/// a piece being read waits for its file's close event, which only the watcher reports.
+/// A file is opened only when the consumer has room for it, so a dump of thousands of
+/// tables holds a handful of open files, not thousands.
 struct Watch {
     _spool: Spool,
     dump_dir: PathBuf,
@@ -196,8 +198,8 @@ struct Watch {
     tx: mpsc::Sender<Result<Piece>>,
     shared: Arc<Mutex<Shared>>,
     emitted: BTreeSet<String>,
-    /// Pieces opened but not yet taken by the consumer.
-    queue: VecDeque<Result<Piece>>,
+    /// Files created but not yet handed over, oldest first.
+    queue: VecDeque<String>,
 }
 
 impl Watch {
@@ -223,40 +225,40 @@ impl Watch {
                         .closed
                         .insert(name.clone());
                 }
-                self.open(name).await;
+                self.enqueue(name);
             }
         }
     }
 
-    /// Open spool file `name` as a piece and queue it, once.
-    async fn open(&mut self, name: String) {
-        if !self.emitted.insert(name.clone()) {
-            return;
+    /// Queue spool file `name` for handing over, once.
+    fn enqueue(&mut self, name: String) {
+        if self.emitted.insert(name.clone()) {
+            self.queue.push_back(name);
         }
-        let path = self.dump_dir.join(&name);
-        let piece = open_piece(&path, &name, self.shared.clone()).await;
-        self.queue.push_back(piece);
     }
 
-    /// Hand over the queued pieces the consumer has room for; `false` once it is gone.
-    fn offer(&mut self) -> bool {
-        while let Some(piece) = self.queue.pop_front() {
-            match self.tx.try_send(piece) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(piece)) => {
-                    self.queue.push_front(piece);
-                    return true;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            }
+    /// Open and hand over the queued files the consumer has room for; `false` once it is
+    /// gone.
+    async fn offer(&mut self) -> bool {
+        while let Some(name) = self.queue.front() {
+            let permit = match self.tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Full(())) => return true,
+                Err(mpsc::error::TrySendError::Closed(())) => return false,
+            };
+            let path = self.dump_dir.join(name);
+            permit.send(open_piece(&path, name, self.shared.clone()).await);
+            self.queue.pop_front();
         }
         true
     }
 
-    /// pg_dump has exited successfully: hand over every queued piece, waiting for the
+    /// pg_dump has exited successfully: hand over every queued file, waiting for the
     /// consumer (every file is complete now); `false` once it is gone.
     async fn hand_over_queue(&mut self) -> bool {
-        while let Some(piece) = self.queue.pop_front() {
+        while let Some(name) = self.queue.pop_front() {
+            let path = self.dump_dir.join(&name);
+            let piece = open_piece(&path, &name, self.shared.clone()).await;
             if self.tx.send(piece).await.is_err() {
                 return false;
             }
@@ -281,7 +283,7 @@ impl Watch {
         }
         names.sort();
         for name in names {
-            self.open(name).await;
+            self.enqueue(name);
         }
         Ok(())
     }
@@ -305,7 +307,7 @@ async fn watch(mut w: Watch) {
     let result: Result<bool> = async {
         loop {
             w.spool_events().await?;
-            if !w.offer() {
+            if !w.offer().await {
                 return Ok(false);
             }
             if let Some(status) = w
