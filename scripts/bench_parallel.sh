@@ -13,6 +13,9 @@
 #        when PGPORT is unset a throwaway cluster is started under $BENCH_DIR.
 #        GEN: path of gen_qr_db.sh (default ../shared/bench/gen_qr_db.sh).
 #        DRCTL: a drctl binary (default: a release build of this checkout).
+#        DRCTL_B: a second drctl (say, before and after a change): every drctl command then
+#        runs once with each binary per round, B right after A, and the ratios B/A are
+#        printed too (names ending in _b are B's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:-10}
@@ -42,7 +45,7 @@ run() {
   /usr/bin/time -f "%e %U %S %M" -o "$W/time" "$@" >"$W/out.$name" 2>"$W/err" || { cat "$W/err" >&2; return 1; }
   read -r wall user sys rss < "$W/time"
   echo "$wall $(awk "BEGIN{print $user + $sys}") $rss" >> "$W/t.$name"
-  echo "$(date -u +%H:%M:%S) $name wall ${wall}s cpu $(awk "BEGIN{print $user + $sys}")s rss ${rss}KiB" >&2
+  echo "$(date -u +%H:%M:%S) $name wall ${wall}s cpu $(awk "BEGIN{print $user + $sys}")s rss ${rss}KiB load $(cut -d" " -f1 /proc/loadavg)" >&2
 }
 drop() { psql -XAtq -d postgres -c "DROP DATABASE IF EXISTS $1" >/dev/null; }
 backup_id() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$1"; }
@@ -56,6 +59,10 @@ DUMP_BYTES=$(du -sb "$W/restore.dir" | cut -f1)
 for i in $(seq "$PAIRS"); do
   run drctl_backup_jobs2 "$DRCTL" --json backup --repo "$W/repo" --db "$URL/qrapp" --jobs 2
   rm -rf "$W/repo/backups/$(backup_id "$W/out.drctl_backup_jobs2")"
+  if [ -n "${DRCTL_B:-}" ]; then
+    run drctl_backup_jobs2_b "$DRCTL_B" --json backup --repo "$W/repo" --db "$URL/qrapp" --jobs 2
+    rm -rf "$W/repo/backups/$(backup_id "$W/out.drctl_backup_jobs2_b")"
+  fi
   rm -rf "$W/b.dir"
   run pg_dump_Fd_j2_Z0 pg_dump -Fd -j2 -Z0 -f "$W/b.dir" qrapp
   rm -rf "$W/b.dir"
@@ -64,11 +71,19 @@ for i in $(seq "$PAIRS"); do
   if [ "${ONE_STREAM:-0}" = 1 ]; then
     run drctl_backup "$DRCTL" --json backup --repo "$W/repo" --db "$URL/qrapp"
     rm -rf "$W/repo/backups/$(backup_id "$W/out.drctl_backup")"
+    if [ -n "${DRCTL_B:-}" ]; then
+      run drctl_backup_b "$DRCTL_B" --json backup --repo "$W/repo" --db "$URL/qrapp"
+      rm -rf "$W/repo/backups/$(backup_id "$W/out.drctl_backup_b")"
+    fi
   fi
 
   drop bench_par_a
   run drctl_restore_jobs2 "$DRCTL" restore --repo "$W/repo" "$RID" --db "$URL/bench_par_a" --create --jobs 2
   drop bench_par_a
+  if [ -n "${DRCTL_B:-}" ]; then
+    run drctl_restore_jobs2_b "$DRCTL_B" restore --repo "$W/repo" "$RID" --db "$URL/bench_par_a" --create --jobs 2
+    drop bench_par_a
+  fi
   drop bench_par_b
   psql -XAtq -d postgres -c 'CREATE DATABASE bench_par_b TEMPLATE template0' >/dev/null
   run pg_restore_j2_Fd pg_restore --exit-on-error -j2 -Fd -d bench_par_b "$W/restore.dir"
@@ -84,6 +99,10 @@ echo "sample: scale $SCALE, pg_dump -Fd -Z0 archive $DUMP_BYTES bytes; $PAIRS ro
 printf "%-22s %9s %9s %14s   %s\n" name wall_s cpu_s peak_RSS_MiB "runs (wall s)"
 NAMES="drctl_backup_jobs2 pg_dump_Fd_j2_Z0 pg_dump_Fc_Z0 drctl_restore_jobs2 pg_restore_j2_Fd"
 [ "${ONE_STREAM:-0}" = 1 ] && NAMES="$NAMES drctl_backup"
+if [ -n "${DRCTL_B:-}" ]; then
+  NAMES="$NAMES drctl_backup_jobs2_b drctl_restore_jobs2_b"
+  [ "${ONE_STREAM:-0}" = 1 ] && NAMES="$NAMES drctl_backup_b"
+fi
 for name in $NAMES; do
   printf "%-22s %9.2f %9.2f %14.1f   %s\n" "$name" "$(col "$name" 1)" "$(col "$name" 2)" \
     "$(calc "$(col "$name" 3) / 1024")" "$(cut -d' ' -f1 "$W/t.$name" | tr '\n' ' ')"
@@ -104,4 +123,17 @@ fi
 printf "CPU s per GB of dump: pg_dump -Fc -Z0 %s, drctl backup --jobs 2 %s, pg_dump -Fd -j2 -Z0 %s, drctl restore --jobs 2 %s, pg_restore -j2 %s\n" \
   "$(calc "$C_pg_dump_Fc_Z0 / $GB")" "$(calc "$C_drctl_backup_jobs2 / $GB")" "$(calc "$C_pg_dump_Fd_j2_Z0 / $GB")" \
   "$(calc "$C_drctl_restore_jobs2 / $GB")" "$(calc "$C_pg_restore_j2_Fd / $GB")"
+if [ -n "${DRCTL_B:-}" ]; then
+  echo "B ($DRCTL_B) against A ($DRCTL), same rounds:"
+  for n in drctl_backup_jobs2 drctl_restore_jobs2 $([ "${ONE_STREAM:-0}" = 1 ] && echo drctl_backup); do
+    eval "a=\$M_$n; b=\$M_${n}_b; ca=\$C_$n; cb=\$C_${n}_b"
+    printf "  %-22s B/A = %s wall, %s CPU\n" "$n" "$(calc "$b / $a")" "$(calc "$cb / $ca")"
+  done
+  printf "  B: restore --jobs 2 / pg_restore -j2 = %s; backup --jobs 2 / pg_dump -Fd -j2 = %s\n" \
+    "$(calc "$M_drctl_restore_jobs2_b / $M_pg_restore_j2_Fd")" "$(calc "$M_drctl_backup_jobs2_b / $M_pg_dump_Fd_j2_Z0")"
+  if [ "${ONE_STREAM:-0}" = 1 ]; then
+    printf "  B: backup / pg_dump -Fc -Z0 = %s wall; CPU s per GB: B backup %s, pg_dump -Fc -Z0 %s\n" \
+      "$(calc "$M_drctl_backup_b / $M_pg_dump_Fc_Z0")" "$(calc "$C_drctl_backup_b / $GB")" "$(calc "$C_pg_dump_Fc_Z0 / $GB")"
+  fi
+fi
 uptime

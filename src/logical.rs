@@ -63,6 +63,42 @@ pub async fn restore(
     Ok((report, notice))
 }
 
+/// Write a logical backup to `out` as one `pg_dump` custom-format archive, whichever form
+/// it is stored in: a one-stream backup's payload as it is, a backup stored as pieces (a
+/// directory archive) turned into the custom format on the way. `pg_restore` reads either
+/// from a pipe. Returns the bytes written.
+pub async fn write_one_stream(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    opts: &ReadOptions,
+) -> Result<u64> {
+    if manifest.is_pieces() {
+        let pieces = RepoPieces::open(repo, manifest, decryptor, opts).await?;
+        return dr_db::custom_archive::write_custom_archive(&pieces, out).await;
+    }
+    let mut payload = dr_core::open_payload(repo, manifest, decryptor, opts).await?;
+    let mut written = 0u64;
+    while let Some(chunk) = futures::StreamExt::next(&mut payload).await {
+        let chunk = chunk?;
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(out, &chunk).await {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Err(Error::new(
+                    ErrorKind::Cancelled,
+                    "the reader stopped before the payload ended",
+                ));
+            }
+            return Err(Error::io("writing the payload", e));
+        }
+        written += chunk.len() as u64;
+    }
+    tokio::io::AsyncWriteExt::flush(out)
+        .await
+        .map_err(|e| Error::io("writing the payload", e))?;
+    Ok(written)
+}
+
 /// Write a backup stored as pieces into folder `dir` (missing or empty), one file per
 /// piece: a directory archive that `pg_restore -Fd DIR` reads. Returns the bytes written.
 pub async fn write_dir(

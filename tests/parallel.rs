@@ -152,9 +152,53 @@ async fn a_backup_with_jobs_restores_in_parallel_to_the_same_rows() {
     assert!(status.success(), "pg_restore -Fd of drctl cat --dir");
     assert_same(&cluster, "copy_stock").await;
 
-    // A one-stream reader cannot misread pieces: cat without --dir says what to do.
-    let stderr = fails(&repo.run(&["cat", &id]), 1);
-    assert!(stderr.contains("--dir"), "{stderr}");
+    // The one-stream route: `drctl cat ID | pg_restore` reads the pieces as one custom
+    // archive from a pipe (which it cannot seek in).
+    let archive = repo.run(&["cat", &id]);
+    ok(&archive);
+    // A well-formed custom archive whose rows are the ones the backup counted.
+    let mut inspector = dr::db::archive::ArchiveInspector::new();
+    inspector.feed(&archive.stdout).unwrap();
+    let counted: Vec<(String, u64)> = inspector
+        .finish()
+        .unwrap()
+        .tables
+        .into_iter()
+        .map(|t| (t.name, t.rows))
+        .collect();
+    let recorded: Vec<(String, u64)> = manifest(&repo, &id)["stats"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let name = t["name"].as_str().unwrap().to_owned();
+            (name, t["rows"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(counted, recorded);
+    assert!(counted
+        .iter()
+        .any(|(name, rows)| name.contains("large") && *rows == 1));
+    cluster.create_database("copy_pipe").await.unwrap();
+    let mut pg_restore = std::process::Command::new(cluster.bin_dir().join("pg_restore"))
+        .args(["--exit-on-error", "--single-transaction", "-d"])
+        .arg(cluster.url("copy_pipe"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut pg_restore.stdin.take().unwrap(), &archive.stdout).unwrap();
+    assert!(
+        pg_restore.wait().unwrap().success(),
+        "drctl cat | pg_restore"
+    );
+    assert_same(&cluster, "copy_pipe").await;
+    let copy = cluster.connect("copy_pipe").await.unwrap();
+    let large_objects: i64 = copy
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(large_objects, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,4 +313,98 @@ async fn a_failed_dump_with_jobs_is_never_listed() {
     );
     assert!(stderr.contains("pg_dump"), "{stderr}");
     assert_eq!(repo.json(&["list"]), serde_json::json!([]));
+}
+
+/// Processes whose command line mentions `needle` (pg_dump names its spool folder there).
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(needle) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// The `dr-dump-*` spool folders under `dir`.
+fn spools(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("dr-dump-")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backup_with_jobs_takes_pg_dump_along_and_its_spool_is_reclaimed() {
+    let cluster = source().await;
+    let repo = Repo::new();
+    let spool_root = tempfile::tempdir().unwrap();
+    // Hold pg_dump at its first lock, so that it is surely running when drctl is killed.
+    let locker = cluster.connect("app").await.unwrap();
+    locker
+        .batch_execute(r#"BEGIN; LOCK TABLE "User" IN ACCESS EXCLUSIVE MODE"#)
+        .await
+        .unwrap();
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"));
+    cmd.args(["backup", "--repo", &repo.url, "--db", &cluster.url("app")])
+        .args(["--jobs", "2"])
+        .env("DR_KEY_FILE", &repo.key)
+        .env("TMPDIR", spool_root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    common::admin_host_env(&mut cmd);
+    let mut drctl = cmd.spawn().unwrap();
+    let spool = loop {
+        let running = spools(spool_root.path())
+            .into_iter()
+            .find(|s| !processes_mentioning(s.to_str().unwrap()).is_empty());
+        if let Some(spool) = running {
+            break spool;
+        }
+        assert!(drctl.try_wait().unwrap().is_none(), "drctl ended early");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    drctl.kill().unwrap(); // SIGKILL: no destructor runs
+    drctl.wait().unwrap();
+
+    // pg_dump dies with its parent.
+    let needle = spool.to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_dump outlived the killed drctl: {:?}",
+            processes_mentioning(&needle)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(spool.exists(), "a SIGKILL runs no clean-up");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    // The next backup reclaims the abandoned spool, and completes.
+    let out = {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"));
+        cmd.args(["backup", "--repo", &repo.url, "--db", &cluster.url("app")])
+            .args(["--jobs", "2"])
+            .env("DR_KEY_FILE", &repo.key)
+            .env("TMPDIR", spool_root.path());
+        common::admin_host_env(&mut cmd);
+        cmd.output().unwrap()
+    };
+    ok(&out);
+    assert_eq!(spools(spool_root.path()), Vec::<PathBuf>::new());
+    assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 1);
 }

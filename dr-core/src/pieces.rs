@@ -32,7 +32,7 @@ use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::lease::Clock;
 use crate::manifest::{Manifest, ObjectEntry, PIECES_MANIFEST_FORMAT};
 pub use crate::names::check_piece_name;
-use crate::pipeline::{stored_size_bound, BackupOptions, HashTap, ReadOptions};
+use crate::pipeline::{hash_tap, stored_size_bound, BackupOptions, ReadOptions};
 use crate::progress::{Meter, ProgressSink, Stage};
 use crate::repo::{new_backup_id, Repository, BACKUPS_PREFIX};
 use crate::series::Series;
@@ -171,7 +171,7 @@ pub async fn backup_pieces(
             let upload = &upload;
             async move { upload.store(piece?).await }
         })
-        .buffered(uploads.max(1))
+        .buffer_unordered(uploads.max(1))
         .try_collect()
         .await;
     let completed = dump.completion.finish().await;
@@ -266,11 +266,7 @@ impl PieceUpload {
         let compressed = spawn_transform(counted, self.codec.encoder()?, self.stages);
         let sealed = spawn_transform(compressed, self.sealer.seal(&name)?, self.stages);
         let slot = Arc::new(Mutex::new(None));
-        let mut hashed = spawn_transform(
-            sealed,
-            Box::new(HashTap::new(slot.clone(), None)),
-            self.stages,
-        );
+        let mut hashed = hash_tap(sealed, slot.clone(), None);
         let put = PutOptions {
             storage_class: self.storage_class.clone(),
             expected_size: size.map(stored_size_bound),
@@ -405,11 +401,7 @@ impl PieceSource for RepoPieces<'_> {
             .await
             .map_err(|e| e.with_context("backup", &self.id))?;
         let slot = Arc::new(Mutex::new(None));
-        let checked = spawn_transform(
-            stored,
-            Box::new(HashTap::new(slot, Some(o.clone()))),
-            self.stages,
-        );
+        let checked = hash_tap(stored, slot, Some(o.clone()));
         let checked =
             crate::pipeline::metered(checked, Stage::Verify, Some(o.size), self.progress.clone());
         let plain = match opener {

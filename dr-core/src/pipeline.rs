@@ -125,11 +125,7 @@ pub async fn backup(
     let compressed = spawn_transform(counted, compressor, opts.stages);
     let sealed = spawn_transform(compressed, sealer, opts.stages);
     let digest_slot = Arc::new(Mutex::new(None));
-    let hashed = spawn_transform(
-        sealed,
-        Box::new(HashTap::new(digest_slot.clone(), None)),
-        opts.stages,
-    );
+    let hashed = hash_tap(sealed, digest_slot.clone(), None);
 
     let put = PutOptions {
         storage_class: storage_class.clone(),
@@ -272,18 +268,13 @@ pub async fn open_payload(
     let objects = manifest.objects.clone();
     let progress = opts.progress.clone();
     let stored_total = manifest.stored_bytes;
-    let stages = opts.stages;
     let stored: ByteStream = futures::stream::iter(objects)
         .then(move |o| {
             let storage = storage.clone();
             async move {
                 let stream = storage.get(&o.path, None).await?;
                 let slot = Arc::new(Mutex::new(None));
-                Ok::<_, Error>(spawn_transform(
-                    stream,
-                    Box::new(HashTap::new(slot, Some(o))),
-                    stages,
-                ))
+                Ok::<_, Error>(hash_tap(stream, slot, Some(o)))
             }
         })
         .flat_map(|r| match r {
@@ -426,9 +417,41 @@ fn expect_length(stream: ByteStream, expected: u64, id: String) -> ByteStream {
     .boxed()
 }
 
-/// Passes bytes through while hashing them; on `finish` stores the hex SHA-256, and when
-/// given the manifest's entry, fails if size or hash differ.
-pub(crate) struct HashTap {
+/// Hashes the bytes passing through; on the stream's end stores the hex SHA-256 in `slot`,
+/// and when given the manifest's entry, ends with an error instead if size or hash differ.
+///
+/// Runs inline, in whichever thread polls the stream (the next stage's): the chunks pass
+/// through as they are, without a copy or a thread hand-over of their own.
+pub(crate) fn hash_tap(
+    input: ByteStream,
+    slot: Arc<Mutex<Option<String>>>,
+    expect: Option<ObjectEntry>,
+) -> ByteStream {
+    let tap = HashTap {
+        ctx: digest::Context::new(&digest::SHA256),
+        size: 0,
+        slot,
+        expect,
+    };
+    futures::stream::unfold((input, Some(tap)), |(mut input, mut tap)| async move {
+        let t = tap.as_mut()?;
+        match input.next().await {
+            Some(Ok(chunk)) => {
+                t.ctx.update(&chunk);
+                t.size += chunk.len() as u64;
+                Some((Ok(chunk), (input, tap)))
+            }
+            Some(Err(e)) => Some((Err(e), (input, None))),
+            None => match tap.take().expect("checked above").finish() {
+                Ok(()) => None,
+                Err(e) => Some((Err(e), (input, None))),
+            },
+        }
+    })
+    .boxed()
+}
+
+struct HashTap {
     ctx: digest::Context,
     size: u64,
     slot: Arc<Mutex<Option<String>>>,
@@ -436,26 +459,8 @@ pub(crate) struct HashTap {
 }
 
 impl HashTap {
-    pub(crate) fn new(slot: Arc<Mutex<Option<String>>>, expect: Option<ObjectEntry>) -> Self {
-        HashTap {
-            ctx: digest::Context::new(&digest::SHA256),
-            size: 0,
-            slot,
-            expect,
-        }
-    }
-}
-
-impl Transform for HashTap {
-    fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        self.ctx.update(input);
-        self.size += input.len() as u64;
-        out.extend_from_slice(input);
-        Ok(())
-    }
-
-    fn finish(&mut self, _out: &mut Vec<u8>) -> Result<()> {
-        let hex = hex::encode(self.ctx.clone().finish().as_ref());
+    fn finish(self) -> Result<()> {
+        let hex = hex::encode(self.ctx.finish().as_ref());
         if let Some(o) = &self.expect {
             if self.size != o.size {
                 return Err(Error::corrupt(format!(

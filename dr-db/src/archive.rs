@@ -140,6 +140,20 @@ pub struct DirectoryToc {
     pub files: Vec<DataFile>,
     /// The whole table of contents.
     pub toc: Vec<TocEntry>,
+    /// Where each TOC entry's data-file field lies in `toc.dat`, in TOC order: what turning
+    /// the directory archive into a custom one rewrites ([`crate::custom_archive`]).
+    pub layout: Vec<EntryLayout>,
+}
+
+/// One TOC entry of a directory archive's `toc.dat`, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryLayout {
+    /// The entry's dump id.
+    pub dump_id: i64,
+    /// Byte range of the entry's last field, its data file's name (a string).
+    pub file_field: std::ops::Range<u64>,
+    /// Its data file and what that holds, if the entry has data.
+    pub file: Option<DataFile>,
 }
 
 /// A data file of a directory archive.
@@ -232,6 +246,8 @@ pub struct ArchiveInspector {
     directory: bool,
     /// The data files a directory archive's TOC names, with what each holds.
     files: Vec<(String, TargetKind)>,
+    /// Every entry of a directory archive's TOC, located.
+    layout: Vec<EntryLayout>,
 }
 
 /// What the primitive being read means, i.e. where in the archive's grammar we are.
@@ -309,6 +325,8 @@ struct Entry {
     dependencies: Vec<i64>,
     /// A directory archive's data file for this entry.
     file: Option<Vec<u8>>,
+    /// Where its data offset (custom) or data file (directory) field starts.
+    extra_at: u64,
 }
 
 /// A TOC entry that may own a data block.
@@ -326,6 +344,16 @@ enum TargetKind {
     LargeObjects,
     /// Some other entry with a data dumper: its data is skipped.
     Other,
+}
+
+impl TargetKind {
+    fn holds(self) -> DataHolds {
+        match self {
+            TargetKind::Table(i) => DataHolds::Table(i),
+            TargetKind::LargeObjects => DataHolds::LargeObjects,
+            TargetKind::Other => DataHolds::Other,
+        }
+    }
 }
 
 /// The data block being read.
@@ -408,6 +436,7 @@ impl ArchiveInspector {
             toc: None,
             directory: false,
             files: Vec::new(),
+            layout: Vec::new(),
         }
     }
 
@@ -438,19 +467,17 @@ impl ArchiveInspector {
             .iter()
             .map(|(name, kind)| DataFile {
                 name: name.clone(),
-                holds: match kind {
-                    TargetKind::Table(i) => DataHolds::Table(*i),
-                    TargetKind::LargeObjects => DataHolds::LargeObjects,
-                    TargetKind::Other => DataHolds::Other,
-                },
+                holds: kind.holds(),
             })
             .collect();
         let toc = self.toc.clone().unwrap_or_default();
+        let layout = self.layout.clone();
         let stats = self.finish()?;
         Ok(DirectoryToc {
             tables: stats.tables,
             files,
             toc,
+            layout,
         })
     }
 
@@ -577,6 +604,9 @@ impl ArchiveInspector {
     fn begin(&mut self, step: Step) {
         self.step = step;
         self.item_start = self.pos;
+        if step == Step::Entry(Field::Offset) {
+            self.entry.extra_at = self.pos;
+        }
         self.scratch_len = 0;
         self.prim = match step {
             Step::Magic => Prim::Fixed(5),
@@ -1127,8 +1157,9 @@ impl ArchiveInspector {
             _ if entry.had_dumper => Some(TargetKind::Other),
             _ => None,
         };
-        if let (Some(kind), Some(file)) = (kind, &entry.file) {
-            let name = lossy(file.clone());
+        let mut file = None;
+        if let (Some(kind), Some(name)) = (kind, &entry.file) {
+            let name = lossy(name.clone());
             if dr_core::pieces::check_piece_name(&name).is_err() {
                 return Err(corrupt(format!(
                     "TOC entry {} (dump id {}) names the data file {name:?}, which is not a plain \
@@ -1137,7 +1168,18 @@ impl ArchiveInspector {
                     entry.dump_id
                 )));
             }
+            file = Some(DataFile {
+                name: name.clone(),
+                holds: kind.holds(),
+            });
             self.files.push((name, kind));
+        }
+        if self.directory {
+            self.layout.push(EntryLayout {
+                dump_id: entry.dump_id,
+                file_field: entry.extra_at..self.pos,
+                file,
+            });
         }
         if let Some(kind) = kind {
             let target = Target { kind, seen: false };

@@ -2,13 +2,16 @@
 //! exported snapshot, each file handed over as a piece as soon as pg_dump has closed it.
 //!
 //! pg_dump writes into a private spool folder (under [`PgDumper::spool_dir`], the system's
-//! temporary folder by default); inotify reports every file pg_dump closes after writing
-//! (`IN_CLOSE_WRITE`: pg_dump writes each file once, `toc.dat` first), and the file is read,
-//! counted, uploaded and deleted. The spool therefore holds the files being written plus
-//! those waiting for an upload slot: at least the N largest tables' `COPY` text, at most
-//! (when uploads are slower than the dump) the whole uncompressed dump.
+//! temporary folder by default). inotify reports every file pg_dump creates (`IN_CREATE`)
+//! and closes after writing (`IN_CLOSE_WRITE`: pg_dump writes each file once, from start to
+//! end, `toc.dat` first). A file is handed over as a piece as soon as it is created and read
+//! while pg_dump writes it, so compression and upload of a table overlap its dump instead
+//! of starting after it; its end is the end of the file once pg_dump has closed it. Each
+//! file is counted, uploaded and deleted. The spool holds what pg_dump wrote but dr has not
+//! read yet: little while the uploads keep up, at most (when they are slower than the dump)
+//! the whole uncompressed dump.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -27,12 +30,15 @@ use crate::conn::{db_error, Conn};
 use crate::directory::{DirectoryCounter, PieceCounter, DIRECTORY_FORMAT};
 use crate::dump::{PgDumper, Prepared};
 use crate::fifo::ProcessGroup;
+use crate::spool::Spool;
 use crate::tools;
 
 /// Size of the chunks a piece's stream yields.
 const CHUNK_BYTES: usize = 1 << 20;
-/// How often the spool is looked at for closed files and pg_dump for its exit.
+/// How often the spool is looked at for new and closed files and pg_dump for its exit.
 const POLL: Duration = Duration::from_millis(20);
+/// How long a piece's reader waits at the end of a file pg_dump is still writing.
+const GROW_WAIT: Duration = Duration::from_millis(10);
 
 impl PgDumper {
     /// Dump over `jobs` connections when dumping as pieces ([`PieceDumper`]): `pg_dump -Fd
@@ -79,22 +85,21 @@ impl PieceDumper for PgDumper {
         source.format = DIRECTORY_FORMAT.into();
         let started = async {
             let spool_root = self.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-            let spool = tempfile::Builder::new()
-                .prefix("dr-dump-")
-                .tempdir_in(&spool_root)
-                .map_err(|e| {
-                    Error::io(
-                        format!("cannot create a spool folder in {}", spool_root.display()),
-                        e,
-                    )
-                })?;
+            let spool = Spool::create(&spool_root)?;
+            let dump_dir = spool.dump_dir();
             let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
                 .map_err(|e| Error::io("cannot watch the spool folder", e.into()))?;
             inotify
-                .add_watch(spool.path(), AddWatchFlags::IN_CLOSE_WRITE)
+                .add_watch(
+                    &dump_dir,
+                    AddWatchFlags::IN_CREATE | AddWatchFlags::IN_CLOSE_WRITE,
+                )
                 .map_err(|e| Error::io("cannot watch the spool folder", e.into()))?;
-            let args = pg_dump_dir_args(&snapshot_id, self.jobs, spool.path());
-            let mut cmd = tokio::process::Command::from(self.command_with_args(&program, args)?);
+            let (launcher, args) = tools::dying_with_parent(
+                &program,
+                pg_dump_dir_args(&snapshot_id, self.jobs, &dump_dir),
+            );
+            let mut cmd = tokio::process::Command::from(self.command_with_args(&launcher, args)?);
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -119,10 +124,13 @@ impl PieceDumper for PgDumper {
         let shared = Arc::new(Mutex::new(Shared {
             counter: DirectoryCounter::new(),
             outcome: Outcome::Running,
+            closed: HashSet::new(),
+            exited: None,
         }));
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(watch(Watch {
-            spool,
+            dump_dir: spool.dump_dir(),
+            _spool: spool,
             inotify,
             child,
             group,
@@ -130,6 +138,7 @@ impl PieceDumper for PgDumper {
             tx,
             shared: shared.clone(),
             emitted: BTreeSet::new(),
+            queue: VecDeque::new(),
         }));
         let pieces = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -146,6 +155,26 @@ impl PieceDumper for PgDumper {
 struct Shared {
     counter: DirectoryCounter,
     outcome: Outcome,
+    /// Files pg_dump has closed: complete once read to their end.
+    closed: HashSet<String>,
+    /// pg_dump's exit: `Some(true)` once it succeeded (every file is complete),
+    /// `Some(false)` once it failed (a file still open will never be).
+    exited: Option<bool>,
+}
+
+impl Shared {
+    /// Whether spool file `name` is complete; an error once pg_dump failed before closing it.
+    fn complete(&self, name: &str) -> Result<bool> {
+        match self.exited {
+            _ if self.closed.contains(name) => Ok(true),
+            Some(true) => Ok(true),
+            Some(false) => Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("pg_dump stopped before it finished writing {name}"),
+            )),
+            None => Ok(false),
+        }
+    }
 }
 
 enum Outcome {
@@ -154,9 +183,14 @@ enum Outcome {
     Failed { kind: ErrorKind, report: String },
 }
 
-/// The watcher: hands over closed files, then reports pg_dump's exit.
+/// The watcher: hands over new files, marks closed ones complete, then reports pg_dump's
+/// exit. It never waits for the consumer while pg_dump runs (new files queue in `queue`):
+/// a piece being read waits for its file's close event, which only the watcher reports.
+/// A file is opened only when the consumer has room for it, so a dump of thousands of
+/// tables holds a handful of open files, not thousands.
 struct Watch {
-    spool: tempfile::TempDir,
+    _spool: Spool,
+    dump_dir: PathBuf,
     inotify: Inotify,
     child: tokio::process::Child,
     group: ProcessGroup,
@@ -164,44 +198,78 @@ struct Watch {
     tx: mpsc::Sender<Result<Piece>>,
     shared: Arc<Mutex<Shared>>,
     emitted: BTreeSet<String>,
+    /// Files created but not yet handed over, oldest first.
+    queue: VecDeque<String>,
 }
 
 impl Watch {
-    /// Hand over every file inotify says was closed; `false` once the consumer is gone.
-    async fn closed_files(&mut self) -> Result<bool> {
+    /// Queue every file inotify says was created, mark the closed ones complete.
+    async fn spool_events(&mut self) -> Result<()> {
         loop {
             let events = match self.inotify.read_events() {
                 Ok(events) => events,
-                Err(nix::errno::Errno::EAGAIN) => return Ok(true),
+                Err(nix::errno::Errno::EAGAIN) => return Ok(()),
                 Err(e) => return Err(Error::io("cannot watch the spool folder", e.into())),
             };
             for event in events {
                 if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                     continue; // the final scan picks up what was missed
                 }
-                if let Some(name) = event.name.and_then(|n| n.into_string().ok()) {
-                    if !self.hand_over(name).await? {
-                        return Ok(false);
-                    }
+                let Some(name) = event.name.and_then(|n| n.into_string().ok()) else {
+                    continue;
+                };
+                if event.mask.contains(AddWatchFlags::IN_CLOSE_WRITE) {
+                    self.shared
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .closed
+                        .insert(name.clone());
                 }
+                self.enqueue(name);
             }
         }
     }
 
-    /// Hand over spool file `name` once; `false` once the consumer is gone.
-    async fn hand_over(&mut self, name: String) -> Result<bool> {
-        if !self.emitted.insert(name.clone()) {
-            return Ok(true);
+    /// Queue spool file `name` for handing over, once.
+    fn enqueue(&mut self, name: String) {
+        if self.emitted.insert(name.clone()) {
+            self.queue.push_back(name);
         }
-        let path = self.spool.path().join(&name);
-        let piece = open_piece(&path, &name, self.shared.clone()).await;
-        Ok(self.tx.send(piece).await.is_ok())
     }
 
-    /// pg_dump has exited successfully: hand over what inotify did not report.
-    async fn remaining_files(&mut self) -> Result<bool> {
+    /// Open and hand over the queued files the consumer has room for; `false` once it is
+    /// gone.
+    async fn offer(&mut self) -> bool {
+        while let Some(name) = self.queue.front() {
+            let permit = match self.tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Full(())) => return true,
+                Err(mpsc::error::TrySendError::Closed(())) => return false,
+            };
+            let path = self.dump_dir.join(name);
+            permit.send(open_piece(&path, name, self.shared.clone()).await);
+            self.queue.pop_front();
+        }
+        true
+    }
+
+    /// pg_dump has exited successfully: hand over every queued file, waiting for the
+    /// consumer (every file is complete now); `false` once it is gone.
+    async fn hand_over_queue(&mut self) -> bool {
+        while let Some(name) = self.queue.pop_front() {
+            let path = self.dump_dir.join(&name);
+            let piece = open_piece(&path, &name, self.shared.clone()).await;
+            if self.tx.send(piece).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// pg_dump has exited successfully: queue what inotify did not report.
+    async fn remaining_files(&mut self) -> Result<()> {
         let mut names = Vec::new();
-        let mut dir = tokio::fs::read_dir(self.spool.path())
+        let mut dir = tokio::fs::read_dir(&self.dump_dir)
             .await
             .map_err(|e| Error::io("cannot read the spool folder", e))?;
         while let Some(entry) = dir
@@ -215,16 +283,19 @@ impl Watch {
         }
         names.sort();
         for name in names {
-            if !self.hand_over(name).await? {
-                return Ok(false);
-            }
+            self.enqueue(name);
         }
-        Ok(true)
+        Ok(())
+    }
+
+    fn exited(&self, success: bool) {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).exited = Some(success);
     }
 
     fn fail(&self, e: &Error) {
         self.group.kill();
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.exited.get_or_insert(false);
         shared.outcome = Outcome::Failed {
             kind: e.kind(),
             report: e.report(),
@@ -235,7 +306,8 @@ impl Watch {
 async fn watch(mut w: Watch) {
     let result: Result<bool> = async {
         loop {
-            if w.tx.is_closed() || !w.closed_files().await? {
+            w.spool_events().await?;
+            if !w.offer().await {
                 return Ok(false);
             }
             if let Some(status) = w
@@ -248,9 +320,13 @@ async fn watch(mut w: Watch) {
                     None => String::new(),
                 };
                 if !status.success() {
+                    w.exited(false);
                     return Err(tools::program_failed("pg_dump", status, &tail));
                 }
-                if !w.closed_files().await? || !w.remaining_files().await? {
+                w.exited(true);
+                w.spool_events().await?;
+                w.remaining_files().await?;
+                if !w.hand_over_queue().await {
                     return Ok(false);
                 }
                 w.shared.lock().unwrap_or_else(|p| p.into_inner()).outcome = Outcome::Finished;
@@ -275,18 +351,31 @@ async fn watch(mut w: Watch) {
     }
 }
 
-/// A spool file as a piece: read in chunks, counted, deleted once read to its end.
+/// A spool file as a piece: read in chunks while pg_dump writes it, counted, deleted once
+/// read to the end pg_dump closed it at.
 async fn open_piece(path: &Path, name: &str, shared: Arc<Mutex<Shared>>) -> Result<Piece> {
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| Error::io(format!("cannot open the spooled {name}"), e))?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| Error::io(format!("cannot read the spooled {name}"), e))?
-        .len();
+    let complete = shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .complete(name)
+        .unwrap_or(false);
+    // The size of a finished file sizes the upload's parts; a growing one's is unknown.
+    let size = if complete {
+        Some(
+            file.metadata()
+                .await
+                .map_err(|e| Error::io(format!("cannot read the spooled {name}"), e))?
+                .len(),
+        )
+    } else {
+        None
+    };
     let state = PieceRead {
         file,
+        name: name.to_owned(),
         path: path.to_owned(),
         counter: Some(PieceCounter::new(name)?),
         shared,
@@ -309,12 +398,13 @@ async fn open_piece(path: &Path, name: &str, shared: Arc<Mutex<Shared>>) -> Resu
     Ok(Piece {
         name: name.to_owned(),
         stream,
-        size: Some(size),
+        size,
     })
 }
 
 struct PieceRead {
     file: tokio::fs::File,
+    name: String,
     path: PathBuf,
     counter: Option<PieceCounter>,
     shared: Arc<Mutex<Shared>>,
@@ -325,13 +415,22 @@ impl PieceRead {
     async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>> {
         let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
         while buf.len() < CHUNK_BYTES {
+            // Asked before reading: a file closed before a read that finds its end is whole.
+            let complete = self
+                .shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .complete(&self.name)?;
             let n = self
                 .file
                 .read_buf(&mut buf)
                 .await
                 .map_err(|e| Error::io(format!("cannot read {}", self.path.display()), e))?;
             if n == 0 {
-                break;
+                if complete {
+                    break;
+                }
+                tokio::time::sleep(GROW_WAIT).await;
             }
         }
         if !buf.is_empty() {

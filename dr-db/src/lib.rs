@@ -50,6 +50,7 @@ pub mod archive;
 pub mod checks;
 pub mod compare;
 mod conn;
+pub mod custom_archive;
 pub mod diff;
 pub mod directory;
 mod dump;
@@ -61,6 +62,7 @@ pub mod physical;
 pub mod physical_copy;
 mod restore;
 pub mod server;
+mod spool;
 pub mod tables;
 pub mod tablespace_map;
 #[cfg(feature = "testing")]

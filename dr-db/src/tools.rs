@@ -213,6 +213,35 @@ pub(crate) fn random_hex() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// `program` and `args` run so that the program is killed (SIGKILL) when dr dies, however it
+/// dies: through util-linux's `setpriv --pdeathsig KILL`, which sets the parent-death signal
+/// and then executes the program in its own place. Without `setpriv` (or for a path that is
+/// not UTF-8) the program runs as it is: a killed dr may then leave it running.
+///
+/// The signal is sent when the *thread* that started the program ends; dr starts programs
+/// from the Tokio runtime's worker threads, which live as long as the runtime. A program's
+/// own children (pg_dump's `-j` workers) do not inherit the setting; they stop when they
+/// next hear from the program, which is gone.
+pub(crate) fn dying_with_parent(program: &Path, args: Vec<String>) -> (PathBuf, Vec<String>) {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file());
+    match (setpriv, program.to_str()) {
+        (Some(setpriv), Some(program_str)) => {
+            let mut wrapped = vec![
+                "--pdeathsig".to_owned(),
+                "KILL".to_owned(),
+                "--".to_owned(),
+                program_str.to_owned(),
+            ];
+            wrapped.extend(args);
+            (setpriv.to_owned(), wrapped)
+        }
+        _ => (program.to_owned(), args),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,7 @@
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod faults;
+mod local_read;
 mod object;
 pub mod retry;
 #[cfg(feature = "testing")]

@@ -19,6 +19,7 @@ use dr_core::{
     Result, StorageTarget,
 };
 
+use crate::local_read::local_file_stream;
 use crate::retry::{RetryPolicy, RetryingTarget};
 use crate::upload::UploadConfig;
 
@@ -431,6 +432,9 @@ impl StorageTarget for ObjectStoreTarget {
             .await
             .map_err(|e| map_err(e, "reading object").with_context("object", p))?;
         let owned = p.to_string();
+        if let object_store::GetResultPayload::File(file, _) = result.payload {
+            return Ok(local_file_stream(file, result.range, owned));
+        }
         Ok(result
             .into_stream()
             .map_err(move |e| map_err(e, "reading object").with_context("object", &owned))

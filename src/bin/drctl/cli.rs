@@ -244,7 +244,8 @@ pub enum Command {
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
-    /// Write a backup's decrypted, decompressed payload to stdout (pipe it into pg_restore).
+    /// Write a backup's decrypted, decompressed payload to stdout (pipe it into pg_restore);
+    /// a backup taken with --jobs comes out as one custom-format archive too.
     Cat {
         #[command(flatten)]
         repo: RepoArgs,

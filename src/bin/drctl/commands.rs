@@ -6,9 +6,7 @@ use dr::core::{
     BackupOptions, Codec, Error, ErrorKind, ReadOptions, RepoConfig, RepoDefaults, Repository,
     Result, SeriesSelector,
 };
-use futures::StreamExt;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 use crate::args::{db_config, RepoArgs};
 use crate::cli::Command;
@@ -627,24 +625,14 @@ async fn cat(args: &RepoArgs, id: &str, series: &SeriesSelector) -> Result<()> {
     let repo = args.open().await?;
     let manifest = repo.resolve(id, series).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
-    let mut payload =
-        dr::core::open_payload(&repo, &manifest, &decryptor, &ReadOptions::default()).await?;
     let mut stdout = tokio::io::stdout();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk?;
-        if let Err(e) = stdout.write_all(&chunk).await {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Err(Error::new(
-                    ErrorKind::Cancelled,
-                    "stdout was closed before the payload ended",
-                ));
-            }
-            return Err(Error::io("writing to stdout", e));
-        }
-    }
-    stdout
-        .flush()
-        .await
-        .map_err(|e| Error::io("writing to stdout", e))?;
+    dr::logical::write_one_stream(
+        &repo,
+        &manifest,
+        &decryptor,
+        &mut stdout,
+        &ReadOptions::default(),
+    )
+    .await?;
     Ok(())
 }
