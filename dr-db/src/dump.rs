@@ -359,13 +359,47 @@ struct Shared {
     outcome: Outcome,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     /// The stream has not reached its end.
     Running,
     /// pg_dump exited successfully and every byte passed the inspector.
     Finished,
     /// The stream ended with this error (already yielded to the stream's reader).
     Failed { kind: ErrorKind, report: String },
+}
+
+impl Outcome {
+    /// End the snapshot session `conn` holds open for the dump: commit it when the dump
+    /// finished (a failed commit or close is an error: the snapshot may not have held), close
+    /// it otherwise and return why the dump is not complete (`unread` says what was left
+    /// unread).
+    pub(crate) async fn end_snapshot(self, conn: Conn, unread: &str) -> Result<()> {
+        match self {
+            Outcome::Running => {
+                let _ = conn.close().await;
+                Err(Error::new(
+                    ErrorKind::Cancelled,
+                    format!("{unread}; the dump is incomplete"),
+                ))
+            }
+            Outcome::Failed { kind, report } => {
+                let _ = conn.close().await;
+                Err(Error::new(kind, format!("the dump failed: {report}")))
+            }
+            Outcome::Finished => {
+                let commit = conn.client.batch_execute("COMMIT").await;
+                let closed = conn.close().await;
+                if let Err(e) = commit {
+                    let mut err = db_error("cannot end the snapshot transaction", e);
+                    if let Err(c) = closed {
+                        err = err.with_context("connection", c.report());
+                    }
+                    return Err(err);
+                }
+                closed
+            }
+        }
+    }
 }
 
 struct StreamState {
@@ -474,35 +508,12 @@ impl DumpCompletion for PgDumpCompletion {
             let outcome = std::mem::replace(&mut shared.outcome, Outcome::Running);
             (outcome, shared.inspector.take())
         };
-        match outcome {
-            Outcome::Running => {
-                let _ = conn.close().await;
-                Err(Error::new(
-                    ErrorKind::Cancelled,
-                    "the dump stream was not read to its end; the dump is incomplete",
-                ))
-            }
-            Outcome::Failed { kind, report } => {
-                let _ = conn.close().await;
-                Err(Error::new(kind, format!("the dump failed: {report}")))
-            }
-            Outcome::Finished => {
-                let commit = conn.client.batch_execute("COMMIT").await;
-                let closed = conn.close().await;
-                if let Err(e) = commit {
-                    let mut err = db_error("cannot end the snapshot transaction", e);
-                    if let Err(c) = closed {
-                        err = err.with_context("connection", c.report());
-                    }
-                    return Err(err);
-                }
-                closed?;
-                let inspector = inspector.ok_or_else(|| {
-                    Error::new(ErrorKind::Other, "the archive inspector is missing")
-                })?;
-                inspector.finish()
-            }
-        }
+        outcome
+            .end_snapshot(conn, "the dump stream was not read to its end")
+            .await?;
+        let inspector = inspector
+            .ok_or_else(|| Error::new(ErrorKind::Other, "the archive inspector is missing"))?;
+        inspector.finish()
     }
 }
 

@@ -26,9 +26,9 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use crate::conn::{db_error, Conn};
+use crate::conn::Conn;
 use crate::directory::{DirectoryCounter, PieceCounter, DIRECTORY_FORMAT};
-use crate::dump::{PgDumper, Prepared};
+use crate::dump::{Outcome, PgDumper, Prepared};
 use crate::fifo::ProcessGroup;
 use crate::spool::Spool;
 use crate::tools;
@@ -175,12 +175,6 @@ impl Shared {
             None => Ok(false),
         }
     }
-}
-
-enum Outcome {
-    Running,
-    Finished,
-    Failed { kind: ErrorKind, report: String },
 }
 
 /// The watcher: hands over new files, marks closed ones complete, then reports pg_dump's
@@ -465,27 +459,9 @@ impl DumpCompletion for PiecesCompletion {
             let outcome = std::mem::replace(&mut shared.outcome, Outcome::Running);
             (outcome, std::mem::take(&mut shared.counter))
         };
-        match outcome {
-            Outcome::Running => {
-                let _ = conn.close().await;
-                Err(Error::new(
-                    ErrorKind::Cancelled,
-                    "the dump's pieces were not read to their end; the dump is incomplete",
-                ))
-            }
-            Outcome::Failed { kind, report } => {
-                let _ = conn.close().await;
-                Err(Error::new(kind, format!("the dump failed: {report}")))
-            }
-            Outcome::Finished => {
-                let commit = conn.client.batch_execute("COMMIT").await;
-                let closed = conn.close().await;
-                if let Err(e) = commit {
-                    return Err(db_error("cannot end the snapshot transaction", e));
-                }
-                closed?;
-                counter.stats()
-            }
-        }
+        outcome
+            .end_snapshot(conn, "the dump's pieces were not read to their end")
+            .await?;
+        counter.stats()
     }
 }
