@@ -448,6 +448,7 @@ impl StorageTarget for ObjectStoreTarget {
             path: p.to_string(),
             size: meta.size,
             last_modified: meta.last_modified,
+            etag: meta.e_tag,
         })
     }
 
@@ -465,6 +466,7 @@ impl StorageTarget for ObjectStoreTarget {
                 path: m.location.to_string(),
                 size: m.size,
                 last_modified: m.last_modified,
+                etag: m.e_tag,
             })
             .try_collect()
             .await

@@ -43,9 +43,15 @@
 //! kind = "backup"
 //! dir = "/srv/app/uploads"                # a directory instead of the database
 //! dedup = true                            # deduplicated incremental snapshots, not a tar
-//! storage_class = "GLACIER"               # this job's data class (QR images)
 //! cron = "30 * * * *"
 //! retention = { keep_daily = 30 }         # this source's own policy (else [retention])
+//!
+//! [jobs.qr-images]
+//! kind = "backup"
+//! dir = "s3://qr-app-images/prod/"         # a bucket prefix (s3://, gs://, az://, file://)
+//! dedup = true                            # required for a bucket: unchanged objects by ETag
+//! storage_class = "GLACIER"               # this job's data class (QR images)
+//! cron = "15 * * * *"
 //!
 //! [jobs.prune]
 //! kind = "prune"                          # no cron: it runs after the backups
@@ -146,12 +152,7 @@ impl Config {
             Some(dir) => SeriesSelector {
                 kind: Some(dr_files::SOURCE_KIND.into()),
                 origin: Some(dr_core::names::host_name()),
-                name: Some(
-                    std::fs::canonicalize(dir)
-                        .unwrap_or_else(|_| dir.clone())
-                        .display()
-                        .to_string(),
-                ),
+                name: Some(crate::file_backups::source_name(dir)?),
                 word: None,
             },
             None => {
