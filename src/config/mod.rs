@@ -324,6 +324,25 @@ cron = "0 2 * * *"
     }
 
     #[test]
+    fn a_bucket_prefix_job_keeps_its_url_and_needs_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dr.toml");
+        let job = "[jobs.qr]\nkind = \"backup\"\ndir = \"s3://qr-images/prod/\"\n";
+        std::fs::write(&path, format!("{MINIMAL}\n{job}dedup = true\n")).unwrap();
+        let c = Config::from_path(&path).unwrap();
+        assert_eq!(
+            c.job("qr").unwrap().dir.as_deref(),
+            Some(Path::new("s3://qr-images/prod/")),
+            "a URL is not made relative to the file's directory"
+        );
+        let e = format!("{MINIMAL}\n{job}")
+            .parse::<Config>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dedup = true"), "{e}");
+    }
+
+    #[test]
     fn dedup_applies_to_directory_backups_only() {
         let ok = format!(
             "{MINIMAL}\n[jobs.uploads]\nkind = \"backup\"\ndir = \"/srv/u\"\ndedup = true\n"
