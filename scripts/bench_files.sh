@@ -67,6 +67,7 @@ run_dr() {
   measure second dr "$DRCTL" backup --repo "$repo" --dir "$SRC" --dedup
   stored stored-second dr "$repo"
   measure restore dr "$DRCTL" restore --repo "$repo" latest --dir "$BENCH_DIR/dr-out"
+  rm -rf "$BENCH_DIR/dr-out"   # the disk is shared: one restored tree at a time
   measure restore-one dr "$DRCTL" cat --repo "$repo" latest --file "$ONE_FILE"
 }
 run_restic() {
@@ -80,6 +81,7 @@ run_restic() {
   measure second restic restic --repo "$repo" backup "$SRC"
   stored stored-second restic "$repo"
   measure restore restic restic --repo "$repo" restore latest --target "$BENCH_DIR/restic-out"
+  rm -rf "$BENCH_DIR/restic-out"
   measure restore-one restic restic --repo "$repo" dump latest "$SRC/$ONE_FILE"
 }
 
