@@ -19,24 +19,9 @@ GEN=${GEN:-../shared/bench/gen_qr_db.sh}
 AB=$BENCH_DIR/ab
 mkdir -p "$AB"
 bash scripts/prereqs.sh --demo
-BINDIR=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
-export PATH="$BINDIR:$PATH"
-
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-if [ -z "${PGPORT:-}" ]; then
-  export PGHOST=127.0.0.1 PGPORT=${BENCH_PORT:-55496} PGUSER=postgres
-  if [ ! -d "$BENCH_DIR/pg" ]; then
-    mkdir -p "$BENCH_DIR/pg"; [ "$(id -u)" = 0 ] && chown postgres "$BENCH_DIR/pg"
-    as_pg initdb -D "$BENCH_DIR/pg/data" -A trust -U postgres --no-sync >/dev/null
-  fi
-  as_pg pg_ctl -D "$BENCH_DIR/pg/data" -l "$BENCH_DIR/pg/log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $BENCH_DIR/pg -c shared_buffers=1GB -c max_wal_size=8GB" start >/dev/null || true
-fi
-export PGHOST=${PGHOST:-127.0.0.1} PGUSER=${PGUSER:-postgres}
-if ! psql -XAtq -d qrapp -c 'SELECT 1' >/dev/null 2>&1; then
-  echo "generating the sample database at scale $SCALE" >&2
-  bash "$GEN" "$SCALE" qrapp >&2
-fi
+. scripts/bench_lib.sh
+bench_cluster ${BENCH_PORT:-55496}
+bench_sample "$SCALE"
 
 # build REV: a release drctl of that revision, printed as a path.
 build() {

@@ -33,6 +33,8 @@ use dr_db::checks::{
 };
 use dr_db::PgRestorer;
 
+use crate::records::{drill_record, DrillMeasures, DrillOutcome};
+
 /// The recovery point and time objectives a drill is judged against (dr.toml's
 /// `[objectives]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -109,30 +111,75 @@ impl DrillReport {
                 k.orphans, k.table, k.references, k.constraint
             ));
         }
-        for c in self.checks.iter().filter(|c| !c.passed) {
-            out.push(format!(
+        out.extend(shared_failures(
+            &self.checks,
+            objectives,
+            Measured {
+                rto_met: self.rto_met,
+                took: format!("the restore took {:.1} s", self.restore_ms as f64 / 1000.0),
+                rpo_met: self.rpo_met,
+                age: format!("the backup was {} s old", self.backup_age_secs),
+            },
+        ));
+        out
+    }
+}
+
+impl DrillOutcome for DrillReport {
+    fn measures(&self) -> DrillMeasures {
+        DrillMeasures {
+            passed: self.passed,
+            failures: self.failures(&Objectives::default()),
+            recovery_time_ms: self.restore_ms,
+            recovery_point_secs: self.backup_age_secs,
+        }
+    }
+}
+
+/// What a drill measured against its objectives, in words for its failures.
+pub(crate) struct Measured {
+    pub rto_met: Option<bool>,
+    /// How long the timed step took, e.g. "the restore took 12.3 s".
+    pub took: String,
+    pub rpo_met: Option<bool>,
+    /// How old the restored data was, e.g. "the backup was 600 s old".
+    pub age: String,
+}
+
+/// The failures logical and physical drills share: checks that found something, then the
+/// RTO and RPO objectives missed.
+pub(crate) fn shared_failures(
+    checks: &[CheckOutcome],
+    objectives: &Objectives,
+    measured: Measured,
+) -> Vec<String> {
+    let mut out: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| {
+            format!(
                 "check {} found {}: {}",
                 c.name,
                 c.summary,
                 c.details.join("; ")
-            ));
-        }
-        if let (Some(false), Some(rto)) = (self.rto_met, objectives.rto) {
-            out.push(format!(
-                "the restore took {:.1} s, over the RTO of {} s",
-                self.restore_ms as f64 / 1000.0,
-                rto.as_secs()
-            ));
-        }
-        if let (Some(false), Some(rpo)) = (self.rpo_met, objectives.rpo) {
-            out.push(format!(
-                "the backup was {} s old, over the RPO of {} s",
-                self.backup_age_secs,
-                rpo.as_secs()
-            ));
-        }
-        out
+            )
+        })
+        .collect();
+    if let (Some(false), Some(rto)) = (measured.rto_met, objectives.rto) {
+        out.push(format!(
+            "{}, over the RTO of {} s",
+            measured.took,
+            rto.as_secs()
+        ));
     }
+    if let (Some(false), Some(rpo)) = (measured.rpo_met, objectives.rpo) {
+        out.push(format!(
+            "{}, over the RPO of {} s",
+            measured.age,
+            rpo.as_secs()
+        ));
+    }
+    out
 }
 
 /// Restore `manifest`'s backup into the new database `scratch` names (which must not exist:
@@ -149,8 +196,8 @@ pub async fn drill(
 ) -> Result<DrillReport> {
     let started_at = Utc::now();
     let result = drill_unrecorded(repo, manifest, decryptor, scratch, opts).await;
-    if let Some(record) = crate::records::of_drill(manifest, started_at, &opts.objectives, &result)
-    {
+    let (rto, rpo) = (opts.objectives.rto, opts.objectives.rpo);
+    if let Some(record) = drill_record(manifest, started_at, rto, rpo, &result) {
         dr_core::records::write_or_warn(repo, &record).await;
     }
     result

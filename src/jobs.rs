@@ -250,7 +250,7 @@ impl JobRunner for FilesBackupJob {
     }
 }
 
-/// Applies retention to the scheduler's repository ([`dr_core::prune`]), each backup series
+/// Applies retention to the scheduler's repository ([`dr_core::prune()`]), each backup series
 /// under its own policy.
 #[derive(Debug, Clone)]
 pub struct PruneJob {

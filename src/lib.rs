@@ -49,3 +49,21 @@ pub mod verify;
 mod wal_keys;
 pub mod wal_state;
 pub mod writers;
+
+#[cfg(test)]
+mod architecture {
+    /// The workspace's modules import each other one way: scripts/import_cycles.py finds no
+    /// module of any crate that imports a module importing it back.
+    #[test]
+    fn no_import_cycles_between_modules() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = std::process::Command::new("python3")
+            .arg(format!("{root}/scripts/import_cycles.py"))
+            .arg(root)
+            .output()
+            .expect("python3 runs (scripts/prereqs.sh installs it)");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "import cycles:\n{report}");
+        assert_eq!(report.matches("no cycles").count(), 7, "{report}");
+    }
+}

@@ -38,8 +38,9 @@ use dr_db::checks::{run_checks, CheckOutcome, IntegrityChecks};
 use dr_db::server::ScratchServer;
 use dr_db::wal::TargetAction;
 
-use crate::drill::Objectives;
+use crate::drill::{shared_failures, Measured, Objectives};
 use crate::pitr::{restore_to_point, PitrRequest};
+use crate::records::{drill_record, DrillMeasures, DrillOutcome};
 
 /// How to run a physical drill.
 #[derive(Debug, Clone)]
@@ -142,29 +143,30 @@ impl PhysicalDrillReport {
                 fmt_time(self.archive_reaches)
             ));
         }
-        for c in self.checks.iter().filter(|c| !c.passed) {
-            out.push(format!(
-                "check {} found {}: {}",
-                c.name,
-                c.summary,
-                c.details.join("; ")
-            ));
-        }
-        if let (Some(false), Some(rto)) = (self.rto_met, objectives.rto) {
-            out.push(format!(
-                "recovery took {:.1} s, over the RTO of {} s",
-                self.recovery_ms as f64 / 1000.0,
-                rto.as_secs()
-            ));
-        }
-        if let (Some(false), Some(rpo)) = (self.rpo_met, objectives.rpo) {
-            out.push(format!(
-                "the recovered data was {} s old, over the RPO of {} s",
-                self.recovery_point_secs,
-                rpo.as_secs()
-            ));
-        }
+        out.extend(shared_failures(
+            &self.checks,
+            objectives,
+            Measured {
+                rto_met: self.rto_met,
+                took: format!("recovery took {:.1} s", self.recovery_ms as f64 / 1000.0),
+                rpo_met: self.rpo_met,
+                age: format!("the recovered data was {} s old", self.recovery_point_secs),
+            },
+        ));
         out
+    }
+}
+
+/// Recovery time: fetch to the server accepting queries at the target; recovery point: the
+/// age of the newest recovered transaction.
+impl DrillOutcome for PhysicalDrillReport {
+    fn measures(&self) -> DrillMeasures {
+        DrillMeasures {
+            passed: self.passed,
+            failures: self.failures(&Objectives::default()),
+            recovery_time_ms: self.recovery_ms,
+            recovery_point_secs: self.recovery_point_secs,
+        }
     }
 }
 
@@ -185,9 +187,8 @@ pub async fn physical_drill(
 ) -> Result<PhysicalDrillReport> {
     let started_at = Utc::now();
     let result = drill_unrecorded(repo, manifest, decryptor, opts, started_at).await;
-    if let Some(record) =
-        crate::records::of_physical_drill(manifest, started_at, &opts.objectives, &result)
-    {
+    let (rto, rpo) = (opts.objectives.rto, opts.objectives.rpo);
+    if let Some(record) = drill_record(manifest, started_at, rto, rpo, &result) {
         dr_core::records::write_or_warn(repo, &record).await;
     }
     result

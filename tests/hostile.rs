@@ -964,6 +964,32 @@ async fn prune_on_delete_proof_storage_reports_refusals_and_honours_object_lock_
     assert_eq!(admin.list_backups().await.unwrap()[0].id, newest);
 }
 
+/// A write-only host's store refuses every delete: it still takes, releases and takes again
+/// the job lease, and a second taker sees it held (generations are created, never
+/// rewritten; deleting old ones is best effort).
+#[tokio::test]
+async fn leases_work_on_storage_that_refuses_deletes() {
+    use dr::core::lease::Lease;
+    use dr::storage::faults::{Fault, FaultyTarget, Op, Trigger};
+    let f = fixture().await;
+    let no_deletes: Arc<dyn StorageTarget> =
+        Arc::new(FaultyTarget::new(f.storage.clone(), 11).inject(
+            Op::Delete,
+            Trigger::Always,
+            Fault::permanent(dr::core::ErrorKind::Storage),
+        ));
+    let host = Repository::open(no_deletes).await.unwrap();
+    let lease = Lease::job(&host, "nightly", None).await.unwrap();
+    let Err(err) = Lease::job(&host, "nightly", None).await else {
+        panic!("a held lease is not taken twice");
+    };
+    assert_eq!(err.kind(), dr::core::ErrorKind::Locked, "{err}");
+    lease.release().await.unwrap();
+    let again = Lease::job(&host, "nightly", None).await.unwrap();
+    assert!(again.holder().generation > 2, "{:?}", again.holder());
+    again.release().await.unwrap();
+}
+
 #[test]
 fn drctl_refuses_swapped_objects_and_a_manifest_copied_from_another_repository() {
     let c = Cli::new();

@@ -263,4 +263,44 @@ async fn copy_mode_backup_with_a_tablespace_restores_to_a_point() {
     assert_eq!(ids, (1..=14).collect::<Vec<_>>());
     assert!(balanced, "pgbench balances disagree");
     assert_eq!(rows, 5000);
+
+    // The same copy as a dr.toml job: `pgdata` on a physical backup job.
+    let config = archive.dir("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = \"{}\"\n\n[database]\nurl = \"{url}\"\n\n[key]\nfile = \"{}\"\n\n\
+             [jobs.base]\nkind = \"backup\"\nphysical = true\npgdata = \"{pgdata}\"\n",
+            archive.repo, archive.key
+        ),
+    )
+    .unwrap();
+    let run = drctl(
+        &[
+            "--json",
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--once",
+            "base",
+        ],
+        &[],
+    );
+    ok(&run);
+    let outcome: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(outcome[0]["ok"], true, "{outcome}");
+    let job_id = outcome[0]["summary"]["figures"]["backup_id"]
+        .as_str()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(&archive.repo)
+                .join("backups")
+                .join(job_id)
+                .join("manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["source"]["format"], "dr-pgdata-tar", "{manifest}");
 }

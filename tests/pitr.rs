@@ -1023,6 +1023,34 @@ async fn faulty_pushes(
         .await
         .unwrap();
     assert_eq!(again.outcome, Pushed::AlreadyArchived);
+
+    // A write-only host whose store refuses every delete (Object Lock, no DeleteObject)
+    // archives into a fresh repository all the same: pushing deletes nothing.
+    let locked_dir = archive.dir("no-deletes-repo");
+    ok(&drctl(
+        &[
+            "init",
+            "--repo",
+            locked_dir.to_str().unwrap(),
+            "--key-file",
+            &archive.key,
+        ],
+        &[],
+    ));
+    let no_deletes = FaultyTarget::new(
+        dr::storage::from_url(locked_dir.to_str().unwrap()).unwrap(),
+        4,
+    )
+    .inject(
+        Op::Delete,
+        Trigger::Always,
+        Fault::permanent(dr::core::ErrorKind::Storage),
+    );
+    let report = pusher(open(no_deletes).await)
+        .push(&file)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    assert_eq!(report.outcome, Pushed::Stored, "{report:?}");
 }
 
 /// `drctl key rotate` re-wraps every WAL file's data key too: afterwards the new key fetches

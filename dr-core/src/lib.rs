@@ -38,7 +38,6 @@
 //! example's store and cipher come from dr-storage and dr-crypto (dev-dependencies here).
 #![deny(missing_docs)]
 
-pub mod audit;
 pub mod buffer;
 pub mod codec;
 pub mod crypto;
@@ -58,7 +57,6 @@ pub use source::{
 pub use stage::{spawn_transform, ByteStream, StageOptions, Transform};
 pub use storage::{ObjectMeta, ObjectWriter, PutOptions, StorageExt, StorageTarget};
 
-pub mod handover;
 pub mod lease;
 pub mod manifest;
 pub mod names;
@@ -70,6 +68,8 @@ pub mod records;
 pub mod redact;
 pub mod replicate;
 pub mod repo;
+// The audit trail and admin handovers are part of the repository's signed state.
+pub use repo::{audit, handover};
 pub mod retention;
 pub mod schedule;
 pub mod series;

@@ -172,7 +172,7 @@ fn check_pieces(m: &Manifest) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for o in &m.objects {
         let name = o.piece.as_deref().unwrap_or_default();
-        crate::pieces::check_piece_name(name)?;
+        crate::names::check_piece_name(name)?;
         if !seen.insert(name) {
             return Err(Error::corrupt(format!(
                 "manifest names piece '{name}' twice"

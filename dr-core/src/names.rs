@@ -19,6 +19,14 @@ pub(crate) fn check_lease_name(name: &str) -> Result<()> {
     check_path_segment(name, 100, "lease or job name")
 }
 
+/// A piece name (one table's data in a backup taken as pieces, [`crate::pieces`]) is a
+/// plain file name of at most 200 characters. It is read from manifests, so a bad one is
+/// [`ErrorKind::Corrupt`].
+pub fn check_piece_name(name: &str) -> Result<()> {
+    check_path_segment(name, 200, "piece name (a plain file name)")
+        .map_err(|e| Error::corrupt(e.message().to_string()))
+}
+
 /// Fail unless `name` can be one segment of an object path as is: 1 to `max_len` letters,
 /// digits, `-`, `_` and `.`, not starting with `.` (no `..`, no hidden names). `what` names
 /// the kind of name in the error.

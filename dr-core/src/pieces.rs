@@ -31,6 +31,7 @@ use crate::crypto::{Decryptor, EncryptionInfo, Encryptor, PieceSealer};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::lease::Clock;
 use crate::manifest::{Manifest, ObjectEntry, PIECES_MANIFEST_FORMAT};
+pub use crate::names::check_piece_name;
 use crate::pipeline::{stored_size_bound, BackupOptions, HashTap, ReadOptions};
 use crate::progress::{Meter, ProgressSink, Stage};
 use crate::repo::{new_backup_id, Repository, BACKUPS_PREFIX};
@@ -109,23 +110,6 @@ pub trait PieceRestorer: Send + Sync {
         expected: &DumpStats,
         pieces: &dyn PieceSource,
     ) -> Result<RestoreReport>;
-}
-
-/// A piece name is a plain file name: 1 to 200 of `[A-Za-z0-9._-]`, not starting with `.`.
-pub fn check_piece_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::corrupt(format!(
-            "invalid piece name {name:?}: a piece is a plain file name"
-        )))
-    }
 }
 
 /// Path of piece `name` of backup `id`.

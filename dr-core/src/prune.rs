@@ -165,7 +165,8 @@ async fn prune_locked(
             if !d.keep && until > now {
                 d.keep = true;
                 d.reasons.push(format!(
-                    "object lock ({days} days): deletable from {}",
+                    "object lock ({days} day{}): deletable from {}",
+                    if days == 1 { "" } else { "s" },
                     until.format("%Y-%m-%d %H:%M UTC")
                 ));
             }

@@ -24,6 +24,9 @@ use crate::series::{Series, SeriesSelector};
 use crate::signing::{self, PublicKey, Signature, SigningKey};
 use crate::storage::{PutOptions, StorageExt, StorageTarget};
 
+pub mod audit;
+pub mod handover;
+
 /// The newest repository format this version understands: 2 is a signed repository
 /// (`admin_key` and `signature` present), which older dr versions refuse.
 pub const REPO_FORMAT: u32 = 2;

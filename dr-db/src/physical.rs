@@ -29,14 +29,14 @@ use dr_core::wal::base::{
 };
 use dr_core::wal::Lsn;
 use dr_core::{
-    Dump, DumpCompletion, DumpStats, Dumper, Error, ErrorKind, RestoreReport, Restorer, Result,
-    SourceInfo,
+    Dump, DumpCompletion, DumpStats, Dumper, Error, RestoreReport, Restorer, Result, SourceInfo,
 };
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::Config;
 
 use crate::conn::{apply_libpq_env, connect, db_error};
+pub use crate::tablespace_map::prepare_empty_pgdata;
 use crate::tools::{find_program, program_failed, spawn_failed, spawn_stderr_tail, stderr_tail};
 
 /// The payload format: one tar archive of the data directory, as `pg_basebackup -Ft` writes.
@@ -334,32 +334,6 @@ impl PhysicalRestorer {
         self.tablespaces.push((original.into(), target.into()));
         self
     }
-}
-
-/// Refuse a data directory that holds anything ([`ErrorKind::NotEmpty`]); create a missing
-/// one with mode 0700 (the server refuses any other).
-pub fn prepare_empty_pgdata(pgdata: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |e| Error::io(format!("cannot prepare {}", pgdata.display()), e);
-    match std::fs::read_dir(pgdata) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(Error::new(
-                    ErrorKind::NotEmpty,
-                    format!(
-                        "{} is not empty: a physical restore writes a whole data directory and \
-                         never overwrites one (remove it, or choose another directory)",
-                        pgdata.display()
-                    ),
-                ));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(pgdata).map_err(io)?;
-        }
-        Err(e) => return Err(io(e)),
-    }
-    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700)).map_err(io)
 }
 
 #[async_trait]

@@ -10,20 +10,22 @@ use dr_core::{
 };
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Config;
 
 use crate::archive::{ArchiveInspector, TocEntry};
-use crate::conn::{apply_libpq_env, connect, db_error, quote_ident, Conn};
-use crate::directory::{DIRECTORY_FORMAT, TOC_PIECE};
+use crate::conn::{apply_libpq_env, connect, db_error, quote_ident};
 use crate::fifo::{self, ProcessGroup};
 use crate::locale::DatabaseLocale;
 use crate::tables::{select_tables, TableName};
 use crate::{tools, PAYLOAD_FORMAT};
-use dr_core::pieces::{PieceRestorer, PieceSource};
+use dr_core::pieces::PieceSource;
 
-/// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
-const MAX_IDENT_BYTES: usize = 63;
+mod pieces;
+mod target;
+use target::{
+    check_counts_on, clauses_of, create_error, describe_contents, drop_database, find_database,
+    missing_database, scratch_name, ExistingDb, Maintenance,
+};
 
 /// Restores a `pg_dump-custom` payload into a PostgreSQL database with `pg_restore`, then
 /// checks every table's row count against the dump's statistics.
@@ -129,18 +131,6 @@ enum Input<'a> {
     },
 }
 
-/// The maintenance connection and the server's version (`server_version_num`).
-struct Maintenance {
-    conn: Conn,
-    server_num: i32,
-}
-
-/// Properties of an existing target that a replacement keeps.
-struct ExistingDb {
-    locale: DatabaseLocale,
-    owner: Option<String>,
-}
-
 impl PgRestorer {
     /// A restorer into the database `target` names (its `dbname`). By default it restores
     /// only into an existing, empty database.
@@ -156,7 +146,7 @@ impl PgRestorer {
         }
     }
 
-    /// Restore a payload stored as pieces (a directory archive, [`PieceRestorer`]) over
+    /// Restore a payload stored as pieces (a directory archive, [`PieceRestorer`](dr_core::pieces::PieceRestorer)) over
     /// `jobs` connections: `pg_restore -Fd -j jobs` loads tables and builds indexes and
     /// constraints in parallel. Parallel restores cannot run in one transaction, so with
     /// `jobs > 1` every restore goes, like `replace`, through a scratch database renamed to
@@ -544,16 +534,6 @@ impl PgRestorer {
     }
 }
 
-/// The `CREATE DATABASE` clauses that give a scratch copy an existing database's locale and
-/// (when the restoring role may) owner.
-fn clauses_of(existing: &ExistingDb, server_num: i32) -> Result<String> {
-    let mut sql = existing.locale.create_clauses(server_num)?;
-    if let Some(owner) = &existing.owner {
-        sql.push_str(&format!(" OWNER {}", quote_ident(owner)));
-    }
-    Ok(sql)
-}
-
 /// `pg_restore`'s arguments. `-d ''` selects "restore into a database" (without `-d`
 /// pg_restore prints SQL) while libpq ignores the empty value and takes the database name
 /// from `PGDATABASE`: no name, host or credential in argv.
@@ -598,199 +578,6 @@ fn report(target: &str, tables: usize, rows: u64, replaced: bool) -> RestoreRepo
         rows_checked: rows,
         replaced,
     }
-}
-
-/// `<target>_dr_restore_<hex>`, the target cut (on a character boundary) so the whole fits
-/// in 63 bytes.
-fn scratch_name(target: &str) -> String {
-    let suffix = format!("_dr_restore_{}", &tools::random_hex()[..8]);
-    let mut end = target.len().min(MAX_IDENT_BYTES - suffix.len());
-    while !target.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{}", &target[..end], suffix)
-}
-
-fn missing_database(e: &Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
-        .and_then(|e| e.code())
-        .map(|c| *c == SqlState::INVALID_CATALOG_NAME)
-        .unwrap_or(false)
-}
-
-fn create_error(e: tokio_postgres::Error, name: &str) -> Error {
-    if e.code() == Some(&SqlState::DUPLICATE_DATABASE) {
-        Error::new(
-            ErrorKind::AlreadyExists,
-            format!("database \"{name}\" already exists"),
-        )
-        .with_source(e)
-    } else {
-        db_error("cannot create the database", e).with_context("database", name)
-    }
-}
-
-async fn check_counts_on(conn: &Conn, expected: &DumpStats) -> Result<(usize, u64)> {
-    let mut checked = 0usize;
-    let mut rows = 0u64;
-    let mut lo_entries = 0usize;
-    let mut lo_expected = 0u64;
-    for t in &expected.tables {
-        if t.schema.is_empty() {
-            // Schema-less entries are the archive's large objects
-            // ([`crate::archive::LARGE_OBJECTS`]); they are counted together below.
-            lo_entries += 1;
-            lo_expected += t.rows;
-            continue;
-        }
-        let sql = format!(
-            "SELECT count(*) FROM ONLY {}.{}",
-            quote_ident(&t.schema),
-            quote_ident(&t.name)
-        );
-        let n: i64 = conn
-            .client
-            .query_one(sql.as_str(), &[])
-            .await
-            .map_err(|e| {
-                db_error("cannot count the restored rows", e)
-                    .with_context("table", format!("{}.{}", t.schema, t.name))
-            })?
-            .get(0);
-        let n = n as u64;
-        if n != t.rows {
-            return Err(Error::corrupt(format!(
-                "table \"{}\".\"{}\" has {n} rows after the restore, the dump recorded {}",
-                t.schema, t.name, t.rows
-            )));
-        }
-        checked += 1;
-        rows += n;
-    }
-    if lo_entries > 0 {
-        let n: i64 = conn
-            .client
-            .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
-            .await
-            .map_err(|e| db_error("cannot count the restored large objects", e))?
-            .get(0);
-        let n = n as u64;
-        if n != lo_expected {
-            return Err(Error::corrupt(format!(
-                "{n} large objects after the restore, the dump recorded {lo_expected}"
-            )));
-        }
-        checked += lo_entries;
-        rows += n;
-    }
-    Ok((checked, rows))
-}
-
-/// What a database holds besides the defaults, or `None` if it is empty.
-async fn describe_contents(conn: &Conn) -> Result<Option<String>> {
-    const SQL: &str = "
-        SELECT
-          (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r','p','v','m','S','f')
-              AND n.nspname NOT IN ('pg_catalog','information_schema')
-              AND n.nspname !~ '^pg_(toast|temp_)'),
-          (SELECT count(*) FROM pg_namespace
-            WHERE nspname NOT IN ('public','pg_catalog','information_schema')
-              AND nspname !~ '^pg_(toast|temp_)'),
-          (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'),
-          (SELECT count(*) FROM pg_largeobject_metadata),
-          (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-            WHERE n.nspname NOT IN ('pg_catalog','information_schema')),
-          (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-            WHERE n.nspname NOT IN ('pg_catalog','information_schema')
-              AND n.nspname !~ '^pg_(toast|temp_)'
-              AND t.typcategory <> 'A'
-              AND (t.typrelid = 0
-                   OR (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c'))";
-    let row = conn
-        .client
-        .query_one(SQL, &[])
-        .await
-        .map_err(|e| db_error("cannot inspect the target database", e))?;
-    let labels = [
-        "relations",
-        "schemas",
-        "extensions",
-        "large objects",
-        "functions",
-        "types",
-    ];
-    let parts: Vec<String> = labels
-        .iter()
-        .enumerate()
-        .filter_map(|(i, label)| {
-            let n: i64 = row.get(i);
-            (n > 0).then(|| format!("{n} {label}"))
-        })
-        .collect();
-    Ok((!parts.is_empty()).then(|| parts.join(", ")))
-}
-
-async fn find_database(maint: &Maintenance, name: &str) -> Result<Option<ExistingDb>> {
-    let Some(locale) = DatabaseLocale::of(&maint.conn.client, maint.server_num, name).await? else {
-        return Ok(None);
-    };
-    let row = maint
-        .conn
-        .client
-        .query_opt(
-            "SELECT pg_get_userbyid(datdba)::text, pg_has_role(current_user, datdba, 'MEMBER') \
-             FROM pg_database WHERE datname = $1",
-            &[&name],
-        )
-        .await
-        .map_err(|e| db_error("cannot look up the target database", e))?;
-    Ok(row.map(|r| ExistingDb {
-        locale,
-        owner: if r.get::<_, bool>(1) {
-            Some(r.get(0))
-        } else {
-            None
-        },
-    }))
-}
-
-/// Drop `name`, disconnecting its sessions (`WITH (FORCE)` from PostgreSQL 13; before, by
-/// terminating them and retrying).
-async fn drop_database(maint: &Maintenance, name: &str) -> Result<()> {
-    let ident = quote_ident(name);
-    let server_num = maint.server_num;
-    let maint = &maint.conn;
-    if server_num >= 130_000 {
-        return maint
-            .client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {ident} WITH (FORCE)"))
-            .await
-            .map_err(|e| db_error("cannot drop the database", e).with_context("database", name));
-    }
-    let mut last = None;
-    for _ in 0..10 {
-        let _ = maint
-            .client
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&name],
-            )
-            .await;
-        match maint
-            .client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {ident}"))
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let e = last.expect("the loop ran");
-    Err(db_error("cannot drop the database", e).with_context("database", name))
 }
 
 #[async_trait]
@@ -950,101 +737,9 @@ impl PgRestorer {
     }
 }
 
-/// Restores a `pg_dump-directory` payload (a backup taken as pieces) with
-/// `pg_restore -Fd -j N` ([`PgRestorer::jobs`]), streaming: `toc.dat` (and a large-object
-/// list) is written to a private folder, every data file is a FIFO there, and each piece is
-/// streamed into its FIFO when pg_restore opens it. Everything else is as for one stream:
-/// the same plans (create, empty target, scratch database swapped in), row counts checked,
-/// and a failed piece leaves nothing half-restored.
-#[async_trait]
-impl PieceRestorer for PgRestorer {
-    async fn restore_pieces(
-        &self,
-        source: &SourceInfo,
-        expected: &DumpStats,
-        pieces: &dyn PieceSource,
-    ) -> Result<RestoreReport> {
-        if source.format != DIRECTORY_FORMAT {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "the PostgreSQL restorer reads pieces in the {DIRECTORY_FORMAT} format, not {:?}",
-                    source.format
-                ),
-            ));
-        }
-        let target = self.target_name()?;
-        let program =
-            tools::find_program(self.bin_dir.as_deref(), "pg_restore", tools::INSTALL_CLIENT)?;
-        let names = pieces.names();
-        if !names.iter().any(|n| n == TOC_PIECE) {
-            return Err(Error::corrupt("the backup has no toc.dat piece"));
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("dr-restore-")
-            .tempdir()
-            .map_err(|e| Error::io("cannot create the archive folder", e))?;
-        // The TOC files, whole and checked, before anything touches the target.
-        let mut toc_bytes = Vec::new();
-        let mut fifos = Vec::new();
-        for name in &names {
-            if name == TOC_PIECE || name.ends_with(".toc") {
-                let bytes = dr_core::stage::collect(pieces.open(name).await?).await?;
-                if name == TOC_PIECE {
-                    toc_bytes = bytes.clone();
-                }
-                tokio::fs::write(dir.path().join(name), &bytes)
-                    .await
-                    .map_err(|e| Error::io(format!("cannot write {name}"), e))?;
-            } else {
-                fifos.push(name.clone());
-            }
-        }
-        let mut inspector = crate::archive::ArchiveInspector::directory_toc();
-        inspector.feed(&toc_bytes)?;
-        let toc = inspector.finish_directory()?;
-        let (list, expected) = if self.tables.is_empty() {
-            (None, expected.clone())
-        } else {
-            if self.replace {
-                return Err(Error::invalid(
-                    "restoring some tables replaces nothing: restore them into a new or empty database",
-                ));
-            }
-            let (list, expected) = self.partial_list(&toc.toc, expected)?;
-            (Some(list), expected)
-        };
-        fifo::make_fifos(dir.path(), &fifos)?;
-        let input = Input::Pieces {
-            dir: dir.path(),
-            fifos,
-            pieces,
-        };
-        self.restore_input(
-            source,
-            &target,
-            &program,
-            list.as_deref(),
-            &expected,
-            input,
-            self.jobs > 1,
-        )
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scratch_names_fit_in_an_identifier() {
-        let long = "é".repeat(40);
-        let name = scratch_name(&long);
-        assert!(name.len() <= MAX_IDENT_BYTES, "{name}");
-        assert!(name.contains("_dr_restore_"));
-        assert!(scratch_name("shop").starts_with("shop_dr_restore_"));
-    }
 
     #[test]
     fn arguments_carry_no_connection_parameter() {

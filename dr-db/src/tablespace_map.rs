@@ -12,7 +12,33 @@
 
 use std::path::{Path, PathBuf};
 
-use dr_core::{Error, Result};
+use dr_core::{Error, ErrorKind, Result};
+
+/// Refuse a data directory that holds anything ([`ErrorKind::NotEmpty`]); create a missing
+/// one with mode 0700 (the server refuses any other).
+pub fn prepare_empty_pgdata(pgdata: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e| Error::io(format!("cannot prepare {}", pgdata.display()), e);
+    match std::fs::read_dir(pgdata) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::new(
+                    ErrorKind::NotEmpty,
+                    format!(
+                        "{} is not empty: a physical restore writes a whole data directory and \
+                         never overwrites one (remove it, or choose another directory)",
+                        pgdata.display()
+                    ),
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(pgdata).map_err(io)?;
+        }
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
 
 /// One tablespace of a backup and where it is restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +118,7 @@ pub fn plan(pgdata: &Path, map: &str, given: &[(PathBuf, PathBuf)]) -> Result<Ve
         )));
     }
     for r in &out {
-        crate::physical::prepare_empty_pgdata(&r.target).map_err(|e| {
+        prepare_empty_pgdata(&r.target).map_err(|e| {
             e.with_context(
                 "tablespace",
                 format!("{} (was {})", r.oid, r.original.display()),

@@ -72,6 +72,17 @@ fn http_client() -> Result<reqwest::Client> {
         .map_err(|e| Error::new(ErrorKind::Other, "building an HTTP client").with_source(e))
 }
 
+fn ok_status(resp: &reqwest::Response, what: &str) -> Result<()> {
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Storage,
+            format!("{what}: moto answered {}", resp.status()),
+        ))
+    }
+}
+
 /// A server process, killed on drop, with its log in a temporary folder.
 struct Process {
     child: Child,
@@ -324,6 +335,82 @@ impl MotoServer {
             .to_string())
     }
 
+    /// Create a bucket with S3 Object Lock on (which turns versioning on) and a default
+    /// retention of `days` in compliance mode: no version of an object can be deleted or
+    /// overwritten by anyone until `days` after it was written.
+    pub async fn create_locked_bucket(&self, name: &str, days: u32) -> Result<()> {
+        let client = http_client()?;
+        let fail = |what: &str, e: reqwest::Error| {
+            Error::new(ErrorKind::Storage, format!("{what} of bucket {name}")).with_source(e)
+        };
+        let resp = client
+            .put(format!("{}/{name}", self.endpoint()))
+            .header("Authorization", Self::auth_header())
+            .header("x-amz-bucket-object-lock-enabled", "true")
+            .send()
+            .await
+            .map_err(|e| fail("creating", e))?;
+        ok_status(&resp, &format!("creating locked bucket {name}"))?;
+        let body = format!(
+            "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention>\
+             <Mode>COMPLIANCE</Mode><Days>{days}</Days></DefaultRetention></Rule>\
+             </ObjectLockConfiguration>"
+        );
+        let resp = client
+            .put(format!("{}/{name}?object-lock", self.endpoint()))
+            .header("Authorization", Self::auth_header())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| fail("the lock configuration", e))?;
+        ok_status(&resp, &format!("the lock configuration of bucket {name}"))
+    }
+
+    /// The Object Lock of `key`'s current version: (mode, retain-until date, version id),
+    /// from a HEAD request; `None` when the object carries no lock.
+    pub async fn object_lock(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(String, String, String)>> {
+        let resp = http_client()?
+            .head(format!("{}/{bucket}/{key}", self.endpoint()))
+            .header("Authorization", Self::auth_header())
+            .send()
+            .await
+            .map_err(|e| Error::new(ErrorKind::Storage, "HEAD of an object").with_source(e))?;
+        ok_status(&resp, &format!("HEAD {bucket}/{key}"))?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(header("x-amz-object-lock-mode").map(|mode| {
+            (
+                mode,
+                header("x-amz-object-lock-retain-until-date").unwrap_or_default(),
+                header("x-amz-version-id").unwrap_or_default(),
+            )
+        }))
+    }
+
+    /// Try to delete one version of an object for good (what ransomware with the bucket's
+    /// credentials would do); returns the HTTP status moto answered.
+    pub async fn delete_version(&self, bucket: &str, key: &str, version: &str) -> Result<u16> {
+        let resp = http_client()?
+            .delete(format!(
+                "{}/{bucket}/{key}?versionId={version}",
+                self.endpoint()
+            ))
+            .header("Authorization", Self::auth_header())
+            .send()
+            .await
+            .map_err(|e| Error::new(ErrorKind::Storage, "DELETE of a version").with_source(e))?;
+        Ok(resp.status().as_u16())
+    }
+
     /// Unfinished multipart uploads in `bucket` (object keys), from ListMultipartUploads.
     pub async fn pending_uploads(&self, bucket: &str) -> Result<Vec<String>> {
         let resp = http_client()?
@@ -520,6 +607,109 @@ fn httpdate(t: std::time::SystemTime) -> String {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ][(month - 1) as usize];
     format!("{weekday}, {d:02} {mon} {year} {h:02}:{m:02}:{s:02} GMT")
+}
+
+/// An HTTP/1.1 shim on 127.0.0.1 that forwards every byte to a server and adds one header
+/// to every request. Not a mock: it exists for one gap between two real parts. S3 requires
+/// `Content-MD5` or an `x-amz-checksum-*` header on a PUT into a bucket with default Object
+/// Lock retention; object_store 0.14 sends `x-amz-checksum-sha256` (with
+/// `checksum_algorithm = sha256`), which S3 accepts, but moto only accepts `Content-MD5` or
+/// the `x-amz-sdk-checksum-algorithm` header AWS's SDKs add. The shim adds the latter.
+/// Threads end with the process (tests only).
+pub struct HeaderShim {
+    port: u16,
+}
+
+impl HeaderShim {
+    /// Forward 127.0.0.1:<new port> to `upstream` (`http://127.0.0.1:PORT`), adding
+    /// `name: value` to each request's head.
+    pub fn start(upstream: &str, name: &str, value: &str) -> Result<HeaderShim> {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| Error::io("cannot bind the header shim", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the header shim's port", e))?
+            .port();
+        let line = format!("{name}: {value}\r\n").into_bytes();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (upstream, line) = (upstream.clone(), line.clone());
+                std::thread::spawn(move || {
+                    let _ = shim_connection(client, &upstream, &line);
+                });
+            }
+        });
+        Ok(HeaderShim { port })
+    }
+
+    /// `http://127.0.0.1:PORT`: use it as the endpoint instead of the server's.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// One client connection: responses are copied back as they come; requests are read head by
+/// head (bodies by `Content-Length`; object_store sends no chunked bodies), each head getting
+/// the extra header line after its request line.
+fn shim_connection(
+    mut client: std::net::TcpStream,
+    upstream: &str,
+    line: &[u8],
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut server = std::net::TcpStream::connect(upstream)?;
+    let (mut from_server, mut to_client) = (server.try_clone()?, client.try_clone()?);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(std::net::Shutdown::Both);
+    });
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        // The head of the next request.
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = client.read(&mut chunk)?;
+            if n == 0 {
+                return server.shutdown(std::net::Shutdown::Write);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head: Vec<u8> = buf.drain(..end).collect();
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        if text.contains("\r\ntransfer-encoding: chunked") {
+            return Err(std::io::Error::other("the shim forwards no chunked bodies"));
+        }
+        let length: usize = text
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let first_line = head.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        server.write_all(&head[..first_line])?;
+        server.write_all(line)?;
+        server.write_all(&head[first_line..])?;
+        // Its body.
+        let mut left = length;
+        let take = left.min(buf.len());
+        server.write_all(&buf[..take])?;
+        buf.drain(..take);
+        left -= take;
+        while left > 0 {
+            let n = client.read(&mut chunk[..left.min(64 * 1024)])?;
+            if n == 0 {
+                return Ok(());
+            }
+            server.write_all(&chunk[..n])?;
+            left -= n;
+        }
+    }
 }
 
 #[cfg(test)]

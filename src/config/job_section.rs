@@ -27,6 +27,16 @@ pub(super) struct Context<'a> {
     pub base: Option<&'a Path>,
 }
 
+impl Context<'_> {
+    /// `path` as written in the file: relative to the file's directory when relative.
+    fn path(&self, path: &Path) -> PathBuf {
+        match self.base {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+}
+
 /// All the jobs, in name order; at least one.
 pub(super) fn jobs(
     src: &Src,
@@ -139,6 +149,15 @@ fn job(
         }
         _ => false,
     };
+    if let Some(p) = &j.pgdata {
+        if !(physical && kind == JobKind::Backup) {
+            return Err(invalid(
+                p.span(),
+                "pgdata",
+                "pgdata is where a physical backup job copies the data directory from: add physical = true to a backup job",
+            ));
+        }
+    }
     if kind != JobKind::Replicate && (j.verify || !j.to_options.is_empty()) {
         return Err(invalid(
             j.kind.span(),
@@ -262,15 +281,14 @@ fn job(
         compression,
         then,
         all: j.all,
-        dir: j.dir.as_ref().map(|d| match ctx.base {
-            Some(base) if d.get_ref().is_relative() && !is_bucket(d.get_ref()) => {
-                base.join(d.get_ref())
-            }
-            _ => d.get_ref().clone(),
+        dir: j.dir.as_ref().map(|d| match is_bucket(d.get_ref()) {
+            true => d.get_ref().clone(),
+            false => ctx.path(d.get_ref()),
         }),
         dedup: j.dedup.as_ref().is_some_and(|d| *d.get_ref()),
         to,
         physical,
+        pgdata: j.pgdata.as_ref().map(|d| ctx.path(d.get_ref())),
         retention: j.retention.as_ref().map(|r| r.get_ref().clone()),
         jobs,
     })

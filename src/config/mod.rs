@@ -486,5 +486,21 @@ cron = "0 2 * * *"
         );
         let e = text.parse::<Config>().unwrap_err().to_string();
         assert!(e.contains("needs [key] file"), "{e}");
+
+        // Copy mode: the data directory, relative to the file like `dir`.
+        let text = format!(
+            "{MINIMAL}\n[jobs.base]\nkind = \"backup\"\nphysical = true\npgdata = \"pg/data\"\n"
+        );
+        let c = parse(&text, Some(Path::new("/etc/dr"))).unwrap();
+        assert_eq!(
+            c.job("base").unwrap().pgdata.as_deref(),
+            Some(Path::new("/etc/dr/pg/data"))
+        );
+        let text = format!("{MINIMAL}\n[jobs.base]\nkind = \"backup\"\npgdata = \"/pg\"\n");
+        let e = text.parse::<Config>().unwrap_err().to_string();
+        assert!(
+            e.contains("jobs.base.pgdata") && e.contains("add physical = true"),
+            "{e}"
+        );
     }
 }

@@ -130,6 +130,8 @@ pub(super) struct RawJob {
     #[serde(default)]
     pub(super) physical: Option<Spanned<bool>>,
     #[serde(default)]
+    pub(super) pgdata: Option<Spanned<std::path::PathBuf>>,
+    #[serde(default)]
     pub(super) retention: Option<Spanned<RetentionPolicy>>,
     #[serde(default)]
     pub(super) jobs: Option<Spanned<i64>>,

@@ -57,7 +57,16 @@ impl Config {
                             Arc::new(encryptor),
                         ),
                         None if jc.physical => crate::jobs::BackupJob::new(
-                            Arc::new(dr_db::PhysicalDumper::new(self.database_config()?)),
+                            match &jc.pgdata {
+                                Some(pgdata) => Arc::new(dr_db::PhysicalCopyDumper::new(
+                                    self.database_config()?,
+                                    pgdata,
+                                )),
+                                None => {
+                                    Arc::new(dr_db::PhysicalDumper::new(self.database_config()?))
+                                        as Arc<dyn dr_core::Dumper>
+                                }
+                            },
                             Arc::new(encryptor),
                         ),
                         None if jc.jobs > 1 => crate::jobs::BackupJob::pieces(

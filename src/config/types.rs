@@ -122,6 +122,10 @@ pub struct JobConfig {
     /// newest physical base backup with the archived WAL (`drctl drill --physical`), which
     /// needs a key file.
     pub physical: bool,
+    /// Physical backup jobs on the database host: copy this data directory between
+    /// `pg_backup_start()` and `pg_backup_stop()` (`drctl backup --physical --pgdata`)
+    /// instead of streaming `pg_basebackup`.
+    pub pgdata: Option<PathBuf>,
     /// The retention of the series this backup job writes, instead of `[retention]`
     /// (e.g. the uploads directory kept 30 days while the database follows the runbook).
     pub retention: Option<RetentionPolicy>,

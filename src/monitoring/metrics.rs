@@ -98,18 +98,21 @@ impl Metrics {
                 );
             }
         }
-        e.family(
-            "dr_job_failures_total",
-            MetricType::Counter,
-            "Failed job runs.",
-        );
-        for (job, c) in &jobs {
-            e.sample(
-                "dr_job_failures_total",
-                &[("job_name", job), ("kind", &c.kind)],
-                c.failed as f64,
-            );
-        }
+        // One sample a job, labelled with the job's name and kind.
+        let per_job =
+            |e: &mut Exposition, name: &str, help: &str, value: fn(&JobCounters) -> u64| {
+                e.family(name, MetricType::Counter, help);
+                for (job, c) in &jobs {
+                    e.sample(
+                        name,
+                        &[("job_name", job), ("kind", &c.kind)],
+                        value(c) as f64,
+                    );
+                }
+            };
+        per_job(&mut e, "dr_job_failures_total", "Failed job runs.", |c| {
+            c.failed
+        });
         e.family(
             "dr_job_skipped_total",
             MetricType::Counter,
@@ -124,18 +127,12 @@ impl Metrics {
                 );
             }
         }
-        e.family(
+        per_job(
+            &mut e,
             "dr_job_bytes_total",
-            MetricType::Counter,
             "Bytes stored or copied by successful job runs.",
+            |c| c.bytes,
         );
-        for (job, c) in &jobs {
-            e.sample(
-                "dr_job_bytes_total",
-                &[("job_name", job), ("kind", &c.kind)],
-                c.bytes as f64,
-            );
-        }
         e.family(
             "dr_job_duration_seconds",
             MetricType::Histogram,

@@ -1,6 +1,6 @@
 //! Reconciliation: which rows of a live database differ from a reference copy (a restored
 //! backup, a replica), table by table and key by key, without pulling whole tables across
-//! (see [`ranges`] for how), and the SQL that would bring the live rows back.
+//! (by ranges of primary-key hashes), and the SQL that would bring the live rows back.
 //!
 //! Rows are matched by primary key and compared by the text of all their columns (with the
 //! same output settings on both sides), so a change in any column is seen. Each side is

@@ -80,7 +80,7 @@ impl WalFetcher {
     }
 
     /// Write the archived file `name` to `dest` (atomically: a temporary file renamed).
-    /// See the [module docs](self) for what is "not found" and what is an error.
+    /// See the comments at the top of `wal/fetch.rs` for what is "not found" and what is an error.
     pub async fn fetch(&self, name: &str, dest: &Path) -> Result<Fetched> {
         let file = self.archive.parse_name(name)?;
         if let Some(dir) = &self.prefetch_dir {

@@ -130,7 +130,7 @@ impl WalPusher {
     }
 
     /// Archive the file at `path` (`%p`: relative to the working directory, which is the
-    /// data directory when PostgreSQL runs the command). See the [module docs](self).
+    /// data directory when PostgreSQL runs the command). See the comments at the top of `wal/push.rs`.
     ///
     /// `Ok` means the file is stored and committed; any error means it is not (and
     /// PostgreSQL will retry). A segment of another cluster, a renamed segment and a

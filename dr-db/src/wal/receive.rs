@@ -69,7 +69,7 @@ pub struct ReceiveReport {
     pub reconnects: u64,
 }
 
-/// Streams the WAL of one server into a repository's archive. See the [module docs](self).
+/// Streams the WAL of one server into a repository's archive. How: the comments at the top of `wal/receive.rs`.
 #[derive(Clone)]
 pub struct WalReceiver {
     repo: Repository,

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use dr::core::{
-    BackupOptions, Codec, Error, ErrorKind, Manifest, ReadOptions, RepoConfig, RepoDefaults,
-    Repository, Result, SeriesSelector,
+    BackupOptions, Codec, Error, ErrorKind, ReadOptions, RepoConfig, RepoDefaults, Repository,
+    Result, SeriesSelector,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::args::{db_config, RepoArgs};
 use crate::cli::Command;
-use crate::output::{human_bytes, print_json, Output};
+use crate::output::{human_bytes, manifest_summary, print_json, Output};
 
 /// Run `command`, printing its result as `out` says.
 pub async fn run(command: Command, out: Output) -> Result<()> {
@@ -133,11 +133,11 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             exclude,
         } => {
             if pitr.pgdata.is_some() {
-                return crate::wal::restore(out.is_json(), &repo, &id, &series, &pitr).await;
+                return crate::wal::restore(out, &repo, &id, &series, &pitr).await;
             }
             if let Some(url) = &to {
                 let selector = series.within(SeriesSelector::kind(dr::files::SOURCE_KIND))?;
-                let manifest = open_repo(&repo).await?.resolve(&id, &selector).await?;
+                let manifest = repo.open().await?.resolve(&id, &selector).await?;
                 let filter = dr::files::dedup::Selection::new(&include, &exclude)?;
                 let to = crate::files::BucketTarget {
                     url,
@@ -158,7 +158,7 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             });
             let selector = series.within(usable)?;
             if let Some(dir) = &dir {
-                let manifest = open_repo(&repo).await?.resolve(&id, &selector).await?;
+                let manifest = repo.open().await?.resolve(&id, &selector).await?;
                 if dr::files::dedup::is_snapshot(&manifest) {
                     let filter = dr::files::dedup::Selection::new(&include, &exclude)?;
                     return crate::files::restore(out, &repo, &manifest, dir, &filter, replace)
@@ -231,8 +231,8 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
         Command::Unpin(args) => crate::retention::pin(out, &args, false).await,
         Command::Retention { command } => crate::retention::run(out, command).await,
         Command::Prune(args) => crate::retention::prune(out, &args).await,
-        Command::WalPush(args) => crate::wal::push(out.is_json(), args).await,
-        Command::WalFetch(args) => match crate::wal::fetch(out.is_json(), args).await {
+        Command::WalPush(args) => crate::wal::push(out, args).await,
+        Command::WalFetch(args) => match crate::wal::fetch(out, args).await {
             Ok(0) => Ok(()),
             Ok(code) => std::process::exit(code),
             Err(e) => {
@@ -240,13 +240,9 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
                 std::process::exit(crate::wal::FETCH_FATAL)
             }
         },
-        Command::WalReceive(args) => crate::wal::receive(out.is_json(), args).await,
-        Command::Wal { command } => crate::wal::state(out.is_json(), command).await,
+        Command::WalReceive(args) => crate::wal::receive(out, args).await,
+        Command::Wal { command } => crate::wal::state(out, command).await,
     }
-}
-
-pub(crate) async fn open_repo(args: &RepoArgs) -> Result<Repository> {
-    args.open().await
 }
 
 async fn init(
@@ -346,7 +342,7 @@ async fn backup(
     }
     let m = result?;
     if out.is_json() {
-        let mut out = summary(&m);
+        let mut out = manifest_summary(&m);
         out["upload_memory_budget_bytes"] = json!(args.upload_memory_budget()?);
         print_json(&out);
     } else {
@@ -371,30 +367,10 @@ async fn backup(
 }
 
 /// The JSON shape of a backup in `backup` and `list` output.
-pub(crate) fn summary(m: &Manifest) -> serde_json::Value {
-    json!({
-        "id": m.id,
-        "kind": m.kind,
-        "started_at": m.started_at,
-        "finished_at": m.finished_at,
-        "duration_ms": m.duration_ms(),
-        "labels": m.labels,
-        "pinned": m.pinned,
-        "raw_bytes": m.raw_bytes,
-        "stored_bytes": m.stored_bytes,
-        "codec": m.codec,
-        "cipher": m.encryption.cipher,
-        "key_ids": m.encryption.key_ids(),
-        "series": m.series,
-        "source": m.source,
-        "tables": m.stats.tables,
-    })
-}
-
 async fn list(out: Output, args: &RepoArgs, series: &SeriesSelector) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open().await?;
     let backups = repo.list_series(series).await?;
-    let summaries: Vec<_> = backups.iter().map(summary).collect();
+    let summaries: Vec<_> = backups.iter().map(manifest_summary).collect();
     out.result(&summaries, |_| {
         if backups.is_empty() {
             println!("no complete backups in {}", repo.storage().describe());
@@ -431,7 +407,7 @@ async fn restore(
     series: &SeriesSelector,
     target: Target,
 ) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open().await?;
     let manifest = repo.resolve(id, series).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let bar = out.progress_bar("restore");
@@ -494,7 +470,7 @@ async fn verify(
     series: &SeriesSelector,
     all: bool,
 ) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open().await?;
     // Backups whose manifests fail authentication are failures of a full verify.
     // Backups whose manifests fail authentication, and a broken audit trail, are failures
     // of a full verify.
@@ -647,7 +623,7 @@ async fn cat_dir(
     series: &SeriesSelector,
     dir: &std::path::Path,
 ) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open().await?;
     let manifest = repo.resolve(id, series).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let bytes =
@@ -673,7 +649,7 @@ async fn cat_dir(
 }
 
 async fn cat(args: &RepoArgs, id: &str, series: &SeriesSelector) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open().await?;
     let manifest = repo.resolve(id, series).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let mut payload =

@@ -111,11 +111,6 @@ pub async fn run(out: Output, args: DrillArgs) -> Result<()> {
     if out.is_json() {
         print_json(&report);
     } else {
-        let verdict = |met: Option<bool>| match met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "no objective",
-        };
         println!(
             "drill of backup {} into {}{}:",
             report.id,
@@ -190,11 +185,6 @@ async fn physical(
     if out.is_json() {
         print_json(&report);
     } else {
-        let verdict = |met: Option<bool>| match met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "no objective",
-        };
         println!(
             "physical drill of base backup {} to {} (timeline {}) in {}{}:",
             report.id,
@@ -241,5 +231,14 @@ async fn physical(
     match failure(&report, &objectives) {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// An objective's verdict for people.
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "no objective",
     }
 }

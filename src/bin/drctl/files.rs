@@ -1,6 +1,6 @@
 //! Deduplicated file snapshots: backup --dedup (of a directory or a bucket prefix), restore
-//! of a snapshot (into a directory or a bucket prefix), ls, cat --file, dedup-key. Parsing and printing only; the work is in `dr::file_backups` and
-//! `dr::files::dedup`.
+//! of a snapshot (into a directory or a bucket prefix), ls, cat --file, dedup-key. Parsing
+//! and printing only; the work is in `dr::file_backups` and `dr::files::dedup`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use dr::files::dedup::{self, EntryKind, Selection};
 use serde_json::json;
 
 use crate::args::RepoArgs;
-use crate::commands::{open_repo, summary};
+use crate::output::manifest_summary;
 use crate::output::{human_bytes, print_json, Output};
 
 /// Options of `backup --dir D --dedup`.
@@ -50,7 +50,7 @@ pub async fn backup(out: Output, args: &RepoArgs, dir: &Path, opts: BackupArgs) 
     )
     .await?;
     if out.is_json() {
-        let mut json = summary(&m);
+        let mut json = manifest_summary(&m);
         json["files"] = serde_json::to_value(&report).expect("serializes");
         print_json(&json);
     } else {
@@ -77,7 +77,7 @@ pub async fn restore(
     selection: &Selection,
     replace: bool,
 ) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open().await?;
     let decryptor: Arc<dyn Decryptor> =
         Arc::new(dr::keys::decryptor(crate::key::unlock(args, &repo)?));
     let started = Instant::now();
@@ -116,7 +116,7 @@ pub async fn restore_to_bucket(
     selection: &Selection,
     to: BucketTarget<'_>,
 ) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open().await?;
     let decryptor: Arc<dyn Decryptor> =
         Arc::new(dr::keys::decryptor(crate::key::unlock(args, &repo)?));
     let target = dr::file_backups::bucket_target(to.url)?;
@@ -158,7 +158,7 @@ pub async fn ls(
     series: &SeriesSelector,
     path: Option<&str>,
 ) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open().await?;
     let manifest = repo.resolve(id, series).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let tree = dedup::read_tree(&repo, &manifest, &decryptor).await?;
@@ -187,7 +187,7 @@ pub async fn ls(
 }
 
 pub async fn cat(args: &RepoArgs, id: &str, series: &SeriesSelector, file: &str) -> Result<()> {
-    let repo = open_repo(args).await?;
+    let repo = args.open().await?;
     let manifest = repo.resolve(id, series).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(args, &repo)?);
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());

@@ -164,3 +164,24 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+/// A backup as `list` and `backup --json` show it.
+pub fn manifest_summary(m: &dr::core::Manifest) -> serde_json::Value {
+    serde_json::json!({
+        "id": m.id,
+        "kind": m.kind,
+        "started_at": m.started_at,
+        "finished_at": m.finished_at,
+        "duration_ms": m.duration_ms(),
+        "labels": m.labels,
+        "pinned": m.pinned,
+        "raw_bytes": m.raw_bytes,
+        "stored_bytes": m.stored_bytes,
+        "codec": m.codec,
+        "cipher": m.encryption.cipher,
+        "key_ids": m.encryption.key_ids(),
+        "series": m.series,
+        "source": m.source,
+        "tables": m.stats.tables,
+    })
+}

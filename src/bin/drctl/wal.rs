@@ -10,7 +10,7 @@ use dr::db::wal::{ControlFile, Fetched, TargetAction, WalFetcher, WalPusher, Wal
 use serde_json::json;
 
 use crate::args::{RepoArgs, SeriesArgs};
-use crate::output::print_json;
+use crate::output::Output;
 
 /// `drctl wal-push`: PostgreSQL's `archive_command`.
 #[derive(Debug, Args)]
@@ -123,7 +123,7 @@ pub struct PitrArgs {
 /// (it treats any status above 125 like a signal).
 pub const FETCH_FATAL: i32 = 126;
 
-pub async fn push(json: bool, args: PushArgs) -> Result<()> {
+pub async fn push(out: Output, args: PushArgs) -> Result<()> {
     let repo = Repository::open(args.repo.storage()?).await?;
     let encryptor = crate::key::backup_encryptor(&args.repo, &repo)?;
     let pusher = WalPusher::new(repo, Arc::new(encryptor), &args.pgdata).parallel(args.parallel);
@@ -133,16 +133,14 @@ pub async fn push(json: bool, args: PushArgs) -> Result<()> {
         args.pgdata.join(&args.path)
     };
     let report = pusher.push(&path).await?;
-    if json {
-        print_json(&report);
-    } else {
-        tracing::info!(file = %report.name, outcome = ?report.outcome, ahead = report.ahead.len(), ms = report.duration_ms, "archived");
-    }
+    out.result(&report, |r| {
+        tracing::info!(file = %r.name, outcome = ?r.outcome, ahead = r.ahead.len(), ms = r.duration_ms, "archived");
+    });
     Ok(())
 }
 
 /// Stream until SIGINT or SIGTERM, then store what was received and print the report.
-pub async fn receive(json: bool, args: ReceiveArgs) -> Result<()> {
+pub async fn receive(out: Output, args: ReceiveArgs) -> Result<()> {
     if !(args.interval.is_finite() && args.interval > 0.0) {
         return Err(Error::invalid(format!(
             "--interval {} is not a positive number of seconds",
@@ -168,24 +166,22 @@ pub async fn receive(json: bool, args: ReceiveArgs) -> Result<()> {
         }
     };
     let report = receiver.run(stop).await?;
-    if json {
-        print_json(&report);
-    } else {
+    out.result(&report, |r| {
         println!(
             "received {} segment(s) and {} partial copies of cluster {} (slot {}); the archive reaches {}",
-            report.segments,
-            report.partial_copies,
-            report.system_identifier,
-            report.slot,
-            report.reach.map_or("nothing new".into(), |l| l.to_string())
-        );
-    }
+            r.segments,
+            r.partial_copies,
+            r.system_identifier,
+            r.slot,
+            r.reach.map_or("nothing new".into(), |l| l.to_string())
+        )
+    });
     Ok(())
 }
 
 /// Returns the process exit code: 0 written, 1 not archived (the end of the archive).
 /// Errors are printed and mapped to [`FETCH_FATAL`] by the caller.
-pub async fn fetch(json: bool, args: FetchArgs) -> Result<i32> {
+pub async fn fetch(out: Output, args: FetchArgs) -> Result<i32> {
     let repo = Repository::open(args.repo.storage()?).await?;
     let decryptor = dr::keys::decryptor(crate::key::unlock(&args.repo, &repo)?);
     let control = ControlFile::read(&args.pgdata)?;
@@ -200,9 +196,8 @@ pub async fn fetch(json: bool, args: FetchArgs) -> Result<i32> {
         args.pgdata.join(&args.dest)
     };
     let outcome = fetcher.fetch(&args.name, &dest).await?;
-    if json {
-        print_json(&json!({ "name": args.name, "outcome": outcome }));
-    }
+    // PostgreSQL reads only the exit status; the text form stays quiet in its log.
+    out.result(&json!({ "name": args.name, "outcome": outcome }), |_| {});
     if outcome == Fetched::NotFound {
         return Ok(1);
     }
@@ -215,7 +210,7 @@ pub async fn fetch(json: bool, args: FetchArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub async fn state(json: bool, command: WalCommand) -> Result<()> {
+pub async fn state(out: Output, command: WalCommand) -> Result<()> {
     let (args, strict) = match &command {
         WalCommand::List(a) => (a, false),
         WalCommand::Verify(a) => (a, true),
@@ -225,7 +220,7 @@ pub async fn state(json: bool, command: WalCommand) -> Result<()> {
     let physical = repo
         .list_series(&dr::core::SeriesSelector::kind(base::PHYSICAL_KIND))
         .await?;
-    let mut out = Vec::new();
+    let mut clusters_json = Vec::new();
     let mut problems = Vec::new();
     for c in clusters {
         let archive = WalArchive::open(&repo, c.system_identifier).await?;
@@ -252,10 +247,10 @@ pub async fn state(json: bool, command: WalCommand) -> Result<()> {
             ));
         }
         let window = index.window(&backups);
-        if !json {
+        if !out.is_json() {
             print_cluster(c.system_identifier, &index, &gaps, &window);
         }
-        out.push(json!({
+        clusters_json.push(json!({
             "system_identifier": c.system_identifier.to_string(),
             "segment_bytes": c.segment_bytes.bytes(),
             "ranges": index.ranges(),
@@ -265,9 +260,8 @@ pub async fn state(json: bool, command: WalCommand) -> Result<()> {
             "newest_age_seconds": index.newest().map(|(_, i)| (chrono::Utc::now() - i.time()).num_seconds()),
         }));
     }
-    if json {
-        print_json(&out);
-    }
+    // Text was printed cluster by cluster above.
+    out.result(&clusters_json, |_| {});
     if strict && !problems.is_empty() {
         return Err(Error::new(ErrorKind::Corrupt, problems.join("; ")));
     }
@@ -370,7 +364,7 @@ pub fn restore_command(repo: &RepoArgs) -> Result<String> {
 }
 
 pub async fn restore(
-    json: bool,
+    out: Output,
     repo_args: &RepoArgs,
     id: &str,
     series: &SeriesArgs,
@@ -403,8 +397,7 @@ pub async fn restore(
     let started = std::time::Instant::now();
     let r = dr::pitr::restore_to_point(&repo, &decryptor, &req, &ReadOptions::default()).await?;
     let ms = started.elapsed().as_millis() as u64;
-    if json {
-        print_json(&json!({
+    let report = json!({
             "id": r.backup.id,
             "system_identifier": r.system_identifier.to_string(),
             "pgdata": req.pgdata,
@@ -414,8 +407,8 @@ pub async fn restore(
             "last_segment": r.plan.last_segment,
             "reaches": r.plan.reaches,
             "duration_ms": ms,
-        }));
-    } else {
+    });
+    out.result(&report, |_| {
         println!(
             "restored base backup {} into {} ({:.1} s); recovery to {} on timeline {} is \
              prepared (WAL {} .. {}): start the server on it to recover",
@@ -427,6 +420,6 @@ pub async fn restore(
             r.plan.first_segment,
             r.plan.last_segment
         );
-    }
+    });
     Ok(())
 }
