@@ -49,10 +49,17 @@ measure() {
 stored() { printf '%s\t%s\t%s\t\n' "$2" "$1" "$(du -sb "$3" | cut -f1)" >> "$RESULTS"; }
 
 ONE_FILE=user0001/exports/export-1.json
+# The tree is generated once (Python makes 2 GB of JSON slowly) and copied for each run, mtimes
+# kept, so every run starts from the same bytes.
+PRISTINE=$BENCH_DIR/pristine-$FILES-$MEAN_KB
+if [ ! -d "$PRISTINE" ]; then
+  python3 "$GEN" "$PRISTINE.tmp" "$FILES" "$MEAN_KB" 1 && mv "$PRISTINE.tmp" "$PRISTINE"
+fi
+fresh_src() { rm -rf "$SRC"; cp -a "$PRISTINE" "$SRC"; }
 run_dr() {
   local repo=$BENCH_DIR/dr-repo
   rm -rf "$repo" "$BENCH_DIR/dr-out" "$SRC" "$DR_TRUST_DIR"   # a new repository id each pair
-  python3 "$GEN" "$SRC" "$FILES" "$MEAN_KB" 1
+  fresh_src
   "$DRCTL" init --repo "$repo" >/dev/null
   measure first dr "$DRCTL" backup --repo "$repo" --dir "$SRC" --dedup
   stored stored-first dr "$repo"
@@ -60,12 +67,13 @@ run_dr() {
   measure second dr "$DRCTL" backup --repo "$repo" --dir "$SRC" --dedup
   stored stored-second dr "$repo"
   measure restore dr "$DRCTL" restore --repo "$repo" latest --dir "$BENCH_DIR/dr-out"
+  rm -rf "$BENCH_DIR/dr-out"   # the disk is shared: one restored tree at a time
   measure restore-one dr "$DRCTL" cat --repo "$repo" latest --file "$ONE_FILE"
 }
 run_restic() {
   local repo=$BENCH_DIR/restic-repo
   rm -rf "$repo" "$BENCH_DIR/restic-out" "$SRC"
-  python3 "$GEN" "$SRC" "$FILES" "$MEAN_KB" 1
+  fresh_src
   restic init --repo "$repo" >/dev/null
   measure first restic restic --repo "$repo" backup "$SRC"
   stored stored-first restic "$repo"
@@ -73,10 +81,17 @@ run_restic() {
   measure second restic restic --repo "$repo" backup "$SRC"
   stored stored-second restic "$repo"
   measure restore restic restic --repo "$repo" restore latest --target "$BENCH_DIR/restic-out"
+  rm -rf "$BENCH_DIR/restic-out"
   measure restore-one restic restic --repo "$repo" dump latest "$SRC/$ONE_FILE"
 }
 
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for _ in $(seq "$PAIRS"); do run_dr; run_restic; done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+# The disk is shared: keep only the results (BENCH_KEEP=1 keeps the trees and repositories).
+if [ -z "${BENCH_KEEP:-}" ]; then
+  rm -rf "$SRC" "$PRISTINE" "$BENCH_DIR/dr-repo" "$BENCH_DIR/restic-repo" "$BENCH_DIR/dr-out" "$BENCH_DIR/restic-out"
+fi
 
 python3 - "$RESULTS" <<'PY'
 import statistics, sys, collections

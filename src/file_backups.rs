@@ -1,6 +1,7 @@
-//! Deduplicated directory backups as drctl and dr.toml jobs run them: which dedup key, which
-//! parent snapshot, pack verification and pruning under the exclusive lease. The engine is
-//! `dr::files::dedup`; this module joins it to repositories and keys.
+//! Deduplicated file backups as drctl and dr.toml jobs run them: which source (a directory
+//! or a bucket prefix named by a storage URL), which dedup key, which parent snapshot, pack
+//! verification and pruning under the exclusive lease. The engine is `dr::files::dedup`;
+//! this module joins it to repositories, stores and keys.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,57 @@ use dr_core::{
     BackupOptions, Decryptor, Encryptor, Error, ErrorKind, Manifest, Repository, Result, Series,
     SourceInfo,
 };
-use dr_files::dedup::{self, DedupKey, FilesReport, PackPruneOptions, PackPruneReport, Tree};
+use dr_files::dedup::{
+    self, DedupKey, FilesReport, PackPruneOptions, PackPruneReport, Tree, TreeSource,
+};
+
+/// URL schemes that name a bucket prefix (or, `file://`, a directory read as a store)
+/// where a directory path is also accepted (`drctl backup --dir`, dr.toml `dir`).
+const BUCKET_SCHEMES: [&str; 5] = ["s3://", "gs://", "az://", "azure://", "file://"];
+
+/// Whether `text` (a `--dir` or dr.toml `dir` value) is a storage URL rather than a path.
+pub fn is_bucket_url(text: &str) -> bool {
+    BUCKET_SCHEMES.iter().any(|s| text.starts_with(s))
+}
+
+/// The source `dir_or_url` names: a storage URL (`s3://bucket/prefix/`, `gs://…`,
+/// `az://…`, `file://…`) is a bucket prefix, read through dr-storage with the settings of
+/// the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`) and retries; anything else a directory.
+pub fn tree_source(dir_or_url: &Path) -> Result<TreeSource> {
+    match dir_or_url.to_str() {
+        Some(url) if is_bucket_url(url) => {
+            let store = dr_storage::open::<&str, &str>(url, &[])
+                .map_err(|e| e.with_context("source", url_without_secrets(url)))?;
+            let name = dr_core::StorageTarget::describe(&store);
+            Ok(TreeSource::bucket(store.retrying(), name))
+        }
+        _ => Ok(TreeSource::dir(dir_or_url)),
+    }
+}
+
+/// The store `url` names as a restore target (`restore --to`), configured like a source.
+pub fn bucket_target(url: &str) -> Result<Arc<dyn dr_core::StorageTarget>> {
+    if !is_bucket_url(url) {
+        return Err(Error::invalid(format!(
+            "{} is not a bucket URL (s3://, gs://, az://, file://)",
+            url_without_secrets(url)
+        )));
+    }
+    Ok(dr_storage::open::<&str, &str>(url, &[])?.retrying())
+}
+
+/// The series name snapshots of `dir_or_url` are recorded under (without opening a store).
+pub fn source_name(dir_or_url: &Path) -> Result<String> {
+    Ok(tree_source(dir_or_url)?.name())
+}
+
+/// A URL for messages: anything between `://` and `@` (user info) left out.
+fn url_without_secrets(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
 
 /// The dedup key a backup uses: from `file` if given (a write-only host's copy), else the
 /// repository's (read with `decryptor`, or created on the first deduplicated backup).
@@ -43,20 +94,16 @@ pub async fn dedup_key(
     }
 }
 
-/// The newest snapshot of the directory `dir` taken from this host, and its tree.
+/// The newest snapshot of `source` taken from this host, and its tree.
 pub async fn parent_snapshot(
     repo: &Repository,
-    dir: &Path,
+    source: &TreeSource,
     decryptor: &dyn Decryptor,
 ) -> Result<Option<(String, Tree)>> {
-    let name = std::fs::canonicalize(dir)
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .display()
-        .to_string();
     let series = Series::of(&SourceInfo {
         kind: dr_files::SOURCE_KIND.into(),
         format: dedup::TREE_FORMAT.into(),
-        name,
+        name: source.name(),
         origin: Some(dr_core::names::host_name()),
         ..Default::default()
     });
@@ -74,12 +121,13 @@ pub async fn parent_snapshot(
     }
 }
 
-/// Back up `dir` as a deduplicated snapshot. With a `decryptor`, files unchanged since this
-/// host's previous snapshot of `dir` are not read again; without one (a write-only host)
-/// every file is read, and only chunks no pack holds are stored.
-pub async fn backup_dir(
+/// Back up `source` (a directory or a bucket prefix) as a deduplicated snapshot. With a
+/// `decryptor`, files unchanged since this host's previous snapshot of the source are not
+/// read again; without one (a write-only host) every file is read, and only chunks no pack
+/// holds are stored.
+pub async fn backup_source(
     repo: &Repository,
-    dir: &Path,
+    source: &TreeSource,
     encryptor: Arc<dyn Encryptor>,
     decryptor: Option<Arc<dyn Decryptor>>,
     dedup_key_file: Option<&Path>,
@@ -88,10 +136,10 @@ pub async fn backup_dir(
     repo.check_can_sign_manifests()?;
     let key = dedup_key(repo, &*encryptor, decryptor.as_deref(), dedup_key_file).await?;
     let parent = match &decryptor {
-        Some(d) => parent_snapshot(repo, dir, &**d).await?,
+        Some(d) => parent_snapshot(repo, source, &**d).await?,
         None => None,
     };
-    dedup::backup_tree(repo, dir, encryptor, &key, parent, opts).await
+    dedup::backup_tree(repo, source, encryptor, &key, parent, opts).await
 }
 
 /// Whether the repository holds deduplicated file backups' packs.

@@ -155,8 +155,9 @@ impl JobRunner for BackupJob {
     }
 }
 
-/// Backs up a directory as deduplicated, incremental snapshots
-/// ([`crate::file_backups::backup_dir`]): with a decryptor, files unchanged since the
+/// Backs up a directory or a bucket prefix (a storage URL in `dir`) as deduplicated,
+/// incremental snapshots ([`crate::file_backups::backup_source`]): with a decryptor, files
+/// (objects) unchanged since the
 /// previous snapshot are not read; a write-only host reads the dedup key file named by
 /// `DR_DEDUP_KEY_FILE`.
 pub struct FilesBackupJob {
@@ -226,9 +227,10 @@ impl JobRunner for FilesBackupJob {
             ..Default::default()
         };
         let key_file = std::env::var_os("DR_DEDUP_KEY_FILE").map(std::path::PathBuf::from);
-        let (m, r) = crate::file_backups::backup_dir(
+        let source = crate::file_backups::tree_source(&self.dir)?;
+        let (m, r) = crate::file_backups::backup_source(
             ctx.repository(),
-            &self.dir,
+            &source,
             self.encryptor.clone(),
             self.decryptor.clone(),
             key_file.as_deref(),

@@ -421,3 +421,211 @@ fn a_dr_toml_job_with_dedup_takes_incremental_snapshots() {
         "10 folders and 12 files: {listing}"
     );
 }
+
+/// Objects of an awkward bucket tree: 0-byte objects, a folder marker with content under
+/// it, Unicode and line-separator keys, characters URLs escape, a deep key, a multi-chunk
+/// object, and 200 uploads (so that 1 % is 2 objects).
+fn awkward_objects() -> Vec<(String, Vec<u8>)> {
+    let mut objects: Vec<(String, Vec<u8>)> = vec![
+        ("empty.bin".into(), vec![]),
+        ("folder".into(), vec![]),
+        (
+            "folder/inside.txt".into(),
+            b"under a folder marker\n".to_vec(),
+        ),
+        ("naïve/日本語/ファイル.png".into(), noise(3_000, 1)),
+        ("line\u{2028}separator.txt".into(), b"U+2028".to_vec()),
+        ("para\u{2029}graph/x.json".into(), b"{\"p\":1}".to_vec()),
+        (
+            "spaces and %2F + #?&=.json".into(),
+            b"{\"odd\":true}".to_vec(),
+        ),
+        ("a/b/c/d/e/f/g/h/i/j/k/l/deep.json".into(), b"{}".to_vec()),
+        ("big/scan.tiff".into(), noise(3 << 20, 7)),
+    ];
+    for i in 0..200 {
+        objects.push((
+            format!("uploads/customer-{:02}/qr-{i}.png", i % 10),
+            noise(5_000 + i, 100 + i as u64),
+        ));
+    }
+    objects
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_prefix_round_trips_and_backs_up_incrementally() {
+    use dr::core::{PutOptions, StorageExt, StorageTarget};
+    use dr::storage::testing::{unique_name, MotoServer};
+    use std::collections::BTreeMap;
+
+    let s3 = MotoServer::start()
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    let bucket = unique_name("dr-bucket-src");
+    s3.create_bucket(&bucket).await.unwrap();
+    let options = s3.options();
+    let open =
+        |prefix: &str| dr::storage::open(&format!("s3://{bucket}/{prefix}"), &options).unwrap();
+    let source = open("qr/prod");
+    for (key, body) in awkward_objects() {
+        source
+            .put_bytes(&key, body.into(), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    // Every object under a prefix, by key.
+    let contents = |store: dr::storage::ObjectStoreTarget| async move {
+        let mut all = BTreeMap::new();
+        for o in store.list("").await.unwrap() {
+            all.insert(
+                o.path.clone(),
+                store.get_bytes(&o.path).await.unwrap().to_vec(),
+            );
+        }
+        all
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("repo.key");
+    ok(&drctl(&["keygen", "--output", key.to_str().unwrap()], &[]));
+    let repo = format!("s3://{bucket}/dr-repo");
+    let env = s3.env();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        all.extend(["--repo", &repo]);
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push(("DR_KEY_FILE", key.to_str().unwrap()));
+        drctl(&all, &env)
+    };
+    let json = |args: &[&str]| {
+        let out = run(args);
+        ok(&out);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    json(&["init"]);
+    let src_url = format!("s3://{bucket}/qr/prod/");
+    let first = json(&["backup", "--dir", &src_url, "--dedup"]);
+    let total = awkward_objects().len() as u64 - 1; // the folder marker is a directory
+    assert_eq!(first["files"]["files_read"], total, "{first}");
+    assert_eq!(first["source"]["name"], format!("s3://{bucket}/qr/prod"));
+
+    // Into another prefix: the same keys and bytes, the folder marker implied by its content.
+    let copy_url = format!("s3://{bucket}/qr/copy/");
+    let restored = json(&["restore", "latest", "--to", &copy_url]);
+    assert_eq!(restored["files"], total, "{restored}");
+    let mut want = contents(open("qr/prod")).await;
+    want.remove("folder");
+    assert_eq!(contents(open("qr/copy")).await, want);
+    let again = run(&["restore", "latest", "--to", &copy_url]);
+    assert!(
+        fails(&again, 6).contains("--replace"),
+        "a prefix with objects is not overwritten unasked"
+    );
+
+    // Into a directory: the same files, the folder marker a directory.
+    let target = dir.path().join("restored");
+    json(&["restore", "latest", "--dir", target.to_str().unwrap()]);
+    for (k, body) in &want {
+        assert_eq!(&std::fs::read(target.join(k)).unwrap(), body, "{k:?}");
+    }
+    assert!(target.join("folder").is_dir());
+
+    // 1 % of the objects change: only they are read.
+    let changed = [
+        "uploads/customer-03/qr-3.png",
+        "uploads/customer-07/qr-117.png",
+    ];
+    for (n, k) in changed.iter().enumerate() {
+        source
+            .put_bytes(
+                k,
+                noise(6_000, 900 + n as u64).into(),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let second = json(&["backup", "--dir", &src_url, "--dedup"]);
+    let files = &second["files"];
+    assert_eq!(
+        (
+            files["files_read"].as_u64(),
+            files["files_unchanged"].as_u64(),
+            files["bytes_read"].as_u64()
+        ),
+        (Some(2), Some(total - 2), Some(12_000)),
+        "{second}"
+    );
+    let copy2 = format!("s3://{bucket}/qr/copy2/");
+    json(&["restore", "latest", "--to", &copy2]);
+    let mut want = contents(open("qr/prod")).await;
+    want.remove("folder");
+    assert_eq!(contents(open("qr/copy2")).await, want);
+
+    // A dr.toml job backs the prefix up with its own storage class.
+    let config = dir.path().join("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = \"{repo}\"\n\n[key]\nfile = \"repo.key\"\n\n[jobs.qr-images]\nkind = \"backup\"\ndir = \"{src_url}\"\ndedup = true\nstorage_class = \"GLACIER\"\n"
+        ),
+    )
+    .unwrap();
+    source
+        .put_bytes(
+            "uploads/new.png",
+            noise(9_000, 4242).into(),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let packs_before = pack_names(&open("dr-repo")).await;
+    let mut env_pairs: Vec<(&str, &str)> =
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env_pairs.push(("DR_KEY_FILE", key.to_str().unwrap()));
+    let out = drctl(
+        &[
+            "--json",
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--once",
+            "qr-images",
+        ],
+        &env_pairs,
+    );
+    ok(&out);
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let figures = &outcome[0]["summary"]["figures"];
+    assert_eq!(
+        (
+            figures["files_read"].as_u64(),
+            figures["files_unchanged"].as_u64()
+        ),
+        (Some(1), Some(total)),
+        "{outcome}"
+    );
+    let packs_after = pack_names(&open("dr-repo")).await;
+    let new: Vec<&String> = packs_after.difference(&packs_before).collect();
+    assert_eq!(new.len(), 1, "{outcome}");
+    assert_eq!(
+        s3.storage_class(&bucket, &format!("dr-repo/{}", new[0]))
+            .await
+            .unwrap(),
+        "GLACIER",
+        "the job's packs take its storage class"
+    );
+}
+
+async fn pack_names(store: &dr::storage::ObjectStoreTarget) -> std::collections::HashSet<String> {
+    use dr::core::StorageTarget;
+    store
+        .list("files/packs/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.path)
+        .collect()
+}

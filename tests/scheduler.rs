@@ -586,6 +586,7 @@ fn example_config_parses() {
             "monthly",
             "offsite",
             "prune",
+            "qr-images",
             "uploads",
             "verify",
             "wal",

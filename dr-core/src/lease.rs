@@ -1,10 +1,13 @@
 //! Leases: who may run an operation on a repository right now.
 //!
-//! Two kinds are taken through this module:
+//! Three kinds are taken through this module:
 //!
 //! - the **exclusive** repository lease ([`Lease::exclusive`]), held by operations that
 //!   delete or rewrite what is stored (prune, key rotation): at most one at a time per
 //!   repository;
+//! - **shared** leases ([`Lease::shared`]), held by operations that rely on what is stored
+//!   not going away (a deduplicated file backup reusing packs): any number at once, never
+//!   together with the exclusive lease (see the `shared` module);
 //! - **job** leases ([`Lease::job`]), one per job name, for schedulers: several replicas of an
 //!   application that embeds dr all try to take `job("nightly")`, and only one runs it. Job
 //!   leases are independent of each other and of the exclusive lease.
@@ -70,6 +73,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::names::{check_lease_name, host_name, random_hex};
 use crate::repo::Repository;
 use crate::storage::{PutOptions, StorageExt, StorageTarget};
+
+mod shared;
+pub use shared::SHARED_PREFIX;
 
 /// Prefix under which leases live.
 pub const LOCKS_PREFIX: &str = "locks/";
@@ -229,12 +235,20 @@ impl Lease {
     /// (prune, key rotation). With `wait`, waits up to that long for a live holder to go;
     /// otherwise (or after the wait) fails with [`ErrorKind::Locked`], naming the holder
     /// and its expiry.
+    ///
+    /// Once taken, it also waits (within the same `wait`) until no [shared](Lease::shared)
+    /// lease is live, and otherwise gives the exclusive lease back and fails naming a
+    /// shared holder.
     pub async fn exclusive(
         repo: &Repository,
         purpose: &str,
         wait: Option<Duration>,
     ) -> Result<Lease> {
-        Lease::acquire(repo, EXCLUSIVE, purpose, wait, &LeaseOptions::default()).await
+        let opts = LeaseOptions::default();
+        let started = tokio::time::Instant::now();
+        let lease = Lease::acquire(repo, EXCLUSIVE, purpose, wait, &opts).await?;
+        let left = wait.map(|w| w.saturating_sub(started.elapsed()));
+        lease.exclude_shared(left, &opts).await
     }
 
     /// The lease of the scheduled job `job` (named `job-<job>`), so that of several
@@ -419,6 +433,10 @@ async fn release(shared: &Shared) -> Result<()> {
     match create(shared.storage.as_ref(), &marker).await {
         Ok(()) => {
             delete_quietly(shared.storage.as_ref(), &current.name, current.generation).await;
+            if current.name.starts_with(SHARED_PREFIX) {
+                // A shared lease's name is its holder's alone: nothing to keep.
+                delete_quietly(shared.storage.as_ref(), &marker.name, marker.generation).await;
+            }
             *current = marker;
             tracing::debug!(lease = %current.name, "lease released");
             Ok(())

@@ -31,6 +31,10 @@ pub struct ObjectMeta {
     pub size: u64,
     /// When it was last written.
     pub last_modified: DateTime<Utc>,
+    /// The store's entity tag (S3/GCS/Azure ETag; a local directory's inode, time and size),
+    /// if it gives one: it changes whenever the content does, so deduplicated backups of a
+    /// bucket prefix skip objects whose size and ETag are unchanged.
+    pub etag: Option<String>,
 }
 
 /// A streaming write of one object.

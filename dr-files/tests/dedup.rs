@@ -71,7 +71,7 @@ impl Fixture {
         };
         backup_tree(
             &self.repo,
-            root,
+            &dedup::TreeSource::dir(root),
             self.enc.clone(),
             &self.dedup,
             parent,
@@ -521,4 +521,154 @@ async fn restore_takes_only_the_selected_paths() {
     );
     assert_eq!(report.files, 3);
     assert!(Selection::new(&["[".into()], &[]).is_err());
+}
+
+/// A real store whose `get` waits until the test opens the gate: holds a backup of a bucket
+/// source mid-walk, so the test can look at the repository while it runs.
+#[derive(Debug)]
+struct Gated {
+    inner: Arc<dyn dr_core::StorageTarget>,
+    entered: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl dr_core::StorageTarget for Gated {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn put_stream(
+        &self,
+        path: &str,
+        opts: dr_core::PutOptions,
+    ) -> dr_core::Result<Box<dyn dr_core::ObjectWriter>> {
+        self.inner.put_stream(path, opts).await
+    }
+    async fn put_if_absent(
+        &self,
+        path: &str,
+        bytes: bytes::Bytes,
+        opts: dr_core::PutOptions,
+    ) -> dr_core::Result<()> {
+        self.inner.put_if_absent(path, bytes, opts).await
+    }
+    async fn get(
+        &self,
+        path: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> dr_core::Result<dr_core::ByteStream> {
+        self.entered.notify_one();
+        self.gate.acquire().await.unwrap().forget();
+        self.inner.get(path, range).await
+    }
+    async fn head(&self, path: &str) -> dr_core::Result<dr_core::ObjectMeta> {
+        self.inner.head(path).await
+    }
+    async fn list(&self, prefix: &str) -> dr_core::Result<Vec<dr_core::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, path: &str) -> dr_core::Result<()> {
+        self.inner.delete(path).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> dr_core::Result<()> {
+        self.inner.copy(from, to).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_holds_a_shared_lease_that_excludes_prune_and_is_excluded_by_it() {
+    use dr_core::lease::Lease;
+    let f = fixture().await;
+    let root = f.work.join("bucket");
+    uploads_tree(&root, 3);
+    let objects = dr_storage::from_url(&format!("file://{}", root.display())).unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let source = dedup::TreeSource::bucket(
+        Arc::new(Gated {
+            inner: objects,
+            entered: entered.clone(),
+            gate: gate.clone(),
+        }),
+        "file://bucket",
+    );
+    let locks = |repo: Repository| async move {
+        repo.storage()
+            .list("locks/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .filter(|p| p.starts_with("locks/shared-"))
+            .count()
+    };
+
+    // While a backup reads its source, prune cannot take the exclusive lease.
+    let running = {
+        let (repo, enc, key) = (f.repo.clone(), f.enc.clone(), f.dedup.clone());
+        tokio::spawn(async move {
+            backup_tree(&repo, &source, enc, &key, None, &BackupOptions::default()).await
+        })
+    };
+    entered.notified().await;
+    let err = Lease::exclusive(&f.repo, "prune packs", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked, "{}", err.report());
+    assert!(
+        err.message()
+            .contains("deduplicated backup of file://bucket"),
+        "{}",
+        err.report()
+    );
+    // Two backups hold shared leases side by side.
+    let other = Lease::shared(&f.repo, "another backup", None)
+        .await
+        .unwrap();
+    gate.add_permits(1000);
+    let (m, report) = running.await.unwrap().unwrap();
+    assert_eq!(report.files_read, 3);
+    other.release().await.unwrap();
+    assert_eq!(
+        locks(f.repo.clone()).await,
+        0,
+        "released shared leases leave nothing"
+    );
+
+    // While prune holds the exclusive lease, a backup fails at once, naming it, and stores
+    // nothing.
+    let packs = f
+        .repo
+        .storage()
+        .list(dedup::PACKS_PREFIX)
+        .await
+        .unwrap()
+        .len();
+    let prune = Lease::exclusive(&f.repo, "prune packs", None)
+        .await
+        .unwrap();
+    std::fs::write(root.join("new.png"), noise(10_000, 77)).unwrap();
+    let err = backup_tree(
+        &f.repo,
+        &dedup::TreeSource::dir(&root),
+        f.enc.clone(),
+        &f.dedup,
+        None,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked, "{}", err.report());
+    assert!(err.message().contains("prune packs"), "{}", err.report());
+    assert_eq!(
+        f.repo
+            .storage()
+            .list(dedup::PACKS_PREFIX)
+            .await
+            .unwrap()
+            .len(),
+        packs
+    );
+    prune.release().await.unwrap();
+    assert!(f.restore(&m, &f.work.join("out")).await.is_ok());
 }

@@ -452,6 +452,7 @@ impl StorageTarget for ObjectStoreTarget {
             path: p.to_string(),
             size: meta.size,
             last_modified: meta.last_modified,
+            etag: meta.e_tag,
         })
     }
 
@@ -469,6 +470,7 @@ impl StorageTarget for ObjectStoreTarget {
                 path: m.location.to_string(),
                 size: m.size,
                 last_modified: m.last_modified,
+                etag: m.e_tag,
             })
             .try_collect()
             .await

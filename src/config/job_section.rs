@@ -109,6 +109,15 @@ fn job(
             ));
         }
     }
+    if let Some(dir) = &j.dir {
+        if is_bucket(dir.get_ref()) && !j.dedup.as_ref().is_some_and(|d| *d.get_ref()) {
+            return Err(invalid(
+                dir.span(),
+                "dir",
+                "a bucket prefix is backed up as deduplicated snapshots only: add dedup = true",
+            ));
+        }
+    }
     if let Some(dedup) = &j.dedup {
         if j.dir.is_none() && *dedup.get_ref() {
             return Err(invalid(
@@ -283,7 +292,10 @@ fn job(
         compression,
         then,
         all: j.all,
-        dir: j.dir.as_ref().map(|d| ctx.path(d.get_ref())),
+        dir: j.dir.as_ref().map(|d| match is_bucket(d.get_ref()) {
+            true => d.get_ref().clone(),
+            false => ctx.path(d.get_ref()),
+        }),
         dedup: j.dedup.as_ref().is_some_and(|d| *d.get_ref()),
         to,
         physical,
@@ -430,4 +442,9 @@ fn schedule(
         s.missed = src.check(m, &key("missed"), |m| m.parse::<MissedRuns>())?;
     }
     Ok(Some(s))
+}
+
+/// Whether a `dir` value is a storage URL (a bucket prefix), not a path.
+fn is_bucket(dir: &std::path::Path) -> bool {
+    dir.to_str().is_some_and(crate::file_backups::is_bucket_url)
 }

@@ -43,9 +43,15 @@
 //! kind = "backup"
 //! dir = "/srv/app/uploads"                # a directory instead of the database
 //! dedup = true                            # deduplicated incremental snapshots, not a tar
-//! storage_class = "GLACIER"               # this job's data class (QR images)
 //! cron = "30 * * * *"
 //! retention = { keep_daily = 30 }         # this source's own policy (else [retention])
+//!
+//! [jobs.qr-images]
+//! kind = "backup"
+//! dir = "s3://qr-app-images/prod/"         # a bucket prefix (s3://, gs://, az://, file://)
+//! dedup = true                            # required for a bucket: unchanged objects by ETag
+//! storage_class = "GLACIER"               # this job's data class (QR images)
+//! cron = "15 * * * *"
 //!
 //! [jobs.prune]
 //! kind = "prune"                          # no cron: it runs after the backups
@@ -151,12 +157,7 @@ impl Config {
             Some(dir) => SeriesSelector {
                 kind: Some(dr_files::SOURCE_KIND.into()),
                 origin: Some(dr_core::names::host_name()),
-                name: Some(
-                    std::fs::canonicalize(dir)
-                        .unwrap_or_else(|_| dir.clone())
-                        .display()
-                        .to_string(),
-                ),
+                name: Some(crate::file_backups::source_name(dir)?),
                 word: None,
             },
             None => {
@@ -325,6 +326,25 @@ cron = "0 2 * * *"
             "{e}"
         );
         assert!(!e.contains("hunter2"), "no secrets in messages: {e}");
+    }
+
+    #[test]
+    fn a_bucket_prefix_job_keeps_its_url_and_needs_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dr.toml");
+        let job = "[jobs.qr]\nkind = \"backup\"\ndir = \"s3://qr-images/prod/\"\n";
+        std::fs::write(&path, format!("{MINIMAL}\n{job}dedup = true\n")).unwrap();
+        let c = Config::from_path(&path).unwrap();
+        assert_eq!(
+            c.job("qr").unwrap().dir.as_deref(),
+            Some(Path::new("s3://qr-images/prod/")),
+            "a URL is not made relative to the file's directory"
+        );
+        let e = format!("{MINIMAL}\n{job}")
+            .parse::<Config>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dedup = true"), "{e}");
     }
 
     #[test]

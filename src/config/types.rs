@@ -108,7 +108,9 @@ pub struct JobConfig {
     /// Verify every backup rather than the newest (verify jobs).
     pub all: bool,
     /// Back up this directory (user uploads, exported files) instead of the database
-    /// (backup jobs; relative paths are relative to the configuration file).
+    /// (backup jobs; relative paths are relative to the configuration file), or the bucket
+    /// prefix a storage URL names (`s3://bucket/prefix/`, `gs://…`, `az://…`, `file://…`;
+    /// needs `dedup`).
     pub dir: Option<PathBuf>,
     /// Back up `dir` as deduplicated, incremental snapshots (`drctl backup --dedup`) rather
     /// than a tar archive each time.

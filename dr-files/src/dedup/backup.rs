@@ -1,31 +1,36 @@
 //! The backup walk: read what changed, chunk it, store the chunks nobody stored yet.
 //!
-//! A file whose path, size and modification time equal the previous snapshot's (of the same
-//! series) is not read again: its entry, chunk list included, is carried over, provided
-//! every one of its chunks is still in some pack. Everything else is read once, cut into
-//! chunks, and each chunk whose id no pack index lists goes into a new pack. The walk
-//! (reading, chunking, hashing, compressing, encrypting) runs on a blocking thread; sealed
-//! packs go to the upload over a channel of one, so memory stays near two packs.
+//! A file whose path, size and modification time (an object's key, size and ETag) equal the
+//! previous snapshot's (of the same series) is not read again: its entry, chunk list
+//! included, is carried over, provided every one of its chunks is still in some pack.
+//! Everything else is read once, cut into chunks, and each chunk whose id no pack index
+//! lists goes into a new pack. The walk (reading, chunking, hashing) and the packer
+//! (compressing, encrypting) run on blocking threads; sealed packs go to the upload over a
+//! channel of one, so memory stays near two packs.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::TryStreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use dr_core::{
     BackupOptions, Dump, DumpCompletion, DumpStats, Dumper, Encryptor, Error, ErrorKind, Manifest,
-    Repository, Result, SourceInfo,
+    Repository, Result, SourceInfo, StorageTarget,
 };
+
+use dr_core::lease::Lease;
 
 use super::chunker::{chunks, CHUNK_SIZES};
 use super::key::{ChunkId, DedupKey};
 use super::pack::{parse_chunk_id, Catalog, PackBuilder, SealedPack, INDEX_PREFIX};
+use super::source::{list_objects, ListedObject, TreeSource};
 use super::tree::{EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
 use crate::{files_stats, SOURCE_KIND};
 
@@ -34,7 +39,7 @@ use crate::{files_stats, SOURCE_KIND};
 pub struct FilesReport {
     /// The backup (snapshot) id.
     pub id: String,
-    /// Regular files in the snapshot.
+    /// Regular files (objects) in the snapshot.
     pub files: u64,
     /// Files read (new or changed since the parent snapshot).
     pub files_read: u64,
@@ -56,7 +61,7 @@ pub struct FilesReport {
     pub parent: Option<String>,
 }
 
-/// Back up the tree under `root` into `repo` as a deduplicated snapshot.
+/// Back up the tree of `source` into `repo` as a deduplicated snapshot.
 ///
 /// `parent` is the previous snapshot of the same series (its id and tree), whose unchanged
 /// files are carried over; `None` reads every file (chunks already stored are still not
@@ -64,99 +69,117 @@ pub struct FilesReport {
 /// needs is stored and indexed.
 pub async fn backup_tree(
     repo: &Repository,
-    root: &Path,
+    source: &TreeSource,
     encryptor: Arc<dyn Encryptor>,
     dedup: &DedupKey,
     parent: Option<(String, Tree)>,
     opts: &BackupOptions,
 ) -> Result<(Manifest, FilesReport)> {
     repo.check_can_sign_manifests()?;
-    let meta = tokio::fs::metadata(root).await.map_err(|e| {
-        Error::io("cannot read the directory to back up", e)
-            .with_context("directory", root.display())
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::invalid("not a directory").with_context("directory", root.display()));
-    }
-    let name = std::fs::canonicalize(root)
-        .unwrap_or_else(|_| root.to_path_buf())
-        .display()
-        .to_string();
+    let input = match source {
+        TreeSource::Dir(root) => {
+            let meta = tokio::fs::metadata(root).await.map_err(|e| {
+                Error::io("cannot read the directory to back up", e)
+                    .with_context("directory", root.display())
+            })?;
+            if !meta.is_dir() {
+                return Err(
+                    Error::invalid("not a directory").with_context("directory", root.display())
+                );
+            }
+            WalkInput::Dir(root.clone())
+        }
+        TreeSource::Bucket { store, .. } => WalkInput::Objects {
+            objects: list_objects(&**store).await?,
+            store: store.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        },
+    };
+    let name = source.name();
     let storage_class = opts
         .storage_class
         .clone()
         .or_else(|| repo.config().defaults.storage_class.clone());
 
-    let catalog = Catalog::load(repo).await?;
-    let known: HashSet<ChunkId> = catalog.chunks.keys().copied().collect();
-    let (parent_id, parent_tree) = match parent {
-        Some((id, tree)) if tree.header.dedup_key == dedup.key_id() => (Some(id), Some(tree)),
-        _ => (None, None),
-    };
+    // Held until the snapshot is committed: prune (exclusive) cannot delete a pack this
+    // backup reuses meanwhile.
+    let lease = Lease::shared(repo, &format!("deduplicated backup of {name}"), None).await?;
+    lease
+        .hold(async |lease| {
+            let catalog = Catalog::load(repo).await?;
+            let known: HashSet<ChunkId> = catalog.chunks.keys().copied().collect();
+            let (parent_id, parent_tree) = match parent {
+                Some((id, tree)) if tree.header.dedup_key == dedup.key_id() => {
+                    (Some(id), Some(tree))
+                }
+                _ => (None, None),
+            };
 
-    // Three stages on their own threads: the walk (read, chunk, hash), the packer
-    // (compress, seal) and the upload (this task).
-    let (tx, mut rx) = mpsc::channel::<SealedPack>(1);
-    let (chunk_tx, chunk_rx) =
-        std::sync::mpsc::sync_channel::<(ChunkId, Vec<u8>)>(CHUNKS_IN_FLIGHT);
-    let walk = {
-        let root = root.to_path_buf();
-        let dedup = dedup.clone();
-        tokio::task::spawn_blocking(move || {
-            Walk::new(dedup, known, parent_tree, chunk_tx).run(&root)
+            // Three stages on their own threads: the walk (read, chunk, hash), the packer
+            // (compress, seal) and the upload (this task).
+            let (tx, mut rx) = mpsc::channel::<SealedPack>(1);
+            let (chunk_tx, chunk_rx) =
+                std::sync::mpsc::sync_channel::<(ChunkId, Vec<u8>)>(CHUNKS_IN_FLIGHT);
+            let walk = {
+                let dedup = dedup.clone();
+                tokio::task::spawn_blocking(move || {
+                    Walk::new(dedup, known, parent_tree, chunk_tx).run(input)
+                })
+            };
+            let packer = {
+                let dedup = dedup.clone();
+                let encryptor = encryptor.clone();
+                tokio::task::spawn_blocking(move || pack_chunks(chunk_rx, &*encryptor, &dedup, tx))
+            };
+            let mut report = FilesReport {
+                parent: parent_id,
+                ..Default::default()
+            };
+            let mut upload_error = None;
+            while let Some(pack) = rx.recv().await {
+                if upload_error.is_some() {
+                    continue;
+                }
+                report.bytes_stored += pack.stored.len() as u64;
+                report.packs_new += 1;
+                if let Err(e) = pack.upload(repo, storage_class.clone()).await {
+                    upload_error = Some(e);
+                    rx.close();
+                }
+            }
+            let walked = walk.await.map_err(|e| {
+                Error::new(ErrorKind::Other, "the backup walk failed").with_source(e)
+            })?;
+            let packed = packer
+                .await
+                .map_err(|e| Error::new(ErrorKind::Other, "the packer failed").with_source(e))?;
+            if let Some(e) = upload_error {
+                return Err(e);
+            }
+            // The walk's error explains a stopped packer better than the packer does, and the other
+            // way round.
+            let (tree, counts) = match (walked, packed) {
+                (Ok(walked), Ok(())) => walked,
+                (Err(e), _) if e.kind() != ErrorKind::Cancelled => return Err(e),
+                (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
+            };
+            report.files = counts.files;
+            report.files_read = counts.files_read;
+            report.files_unchanged = counts.files_unchanged;
+            report.bytes_total = counts.bytes_total;
+            report.bytes_read = counts.bytes_read;
+            report.chunks_new = counts.chunks_new;
+            report.bytes_new = counts.bytes_new;
+
+            check_reused_packs_remain(repo, &catalog, &tree).await?;
+            lease.check()?;
+
+            let manifest = commit_snapshot(repo, &tree, name, &*encryptor, opts).await?;
+            report.bytes_stored += manifest.stored_bytes;
+            report.id = manifest.id.clone();
+            Ok((manifest, report))
         })
-    };
-    let packer = {
-        let dedup = dedup.clone();
-        let encryptor = encryptor.clone();
-        tokio::task::spawn_blocking(move || pack_chunks(chunk_rx, &*encryptor, &dedup, tx))
-    };
-    let mut report = FilesReport {
-        parent: parent_id,
-        ..Default::default()
-    };
-    let mut upload_error = None;
-    while let Some(pack) = rx.recv().await {
-        if upload_error.is_some() {
-            continue;
-        }
-        report.bytes_stored += pack.stored.len() as u64;
-        report.packs_new += 1;
-        if let Err(e) = pack.upload(repo, storage_class.clone()).await {
-            upload_error = Some(e);
-            rx.close();
-        }
-    }
-    let walked = walk
         .await
-        .map_err(|e| Error::new(ErrorKind::Other, "the backup walk failed").with_source(e))?;
-    let packed = packer
-        .await
-        .map_err(|e| Error::new(ErrorKind::Other, "the packer failed").with_source(e))?;
-    if let Some(e) = upload_error {
-        return Err(e);
-    }
-    // The walk's error explains a stopped packer better than the packer does, and the other
-    // way round.
-    let (tree, counts) = match (walked, packed) {
-        (Ok(walked), Ok(())) => walked,
-        (Err(e), _) if e.kind() != ErrorKind::Cancelled => return Err(e),
-        (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
-    };
-    report.files = counts.files;
-    report.files_read = counts.files_read;
-    report.files_unchanged = counts.files_unchanged;
-    report.bytes_total = counts.bytes_total;
-    report.bytes_read = counts.bytes_read;
-    report.chunks_new = counts.chunks_new;
-    report.bytes_new = counts.bytes_new;
-
-    check_reused_packs_remain(repo, &catalog, &tree).await?;
-
-    let manifest = commit_snapshot(repo, &tree, name, &*encryptor, opts).await?;
-    report.bytes_stored += manifest.stored_bytes;
-    report.id = manifest.id.clone();
-    Ok((manifest, report))
 }
 
 /// Commit `tree` as a snapshot of the directory `name`: its payload goes through dr-core's
@@ -268,21 +291,34 @@ impl Walk {
         }
     }
 
-    fn run(mut self, root: &Path) -> Result<(Tree, Counts)> {
-        for entry in walkdir::WalkDir::new(root)
-            .follow_links(false)
-            .sort_by_file_name()
-            .min_depth(1)
-        {
-            let entry = entry.map_err(|e| {
-                let path = e
-                    .path()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                Error::io("cannot read the directory", io::Error::other(e))
-                    .with_context("path", path)
-            })?;
-            self.add(root, entry.path())?;
+    fn run(mut self, input: WalkInput) -> Result<(Tree, Counts)> {
+        match input {
+            WalkInput::Dir(root) => {
+                for entry in walkdir::WalkDir::new(&root)
+                    .follow_links(false)
+                    .sort_by_file_name()
+                    .min_depth(1)
+                {
+                    let entry = entry.map_err(|e| {
+                        let path = e
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default();
+                        Error::io("cannot read the directory", io::Error::other(e))
+                            .with_context("path", path)
+                    })?;
+                    self.add(&root, entry.path())?;
+                }
+            }
+            WalkInput::Objects {
+                store,
+                objects,
+                runtime,
+            } => {
+                for object in objects {
+                    self.add_object(&store, &runtime, object)?;
+                }
+            }
         }
         let tree = Tree {
             header: TreeHeader::new(self.dedup.key_id(), CHUNK_SIZES),
@@ -337,8 +373,17 @@ impl Walk {
                     .insert((meta.dev(), meta.ino()), relative.clone());
             }
             self.counts.files += 1;
-            self.file(path, &relative, meta.len(), mtime_ns)
-                .map_err(|e| e.with_context("path", shown()))?
+            let seen = Seen {
+                size: meta.len(),
+                mtime_ns,
+                etag: None,
+            };
+            self.file(&relative, seen, || {
+                std::fs::File::open(path)
+                    .map(|f| Box::new(f) as Box<dyn Read>)
+                    .map_err(|e| Error::io("cannot open a file", e))
+            })
+            .map_err(|e| e.with_context("path", shown()))?
         } else {
             tracing::warn!(path = %shown(), "skipping a special file (socket, device, fifo)");
             return Ok(());
@@ -352,24 +397,70 @@ impl Walk {
         Ok(())
     }
 
+    /// An object of a bucket source: a file, or a directory for a folder marker.
+    fn add_object(
+        &mut self,
+        store: &Arc<dyn StorageTarget>,
+        runtime: &tokio::runtime::Handle,
+        object: ListedObject,
+    ) -> Result<()> {
+        let meta = object.meta;
+        let mtime_ns = meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
+        let (mode, kind) = if object.folder_marker {
+            (0o755, EntryKind::Dir)
+        } else {
+            self.counts.files += 1;
+            let seen = Seen {
+                size: meta.size,
+                mtime_ns,
+                etag: meta.etag,
+            };
+            let kind = self
+                .file(&meta.path, seen, || open_object(store, runtime, &meta.path))
+                .map_err(|e| e.with_context("object", &meta.path))?;
+            (0o644, kind)
+        };
+        self.entries.push(TreeEntry {
+            path: meta.path,
+            mode,
+            mtime_ns,
+            kind,
+        });
+        Ok(())
+    }
+
     /// A regular file's entry: carried over from the parent if unchanged, else read.
-    fn file(&mut self, path: &Path, relative: &str, size: u64, mtime_ns: i64) -> Result<EntryKind> {
+    fn file(
+        &mut self,
+        relative: &str,
+        seen: Seen,
+        open: impl FnOnce() -> Result<Box<dyn Read>>,
+    ) -> Result<EntryKind> {
         if let Some(before) = self.parent.remove(relative) {
             if let EntryKind::File {
-                size: was, chunks, ..
+                size: was,
+                chunks,
+                etag,
+                ..
             } = &before.kind
             {
                 let all_stored = chunks
                     .iter()
                     .all(|c| parse_chunk_id(c).is_some_and(|id| self.known.contains(&id)));
-                if *was == size && before.mtime_ns == mtime_ns && all_stored {
+                // An object is unchanged when its ETag is; a file when its mtime is.
+                let same_version = match (&seen.etag, etag) {
+                    (Some(now), Some(then)) => now == then,
+                    (None, None) => before.mtime_ns == seen.mtime_ns,
+                    _ => false,
+                };
+                if *was == seen.size && same_version && all_stored {
                     self.counts.files_unchanged += 1;
-                    self.counts.bytes_total += size;
+                    self.counts.bytes_total += seen.size;
                     return Ok(before.kind);
                 }
             }
         }
-        let file = std::fs::File::open(path).map_err(|e| Error::io("cannot open a file", e))?;
+        let file = open()?;
         let mut hasher = blake3::Hasher::new();
         let mut ids = Vec::new();
         let mut read = 0u64;
@@ -387,8 +478,8 @@ impl Walk {
                     .map_err(|_| Error::new(ErrorKind::Cancelled, "the packer stopped"))?;
             }
         }
-        if read != size {
-            tracing::warn!(path = %path.display(), before = size, read, "a file changed size while it was read: storing what was read");
+        if read != seen.size {
+            tracing::warn!(path = %relative, before = seen.size, read, "a file changed size while it was read: storing what was read");
         }
         self.counts.files_read += 1;
         self.counts.bytes_read += read;
@@ -397,8 +488,43 @@ impl Walk {
             size: read,
             blake3: hasher.finalize().to_hex().to_string(),
             chunks: ids,
+            etag: seen.etag,
         })
     }
+}
+
+/// What the walk takes its entries from.
+enum WalkInput {
+    /// A directory, walked here.
+    Dir(PathBuf),
+    /// A bucket prefix, listed before the walk; objects are read through `runtime`.
+    Objects {
+        store: Arc<dyn StorageTarget>,
+        objects: Vec<ListedObject>,
+        runtime: tokio::runtime::Handle,
+    },
+}
+
+/// What the source says about a file now: compared with the parent's entry.
+struct Seen {
+    size: u64,
+    mtime_ns: i64,
+    /// An object's ETag (bucket sources only).
+    etag: Option<String>,
+}
+
+/// An object's content as a blocking reader (the walk runs on a blocking thread).
+fn open_object(
+    store: &Arc<dyn StorageTarget>,
+    runtime: &tokio::runtime::Handle,
+    path: &str,
+) -> Result<Box<dyn Read>> {
+    let stream = runtime.block_on(store.get(path, None))?;
+    let reader = tokio_util::io::StreamReader::new(stream.map_err(io::Error::other));
+    Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+        reader,
+        runtime.clone(),
+    )))
 }
 
 /// New chunks in flight between the walk and the packer (about 1 MiB each).

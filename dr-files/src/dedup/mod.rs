@@ -9,7 +9,10 @@ mod check;
 mod chunker;
 mod key;
 mod pack;
+mod reader;
 mod restore;
+mod restore_bucket;
+mod source;
 mod tree;
 mod wrapped;
 
@@ -27,5 +30,7 @@ pub use pack::{
 pub use restore::{
     cat_file, is_snapshot, list, read_tree, restore_tree, FilesRestoreReport, Selection,
 };
+pub use restore_bucket::restore_to_bucket;
+pub use source::TreeSource;
 pub use tree::{check_relative_path, EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
 pub use wrapped::{rewrite_wrapped, wrapped_objects, WrappedObject};

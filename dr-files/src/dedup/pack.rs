@@ -251,15 +251,20 @@ impl OpenPack {
         index: &PackIndex,
         decryptor: &dyn Decryptor,
     ) -> Result<OpenPack> {
+        let stored = OpenPack::download(repo, index).await?;
+        OpenPack::from_stored(index, &stored, decryptor)
+    }
+
+    /// The stored bytes of the pack of `index` (checked by [`OpenPack::from_stored`]).
+    pub(crate) async fn download(repo: &Repository, index: &PackIndex) -> Result<Bytes> {
         let path = index.pack_path();
-        let stored = repo.storage().get_bytes(&path).await.map_err(|e| {
+        repo.storage().get_bytes(&path).await.map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
                 Error::corrupt(format!("pack '{path}' is missing from storage"))
             } else {
                 e.with_context("pack", &path)
             }
-        })?;
-        OpenPack::from_stored(index, &stored, decryptor)
+        })
     }
 
     /// Check and decrypt stored pack bytes.

@@ -6,7 +6,7 @@
 //! name and renamed only after its size and BLAKE3 match the snapshot. The whole tree is
 //! built in a staging directory beside the target and moved into place at the end.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use serde::Serialize;
 use dr_core::{Decryptor, Error, ErrorKind, Manifest, ReadOptions, Repository, Result};
 
 use super::pack::{parse_chunk_id, Catalog, OpenPack};
+use super::reader::PackReader;
 use super::tree::{check_relative_path, EntryKind, Tree, TreeEntry, TREE_FORMAT};
 
 /// Whether a manifest is a deduplicated file snapshot.
@@ -129,13 +130,13 @@ pub struct FilesRestoreReport {
     pub symlinks: u64,
     /// Hard links created.
     pub hardlinks: u64,
-    /// Whether a non-empty target was replaced.
+    /// Entries a bucket cannot hold (symbolic links), left out of a restore into a bucket
+    /// with a warning.
+    pub skipped: u64,
+    /// Whether a non-empty target was replaced (a bucket prefix: objects of the same keys
+    /// overwritten, others left as they were).
     pub replaced: bool,
 }
-
-/// Packs decrypted at a time during a restore (16 MiB each): files are restored in the
-/// order they were backed up, so their chunks mostly come pack after pack.
-const PACK_CACHE: usize = 4;
 
 /// Restore the entries of snapshot `manifest` that `selection` takes into `target` (missing
 /// or empty, or replaced when `replace`).
@@ -151,31 +152,7 @@ pub async fn restore_tree(
     selection: &Selection,
     replace: bool,
 ) -> Result<FilesRestoreReport> {
-    let tree = read_tree(repo, manifest, &*decryptor).await?;
-    let catalog = Catalog::load(repo).await?;
-    let entries: Vec<TreeEntry> = tree
-        .entries
-        .into_iter()
-        .filter(|e| selection.selects(&e.path))
-        .collect();
-    let missing: Vec<&str> = entries
-        .iter()
-        .filter(|e| match &e.kind {
-            EntryKind::File { chunks, .. } => chunks
-                .iter()
-                .any(|c| parse_chunk_id(c).is_none_or(|id| catalog.find(&id).is_none())),
-            _ => false,
-        })
-        .map(|e| e.path.as_str())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::corrupt(format!(
-            "{} file(s) of the snapshot need chunks that no pack holds (missing packs): {}",
-            missing.len(),
-            name_some(&missing)
-        ))
-        .with_context("backup", &manifest.id));
-    }
+    let (entries, catalog) = selected_entries(repo, manifest, &*decryptor, selection).await?;
 
     let shown = target.display().to_string();
     let occupied = match std::fs::read_dir(target) {
@@ -209,11 +186,8 @@ pub async fn restore_tree(
         })?;
 
     let writer = TreeWriter {
-        repo: repo.clone(),
-        decryptor,
-        catalog,
+        reader: PackReader::new(repo.clone(), decryptor, catalog),
         root: staging.path().to_path_buf(),
-        cache: VecDeque::new(),
         runtime: tokio::runtime::Handle::current(),
         report: FilesRestoreReport::default(),
     };
@@ -238,6 +212,43 @@ pub async fn restore_tree(
     report.target = shown;
     report.replaced = occupied;
     Ok(report)
+}
+
+/// The entries of snapshot `manifest` that `selection` takes, and the catalog of packs,
+/// after checking that every chunk they need is listed by a pack index (otherwise the error
+/// names the affected files, and nothing has been written).
+pub(crate) async fn selected_entries(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    selection: &Selection,
+) -> Result<(Vec<TreeEntry>, Catalog)> {
+    let tree = read_tree(repo, manifest, decryptor).await?;
+    let catalog = Catalog::load(repo).await?;
+    let entries: Vec<TreeEntry> = tree
+        .entries
+        .into_iter()
+        .filter(|e| selection.selects(&e.path))
+        .collect();
+    let missing: Vec<&str> = entries
+        .iter()
+        .filter(|e| match &e.kind {
+            EntryKind::File { chunks, .. } => chunks
+                .iter()
+                .any(|c| parse_chunk_id(c).is_none_or(|id| catalog.find(&id).is_none())),
+            _ => false,
+        })
+        .map(|e| e.path.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::corrupt(format!(
+            "{} file(s) of the snapshot need chunks that no pack holds (missing packs): {}",
+            missing.len(),
+            name_some(&missing)
+        ))
+        .with_context("backup", &manifest.id));
+    }
+    Ok((entries, catalog))
 }
 
 /// Write the content of file `path` of snapshot `manifest` to `out`; its size and BLAKE3
@@ -274,6 +285,7 @@ pub async fn cat_file(
         size,
         blake3: want,
         chunks,
+        ..
     } = &entry.kind
     else {
         return Err(Error::invalid(format!("'{path}' is not a regular file")));
@@ -310,7 +322,7 @@ pub async fn cat_file(
 }
 
 /// Up to ten names, then how many more.
-fn name_some(names: &[&str]) -> String {
+pub(crate) fn name_some(names: &[&str]) -> String {
     let mut shown: Vec<String> = names.iter().take(10).map(|n| format!("{n:?}")).collect();
     if names.len() > 10 {
         shown.push(format!("and {} more", names.len() - 10));
@@ -320,11 +332,8 @@ fn name_some(names: &[&str]) -> String {
 
 /// The blocking half of a restore: writes the entries under `root` (the staging directory).
 struct TreeWriter {
-    repo: Repository,
-    decryptor: Arc<dyn Decryptor>,
-    catalog: Catalog,
+    reader: PackReader,
     root: PathBuf,
-    cache: VecDeque<(u32, Arc<OpenPack>)>,
     runtime: tokio::runtime::Handle,
     report: FilesRestoreReport,
 }
@@ -429,6 +438,7 @@ impl TreeWriter {
             size,
             blake3: want,
             chunks,
+            ..
         } = &e.kind
         else {
             unreachable!("called for files")
@@ -472,16 +482,7 @@ impl TreeWriter {
         let mut written = 0u64;
         for c in chunks {
             let id = parse_chunk_id(c).expect("checked when the tree was parsed");
-            let at = *self
-                .catalog
-                .chunks
-                .get(&id)
-                .expect("checked before the restore began");
-            let pack = self.pack(at.pack, all)?;
-            let blob = &self.catalog.packs[at.pack as usize].blobs[at.blob as usize];
-            let data = pack
-                .chunk(blob, None)
-                .map_err(|e| e.with_context("pack", &self.catalog.packs[at.pack as usize].pack))?;
+            let data = self.runtime.block_on(self.reader.chunk(&id, all))?;
             hasher.update(&data);
             written += data.len() as u64;
             out.write_all(&data)
@@ -497,37 +498,6 @@ impl TreeWriter {
             )));
         }
         Ok(())
-    }
-
-    /// Pack `n`, decrypted, from the cache or storage. A damaged pack's error names the
-    /// selected files that need it.
-    fn pack(&mut self, n: u32, all: &[TreeEntry]) -> Result<Arc<OpenPack>> {
-        if let Some((_, p)) = self.cache.iter().find(|(k, _)| *k == n) {
-            return Ok(p.clone());
-        }
-        let index = &self.catalog.packs[n as usize];
-        let opened = self
-            .runtime
-            .block_on(OpenPack::read(&self.repo, index, &*self.decryptor))
-            .map_err(|e| {
-                let affected = files_in_pack(all, &self.catalog, n);
-                let names: Vec<&str> = affected.iter().map(String::as_str).collect();
-                Error::new(
-                    e.kind(),
-                    format!(
-                        "pack '{}' cannot be read ({}); files affected: {}",
-                        index.pack,
-                        e.message(),
-                        name_some(&names)
-                    ),
-                )
-            })?;
-        let opened = Arc::new(opened);
-        if self.cache.len() == PACK_CACHE {
-            self.cache.pop_front();
-        }
-        self.cache.push_back((n, opened.clone()));
-        Ok(opened)
     }
 }
 

@@ -51,6 +51,10 @@ pub enum EntryKind {
         blake3: String,
         /// Chunk ids in order; concatenated, the chunks are the content.
         chunks: Vec<String>,
+        /// The object's ETag when the source is a bucket prefix (absent for directories):
+        /// with the size, what tells the next backup the object is unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
     },
     /// A symbolic link (restored as a link, never followed).
     Symlink {
@@ -216,6 +220,7 @@ mod tests {
                         size: 3,
                         blake3: "ab".into(),
                         chunks: vec!["cd".repeat(32)],
+                        etag: Some("\"0a1b\"".into()),
                     },
                 },
                 TreeEntry {

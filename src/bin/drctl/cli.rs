@@ -103,13 +103,15 @@ pub enum Command {
         )]
         db: Option<String>,
         /// A directory to back up instead (user uploads, exported files), as a tar archive
-        /// (or, with --dedup, as a deduplicated incremental snapshot).
+        /// (or, with --dedup, as a deduplicated incremental snapshot). With --dedup it may
+        /// also be a bucket prefix: s3://bucket/prefix/, gs://…, az://…, file://… (settings
+        /// from the environment: AWS_*, GOOGLE_*, AZURE_*).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Back up --dir as a deduplicated snapshot: only chunks no backup stored yet are
         /// stored, and files unchanged since this host's previous snapshot of the directory
-        /// are not read. The JSON output adds `files`: files read and unchanged, bytes new
-        /// and stored.
+        /// (objects whose key, size and ETag are unchanged) are not read. The JSON output
+        /// adds `files`: files read and unchanged, bytes new and stored.
         #[arg(long, requires = "dir")]
         dedup: bool,
         /// The repository's dedup key, for a host that holds only public recipients (export
@@ -163,13 +165,22 @@ pub enum Command {
         #[arg(
             long,
             env = "DR_DB",
-            required_unless_present_any = ["dir", "pgdata"],
+            required_unless_present_any = ["dir", "pgdata", "to"],
             conflicts_with = "dir"
         )]
         db: Option<String>,
         /// Target directory of a directory backup (missing or empty, unless --replace).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Restore a deduplicated snapshot into this bucket prefix instead (s3://bucket/
+        /// prefix/, gs://…, az://…, file://…; settings from the environment): one object
+        /// per file, each made visible only after its size and BLAKE3 match. The prefix must
+        /// be empty unless --replace (which overwrites objects of the same keys).
+        #[arg(long, value_name = "URL", conflicts_with_all = ["dir", "db"])]
+        to: Option<String>,
+        /// With --to: the storage class of the restored objects.
+        #[arg(long, requires = "to")]
+        storage_class: Option<String>,
         #[command(flatten)]
         pitr: crate::wal::PitrArgs,
         /// Create the target database (it must not exist).
@@ -193,10 +204,10 @@ pub enum Command {
         jobs: usize,
         /// Of a deduplicated snapshot, restore only paths matching this glob (repeatable;
         /// `*` also matches `/`; a matching directory brings everything under it).
-        #[arg(long = "include", value_name = "GLOB", requires = "dir")]
+        #[arg(long = "include", value_name = "GLOB")]
         include: Vec<String>,
         /// Of a deduplicated snapshot, leave out paths matching this glob (repeatable).
-        #[arg(long = "exclude", value_name = "GLOB", requires = "dir")]
+        #[arg(long = "exclude", value_name = "GLOB")]
         exclude: Vec<String>,
     },
     /// List the files of a deduplicated directory snapshot (under PATH, if given).

@@ -72,6 +72,13 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
                 };
                 return crate::files::backup(out, &repo, dir, opts).await;
             }
+            if let Some(url) = dir.as_deref().and_then(|d| d.to_str()) {
+                if dr::file_backups::is_bucket_url(url) {
+                    return Err(Error::invalid(
+                        "a bucket prefix is backed up as a deduplicated snapshot only: add --dedup",
+                    ));
+                }
+            }
             if let (Some(db), true) = (&db, jobs > 1) {
                 let dumper = dr::db::PgDumper::new(db_config(db)?);
                 return backup(
@@ -112,6 +119,8 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
             series,
             db,
             dir,
+            to,
+            storage_class,
             pitr,
             create,
             replace,
@@ -123,6 +132,22 @@ pub async fn run(command: Command, out: Output) -> Result<()> {
         } => {
             if pitr.pgdata.is_some() {
                 return crate::wal::restore(out, &repo, &id, &series, &pitr).await;
+            }
+            if let Some(url) = &to {
+                let selector = series.within(SeriesSelector::kind(dr::files::SOURCE_KIND))?;
+                let manifest = repo.open().await?.resolve(&id, &selector).await?;
+                let filter = dr::files::dedup::Selection::new(&include, &exclude)?;
+                let to = crate::files::BucketTarget {
+                    url,
+                    storage_class,
+                    replace,
+                };
+                return crate::files::restore_to_bucket(out, &repo, &manifest, &filter, to).await;
+            }
+            if (!include.is_empty() || !exclude.is_empty()) && dir.is_none() {
+                return Err(Error::invalid(
+                    "--include and --exclude take paths of deduplicated snapshots: restore with --dir or --to",
+                ));
             }
             let usable = SeriesSelector::kind(if dir.is_some() {
                 dr::files::SOURCE_KIND

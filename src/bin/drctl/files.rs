@@ -1,6 +1,6 @@
-//! Deduplicated directory snapshots: backup --dedup, restore of a snapshot, ls, cat --file,
-//! dedup-key. Parsing and printing only; the work is in `dr::file_backups` and
-//! `dr::files::dedup`.
+//! Deduplicated file snapshots: backup --dedup (of a directory or a bucket prefix), restore
+//! of a snapshot (into a directory or a bucket prefix), ls, cat --file, dedup-key. Parsing
+//! and printing only; the work is in `dr::file_backups` and `dr::files::dedup`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,9 +39,10 @@ pub async fn backup(out: Output, args: &RepoArgs, dir: &Path, opts: BackupArgs) 
         storage_class: opts.storage_class,
         ..Default::default()
     };
-    let (m, report) = dr::file_backups::backup_dir(
+    let source = dr::file_backups::tree_source(dir)?;
+    let (m, report) = dr::file_backups::backup_source(
         &repo,
-        dir,
+        &source,
         encryptor,
         decryptor(args, &repo),
         opts.dedup_key_file.as_deref(),
@@ -95,6 +96,55 @@ pub async fn restore(
             report.files,
             human_bytes(report.bytes),
             report.symlinks + report.hardlinks,
+            ms as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+/// Where `restore --to` writes.
+pub struct BucketTarget<'a> {
+    pub url: &'a str,
+    pub storage_class: Option<String>,
+    pub replace: bool,
+}
+
+pub async fn restore_to_bucket(
+    out: Output,
+    args: &RepoArgs,
+    manifest: &Manifest,
+    selection: &Selection,
+    to: BucketTarget<'_>,
+) -> Result<()> {
+    let repo = args.open().await?;
+    let decryptor: Arc<dyn Decryptor> =
+        Arc::new(dr::keys::decryptor(crate::key::unlock(args, &repo)?));
+    let target = dr::file_backups::bucket_target(to.url)?;
+    let started = Instant::now();
+    let report = dedup::restore_to_bucket(
+        &repo,
+        manifest,
+        decryptor,
+        &target,
+        selection,
+        to.replace,
+        to.storage_class,
+    )
+    .await?;
+    let ms = started.elapsed().as_millis() as u64;
+    if out.is_json() {
+        let mut json = serde_json::to_value(&report).expect("serializes");
+        json["id"] = json!(manifest.id);
+        json["duration_ms"] = json!(ms);
+        print_json(&json);
+    } else {
+        println!(
+            "restored snapshot {} into {}: {} objects ({}) checked against their BLAKE3, {} skipped, {:.1} s",
+            manifest.id,
+            report.target,
+            report.files + report.hardlinks,
+            human_bytes(report.bytes),
+            report.skipped,
             ms as f64 / 1000.0
         );
     }
