@@ -55,36 +55,12 @@ impl Restorer for DirRestorer {
             ));
         }
         let target = self.target.clone();
-        let shown = target.display().to_string();
-        let occupied = match std::fs::read_dir(&target) {
-            Ok(mut entries) => entries.next().is_some(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => {
-                return Err(Error::io("cannot read the target directory", e)
-                    .with_context("directory", &shown))
-            }
-        };
-        if occupied && !self.replace {
-            return Err(Error::new(
-                ErrorKind::NotEmpty,
-                format!("directory {shown} is not empty; pass --replace to replace it"),
-            ));
-        }
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|e| {
-            Error::io("cannot create the target's parent directory", e)
-                .with_context("directory", &shown)
-        })?;
-        // Unpacked beside the target, on the same file system, so the swap is a rename.
-        let staging = tempfile::Builder::new()
-            .prefix(".dr-restore-")
-            .tempdir_in(&parent)
-            .map_err(|e| {
-                Error::io("cannot create a staging directory", e).with_context("directory", &shown)
-            })?;
+        let Staging {
+            dir: staging,
+            parent,
+            occupied,
+            shown,
+        } = Staging::beside(&target, self.replace)?;
 
         let payload_error: Arc<Mutex<Option<Error>>> = Arc::default();
         let reader = {
@@ -139,6 +115,59 @@ impl Restorer for DirRestorer {
             tables_checked: usize::from(want.is_some()),
             rows_checked: files,
             replaced: occupied,
+        })
+    }
+}
+
+/// Where a tree is restored before it is moved into place: a staging directory beside the
+/// target (on the same file system, so the swap is a rename), made after refusing a
+/// non-empty target unless it is to be replaced.
+pub(crate) struct Staging {
+    pub dir: tempfile::TempDir,
+    /// The target's parent directory (created if missing).
+    pub parent: PathBuf,
+    /// The target holds something (it is replaced by [`put_in_place`]).
+    pub occupied: bool,
+    /// The target as messages show it.
+    pub shown: String,
+}
+
+impl Staging {
+    pub(crate) fn beside(target: &Path, replace: bool) -> Result<Staging> {
+        let shown = target.display().to_string();
+        let occupied = match std::fs::read_dir(target) {
+            Ok(mut entries) => entries.next().is_some(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Err(Error::io("cannot read the target directory", e)
+                    .with_context("directory", &shown))
+            }
+        };
+        if occupied && !replace {
+            return Err(Error::new(
+                ErrorKind::NotEmpty,
+                format!("directory {shown} is not empty; pass --replace to replace it"),
+            ));
+        }
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| {
+            Error::io("cannot create the target's parent directory", e)
+                .with_context("directory", &shown)
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix(".dr-restore-")
+            .tempdir_in(&parent)
+            .map_err(|e| {
+                Error::io("cannot create a staging directory", e).with_context("directory", &shown)
+            })?;
+        Ok(Staging {
+            dir,
+            parent,
+            occupied,
+            shown,
         })
     }
 }

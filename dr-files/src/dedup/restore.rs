@@ -154,36 +154,12 @@ pub async fn restore_tree(
 ) -> Result<FilesRestoreReport> {
     let (entries, catalog) = selected_entries(repo, manifest, &*decryptor, selection).await?;
 
-    let shown = target.display().to_string();
-    let occupied = match std::fs::read_dir(target) {
-        Ok(mut entries) => entries.next().is_some(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(e) => {
-            return Err(
-                Error::io("cannot read the target directory", e).with_context("directory", &shown)
-            )
-        }
-    };
-    if occupied && !replace {
-        return Err(Error::new(
-            ErrorKind::NotEmpty,
-            format!("directory {shown} is not empty; pass --replace to replace it"),
-        ));
-    }
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| {
-        Error::io("cannot create the target's parent directory", e)
-            .with_context("directory", &shown)
-    })?;
-    let staging = tempfile::Builder::new()
-        .prefix(".dr-restore-")
-        .tempdir_in(&parent)
-        .map_err(|e| {
-            Error::io("cannot create a staging directory", e).with_context("directory", &shown)
-        })?;
+    let crate::restore::Staging {
+        dir: staging,
+        parent,
+        occupied,
+        shown,
+    } = crate::restore::Staging::beside(target, replace)?;
 
     let writer = TreeWriter {
         reader: PackReader::new(repo.clone(), decryptor, catalog),
