@@ -33,7 +33,7 @@ use dr_db::checks::{
 };
 use dr_db::PgRestorer;
 
-use crate::records::{drill_record, DrillMeasures, DrillOutcome};
+use crate::records::{record_drill, DrillMeasures, DrillOutcome};
 
 /// The recovery point and time objectives a drill is judged against (dr.toml's
 /// `[objectives]`).
@@ -196,10 +196,8 @@ pub async fn drill(
 ) -> Result<DrillReport> {
     let started_at = Utc::now();
     let result = drill_unrecorded(repo, manifest, decryptor, scratch, opts).await;
-    let (rto, rpo) = (opts.objectives.rto, opts.objectives.rpo);
-    if let Some(record) = drill_record(manifest, started_at, rto, rpo, &result) {
-        dr_core::records::write_or_warn(repo, &record).await;
-    }
+    let objectives = (opts.objectives.rto, opts.objectives.rpo);
+    record_drill(repo, manifest, started_at, objectives, &result).await;
     result
 }
 

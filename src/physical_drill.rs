@@ -40,7 +40,7 @@ use dr_db::wal::TargetAction;
 
 use crate::drill::{shared_failures, Measured, Objectives};
 use crate::pitr::{restore_to_point, PitrRequest};
-use crate::records::{drill_record, DrillMeasures, DrillOutcome};
+use crate::records::{record_drill, DrillMeasures, DrillOutcome};
 
 /// How to run a physical drill.
 #[derive(Debug, Clone)]
@@ -187,10 +187,8 @@ pub async fn physical_drill(
 ) -> Result<PhysicalDrillReport> {
     let started_at = Utc::now();
     let result = drill_unrecorded(repo, manifest, decryptor, opts, started_at).await;
-    let (rto, rpo) = (opts.objectives.rto, opts.objectives.rpo);
-    if let Some(record) = drill_record(manifest, started_at, rto, rpo, &result) {
-        dr_core::records::write_or_warn(repo, &record).await;
-    }
+    let objectives = (opts.objectives.rto, opts.objectives.rpo);
+    record_drill(repo, manifest, started_at, objectives, &result).await;
     result
 }
 

@@ -65,6 +65,20 @@ pub fn drill_record<R: DrillOutcome>(
     }
 }
 
+/// Store the [`drill_record`] of a drill, when there is one, in `repo` (a failed write is a
+/// warning: the drill's own result stands).
+pub async fn record_drill<R: DrillOutcome>(
+    repo: &dr_core::Repository,
+    manifest: &Manifest,
+    started_at: DateTime<Utc>,
+    (rto, rpo): (Option<Duration>, Option<Duration>),
+    result: &Result<R>,
+) {
+    if let Some(record) = drill_record(manifest, started_at, rto, rpo, result) {
+        dr_core::records::write_or_warn(repo, &record).await;
+    }
+}
+
 /// Errors that come from how a check was asked for, not from the backup.
 fn is_usage_error(kind: ErrorKind) -> bool {
     matches!(

@@ -7,51 +7,14 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{drctl, ok};
+use common::{drctl, ok, pgbench, Archive};
 use dr::db::testing::TestCluster;
 
 const DRCTL: &str = env!("CARGO_BIN_EXE_drctl");
-
-struct Archive {
-    root: tempfile::TempDir,
-    repo: String,
-    key: String,
-}
-
-impl Archive {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut all = args.to_vec();
-        all.extend(["--repo", &self.repo, "--key-file", &self.key]);
-        drctl(&all, &[])
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
-    }
-}
-
-fn pgbench(cluster: &TestCluster, args: &[&str]) -> Command {
-    let mut cmd = Command::new(cluster.bin_dir().join("pgbench"));
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &cluster.port().to_string(),
-        "-U",
-        "postgres",
-    ])
-    .args(args)
-    .arg("app")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    cmd
-}
 
 /// Insert marker `id`: the times just before and after its commit.
 async fn write_marker(client: &tokio_postgres::Client, id: i32) -> (DateTime<Utc>, DateTime<Utc>) {

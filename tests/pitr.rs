@@ -9,40 +9,14 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{drctl, fails, ok};
+use common::{drctl, fails, ok, pgbench, Archive};
 use dr::db::testing::TestCluster;
 
 const DRCTL: &str = env!("CARGO_BIN_EXE_drctl");
-
-/// A repository and key the server's user can read and write.
-struct Archive {
-    root: tempfile::TempDir,
-    repo: String,
-    key: String,
-}
-
-impl Archive {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut all = args.to_vec();
-        all.extend(["--repo", &self.repo, "--key-file", &self.key]);
-        drctl(&all, &[])
-    }
-
-    fn json_list(&self) -> Vec<serde_json::Value> {
-        let out = self.run(&["--json", "list"]);
-        ok(&out);
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
-    }
-}
 
 async fn query_i64(cluster: &TestCluster, sql: &str) -> i64 {
     let c = cluster.connect("app").await.unwrap();
@@ -52,24 +26,6 @@ async fn query_i64(cluster: &TestCluster, sql: &str) -> i64 {
 async fn query_text(cluster: &TestCluster, sql: &str) -> String {
     let c = cluster.connect("app").await.unwrap();
     c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-fn pgbench(cluster: &TestCluster, args: &[&str]) -> Command {
-    let mut cmd = Command::new(cluster.bin_dir().join("pgbench"));
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &cluster.port().to_string(),
-        "-U",
-        "postgres",
-    ])
-    .args(args)
-    .arg("app")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    cmd
 }
 
 /// One marker row per committed transaction, with the times around its commit.

@@ -22,14 +22,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::Utc;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::codec::Codec;
 use crate::crypto::{Decryptor, EncryptionInfo, Encryptor, PieceSealer};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
-use crate::lease::Clock;
 use crate::manifest::{Manifest, ObjectEntry, PIECES_MANIFEST_FORMAT};
 pub use crate::names::check_piece_name;
 use crate::pipeline::{hash_tap, stored_size_bound, BackupOptions, ReadOptions};
@@ -130,12 +128,7 @@ pub async fn backup_pieces(
     opts: &BackupOptions,
     uploads: usize,
 ) -> Result<Manifest> {
-    let codec = opts.codec.unwrap_or(repo.config().defaults.compression);
-    let storage_class = opts
-        .storage_class
-        .clone()
-        .or_else(|| repo.config().defaults.storage_class.clone());
-    let started_at = opts.clock.as_ref().map_or_else(Utc::now, Clock::now);
+    let (codec, storage_class, started_at) = opts.resolve(repo);
     let clock = Instant::now();
 
     repo.check_can_sign_manifests()?;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ring::digest;
 
@@ -59,6 +59,21 @@ impl std::fmt::Debug for BackupOptions {
     }
 }
 
+impl BackupOptions {
+    /// The codec, storage class and start time of a backup into `repo`: these options where
+    /// set, the repository's defaults and the clock otherwise.
+    pub(crate) fn resolve(&self, repo: &Repository) -> (Codec, Option<String>, DateTime<Utc>) {
+        let defaults = &repo.config().defaults;
+        (
+            self.codec.unwrap_or(defaults.compression),
+            self.storage_class
+                .clone()
+                .or_else(|| defaults.storage_class.clone()),
+            self.clock.as_ref().map_or_else(Utc::now, Clock::now),
+        )
+    }
+}
+
 /// How to read a backup back.
 #[derive(Clone, Default)]
 pub struct ReadOptions {
@@ -86,12 +101,7 @@ pub async fn backup(
     encryptor: &dyn Encryptor,
     opts: &BackupOptions,
 ) -> Result<Manifest> {
-    let codec = opts.codec.unwrap_or(repo.config().defaults.compression);
-    let storage_class = opts
-        .storage_class
-        .clone()
-        .or_else(|| repo.config().defaults.storage_class.clone());
-    let started_at = opts.clock.as_ref().map_or_else(Utc::now, Clock::now);
+    let (codec, storage_class, started_at) = opts.resolve(repo);
     let clock = Instant::now();
 
     // Check the encryptor, the codec and the signing key before the dump starts, so a bad

@@ -288,3 +288,53 @@ pub async fn start_recovered(pgdata: &Path, what: &str) -> TestCluster {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A repository and key file for the WAL and physical tests, in a folder the server's user
+/// can read and write (`root`); drctl commands get `--repo` and `--key-file`.
+pub struct Archive {
+    pub root: tempfile::TempDir,
+    pub repo: String,
+    pub key: String,
+}
+
+impl Archive {
+    /// `args` followed by `--repo` and `--key-file`.
+    pub fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        all.extend(["--repo", &self.repo, "--key-file", &self.key]);
+        all
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        drctl(&self.args(args), &[])
+    }
+
+    pub fn json_list(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["--json", "list"]);
+        ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+}
+
+/// `pgbench ARGS app` against `cluster` (output discarded, errors kept).
+pub fn pgbench(cluster: &TestCluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(cluster.bin_dir().join("pgbench"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &cluster.port().to_string(),
+        "-U",
+        "postgres",
+    ])
+    .args(args)
+    .arg("app")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
+}
