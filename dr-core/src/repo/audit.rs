@@ -140,7 +140,8 @@ pub async fn head_seq(repo: &Repository) -> Result<u64> {
     Ok(last.and_then(|v| v["seq"].as_u64()).unwrap_or(0))
 }
 
-async fn last_entry(repo: &Repository) -> Result<(Option<Value>, usize)> {
+/// The trail's entry objects in order (their names are zero-padded sequence numbers).
+async fn entry_paths(repo: &Repository) -> Result<Vec<String>> {
     let mut paths: Vec<String> = repo
         .storage()
         .list(AUDIT_PREFIX)
@@ -149,6 +150,11 @@ async fn last_entry(repo: &Repository) -> Result<(Option<Value>, usize)> {
         .map(|o| o.path)
         .collect();
     paths.sort();
+    Ok(paths)
+}
+
+async fn last_entry(repo: &Repository) -> Result<(Option<Value>, usize)> {
+    let paths = entry_paths(repo).await?;
     let n = paths.len();
     match paths.last() {
         Some(p) => {
@@ -208,14 +214,7 @@ pub async fn copy_trail(
 /// head the signed state records.
 pub async fn read_trail(repo: &Repository) -> Result<Trail> {
     let config = repo.config();
-    let mut paths: Vec<String> = repo
-        .storage()
-        .list(AUDIT_PREFIX)
-        .await?
-        .into_iter()
-        .map(|o| o.path)
-        .collect();
-    paths.sort();
+    let paths = entry_paths(repo).await?;
     let mut entries = Vec::new();
     let mut problems = Vec::new();
     let mut prev_hash = String::new();

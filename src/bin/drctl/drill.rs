@@ -134,18 +134,7 @@ pub async fn run(out: Output, args: DrillArgs) -> Result<()> {
             report.foreign_keys.len(),
             report.orphans()
         );
-        for c in &report.checks {
-            println!(
-                "  {:<15} {} ({}, {:.1} s)",
-                c.name,
-                if c.passed { "ok" } else { "FAILED" },
-                c.summary,
-                c.duration_ms as f64 / 1000.0
-            );
-            for d in &c.details {
-                println!("                    {d}");
-            }
-        }
+        print_checks(&report.checks, 15, 20);
         println!("  {}", if report.passed { "PASSED" } else { "FAILED" });
     }
     match failure(&report, &objectives) {
@@ -211,18 +200,7 @@ async fn physical(
                 ))
                 .unwrap_or_default()
         );
-        for c in &report.checks {
-            println!(
-                "  {:<24} {} ({}, {:.1} s)",
-                c.name,
-                if c.passed { "ok" } else { "FAILED" },
-                c.summary,
-                c.duration_ms as f64 / 1000.0
-            );
-            for d in &c.details {
-                println!("                           {d}");
-            }
-        }
+        print_checks(&report.checks, 24, 27);
         for f in report.failures(&Objectives::default()) {
             println!("  {f}");
         }
@@ -240,5 +218,21 @@ fn verdict(met: Option<bool>) -> &'static str {
         Some(true) => "met",
         Some(false) => "MISSED",
         None => "no objective",
+    }
+}
+
+/// One line a check (name in a column `width` wide), its details below it, `indent` spaces in.
+fn print_checks(checks: &[dr::db::checks::CheckOutcome], width: usize, indent: usize) {
+    for c in checks {
+        println!(
+            "  {:<width$} {} ({}, {:.1} s)",
+            c.name,
+            if c.passed { "ok" } else { "FAILED" },
+            c.summary,
+            c.duration_ms as f64 / 1000.0
+        );
+        for d in &c.details {
+            println!("{:indent$}{d}", "");
+        }
     }
 }

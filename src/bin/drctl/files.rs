@@ -84,10 +84,7 @@ pub async fn restore(
     let report = dedup::restore_tree(&repo, manifest, decryptor, dir, selection, replace).await?;
     let ms = started.elapsed().as_millis() as u64;
     if out.is_json() {
-        let mut json = serde_json::to_value(&report).expect("serializes");
-        json["id"] = json!(manifest.id);
-        json["duration_ms"] = json!(ms);
-        print_json(&json);
+        print_restore_json(&report, &manifest.id, ms);
     } else {
         println!(
             "restored snapshot {} into {}: {} files ({}) checked against their BLAKE3, {} links, {:.1} s",
@@ -133,10 +130,7 @@ pub async fn restore_to_bucket(
     .await?;
     let ms = started.elapsed().as_millis() as u64;
     if out.is_json() {
-        let mut json = serde_json::to_value(&report).expect("serializes");
-        json["id"] = json!(manifest.id);
-        json["duration_ms"] = json!(ms);
-        print_json(&json);
+        print_restore_json(&report, &manifest.id, ms);
     } else {
         println!(
             "restored snapshot {} into {}: {} objects ({}) checked against their BLAKE3, {} skipped, {:.1} s",
@@ -213,4 +207,12 @@ pub async fn export_key(out: Output, args: &RepoArgs, output: &Path) -> Result<(
         );
     }
     Ok(())
+}
+
+/// A snapshot restore's report as JSON, with the snapshot's id and the wall time.
+fn print_restore_json(report: &impl serde::Serialize, id: &str, ms: u64) {
+    let mut json = serde_json::to_value(report).expect("serializes");
+    json["id"] = json!(id);
+    json["duration_ms"] = json!(ms);
+    print_json(&json);
 }
