@@ -80,18 +80,11 @@ impl JobRunner for WalReceiveJob {
             receiver = receiver.interval(every);
         }
         let r = receiver.run(ctx.stopping()).await?;
-        let mut summary = JobSummary::new(format!(
-            "received {} segment(s) and {} partial copies of cluster {} (slot {}); the archive reaches {}",
-            r.segments,
-            r.partial_copies,
-            r.system_identifier,
-            r.slot,
-            r.reach.map_or("nothing new".into(), |l| l.to_string())
-        ))
-        .figure("segments", r.segments)
-        .figure("partial_copies", r.partial_copies)
-        .figure("stored_bytes", r.stored_bytes)
-        .figure("reconnects", r.reconnects);
+        let mut summary = JobSummary::new(r.to_string())
+            .figure("segments", r.segments)
+            .figure("partial_copies", r.partial_copies)
+            .figure("stored_bytes", r.stored_bytes)
+            .figure("reconnects", r.reconnects);
         if let Some(reach) = r.reach {
             summary = summary.figure("reach", reach.to_string());
         }

@@ -69,6 +69,21 @@ pub struct ReceiveReport {
     pub reconnects: u64,
 }
 
+impl std::fmt::Display for ReceiveReport {
+    /// One line for people and job summaries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "received {} segment(s) and {} partial copies of cluster {} (slot {}); the archive reaches {}",
+            self.segments,
+            self.partial_copies,
+            self.system_identifier,
+            self.slot,
+            self.reach.map_or("nothing new".into(), |l| l.to_string())
+        )
+    }
+}
+
 /// Streams the WAL of one server into a repository's archive. How: the comments at the top of `wal/receive.rs`.
 #[derive(Clone)]
 pub struct WalReceiver {

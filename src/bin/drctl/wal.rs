@@ -166,16 +166,7 @@ pub async fn receive(out: Output, args: ReceiveArgs) -> Result<()> {
         }
     };
     let report = receiver.run(stop).await?;
-    out.result(&report, |r| {
-        println!(
-            "received {} segment(s) and {} partial copies of cluster {} (slot {}); the archive reaches {}",
-            r.segments,
-            r.partial_copies,
-            r.system_identifier,
-            r.slot,
-            r.reach.map_or("nothing new".into(), |l| l.to_string())
-        )
-    });
+    out.result(&report, |r| println!("{r}"));
     Ok(())
 }
 
