@@ -295,6 +295,27 @@ fn keygen_refuses_to_overwrite_and_writes_mode_0600() {
     assert_eq!(std::fs::read(&key).unwrap(), before);
 }
 
+/// `drctl … | head` closes the pipe early: drctl ends quietly (141, as if by SIGPIPE), without
+/// a panic on stderr.
+#[test]
+fn a_closed_stdout_ends_drctl_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(["keygen", "--output", key.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before drctl prints
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(key.exists(), "the work before the print was done");
+}
+
 #[test]
 fn bad_input_gets_a_clear_one_line_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,6 +28,7 @@ mod wal;
 use clap::Parser;
 
 fn main() {
+    output::end_quietly_when_stdout_closes();
     let args = cli::Cli::parse();
     output::init_tracing(args.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

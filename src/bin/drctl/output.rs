@@ -185,3 +185,23 @@ pub fn manifest_summary(m: &dr::core::Manifest) -> serde_json::Value {
         "tables": m.stats.tables,
     })
 }
+
+/// `drctl wal list | grep -m1 …` closes stdout before drctl is done: end like other Unix tools,
+/// quietly with status 141 (as if killed by SIGPIPE), instead of a panic from `println!`.
+/// SIGPIPE itself stays ignored, so a child that dies (pg_restore reading our pipe) is an
+/// error drctl reports and cleans up after, not a kill.
+pub fn end_quietly_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
