@@ -8,14 +8,15 @@
 #      segments/s and p50/p99 of the time PostgreSQL waits per call;
 #   3. restore to a target time (restore + WAL replay until the server is promoted) with the
 #      same WAL: drctl restore --target-time vs pgbackrest restore --type=time;
-#   4. logical restore (drctl restore --db of a logical backup) of the same database.
+#   4. logical restore (drctl restore --db of logical backups) of the same two databases.
 # Arms alternate A B A B ($PAIRS pairs); medians and ratios are printed at the end.
 #
 # Usage: scripts/bench_pgbackrest.sh [SCALE] [PAIRS]     (defaults 10 and 3)
 # Env:   BENCH_DIR (/tmp/dr-bench-pitr), BENCH_PORT (55511; must be free or served by
 #        BENCH_DIR's own cluster), SEGMENTS (32), GEN (../shared/bench/gen_qr_db.sh),
 #        BASE_PAIRS (PAIRS: rounds of base backups; 1 when only the restores need them),
-#        ONLY_ARCHIVING=1 (phase 2 alone: no base backups or restores), DRCTL_BIN (a drctl
+#        ONLY_ARCHIVING=1 (phase 2 alone: no base backups or restores), SKIP_ARCHIVING=1
+#        (phases 1, 3 and 4: no archiving backlog), DRCTL_BIN (a drctl
 #        already built, instead of cargo build --release).
 # Needs root (or the postgres user) and pgBackRest (installed here with apt-get if missing).
 set -euo pipefail
@@ -187,13 +188,23 @@ for i in $(seq "$PAIRS"); do
   restore_and_recover pgbr_restore_pitr "$W/r-pgbr" $PGBR restore --pg1-path="$W/r-pgbr" --type=time "--target=$TARGET" --target-action=promote
 done
 
-# 4. Logical restore of the same database, for the physical vs logical choice.
-as_pg "$DR" backup --db "postgres://postgres@127.0.0.1:$PORT/qrapp" "${DRR[@]}" >/dev/null
+# 4. Logical restore of the same data (both databases the physical restore brings back), for
+# the physical vs logical choice: one drctl restore per database, one after the other.
+backup_id() { as_pg "$DR" backup --json --db "postgres://postgres@127.0.0.1:$PORT/$1" "${DRR[@]}" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
+QRAPP_ID=$(backup_id qrapp) BENCH_ID=$(backup_id bench)
+cat >"$B/bin/logical_restore" <<EOF
+#!/bin/sh
+set -e
+$DR restore $QRAPP_ID --db postgres://postgres@127.0.0.1:$PORT/qrapp_restored --create --repo $W/dr-repo --key-file $W/dr.key
+$DR restore $BENCH_ID --db postgres://postgres@127.0.0.1:$PORT/bench_restored --create --repo $W/dr-repo --key-file $W/dr.key
+EOF
+chmod 755 "$B/bin/logical_restore"
 for i in $(seq "$PAIRS"); do
-  "${PSQL[@]}" -c 'DROP DATABASE IF EXISTS qrapp_restored' >/dev/null
-  run dr_restore_logical "$DR" restore latest --db "postgres://postgres@127.0.0.1:$PORT/qrapp_restored" --create "${DRR[@]}"
+  "${PSQL[@]}" -c 'DROP DATABASE IF EXISTS qrapp_restored' -c 'DROP DATABASE IF EXISTS bench_restored' >/dev/null
+  run dr_restore_logical "$B/bin/logical_restore"
 done
-"${PSQL[@]}" -c 'DROP DATABASE IF EXISTS qrapp_restored' >/dev/null
+"${PSQL[@]}" -c 'DROP DATABASE IF EXISTS qrapp_restored' -c 'DROP DATABASE IF EXISTS bench_restored' >/dev/null
 
 fi # ONLY_ARCHIVING
 
@@ -231,6 +242,7 @@ done
 EOF
 chmod 755 "$B/bin/archiver"
 declare -A P50 P99
+if [ -z "${SKIP_ARCHIVING:-}" ]; then
 echo "archiving: making a backlog of $SEGMENTS segments with pgbench" >&2
 make_backlog
 # Fresh repositories for every run, made while the server is up (stanza-create reads it).
@@ -270,6 +282,7 @@ for i in $(seq "$PAIRS"); do
 done
 as_pg pg_ctl -D "$B/pg/data" -l "$B/pg/log" -w start >/dev/null
 set_archive ''
+fi # SKIP_ARCHIVING
 
 echo
 echo "## results (medians of $PAIRS; cluster $DB_SIZE)"
@@ -279,9 +292,11 @@ for n in dr_copy dr_basebackup pgbr_full dr_restore_pitr pgbr_restore_pitr dr_re
     "$( [ -n "${R[$n]:-}" ] && calc "$(echo "${R[$n]}" | median) / 1024" || echo -)" "${T[$n]}"
 done
 for n in dr_wal_push pgbr_push_sync pgbr_push_async; do
+  [ -n "${T[$n]:-}" ] || continue
   printf "%-20s %8s seg/s  p50 %s ms  p99 %s ms  (runs: %s)\n" "$n" "$(echo "${T[$n]}" | median)" \
     "$(echo "${P50[$n]}" | median)" "$(echo "${P99[$n]}" | median)" "${T[$n]}"
 done
 m() { echo "${T[$1]}" | median; }
 [ -n "${ONLY_ARCHIVING:-}" ] && { echo "ratios: wal-push dr/pgbr-sync $(calc "$(m dr_wal_push) / $(m pgbr_push_sync)"), dr/pgbr-async $(calc "$(m dr_wal_push) / $(m pgbr_push_async)")"; exit 0; }
-echo "ratios: copy/pgbr backup $(calc "$(m dr_copy) / $(m pgbr_full)"), basebackup/pgbr $(calc "$(m dr_basebackup) / $(m pgbr_full)"), restore-to-time dr/pgbr $(calc "$(m dr_restore_pitr) / $(m pgbr_restore_pitr)"), wal-push dr/pgbr-sync $(calc "$(m dr_wal_push) / $(m pgbr_push_sync)"), dr/pgbr-async $(calc "$(m dr_wal_push) / $(m pgbr_push_async)"), logical/physical restore $(calc "$(m dr_restore_logical) / $(m dr_restore_pitr)")"
+echo "ratios: copy/pgbr backup $(calc "$(m dr_copy) / $(m pgbr_full)"), basebackup/pgbr $(calc "$(m dr_basebackup) / $(m pgbr_full)"), restore-to-time dr/pgbr $(calc "$(m dr_restore_pitr) / $(m pgbr_restore_pitr)"), logical/physical restore $(calc "$(m dr_restore_logical) / $(m dr_restore_pitr)")"
+[ -n "${SKIP_ARCHIVING:-}" ] || echo "ratios: wal-push dr/pgbr-sync $(calc "$(m dr_wal_push) / $(m pgbr_push_sync)"), dr/pgbr-async $(calc "$(m dr_wal_push) / $(m pgbr_push_async)")"
