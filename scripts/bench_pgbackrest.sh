@@ -164,6 +164,8 @@ done
 pgbench -h "$B/pg" -p "$PORT" -U postgres -n -c 2 -T 10 bench >/dev/null 2>&1
 sleep 1
 TARGET=$("${PSQL[@]}" -c "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+# The same moment as pgBackRest writes it (it refuses the ISO form with T and Z).
+PGBR_TARGET=$("${PSQL[@]}" -c "SELECT to_char('$TARGET'::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')")
 sleep 1
 pgbench -h "$B/pg" -p "$PORT" -U postgres -n -c 2 -T 10 bench >/dev/null 2>&1
 wait_archived
@@ -185,7 +187,7 @@ restore_and_recover() {
 for i in $(seq "$PAIRS"); do
   echo "restore pair $i" >&2
   restore_and_recover dr_restore_pitr "$W/r-dr" "$DR" restore latest --pgdata "$W/r-dr" --target-time "$TARGET" "${DRR[@]}"
-  restore_and_recover pgbr_restore_pitr "$W/r-pgbr" $PGBR restore --pg1-path="$W/r-pgbr" --type=time "--target=$TARGET" --target-action=promote
+  restore_and_recover pgbr_restore_pitr "$W/r-pgbr" $PGBR restore --pg1-path="$W/r-pgbr" --type=time "--target=$PGBR_TARGET" --target-action=promote
 done
 
 # 4. Logical restore of the same data (both databases the physical restore brings back), for
