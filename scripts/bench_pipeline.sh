@@ -31,7 +31,7 @@ for i in $(seq "$REPS"); do
   echo "pair $i: zstd -b1 -e9, openssl speed" >&2
   zstd -b1 -e9 -i2 "$W/input" 2>/dev/null > "$W/zstd.$i.txt"
   for c in aes-256-gcm chacha20-poly1305; do
-    openssl speed -evp "$c" -bytes 65536 -seconds 3 2>/dev/null | grep -i "^$c" > "$W/openssl.$c.$i.txt"
+    openssl speed -elapsed -evp "$c" -bytes 65536 -seconds 3 2>/dev/null | grep -i "^$c" > "$W/openssl.$c.$i.txt"
   done
 done
 uptime >&2
