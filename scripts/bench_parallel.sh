@@ -10,6 +10,7 @@
 #
 # Usage: scripts/bench_parallel.sh [SCALE] [PAIRS]      (SCALE 10 is ~1.6 GB of plain dump)
 # Env:   PGHOST/PGPORT/PGUSER of a server that has (or gets) the database `qrapp`;
+#        BENCH_DIR (/tmp/dr-bench-parallel) and BENCH_PORT (55497) of the throwaway cluster;
 #        when PGPORT is unset a throwaway cluster is started under $BENCH_DIR.
 #        GEN: path of gen_qr_db.sh (default ../shared/bench/gen_qr_db.sh).
 #        DRCTL: a drctl binary (default: a release build of this checkout).
@@ -24,7 +25,7 @@ BENCH_DIR=${BENCH_DIR:-/tmp/dr-bench-parallel}
 GEN=${GEN:-../shared/bench/gen_qr_db.sh}
 mkdir -p "$BENCH_DIR"
 . scripts/bench_lib.sh
-bench_cluster 55497
+bench_cluster "${BENCH_PORT:-55497}"
 bench_sample "$SCALE"
 
 if [ -z "${DRCTL:-}" ]; then

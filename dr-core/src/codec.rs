@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stage::Transform;
 
+mod zstd_frames;
+use zstd_frames::{ZstdFrameDecoder, ZstdFrameEncoder};
+
 /// A compression codec and its level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
@@ -47,10 +50,7 @@ impl Codec {
                 Vec::new(),
                 flate2::Compression::new(level),
             )))),
-            Codec::Zstd { level } => Box::new(ZstdEncoder(Some(
-                zstd::stream::write::Encoder::new(Vec::new(), level)
-                    .map_err(|e| Error::io("starting the zstd encoder", e))?,
-            ))),
+            Codec::Zstd { level } => Box::new(ZstdFrameEncoder::new(level)?),
         })
     }
 
@@ -62,7 +62,7 @@ impl Codec {
             Codec::Gzip { .. } => {
                 Box::new(GzipDecoder(Some(flate2::write::GzDecoder::new(Vec::new()))))
             }
-            Codec::Zstd { .. } => Box::new(ZstdDecoder::new()?),
+            Codec::Zstd { .. } => Box::new(ZstdFrameDecoder::new()?),
         })
     }
 }
@@ -186,85 +186,6 @@ impl Transform for GzipDecoder {
         // length trailer must have been read for the data to count as complete.
         let mut rest = dec.finish().map_err(|e| corrupt("gzip", e))?;
         drain_into(&mut rest, out);
-        Ok(())
-    }
-}
-
-struct ZstdEncoder(Option<zstd::stream::write::Encoder<'static, Vec<u8>>>);
-
-impl Transform for ZstdEncoder {
-    fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        let enc = self.0.as_mut().expect("used after finish");
-        enc.write_all(input)
-            .map_err(|e| Error::io("zstd compression", e))?;
-        drain_into(enc.get_mut(), out);
-        Ok(())
-    }
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
-        let enc = self.0.take().expect("finished twice");
-        let mut rest = enc.finish().map_err(|e| Error::io("zstd compression", e))?;
-        drain_into(&mut rest, out);
-        Ok(())
-    }
-}
-
-/// zstd decoding through the raw API, because the `write::Decoder` does not report a frame
-/// that was cut short: `run` returns 0 exactly when a frame is complete.
-struct ZstdDecoder {
-    raw: zstd::stream::raw::Decoder<'static>,
-    buf: Vec<u8>,
-    frame_complete: bool,
-}
-
-impl ZstdDecoder {
-    fn new() -> Result<Self> {
-        Ok(ZstdDecoder {
-            raw: zstd::stream::raw::Decoder::new()
-                .map_err(|e| Error::io("starting the zstd decoder", e))?,
-            buf: vec![0; zstd::zstd_safe::DCtx::out_size()],
-            frame_complete: false,
-        })
-    }
-
-    fn pump(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
-        let mut inb = InBuffer::around(input);
-        loop {
-            let mut outb = OutBuffer::around(&mut self.buf[..]);
-            let consumed_before = inb.pos();
-            let hint = self
-                .raw
-                .run(&mut inb, &mut outb)
-                .map_err(|e| corrupt("zstd", e))?;
-            let written = outb.pos();
-            out.extend_from_slice(&self.buf[..written]);
-            // Only a call that made progress says where the frame stands: after a frame
-            // ended exactly at the end of the buffer, one more call with nothing left
-            // returns the hint for a next frame, which must not undo "complete".
-            if written > 0 || inb.pos() > consumed_before {
-                self.frame_complete = hint == 0;
-            }
-            if inb.pos() == input.len() && written < self.buf.len() {
-                return Ok(());
-            }
-        }
-    }
-}
-
-impl Transform for ZstdDecoder {
-    fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        if input.is_empty() {
-            return Ok(());
-        }
-        self.pump(input, out)
-    }
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
-        self.pump(&[], out)?;
-        if !self.frame_complete {
-            return Err(Error::corrupt(
-                "zstd data is truncated: the last frame is incomplete",
-            ));
-        }
         Ok(())
     }
 }

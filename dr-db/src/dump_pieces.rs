@@ -18,12 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
 use dr_core::pieces::{Piece, PieceDumper, PiecesDump};
 use dr_core::{ByteStream, DumpCompletion, DumpStats, Error, ErrorKind, Result};
 use futures::StreamExt;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::conn::Conn;
@@ -348,8 +346,7 @@ async fn watch(mut w: Watch) {
 /// A spool file as a piece: read in chunks while pg_dump writes it, counted, deleted once
 /// read to the end pg_dump closed it at.
 async fn open_piece(path: &Path, name: &str, shared: Arc<Mutex<Shared>>) -> Result<Piece> {
-    let file = tokio::fs::File::open(path)
-        .await
+    let file = std::fs::File::open(path)
         .map_err(|e| Error::io(format!("cannot open the spooled {name}"), e))?;
     let complete = shared
         .lock()
@@ -360,7 +357,6 @@ async fn open_piece(path: &Path, name: &str, shared: Arc<Mutex<Shared>>) -> Resu
     let size = if complete {
         Some(
             file.metadata()
-                .await
                 .map_err(|e| Error::io(format!("cannot read the spooled {name}"), e))?
                 .len(),
         )
@@ -368,7 +364,7 @@ async fn open_piece(path: &Path, name: &str, shared: Arc<Mutex<Shared>>) -> Resu
         None
     };
     let state = PieceRead {
-        file,
+        file: Some(file),
         name: name.to_owned(),
         path: path.to_owned(),
         counter: Some(PieceCounter::new(name)?),
@@ -397,7 +393,9 @@ async fn open_piece(path: &Path, name: &str, shared: Arc<Mutex<Shared>>) -> Resu
 }
 
 struct PieceRead {
-    file: tokio::fs::File,
+    /// A std file read on the blocking pool: tokio's own file reads go through a buffer of
+    /// their own and cost one more copy of every byte.
+    file: Option<std::fs::File>,
     name: String,
     path: PathBuf,
     counter: Option<PieceCounter>,
@@ -405,9 +403,31 @@ struct PieceRead {
     done: bool,
 }
 
+/// Read from `file` into `buf` until `buf` holds [`CHUNK_BYTES`] or the file ends, on a
+/// blocking thread, straight into `buf`'s spare room (no zeroing, no intermediate buffer).
+/// Returns the bytes read.
+async fn fill(
+    file: std::fs::File,
+    mut buf: Vec<u8>,
+) -> Result<(std::fs::File, Vec<u8>, std::io::Result<usize>)> {
+    use std::io::Read;
+    tokio::task::spawn_blocking(move || {
+        let want = CHUNK_BYTES.saturating_sub(buf.len()) as u64;
+        let read = (&file).take(want).read_to_end(&mut buf);
+        (file, buf, read)
+    })
+    .await
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::Cancelled,
+            format!("reading a spool file stopped: {e}"),
+        )
+    })
+}
+
 impl PieceRead {
     async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>> {
-        let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
+        let mut buf = Vec::with_capacity(CHUNK_BYTES);
         while buf.len() < CHUNK_BYTES {
             // Asked before reading: a file closed before a read that finds its end is whole.
             let complete = self
@@ -415,12 +435,13 @@ impl PieceRead {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .complete(&self.name)?;
-            let n = self
-                .file
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| Error::io(format!("cannot read {}", self.path.display()), e))?;
-            if n == 0 {
+            let file = self.file.take().expect("read after the end");
+            let (file, filled, read) = fill(file, buf).await?;
+            self.file = Some(file);
+            buf = filled;
+            read.map_err(|e| Error::io(format!("cannot read {}", self.path.display()), e))?;
+            if buf.len() < CHUNK_BYTES {
+                // The end of what pg_dump has written so far.
                 if complete {
                     break;
                 }
@@ -428,11 +449,12 @@ impl PieceRead {
             }
         }
         if !buf.is_empty() {
-            let chunk = buf.freeze();
+            let chunk = bytes::Bytes::from(buf);
             self.counter.as_mut().expect("counting").feed(&chunk)?;
             return Ok(Some(chunk));
         }
         self.done = true;
+        self.file = None;
         let counter = self.counter.take().expect("counting");
         self.shared
             .lock()
