@@ -19,6 +19,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dr_core::wal::archive::sha256_hex;
 use dr_core::{Error, ErrorKind, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 /// A file pushed ahead: where it is stored and the SHA-256 of what was stored.
@@ -90,7 +92,7 @@ fn kind_named(name: &str) -> ErrorKind {
 /// Held by the running background pusher; dropping it (or the process dying) lets go.
 #[derive(Debug)]
 pub struct PusherLock {
-    _file: File,
+    _lock: Flock<File>,
 }
 
 /// The spool directory of one data directory.
@@ -241,31 +243,33 @@ impl Spool {
         let Ok(file) = File::open(self.dir.join(LOCK)) else {
             return false;
         };
-        match file.try_lock_shared() {
-            Ok(()) => false,
-            Err(std::fs::TryLockError::WouldBlock) => true,
-            Err(std::fs::TryLockError::Error(_)) => false,
-        }
+        matches!(
+            Flock::lock(file, FlockArg::LockSharedNonblock),
+            Err((_, Errno::EWOULDBLOCK))
+        )
     }
 
     /// Become the background pusher: `None` when another one runs. Retries for a moment,
     /// because [`Spool::pusher_running`] holds a shared lock for an instant.
     pub fn lock_pusher(&self) -> Result<Option<PusherLock>> {
         let mut file = self.open_lock()?;
-        for attempt in 0..40 {
-            match file.try_lock() {
-                Ok(()) => {
+        for _ in 0..40 {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(mut lock) => {
                     // The process id, for people and tests (the lock is the flock, not this).
-                    let _ = file.set_len(0);
-                    let _ = file.write_all(format!("{}\n", std::process::id()).as_bytes());
-                    return Ok(Some(PusherLock { _file: file }));
+                    let _ = lock.set_len(0);
+                    let _ = lock.write_all(format!("{}\n", std::process::id()).as_bytes());
+                    return Ok(Some(PusherLock { _lock: lock }));
                 }
-                Err(std::fs::TryLockError::WouldBlock) if attempt < 39 => {
-                    std::thread::sleep(Duration::from_millis(5))
+                Err((f, Errno::EWOULDBLOCK)) => {
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(Error::io("cannot lock the spool's pusher.lock", e))
+                Err((_, e)) => {
+                    return Err(Error::io(
+                        "cannot lock the spool's pusher.lock",
+                        std::io::Error::from(e),
+                    ))
                 }
             }
         }
