@@ -269,6 +269,11 @@ drain() {
   local t0; t0=$(now)
   as_pg "$B/bin/archiver" "$B/pg/data" "$W/times/$name" "$cmd"
   local secs; secs=$(calc "$(now) - $t0")
+  # drctl's background pusher lingers idle for 5 s after the last segment: let it go before
+  # the next arm marks the same segments .ready again (not counted; every segment is stored).
+  local lock=$B/pg/data/pg_wal/dr_spool/pusher.lock
+  while [ -f "$lock" ] && ! flock -n -s "$lock" true; do sleep 0.2; done
+  as_pg rm -rf "$B/pg/data/pg_wal/dr_spool"
   local rate; rate=$(calc "$n / $secs")
   T[$name]+="$rate "
   P50[$name]+="$(pct "$W/times/$name" 50) "

@@ -3,13 +3,20 @@
 //!
 //! PostgreSQL runs `archive_command` for one file at a time, in its data directory, and
 //! recycles the file only after the command exits 0. A slow command makes WAL pile up in
-//! `pg_wal` (the commonest complaint about archiving), so [`WalPusher::push`] also pushes, in
-//! parallel with the file asked for, the next files waiting in `pg_wal/archive_status/*.ready`,
-//! and remembers each one it stored in a spool (`<name>.ok`, holding the SHA-256 of what was
-//! stored). When PostgreSQL asks for such a file, the push only checks that the file still has
-//! that SHA-256 and returns at once. PostgreSQL is never told a file is archived that is not
-//! stored (a marker is written only after the file's record is committed), and nothing is
-//! dropped to save disk: a file that cannot be pushed fails its call, and PostgreSQL retries.
+//! `pg_wal` (the commonest complaint about archiving), so files are pushed ahead of
+//! PostgreSQL's calls and remembered in a [`Spool`] (`<name>.ok`, holding the SHA-256 of what
+//! was stored). When PostgreSQL asks for such a file, the push only checks that the file still
+//! has that SHA-256 and returns at once. Two ways to push ahead:
+//!
+//! - with a background pusher ([`WalPusher::background`], what `drctl wal-push` does): the
+//!   call makes sure a detached process is pushing the waiting files, oldest first and
+//!   several at once, and waits until its own file is marked stored (see `background.rs`);
+//! - without one: the call pushes, in parallel with the file asked for, the next files
+//!   waiting in `pg_wal/archive_status/*.ready`, and returns when all of them are done.
+//!
+//! PostgreSQL is never told a file is archived that is not stored (a marker is written only
+//! after the file's record is committed), and nothing is dropped to save disk: a file that
+//! cannot be pushed fails its call, and PostgreSQL retries.
 //!
 //! Every segment's long header is checked before anything is stored: it must belong to the
 //! cluster whose data directory runs the command (`global/pg_control`), carry the name's
@@ -17,20 +24,21 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use dr_core::wal::archive::sha256_hex;
 use dr_core::wal::{
     PushOptions, PushOutcome, SegmentSize, TimelineHistory, WalArchive, WalCluster, WalContents,
     WalFile,
 };
 use dr_core::{Encryptor, Error, ErrorKind, Repository, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::wal::background::PusherCommand;
 use crate::wal::header::{ControlFile, SegmentHeader};
 use crate::wal::records::scan_segment;
+use crate::wal::spool::Spool;
 
 /// How a file's push ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,23 +69,19 @@ pub struct PushReport {
     pub duration_ms: u64,
 }
 
-/// A spool marker: a file pushed ahead, and the SHA-256 of what was stored.
-#[derive(Debug, Serialize, Deserialize)]
-struct SpoolMarker {
-    repository_id: String,
-    sha256: String,
-    bytes: u64,
-}
-
 /// Pushes WAL files of one data directory into a repository's archive.
 #[derive(Clone)]
 pub struct WalPusher {
-    repo: Repository,
-    encryptor: Arc<dyn Encryptor>,
-    pgdata: PathBuf,
-    spool: PathBuf,
-    parallel: usize,
-    opts: PushOptions,
+    pub(super) repo: Repository,
+    pub(super) encryptor: Arc<dyn Encryptor>,
+    pub(super) pgdata: PathBuf,
+    pub(super) spool: Spool,
+    pub(super) parallel: usize,
+    pub(super) opts: PushOptions,
+    /// How to start a background pusher; `None`: push ahead within the call.
+    pub(super) background: Option<Arc<PusherCommand>>,
+    /// How long a background pusher waits for new files before it exits.
+    pub(super) pusher_idle: Duration,
 }
 
 impl std::fmt::Debug for WalPusher {
@@ -85,8 +89,9 @@ impl std::fmt::Debug for WalPusher {
         f.debug_struct("WalPusher")
             .field("repository", &self.repo.storage().describe())
             .field("pgdata", &self.pgdata)
-            .field("spool", &self.spool)
+            .field("spool", &self.spool.dir())
             .field("parallel", &self.parallel)
+            .field("background", &self.background)
             .finish_non_exhaustive()
     }
 }
@@ -94,7 +99,8 @@ impl std::fmt::Debug for WalPusher {
 impl WalPusher {
     /// A pusher for the server whose data directory is `pgdata`; files are encrypted by
     /// `encryptor` (a host with only the repository's public recipients can push). Pushes up
-    /// to 4 files at once; spools in `pgdata/pg_wal/dr_spool`.
+    /// to 4 files at once, within the call (see [`WalPusher::background`]); spools in
+    /// `pgdata/pg_wal/dr_spool`.
     pub fn new(
         repo: Repository,
         encryptor: Arc<dyn Encryptor>,
@@ -102,25 +108,48 @@ impl WalPusher {
     ) -> Self {
         let pgdata = pgdata.into();
         WalPusher {
-            spool: pgdata.join("pg_wal").join("dr_spool"),
+            spool: Spool::new(pgdata.join("pg_wal").join("dr_spool")),
             repo,
             encryptor,
             pgdata,
             parallel: 4,
             opts: PushOptions::default(),
+            background: None,
+            pusher_idle: Duration::from_secs(5),
         }
     }
 
-    /// Keep spool markers in `dir` instead.
+    /// Keep the spool in `dir` instead.
     pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.spool = dir.into();
+        self.spool = Spool::new(dir);
         self
     }
 
-    /// Push up to `n` files at once (1: only the file asked for, no spool).
+    /// Push up to `n` files at once (1: only the file asked for, no spool and no background
+    /// pusher).
     pub fn parallel(mut self, n: usize) -> Self {
         self.parallel = n.max(1);
         self
+    }
+
+    /// Push ahead in a background process started with `command` (which must end up calling
+    /// [`WalPusher::run_pusher`] on an equal pusher) instead of within each call: a call for a
+    /// segment waiting in `pg_wal` makes sure one is running and waits until its segment is
+    /// stored. See `background.rs`.
+    pub fn background(mut self, command: PusherCommand) -> Self {
+        self.background = Some(Arc::new(command));
+        self
+    }
+
+    /// How long a background pusher waits for new files before it exits (default 5 s).
+    pub fn pusher_idle(mut self, idle: Duration) -> Self {
+        self.pusher_idle = idle;
+        self
+    }
+
+    /// The spool of this pusher.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
     }
 
     /// Compression and storage class of pushed files.
@@ -142,11 +171,14 @@ impl WalPusher {
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::invalid(format!("{} names no WAL file", path.display())))?
             .to_string();
+        if self.background.is_some() && self.parallel > 1 && self.is_waiting(path, &name) {
+            return self.push_behind(path, &name, started).await;
+        }
         let control = ControlFile::read(&self.pgdata)?;
         let data = read_file(path).await?;
 
         // The fast path: pushed ahead by an earlier call, and unchanged since.
-        if self.parallel > 1 && self.take_spooled(&name, &data).await {
+        if self.parallel > 1 && self.take_spooled(&name, &data) {
             return Ok(PushReport {
                 name,
                 outcome: Pushed::FromSpool,
@@ -173,11 +205,12 @@ impl WalPusher {
                     .join(f.name(archive.segment_size()));
                 let r = async {
                     let data = read_file(&p).await?;
-                    let sha = sha256_hex(&data);
-                    let bytes = data.len() as u64;
-                    self.push_one(archive, control, *f, data).await?;
-                    self.spool_marker(&f.name(archive.segment_size()), sha, bytes)
-                        .await
+                    self.push_one(archive, control, *f, data.clone()).await?;
+                    self.spool.mark_stored(
+                        &f.name(archive.segment_size()),
+                        &self.repo.config().repository_id,
+                        &data,
+                    )
                 }
                 .await;
                 (f.name(archive.segment_size()), r)
@@ -210,7 +243,12 @@ impl WalPusher {
     }
 
     /// The archive of this server's cluster, created by the first push.
-    async fn archive(&self, control: &ControlFile, name: &str, data: &[u8]) -> Result<WalArchive> {
+    pub(super) async fn archive(
+        &self,
+        control: &ControlFile,
+        name: &str,
+        data: &[u8],
+    ) -> Result<WalArchive> {
         match WalArchive::open(&self.repo, control.system_identifier).await {
             Ok(a) => return Ok(a),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -239,7 +277,7 @@ impl WalPusher {
     }
 
     /// Check and push one file.
-    async fn push_one(
+    pub(super) async fn push_one(
         &self,
         archive: &WalArchive,
         control: &ControlFile,
@@ -274,10 +312,8 @@ impl WalPusher {
             .filter_map(|e| {
                 let n = e.file_name().to_str()?.strip_suffix(".ready")?.to_string();
                 let f = archive.parse_name(&n).ok()?;
-                (matches!(f, WalFile::Segment(_))
-                    && f > file
-                    && !self.spool.join(format!("{n}.ok")).exists())
-                .then_some(f)
+                (matches!(f, WalFile::Segment(_)) && f > file && !self.spool.has_marker(&n))
+                    .then_some(f)
             })
             .collect();
         ready.sort();
@@ -287,56 +323,22 @@ impl WalPusher {
 
     /// Whether `name` was pushed ahead with exactly these bytes; the marker is used up. Also
     /// clears markers of files PostgreSQL no longer waits for.
-    async fn take_spooled(&self, name: &str, data: &[u8]) -> bool {
-        let marker = self.spool.join(format!("{name}.ok"));
-        let found = match tokio::fs::read(&marker).await {
-            Ok(b) => serde_json::from_slice::<SpoolMarker>(&b).ok(),
-            Err(_) => None,
-        };
-        let hit = found.is_some_and(|m| {
-            m.repository_id == self.repo.config().repository_id
-                && m.bytes == data.len() as u64
-                && m.sha256 == sha256_hex(data)
-        });
-        let _ = tokio::fs::remove_file(&marker).await;
-        self.clear_stale_markers();
+    pub(super) fn take_spooled(&self, name: &str, data: &[u8]) -> bool {
+        let hit = self
+            .spool
+            .is_stored(name, &self.repo.config().repository_id, data);
+        self.spool.forget(name);
+        self.spool.clear_stale(&self.archive_status());
         hit
     }
 
-    fn clear_stale_markers(&self) {
-        let status = self.pgdata.join("pg_wal").join("archive_status");
-        let Ok(entries) = std::fs::read_dir(&self.spool) else {
-            return;
-        };
-        for e in entries.filter_map(|e| e.ok()) {
-            let file_name = e.file_name();
-            let Some(n) = file_name.to_str().and_then(|n| n.strip_suffix(".ok")) else {
-                continue;
-            };
-            if !status.join(format!("{n}.ready")).exists() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-
-    async fn spool_marker(&self, name: &str, sha256: String, bytes: u64) -> Result<()> {
-        let io = |e| Error::io("writing a spool marker", e);
-        tokio::fs::create_dir_all(&self.spool).await.map_err(io)?;
-        let tmp = self.spool.join(format!("{name}.ok.tmp"));
-        let marker = SpoolMarker {
-            repository_id: self.repo.config().repository_id.clone(),
-            sha256,
-            bytes,
-        };
-        let json = serde_json::to_vec(&marker).expect("marker serializes");
-        tokio::fs::write(&tmp, json).await.map_err(io)?;
-        tokio::fs::rename(&tmp, self.spool.join(format!("{name}.ok")))
-            .await
-            .map_err(io)
+    /// `pg_wal/archive_status` of the data directory.
+    pub(super) fn archive_status(&self) -> PathBuf {
+        self.pgdata.join("pg_wal").join("archive_status")
     }
 }
 
-async fn read_file(path: &Path) -> Result<Bytes> {
+pub(super) async fn read_file(path: &Path) -> Result<Bytes> {
     tokio::fs::read(path).await.map(Bytes::from).map_err(|e| {
         let kind = if e.kind() == std::io::ErrorKind::NotFound {
             ErrorKind::NotFound

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use dr::core::wal::{base, ArchiveIndex, Lsn, RecoveryTarget, TargetTimeline, WalArchive};
 use dr::core::{Error, ErrorKind, ReadOptions, Repository, Result};
-use dr::db::wal::{ControlFile, Fetched, TargetAction, WalFetcher, WalPusher, WalReceiver};
+use dr::db::wal::{
+    ControlFile, Fetched, PusherCommand, TargetAction, WalFetcher, WalPusher, WalReceiver,
+};
 use serde_json::json;
 
 use crate::args::{RepoArgs, SeriesArgs};
@@ -21,11 +23,20 @@ pub struct PushArgs {
     /// archive_command).
     #[arg(long, default_value = ".")]
     pub pgdata: PathBuf,
-    /// Files pushed at once: the one asked for plus the next ones waiting (1: no spool).
+    /// Files pushed at once by the background pusher (or, with --foreground, by this call:
+    /// the one asked for plus the next ones waiting). 1: only the file asked for, in this call.
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+    /// Push ahead within this call only (the file asked for plus the next --parallel - 1
+    /// waiting), without a background pusher.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Be the background pusher of --pgdata (what a call starts; not for people).
+    #[arg(long, hide = true)]
+    pub run_pusher: bool,
     /// The file to archive (`%p`).
-    pub path: PathBuf,
+    #[arg(required_unless_present = "run_pusher")]
+    pub path: Option<PathBuf>,
 }
 
 /// `drctl wal-fetch`: PostgreSQL's `restore_command`.
@@ -126,17 +137,38 @@ pub const FETCH_FATAL: i32 = 126;
 pub async fn push(out: Output, args: PushArgs) -> Result<()> {
     let repo = Repository::open(args.repo.storage()?).await?;
     let encryptor = crate::key::backup_encryptor(&args.repo, &repo)?;
-    let pusher = WalPusher::new(repo, Arc::new(encryptor), &args.pgdata).parallel(args.parallel);
-    let path = if args.path.is_absolute() {
-        args.path.clone()
+    let mut pusher =
+        WalPusher::new(repo, Arc::new(encryptor), &args.pgdata).parallel(args.parallel);
+    if args.run_pusher {
+        // Detached, with no one reading its output: a failure is recorded in the spool.
+        pusher.run_pusher().await?;
+        return Ok(());
+    }
+    if !args.foreground {
+        pusher = pusher.background(pusher_command()?);
+    }
+    let path = args.path.expect("clap requires it without --run-pusher");
+    let path = if path.is_absolute() {
+        path
     } else {
-        args.pgdata.join(&args.path)
+        args.pgdata.join(path)
     };
     let report = pusher.push(&path).await?;
     out.result(&report, |r| {
         tracing::info!(file = %r.name, outcome = ?r.outcome, ahead = r.ahead.len(), ms = r.duration_ms, "archived");
     });
     Ok(())
+}
+
+/// The background pusher a call starts: this drctl with this call's arguments (the same
+/// repository, key and data directory; secrets come from the inherited environment or files,
+/// never argv) plus `--run-pusher`.
+fn pusher_command() -> Result<PusherCommand> {
+    let program = std::env::current_exe()
+        .map_err(|e| Error::io("cannot tell where drctl is installed", e))?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--run-pusher".into());
+    Ok(PusherCommand { program, args })
 }
 
 /// Stream until SIGINT or SIGTERM, then store what was received and print the report.
