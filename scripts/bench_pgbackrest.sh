@@ -59,7 +59,7 @@ if ! "${PSQL[@]}" -c 'SELECT 1' >/dev/null 2>&1; then
   as_pg pg_ctl -D "$B/pg/data" -l "$B/pg/log" -w start >/dev/null
 fi
 [ "$("${PSQL[@]}" -c 'SHOW data_directory')" = "$B/pg/data" ] || { echo "the server on $PORT is not $B's" >&2; exit 1; }
-if ! "${PSQL[@]}" -d qrapp -c 'SELECT 1' >/dev/null 2>&1; then
+if [ -z "${ONLY_ARCHIVING:-}" ] && ! "${PSQL[@]}" -d qrapp -c 'SELECT 1' >/dev/null 2>&1; then
   echo "generating the sample database at scale $SCALE" >&2
   PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres bash "$GEN" "$SCALE" qrapp >&2
 fi
