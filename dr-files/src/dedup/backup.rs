@@ -29,7 +29,7 @@ use dr_core::lease::Lease;
 
 use super::chunker::{chunks, CHUNK_SIZES};
 use super::key::{ChunkId, DedupKey};
-use super::pack::{parse_chunk_id, Catalog, PackBuilder, SealedPack, INDEX_PREFIX};
+use super::pack::{Catalog, PackBuilder, SealedPack, INDEX_PREFIX};
 use super::source::{list_objects, ListedObject, TreeSource};
 use super::tree::{EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
 use crate::{files_stats, SOURCE_KIND};
@@ -106,8 +106,7 @@ pub async fn backup_tree(
     let lease = Lease::shared(repo, &format!("deduplicated backup of {name}"), None).await?;
     lease
         .hold(async |lease| {
-            let catalog = Catalog::load(repo).await?;
-            let known: HashSet<ChunkId> = catalog.chunks.keys().copied().collect();
+            let catalog = Arc::new(Catalog::load(repo).await?);
             let (parent_id, parent_tree) = match parent {
                 Some((id, tree)) if tree.header.dedup_key == dedup.key_id() => {
                     (Some(id), Some(tree))
@@ -122,8 +121,9 @@ pub async fn backup_tree(
                 std::sync::mpsc::sync_channel::<(ChunkId, Vec<u8>)>(CHUNKS_IN_FLIGHT);
             let walk = {
                 let dedup = dedup.clone();
+                let catalog = catalog.clone();
                 tokio::task::spawn_blocking(move || {
-                    Walk::new(dedup, known, parent_tree, chunk_tx).run(input)
+                    Walk::new(dedup, catalog, parent_tree, chunk_tx).run(input)
                 })
             };
             let packer = {
@@ -228,8 +228,8 @@ async fn check_reused_packs_remain(
         .collect();
     for entry in &tree.entries {
         if let EntryKind::File { chunks, .. } = &entry.kind {
-            for id in chunks.iter().filter_map(|c| parse_chunk_id(c)) {
-                if let Some((pack, _)) = catalog.find(&id) {
+            for id in chunks {
+                if let Some((pack, _)) = catalog.find(id) {
                     if !listed.contains(&super::pack::PackIndex::index_path(&pack.pack)) {
                         return Err(Error::new(
                             ErrorKind::Corrupt,
@@ -261,7 +261,10 @@ struct Counts {
 /// The walk's state, on its blocking thread.
 struct Walk {
     dedup: DedupKey,
-    known: HashSet<ChunkId>,
+    /// The chunks stored before this backup.
+    catalog: Arc<Catalog>,
+    /// The chunks this backup stores.
+    new: HashSet<ChunkId>,
     parent: HashMap<String, TreeEntry>,
     chunks: std::sync::mpsc::SyncSender<(ChunkId, Vec<u8>)>,
     /// (device, inode) of files with several links → the first path seen.
@@ -273,7 +276,7 @@ struct Walk {
 impl Walk {
     fn new(
         dedup: DedupKey,
-        known: HashSet<ChunkId>,
+        catalog: Arc<Catalog>,
         parent: Option<Tree>,
         chunks: std::sync::mpsc::SyncSender<(ChunkId, Vec<u8>)>,
     ) -> Walk {
@@ -282,7 +285,8 @@ impl Walk {
             .unwrap_or_default();
         Walk {
             dedup,
-            known,
+            catalog,
+            new: HashSet::new(),
             parent,
             chunks,
             links: HashMap::new(),
@@ -444,9 +448,7 @@ impl Walk {
                 ..
             } = &before.kind
             {
-                let all_stored = chunks
-                    .iter()
-                    .all(|c| parse_chunk_id(c).is_some_and(|id| self.known.contains(&id)));
+                let all_stored = chunks.iter().all(|id| self.catalog.contains(id));
                 // An object is unchanged when its ETag is; a file when its mtime is.
                 let same_version = match (&seen.etag, etag) {
                     (Some(now), Some(then)) => now == then,
@@ -469,8 +471,8 @@ impl Walk {
             hasher.update(&chunk);
             read += chunk.len() as u64;
             let id = self.dedup.chunk_id(&chunk);
-            ids.push(hex::encode(id));
-            if self.known.insert(id) {
+            ids.push(id);
+            if !self.catalog.contains(&id) && self.new.insert(id) {
                 self.counts.chunks_new += 1;
                 self.counts.bytes_new += chunk.len() as u64;
                 self.chunks
@@ -486,7 +488,7 @@ impl Walk {
         self.counts.bytes_total += read;
         Ok(EntryKind::File {
             size: read,
-            blake3: hasher.finalize().to_hex().to_string(),
+            blake3: *hasher.finalize().as_bytes(),
             chunks: ids,
             etag: seen.etag,
         })
