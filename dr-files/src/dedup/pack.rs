@@ -386,6 +386,24 @@ pub struct Catalog {
 impl Catalog {
     /// Read every index under `files/index/`.
     pub async fn load(repo: &Repository) -> Result<Catalog> {
+        Catalog::load_where(repo, |_| true).await
+    }
+
+    /// Read every index, keeping only the packs that hold one of `chunks` (all indexes are
+    /// still read and checked): what one file needs, in memory that does not grow with the
+    /// repository.
+    pub async fn load_holding(repo: &Repository, chunks: &[ChunkId]) -> Result<Catalog> {
+        let wanted: std::collections::HashSet<&ChunkId> = chunks.iter().collect();
+        Catalog::load_where(repo, |index| {
+            index.blobs.iter().any(|b| wanted.contains(&b.id))
+        })
+        .await
+    }
+
+    async fn load_where(
+        repo: &Repository,
+        mut keep: impl FnMut(&PackIndex) -> bool,
+    ) -> Result<Catalog> {
         let listed = repo.storage().list(INDEX_PREFIX).await?;
         let storage = repo.storage().clone();
         let mut indexes = futures::stream::iter(listed)
@@ -399,7 +417,9 @@ impl Catalog {
             .buffered(16);
         let mut catalog = Catalog::default();
         while let Some(index) = indexes.try_next().await? {
-            catalog.push(index);
+            if keep(&index) {
+                catalog.push(index);
+            }
         }
         catalog.sort();
         Ok(catalog)

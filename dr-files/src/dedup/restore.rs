@@ -32,6 +32,18 @@ pub async fn read_tree(
     manifest: &Manifest,
     decryptor: &dyn Decryptor,
 ) -> Result<Tree> {
+    read_tree_where(repo, manifest, decryptor, |_| true).await
+}
+
+/// Read the tree of snapshot `manifest`, keeping only the entries `keep` takes (all are
+/// checked); parsed as it arrives, so neither the serialized tree nor the entries left out
+/// are ever held whole.
+pub(crate) async fn read_tree_where(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    mut keep: impl FnMut(&TreeEntry) -> bool,
+) -> Result<Tree> {
     if !is_snapshot(manifest) {
         return Err(Error::new(
             ErrorKind::Unsupported,
@@ -43,16 +55,13 @@ pub async fn read_tree(
     }
     let mut payload =
         dr_core::open_payload(repo, manifest, decryptor, &ReadOptions::default()).await?;
-    // Parsed as it arrives: the serialized tree is never held whole beside the parsed one.
     let mut parser = TreeParser::default();
+    let in_backup = |e: Error| e.with_context("backup", &manifest.id);
     while let Some(bytes) = payload.next().await {
-        parser
-            .feed(&bytes?)
-            .map_err(|e| e.with_context("backup", &manifest.id))?;
+        parser.feed_where(&bytes?, &mut keep).map_err(in_backup)?;
     }
-    parser
-        .finish()
-        .map_err(|e| e.with_context("backup", &manifest.id))
+    parser.feed_where(b"\n", &mut keep).map_err(in_backup)?;
+    parser.finish().map_err(in_backup)
 }
 
 /// The entries at or under `prefix` (all entries for an empty prefix).
@@ -213,13 +222,10 @@ pub(crate) async fn selected_entries(
     decryptor: &dyn Decryptor,
     selection: &Selection,
 ) -> Result<(Vec<TreeEntry>, Catalog)> {
-    let tree = read_tree(repo, manifest, decryptor).await?;
+    let entries = read_tree_where(repo, manifest, decryptor, |e| selection.selects(&e.path))
+        .await?
+        .entries;
     let catalog = Catalog::load(repo).await?;
-    let entries: Vec<TreeEntry> = tree
-        .entries
-        .into_iter()
-        .filter(|e| selection.selects(&e.path))
-        .collect();
     let missing: Vec<&str> = entries
         .iter()
         .filter(|e| match &e.kind {
@@ -248,12 +254,14 @@ pub async fn cat_file(
     path: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    let tree = read_tree(repo, manifest, decryptor).await?;
     let path = path.trim_matches('/');
-    let mut entry = tree
+    // Only the entry asked for is kept (and, for a hard link, its file): memory does not
+    // grow with the snapshot.
+    let mut entry = read_tree_where(repo, manifest, decryptor, |e| e.path == path)
+        .await?
         .entries
-        .iter()
-        .find(|e| e.path == path)
+        .into_iter()
+        .next()
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
@@ -261,10 +269,12 @@ pub async fn cat_file(
             )
         })?;
     if let EntryKind::Hardlink { target } = &entry.kind {
-        entry = tree
+        let target = target.clone();
+        entry = read_tree_where(repo, manifest, decryptor, |e| e.path == target)
+            .await?
             .entries
-            .iter()
-            .find(|e| &e.path == target)
+            .into_iter()
+            .next()
             .ok_or_else(|| {
                 Error::corrupt(format!("hard link '{path}' points to a missing file"))
             })?;
@@ -278,7 +288,7 @@ pub async fn cat_file(
     else {
         return Err(Error::invalid(format!("'{path}' is not a regular file")));
     };
-    let catalog = Catalog::load(repo).await?;
+    let catalog = Catalog::load_holding(repo, chunks).await?;
     let mut hasher = blake3::Hasher::new();
     let mut written = 0u64;
     let mut open: Option<(String, OpenPack)> = None;

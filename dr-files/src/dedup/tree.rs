@@ -107,13 +107,33 @@ pub struct Tree {
 impl Tree {
     /// Serialize as JSON lines.
     pub fn to_json_lines(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(&self.header).expect("serializes");
-        out.push(b'\n');
-        for e in &self.entries {
-            serde_json::to_writer(&mut out, e).expect("serializes");
-            out.push(b'\n');
+        let mut out = Vec::new();
+        for line in 0..=self.entries.len() {
+            self.write_line(line, &mut out);
         }
         out
+    }
+
+    /// Append line `line` of the JSON lines (0 the header, `n` entry `n - 1`) to `out`.
+    pub(crate) fn write_line(&self, line: usize, out: &mut Vec<u8>) {
+        match line {
+            0 => serde_json::to_writer(&mut *out, &self.header),
+            n => serde_json::to_writer(&mut *out, &self.entries[n - 1]),
+        }
+        .expect("serializes");
+        out.push(b'\n');
+    }
+
+    /// Bytes of [`Tree::to_json_lines`], without holding them.
+    pub(crate) fn json_lines_len(&self) -> u64 {
+        let mut line = Vec::new();
+        (0..=self.entries.len())
+            .map(|n| {
+                line.clear();
+                self.write_line(n, &mut line);
+                line.len() as u64
+            })
+            .sum()
     }
 
     /// Parse a tree (untrusted bytes): every line, every path, every chunk id is checked.
@@ -138,14 +158,24 @@ pub struct TreeParser {
 
 impl TreeParser {
     /// Parse the complete lines of `bytes` (with what came before).
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<()> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        self.feed_where(bytes, &mut |_| true)
+    }
+
+    /// [`TreeParser::feed`], keeping only the entries `keep` takes (every entry is still
+    /// checked): a lookup in a large tree holds only what it looks for.
+    pub fn feed_where(
+        &mut self,
+        mut bytes: &[u8],
+        keep: &mut dyn FnMut(&TreeEntry) -> bool,
+    ) -> Result<()> {
         while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
             if self.pending.is_empty() {
-                self.line(&bytes[..end])?;
+                self.line(&bytes[..end], keep)?;
             } else {
                 self.pending.extend_from_slice(&bytes[..end]);
                 let line = std::mem::take(&mut self.pending);
-                self.line(&line)?;
+                self.line(&line, keep)?;
             }
             bytes = &bytes[end + 1..];
         }
@@ -156,7 +186,7 @@ impl TreeParser {
     /// The tree, once every byte was fed.
     pub fn finish(mut self) -> Result<Tree> {
         let last = std::mem::take(&mut self.pending);
-        self.line(&last)?;
+        self.line(&last, &mut |_| true)?;
         let header = self
             .header
             .ok_or_else(|| Error::corrupt("the snapshot tree is empty"))?;
@@ -166,7 +196,7 @@ impl TreeParser {
         })
     }
 
-    fn line(&mut self, line: &[u8]) -> Result<()> {
+    fn line(&mut self, line: &[u8], keep: &mut dyn FnMut(&TreeEntry) -> bool) -> Result<()> {
         if line.is_empty() {
             return Ok(());
         }
@@ -198,7 +228,9 @@ impl TreeParser {
         if let EntryKind::Hardlink { target } = &entry.kind {
             check_relative_path(target)?;
         }
-        self.entries.push(entry);
+        if keep(&entry) {
+            self.entries.push(entry);
+        }
         Ok(())
     }
 }
