@@ -29,7 +29,7 @@ use dr_core::lease::Lease;
 
 use super::chunker::{chunks, CHUNK_SIZES};
 use super::key::{ChunkId, DedupKey};
-use super::pack::{parse_chunk_id, Catalog, PackBuilder, SealedPack, INDEX_PREFIX};
+use super::pack::{Catalog, PackBuilder, SealedPack, INDEX_PREFIX};
 use super::source::{list_objects, ListedObject, TreeSource};
 use super::tree::{EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
 use crate::{files_stats, SOURCE_KIND};
@@ -106,8 +106,7 @@ pub async fn backup_tree(
     let lease = Lease::shared(repo, &format!("deduplicated backup of {name}"), None).await?;
     lease
         .hold(async |lease| {
-            let catalog = Catalog::load(repo).await?;
-            let known: HashSet<ChunkId> = catalog.chunks.keys().copied().collect();
+            let catalog = Arc::new(Catalog::load(repo).await?);
             let (parent_id, parent_tree) = match parent {
                 Some((id, tree)) if tree.header.dedup_key == dedup.key_id() => {
                     (Some(id), Some(tree))
@@ -122,8 +121,9 @@ pub async fn backup_tree(
                 std::sync::mpsc::sync_channel::<(ChunkId, Vec<u8>)>(CHUNKS_IN_FLIGHT);
             let walk = {
                 let dedup = dedup.clone();
+                let catalog = catalog.clone();
                 tokio::task::spawn_blocking(move || {
-                    Walk::new(dedup, known, parent_tree, chunk_tx).run(input)
+                    Walk::new(dedup, catalog, parent_tree, chunk_tx).run(input)
                 })
             };
             let packer = {
@@ -174,7 +174,7 @@ pub async fn backup_tree(
             check_reused_packs_remain(repo, &catalog, &tree).await?;
             lease.check()?;
 
-            let manifest = commit_snapshot(repo, &tree, name, &*encryptor, opts).await?;
+            let manifest = commit_tree(repo, Arc::new(tree), name, &*encryptor, opts).await?;
             report.bytes_stored += manifest.stored_bytes;
             report.id = manifest.id.clone();
             Ok((manifest, report))
@@ -193,13 +193,25 @@ pub async fn commit_snapshot(
     encryptor: &dyn Encryptor,
     opts: &BackupOptions,
 ) -> Result<Manifest> {
+    commit_tree(repo, Arc::new(tree.clone()), name, encryptor, opts).await
+}
+
+/// [`commit_snapshot`] of a tree that is not copied: its JSON lines are made a piece at a
+/// time as the pipeline reads them, never held whole.
+async fn commit_tree(
+    repo: &Repository,
+    tree: Arc<Tree>,
+    name: String,
+    encryptor: &dyn Encryptor,
+    opts: &BackupOptions,
+) -> Result<Manifest> {
     let (files, bytes) = tree
         .entries
         .iter()
         .filter(|e| matches!(e.kind, EntryKind::File { .. }))
         .fold((0, 0), |(n, b), e| (n + 1, b + e.size()));
     let dumper = TreeDumper {
-        payload: Bytes::from(tree.to_json_lines()),
+        tree,
         source: SourceInfo {
             kind: SOURCE_KIND.into(),
             format: TREE_FORMAT.into(),
@@ -228,8 +240,8 @@ async fn check_reused_packs_remain(
         .collect();
     for entry in &tree.entries {
         if let EntryKind::File { chunks, .. } = &entry.kind {
-            for id in chunks.iter().filter_map(|c| parse_chunk_id(c)) {
-                if let Some((pack, _)) = catalog.find(&id) {
+            for id in chunks {
+                if let Some((pack, _)) = catalog.find(id) {
                     if !listed.contains(&super::pack::PackIndex::index_path(&pack.pack)) {
                         return Err(Error::new(
                             ErrorKind::Corrupt,
@@ -261,8 +273,13 @@ struct Counts {
 /// The walk's state, on its blocking thread.
 struct Walk {
     dedup: DedupKey,
-    known: HashSet<ChunkId>,
-    parent: HashMap<String, TreeEntry>,
+    /// The chunks stored before this backup.
+    catalog: Arc<Catalog>,
+    /// The chunks this backup stores.
+    new: HashSet<ChunkId>,
+    /// The parent snapshot's entries, sorted by path (looked up by bisection: no second
+    /// copy of every path, no hash table).
+    parent: Vec<TreeEntry>,
     chunks: std::sync::mpsc::SyncSender<(ChunkId, Vec<u8>)>,
     /// (device, inode) of files with several links → the first path seen.
     links: HashMap<(u64, u64), String>,
@@ -273,16 +290,16 @@ struct Walk {
 impl Walk {
     fn new(
         dedup: DedupKey,
-        known: HashSet<ChunkId>,
+        catalog: Arc<Catalog>,
         parent: Option<Tree>,
         chunks: std::sync::mpsc::SyncSender<(ChunkId, Vec<u8>)>,
     ) -> Walk {
-        let parent = parent
-            .map(|t| t.entries.into_iter().map(|e| (e.path.clone(), e)).collect())
-            .unwrap_or_default();
+        let mut parent = parent.map(|t| t.entries).unwrap_or_default();
+        parent.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         Walk {
             dedup,
-            known,
+            catalog,
+            new: HashSet::new(),
             parent,
             chunks,
             links: HashMap::new(),
@@ -436,7 +453,20 @@ impl Walk {
         seen: Seen,
         open: impl FnOnce() -> Result<Box<dyn Read>>,
     ) -> Result<EntryKind> {
-        if let Some(before) = self.parent.remove(relative) {
+        let before = self
+            .parent
+            .binary_search_by(|e| e.path.as_str().cmp(relative))
+            .ok()
+            .map(|n| {
+                let e = &mut self.parent[n];
+                TreeEntry {
+                    path: String::new(),
+                    mode: e.mode,
+                    mtime_ns: e.mtime_ns,
+                    kind: std::mem::replace(&mut e.kind, EntryKind::Dir),
+                }
+            });
+        if let Some(before) = before {
             if let EntryKind::File {
                 size: was,
                 chunks,
@@ -444,9 +474,7 @@ impl Walk {
                 ..
             } = &before.kind
             {
-                let all_stored = chunks
-                    .iter()
-                    .all(|c| parse_chunk_id(c).is_some_and(|id| self.known.contains(&id)));
+                let all_stored = chunks.iter().all(|id| self.catalog.contains(id));
                 // An object is unchanged when its ETag is; a file when its mtime is.
                 let same_version = match (&seen.etag, etag) {
                     (Some(now), Some(then)) => now == then,
@@ -469,8 +497,8 @@ impl Walk {
             hasher.update(&chunk);
             read += chunk.len() as u64;
             let id = self.dedup.chunk_id(&chunk);
-            ids.push(hex::encode(id));
-            if self.known.insert(id) {
+            ids.push(id);
+            if !self.catalog.contains(&id) && self.new.insert(id) {
                 self.counts.chunks_new += 1;
                 self.counts.bytes_new += chunk.len() as u64;
                 self.chunks
@@ -486,7 +514,7 @@ impl Walk {
         self.counts.bytes_total += read;
         Ok(EntryKind::File {
             size: read,
-            blake3: hasher.finalize().to_hex().to_string(),
+            blake3: *hasher.finalize().as_bytes(),
             chunks: ids,
             etag: seen.etag,
         })
@@ -560,7 +588,7 @@ fn pack_chunks(
 /// A [`Dumper`] of a finished snapshot tree, so the tree goes through dr-core's pipeline
 /// (compression, encryption, signed manifest) like any payload.
 struct TreeDumper {
-    payload: Bytes,
+    tree: Arc<Tree>,
     source: SourceInfo,
     stats: DumpStats,
 }
@@ -574,13 +602,30 @@ impl DumpCompletion for TreeDone {
     }
 }
 
+/// Bytes of JSON lines per piece of the payload stream.
+const TREE_PIECE_BYTES: usize = 1 << 20;
+
 #[async_trait]
 impl Dumper for TreeDumper {
     async fn start(&self) -> Result<Dump> {
+        let size = self.tree.json_lines_len();
+        // Line 0 is the header, line n the entry n - 1.
+        let stream =
+            futures::stream::unfold((self.tree.clone(), 0usize), |(tree, mut line)| async move {
+                if line > tree.entries.len() {
+                    return None;
+                }
+                let mut out = Vec::with_capacity(TREE_PIECE_BYTES + 4096);
+                while line <= tree.entries.len() && out.len() < TREE_PIECE_BYTES {
+                    tree.write_line(line, &mut out);
+                    line += 1;
+                }
+                Some((Ok(Bytes::from(out)), (tree, line)))
+            });
         Ok(Dump {
             source: self.source.clone(),
-            stream: dr_core::stage::once_bytes(self.payload.clone(), 1 << 20),
-            size_hint: Some(self.payload.len() as u64),
+            stream: Box::pin(stream),
+            size_hint: Some(size),
             completion: Box::new(TreeDone(self.stats.clone())),
         })
     }

@@ -17,7 +17,7 @@ use dr_core::lease::Lease;
 use dr_core::{Decryptor, Encryptor, Error, Repository, Result};
 
 use super::key::{ChunkId, DedupKey};
-use super::pack::{parse_chunk_id, Catalog, OpenPack, PackBuilder, PackIndex, PACKS_PREFIX};
+use super::pack::{Catalog, OpenPack, PackBuilder, PackIndex, PACKS_PREFIX};
 use super::restore::{files_in_pack, is_snapshot, read_tree};
 use super::tree::{EntryKind, Tree};
 
@@ -82,10 +82,7 @@ pub async fn verify_packs(
         let mut missing = Vec::new();
         for e in &tree.entries {
             if let EntryKind::File { chunks, .. } = &e.kind {
-                if chunks
-                    .iter()
-                    .any(|c| parse_chunk_id(c).is_none_or(|id| catalog.find(&id).is_none()))
-                {
+                if chunks.iter().any(|id| !catalog.contains(id)) {
                     missing.push(e.path.clone());
                 }
             }
@@ -185,7 +182,7 @@ pub async fn prune_packs(
         let tree: Tree = read_tree(repo, manifest, decryptor).await?;
         for e in tree.entries {
             if let EntryKind::File { chunks, .. } = e.kind {
-                needed.extend(chunks.iter().filter_map(|c| parse_chunk_id(c)));
+                needed.extend(chunks);
             }
         }
     }
@@ -210,7 +207,7 @@ pub async fn prune_packs(
         let used: Vec<_> = index
             .blobs
             .iter()
-            .filter(|b| parse_chunk_id(&b.id).is_some_and(|id| needed.contains(&id)))
+            .filter(|b| needed.contains(&b.id))
             .collect();
         let used_bytes: u64 = used.iter().map(|b| u64::from(b.length)).sum();
         if used.is_empty() {
@@ -220,7 +217,7 @@ pub async fn prune_packs(
             if !opts.dry_run {
                 let pack = OpenPack::read(repo, index, decryptor).await?;
                 for blob in &used {
-                    let id = parse_chunk_id(&blob.id).expect("filtered above");
+                    let id = blob.id;
                     let chunk =
                         pack.chunk(blob, Some(dedup).filter(|k| k.key_id() == index.dedup_key))?;
                     repack.add(&id, &chunk)?;

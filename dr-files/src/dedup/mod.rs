@@ -7,14 +7,18 @@
 mod backup;
 mod check;
 mod chunker;
+mod hex32;
 mod key;
 mod pack;
+mod plan;
 mod reader;
 mod restore;
 mod restore_bucket;
 mod source;
 mod tree;
+mod unpack;
 mod wrapped;
+mod write_tree;
 
 pub use backup::{backup_tree, commit_snapshot, FilesReport};
 pub use check::{prune_packs, verify_packs, PackPruneOptions, PackPruneReport, PackVerifyReport};

@@ -7,7 +7,6 @@
 //! key, so the index tells a reader without that key nothing about the content but the
 //! compressed sizes. A pack counts only once its index exists (written second).
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use bytes::Bytes;
@@ -45,8 +44,9 @@ pub enum BlobCodec {
 /// One chunk in a pack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobEntry {
-    /// The chunk id, 64 hex digits.
-    pub id: String,
+    /// The chunk id (64 hex digits in JSON).
+    #[serde(with = "super::hex32")]
+    pub id: ChunkId,
     /// Where the blob starts in the pack's plaintext.
     pub offset: u64,
     /// The blob's stored length.
@@ -112,32 +112,29 @@ impl PackIndex {
         }
         let mut at = 0u64;
         for b in &index.blobs {
-            if parse_chunk_id(&b.id).is_none() {
-                return Err(bad(format!("malformed chunk id '{}'", b.id)));
-            }
             if b.offset != at {
                 return Err(bad(format!(
                     "blob {} does not start where the previous ends",
-                    b.id
+                    hex::encode(b.id)
                 )));
             }
             if b.raw as usize > MAX_CHUNK_BYTES || b.length as usize > MAX_CHUNK_BYTES + (64 << 10)
             {
-                return Err(bad(format!("blob {} is larger than any chunk", b.id)));
+                return Err(bad(format!(
+                    "blob {} is larger than any chunk",
+                    hex::encode(b.id)
+                )));
             }
             if b.codec == BlobCodec::None && b.length != b.raw {
-                return Err(bad(format!("stored blob {} has two lengths", b.id)));
+                return Err(bad(format!(
+                    "stored blob {} has two lengths",
+                    hex::encode(b.id)
+                )));
             }
             at += u64::from(b.length);
         }
         Ok(index)
     }
-}
-
-/// A chunk id from its hex form.
-pub fn parse_chunk_id(hex_id: &str) -> Option<ChunkId> {
-    let mut id = [0u8; 32];
-    (hex_id.len() == 64 && hex::decode_to_slice(hex_id, &mut id).is_ok()).then_some(id)
 }
 
 /// Collects blobs into a pack's plaintext until it is full.
@@ -158,7 +155,7 @@ impl PackBuilder {
             (BlobCodec::None, chunk)
         };
         self.blobs.push(BlobEntry {
-            id: hex::encode(id),
+            id: *id,
             offset: self.plain.len() as u64,
             length: stored.len() as u32,
             raw: chunk.len() as u32,
@@ -315,38 +312,54 @@ impl OpenPack {
         let stored = self
             .plain
             .get(start..start.saturating_add(blob.length as usize))
-            .ok_or_else(|| Error::corrupt(format!("blob {} lies outside its pack", blob.id)))?;
-        let raw = match blob.codec {
-            BlobCodec::None => stored.to_vec(),
-            BlobCodec::Zstd => {
-                let mut out = Vec::with_capacity(blob.raw as usize);
-                zstd::stream::read::Decoder::new(stored)
-                    .and_then(|d| d.take(u64::from(blob.raw) + 1).read_to_end(&mut out))
-                    .map_err(|e| {
-                        Error::corrupt(format!("blob {} does not decompress", blob.id))
-                            .with_source(e)
-                    })?;
-                out
-            }
-        };
-        if raw.len() != blob.raw as usize {
+            .ok_or_else(|| {
+                Error::corrupt(format!(
+                    "blob {} lies outside its pack",
+                    hex::encode(blob.id)
+                ))
+            })?;
+        decode_blob(blob, stored, dedup).map(std::borrow::Cow::into_owned)
+    }
+}
+
+/// A blob's chunk from its stored bytes (`stored`, exactly the blob's `length`):
+/// decompressed and its length checked; with `dedup`, its id checked too. A `none` blob is
+/// borrowed, not copied.
+pub(crate) fn decode_blob<'a>(
+    blob: &BlobEntry,
+    stored: &'a [u8],
+    dedup: Option<&DedupKey>,
+) -> Result<std::borrow::Cow<'a, [u8]>> {
+    let raw = match blob.codec {
+        BlobCodec::None => std::borrow::Cow::Borrowed(stored),
+        BlobCodec::Zstd => {
+            let mut out = Vec::with_capacity(blob.raw as usize);
+            zstd::stream::read::Decoder::with_buffer(stored)
+                .and_then(|d| d.take(u64::from(blob.raw) + 1).read_to_end(&mut out))
+                .map_err(|e| {
+                    Error::corrupt(format!("blob {} does not decompress", hex::encode(blob.id)))
+                        .with_source(e)
+                })?;
+            std::borrow::Cow::Owned(out)
+        }
+    };
+    if raw.len() != blob.raw as usize {
+        return Err(Error::corrupt(format!(
+            "blob {} is {} bytes, its index says {}",
+            hex::encode(blob.id),
+            raw.len(),
+            blob.raw
+        )));
+    }
+    if let Some(key) = dedup {
+        if key.chunk_id(&raw) != blob.id {
             return Err(Error::corrupt(format!(
-                "blob {} is {} bytes, its index says {}",
-                blob.id,
-                raw.len(),
-                blob.raw
+                "chunk {} does not match its id: the pack holds other content",
+                hex::encode(blob.id)
             )));
         }
-        if let Some(key) = dedup {
-            if hex::encode(key.chunk_id(&raw)) != blob.id {
-                return Err(Error::corrupt(format!(
-                    "chunk {} does not match its id: the pack holds other content",
-                    blob.id
-                )));
-            }
-        }
-        Ok(raw)
     }
+    Ok(raw)
 }
 
 /// Where a chunk lies: pack number and blob number in a [`Catalog`].
@@ -359,20 +372,41 @@ pub struct Location {
 }
 
 /// Every committed pack's index, and every chunk's location.
+///
+/// Memory: the indexes (about 56 bytes per blob, ids held as bytes) and a sorted table of
+/// 40 bytes per distinct chunk (id, pack, blob), searched by bisection.
 #[derive(Debug, Default)]
 pub struct Catalog {
     /// The indexes.
     pub packs: Vec<PackIndex>,
-    /// Chunk id → location (the first pack listed wins when a chunk is in two).
-    pub chunks: HashMap<ChunkId, Location>,
+    /// (chunk id, location), sorted by id; the first pack listed wins when a chunk is in two.
+    chunks: Vec<(ChunkId, Location)>,
 }
 
 impl Catalog {
     /// Read every index under `files/index/`.
     pub async fn load(repo: &Repository) -> Result<Catalog> {
+        Catalog::load_where(repo, |_| true).await
+    }
+
+    /// Read every index, keeping only the packs that hold one of `chunks` (all indexes are
+    /// still read and checked): what one file needs, in memory that does not grow with the
+    /// repository.
+    pub async fn load_holding(repo: &Repository, chunks: &[ChunkId]) -> Result<Catalog> {
+        let wanted: std::collections::HashSet<&ChunkId> = chunks.iter().collect();
+        Catalog::load_where(repo, |index| {
+            index.blobs.iter().any(|b| wanted.contains(&b.id))
+        })
+        .await
+    }
+
+    async fn load_where(
+        repo: &Repository,
+        mut keep: impl FnMut(&PackIndex) -> bool,
+    ) -> Result<Catalog> {
         let listed = repo.storage().list(INDEX_PREFIX).await?;
         let storage = repo.storage().clone();
-        let indexes: Vec<PackIndex> = futures::stream::iter(listed)
+        let mut indexes = futures::stream::iter(listed)
             .map(|o| {
                 let storage = storage.clone();
                 async move {
@@ -380,33 +414,72 @@ impl Catalog {
                     PackIndex::from_json(&bytes).map_err(|e| e.with_context("object", &o.path))
                 }
             })
-            .buffered(16)
-            .try_collect()
-            .await?;
+            .buffered(16);
         let mut catalog = Catalog::default();
-        for index in indexes {
-            catalog.add(index);
+        while let Some(index) = indexes.try_next().await? {
+            if keep(&index) {
+                catalog.push(index);
+            }
         }
+        catalog.sort();
         Ok(catalog)
     }
 
     /// Add a pack that was just written.
     pub fn add(&mut self, index: PackIndex) {
+        self.push(index);
+        self.sort();
+    }
+
+    fn push(&mut self, index: PackIndex) {
         let pack = self.packs.len() as u32;
-        for (n, b) in index.blobs.iter().enumerate() {
-            if let Some(id) = parse_chunk_id(&b.id) {
-                self.chunks.entry(id).or_insert(Location {
-                    pack,
-                    blob: n as u32,
-                });
-            }
-        }
+        self.chunks
+            .extend(index.blobs.iter().enumerate().map(|(n, b)| {
+                (
+                    b.id,
+                    Location {
+                        pack,
+                        blob: n as u32,
+                    },
+                )
+            }));
         self.packs.push(index);
+    }
+
+    /// Sort by id, keeping the first location of a chunk stored twice.
+    fn sort(&mut self) {
+        self.chunks
+            .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.pack.cmp(&b.1.pack)));
+        self.chunks.dedup_by(|later, first| later.0 == first.0);
+        self.chunks.shrink_to_fit();
+    }
+
+    /// Where chunk `id` lies.
+    pub fn locate(&self, id: &ChunkId) -> Option<Location> {
+        self.chunks
+            .binary_search_by(|(k, _)| k.cmp(id))
+            .ok()
+            .map(|n| self.chunks[n].1)
+    }
+
+    /// Whether some pack holds chunk `id`.
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.locate(id).is_some()
+    }
+
+    /// Distinct chunks indexed.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Whether no chunk is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
     }
 
     /// The index and blob entry of a chunk.
     pub fn find(&self, id: &ChunkId) -> Option<(&PackIndex, &BlobEntry)> {
-        let at = self.chunks.get(id)?;
+        let at = self.locate(id)?;
         let pack = &self.packs[at.pack as usize];
         Some((pack, &pack.blobs[at.blob as usize]))
     }

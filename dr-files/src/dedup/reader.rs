@@ -40,10 +40,10 @@ impl PackReader {
     /// The chunk `id`, decompressed and its length checked (the caller checks the whole
     /// file's BLAKE3). A pack that cannot be read fails with the files of `all` that need it.
     pub(crate) async fn chunk(&mut self, id: &ChunkId, all: &[TreeEntry]) -> Result<Vec<u8>> {
-        let at =
-            *self.catalog.chunks.get(id).ok_or_else(|| {
-                Error::corrupt(format!("chunk {} is in no pack", hex::encode(id)))
-            })?;
+        let at = self
+            .catalog
+            .locate(id)
+            .ok_or_else(|| Error::corrupt(format!("chunk {} is in no pack", hex::encode(id))))?;
         let pack = self.pack(at.pack, all).await?;
         let index = &self.catalog.packs[at.pack as usize];
         pack.chunk(&index.blobs[at.blob as usize], None)

@@ -6,10 +6,10 @@
 //! name and renamed only after its size and BLAKE3 match the snapshot. The whole tree is
 //! built in a staging directory beside the target and moved into place at the end.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+
+use futures::StreamExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -17,9 +17,9 @@ use serde::Serialize;
 
 use dr_core::{Decryptor, Error, ErrorKind, Manifest, ReadOptions, Repository, Result};
 
-use super::pack::{parse_chunk_id, Catalog, OpenPack};
-use super::reader::PackReader;
-use super::tree::{check_relative_path, EntryKind, Tree, TreeEntry, TREE_FORMAT};
+use super::pack::{Catalog, OpenPack};
+use super::tree::{EntryKind, Tree, TreeEntry, TreeParser, TREE_FORMAT};
+use super::write_tree::TreeWriter;
 
 /// Whether a manifest is a deduplicated file snapshot.
 pub fn is_snapshot(manifest: &Manifest) -> bool {
@@ -32,6 +32,18 @@ pub async fn read_tree(
     manifest: &Manifest,
     decryptor: &dyn Decryptor,
 ) -> Result<Tree> {
+    read_tree_where(repo, manifest, decryptor, |_| true).await
+}
+
+/// Read the tree of snapshot `manifest`, keeping only the entries `keep` takes (all are
+/// checked); parsed as it arrives, so neither the serialized tree nor the entries left out
+/// are ever held whole.
+pub(crate) async fn read_tree_where(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    mut keep: impl FnMut(&TreeEntry) -> bool,
+) -> Result<Tree> {
     if !is_snapshot(manifest) {
         return Err(Error::new(
             ErrorKind::Unsupported,
@@ -41,9 +53,15 @@ pub async fn read_tree(
             ),
         ));
     }
-    let payload = dr_core::open_payload(repo, manifest, decryptor, &ReadOptions::default()).await?;
-    let bytes = dr_core::stage::collect(payload).await?;
-    Tree::from_json_lines(&bytes).map_err(|e| e.with_context("backup", &manifest.id))
+    let mut payload =
+        dr_core::open_payload(repo, manifest, decryptor, &ReadOptions::default()).await?;
+    let mut parser = TreeParser::default();
+    let in_backup = |e: Error| e.with_context("backup", &manifest.id);
+    while let Some(bytes) = payload.next().await {
+        parser.feed_where(&bytes?, &mut keep).map_err(in_backup)?;
+    }
+    parser.feed_where(b"\n", &mut keep).map_err(in_backup)?;
+    parser.finish().map_err(in_backup)
 }
 
 /// The entries at or under `prefix` (all entries for an empty prefix).
@@ -161,11 +179,16 @@ pub async fn restore_tree(
         shown,
     } = crate::restore::Staging::beside(target, replace)?;
 
+    let mut token = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut token)
+        .map_err(|_| Error::new(ErrorKind::Other, "the system random generator failed"))?;
     let writer = TreeWriter {
-        reader: PackReader::new(repo.clone(), decryptor, catalog),
+        repo: repo.clone(),
+        decryptor,
+        catalog,
         root: staging.path().to_path_buf(),
+        temp_prefix: format!(".dr-part-{}-", hex::encode(token)),
         runtime: tokio::runtime::Handle::current(),
-        report: FilesRestoreReport::default(),
     };
     let mut report = tokio::task::spawn_blocking(move || writer.write(entries))
         .await
@@ -199,19 +222,14 @@ pub(crate) async fn selected_entries(
     decryptor: &dyn Decryptor,
     selection: &Selection,
 ) -> Result<(Vec<TreeEntry>, Catalog)> {
-    let tree = read_tree(repo, manifest, decryptor).await?;
+    let entries = read_tree_where(repo, manifest, decryptor, |e| selection.selects(&e.path))
+        .await?
+        .entries;
     let catalog = Catalog::load(repo).await?;
-    let entries: Vec<TreeEntry> = tree
-        .entries
-        .into_iter()
-        .filter(|e| selection.selects(&e.path))
-        .collect();
     let missing: Vec<&str> = entries
         .iter()
         .filter(|e| match &e.kind {
-            EntryKind::File { chunks, .. } => chunks
-                .iter()
-                .any(|c| parse_chunk_id(c).is_none_or(|id| catalog.find(&id).is_none())),
+            EntryKind::File { chunks, .. } => chunks.iter().any(|id| !catalog.contains(id)),
             _ => false,
         })
         .map(|e| e.path.as_str())
@@ -236,12 +254,14 @@ pub async fn cat_file(
     path: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    let tree = read_tree(repo, manifest, decryptor).await?;
     let path = path.trim_matches('/');
-    let mut entry = tree
+    // Only the entry asked for is kept (and, for a hard link, its file): memory does not
+    // grow with the snapshot.
+    let mut entry = read_tree_where(repo, manifest, decryptor, |e| e.path == path)
+        .await?
         .entries
-        .iter()
-        .find(|e| e.path == path)
+        .into_iter()
+        .next()
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
@@ -249,10 +269,12 @@ pub async fn cat_file(
             )
         })?;
     if let EntryKind::Hardlink { target } = &entry.kind {
-        entry = tree
+        let target = target.clone();
+        entry = read_tree_where(repo, manifest, decryptor, |e| e.path == target)
+            .await?
             .entries
-            .iter()
-            .find(|e| &e.path == target)
+            .into_iter()
+            .next()
             .ok_or_else(|| {
                 Error::corrupt(format!("hard link '{path}' points to a missing file"))
             })?;
@@ -266,15 +288,15 @@ pub async fn cat_file(
     else {
         return Err(Error::invalid(format!("'{path}' is not a regular file")));
     };
-    let catalog = Catalog::load(repo).await?;
+    let catalog = Catalog::load_holding(repo, chunks).await?;
     let mut hasher = blake3::Hasher::new();
     let mut written = 0u64;
     let mut open: Option<(String, OpenPack)> = None;
-    for c in chunks {
-        let id = parse_chunk_id(c).expect("checked when the tree was parsed");
-        let (index, blob) = catalog.find(&id).ok_or_else(|| {
+    for id in chunks {
+        let (index, blob) = catalog.find(id).ok_or_else(|| {
             Error::corrupt(format!(
-                "file '{path}' needs chunk {c}, which no pack holds"
+                "file '{path}' needs chunk {}, which no pack holds",
+                hex::encode(id)
             ))
         })?;
         if open.as_ref().is_none_or(|(name, _)| *name != index.pack) {
@@ -289,7 +311,7 @@ pub async fn cat_file(
         out.write_all(&data)
             .map_err(|e| Error::io("cannot write the file out", e))?;
     }
-    if written != *size || hasher.finalize().to_hex().as_str() != want {
+    if written != *size || hasher.finalize().as_bytes() != want {
         return Err(Error::corrupt(format!(
             "file '{path}' does not match its size and BLAKE3 in the snapshot: do not trust the output"
         )));
@@ -306,205 +328,31 @@ pub(crate) fn name_some(names: &[&str]) -> String {
     shown.join(", ")
 }
 
-/// The blocking half of a restore: writes the entries under `root` (the staging directory).
-struct TreeWriter {
-    reader: PackReader,
-    root: PathBuf,
-    runtime: tokio::runtime::Handle,
-    report: FilesRestoreReport,
-}
-
-impl TreeWriter {
-    fn write(mut self, entries: Vec<TreeEntry>) -> Result<FilesRestoreReport> {
-        let mut dirs = Vec::new();
-        let mut files: HashSet<&str> = HashSet::new();
-        // Directories and files first, links last: nothing is ever written through a link.
-        for e in &entries {
-            check_relative_path(&e.path)?;
-            match &e.kind {
-                EntryKind::Dir => {
-                    let path = self.dir(&e.path)?;
-                    dirs.push((path, e));
-                }
-                EntryKind::File { .. } => {
-                    self.file(e, &entries)?;
-                    files.insert(&e.path);
-                }
-                _ => {}
-            }
-        }
-        for e in &entries {
-            match &e.kind {
-                EntryKind::Hardlink { target } => {
-                    check_relative_path(target)?;
-                    if !files.contains(target.as_str()) {
-                        tracing::warn!(path = %e.path, target = %target, "not restoring a hard link whose file is not restored");
-                        continue;
-                    }
-                    let at = self.fresh_path(&e.path)?;
-                    std::fs::hard_link(self.root.join(target), &at).map_err(|err| {
-                        Error::io("cannot create a hard link", err).with_context("path", &e.path)
-                    })?;
-                    self.report.hardlinks += 1;
-                }
-                EntryKind::Symlink { target } => {
-                    let at = self.fresh_path(&e.path)?;
-                    std::os::unix::fs::symlink(target, &at).map_err(|err| {
-                        Error::io("cannot create a symbolic link", err)
-                            .with_context("path", &e.path)
-                    })?;
-                    self.report.symlinks += 1;
-                }
-                _ => {}
-            }
-        }
-        // Directory modes and times last, deepest first (a read-only directory would stop
-        // the files going into it; writing into one changes its time).
-        for (path, e) in dirs.iter().rev() {
-            set_mtime(path, e.mtime_ns);
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(safe_mode(e.mode)))
-                .map_err(|err| {
-                    Error::io("cannot set a directory's mode", err).with_context("path", &e.path)
-                })?;
-        }
-        Ok(self.report)
-    }
-
-    /// The directory `relative` under the root, created if missing; every component must be
-    /// a real directory (a symbolic link there is refused: it could lead outside).
-    fn dir(&mut self, relative: &str) -> Result<PathBuf> {
-        let mut at = self.root.clone();
-        for part in relative.split('/') {
-            at.push(part);
-            match std::fs::symlink_metadata(&at) {
-                Ok(m) if m.file_type().is_dir() => {}
-                Ok(_) => {
-                    return Err(Error::corrupt(format!(
-                        "the snapshot puts '{relative}' beneath something that is not a directory: refusing it"
-                    )))
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    std::fs::create_dir(&at).map_err(|err| {
-                        Error::io("cannot create a directory", err).with_context("path", relative)
-                    })?;
-                    self.report.dirs += 1;
-                }
-                Err(e) => return Err(Error::io("cannot read a directory", e).with_context("path", relative)),
-            }
-        }
-        Ok(at)
-    }
-
-    /// Where to create entry `relative`: its parent directory made safe, and nothing there yet.
-    fn fresh_path(&mut self, relative: &str) -> Result<PathBuf> {
-        let at = match relative.rsplit_once('/') {
-            Some((parent, name)) => self.dir(parent)?.join(name),
-            None => self.root.join(relative),
-        };
-        if std::fs::symlink_metadata(&at).is_ok() {
-            return Err(Error::corrupt(format!(
-                "the snapshot lists '{relative}' twice: refusing it"
-            )));
-        }
-        Ok(at)
-    }
-
-    fn file(&mut self, e: &TreeEntry, all: &[TreeEntry]) -> Result<()> {
-        let EntryKind::File {
-            size,
-            blake3: want,
-            chunks,
-            ..
-        } = &e.kind
-        else {
-            unreachable!("called for files")
-        };
-        let at = self.fresh_path(&e.path)?;
-        let temp = at.with_file_name(format!(".dr-part-{}", self.report.files));
-        let result = self.write_checked(&temp, chunks, *size, want, &e.path, all);
-        if let Err(err) = result {
-            let _ = std::fs::remove_file(&temp);
-            return Err(err.with_context("file", &e.path));
-        }
-        set_mtime(&temp, e.mtime_ns);
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(safe_mode(e.mode)))
-            .map_err(|err| {
-                Error::io("cannot set a file's mode", err).with_context("path", &e.path)
-            })?;
-        std::fs::rename(&temp, &at).map_err(|err| {
-            Error::io("cannot put a restored file in place", err).with_context("path", &e.path)
-        })?;
-        self.report.files += 1;
-        self.report.bytes += size;
-        Ok(())
-    }
-
-    fn write_checked(
-        &mut self,
-        temp: &Path,
-        chunks: &[String],
-        size: u64,
-        want: &str,
-        path: &str,
-        all: &[TreeEntry],
-    ) -> Result<()> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(temp)
-            .map_err(|e| Error::io("cannot create a file", e))?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = blake3::Hasher::new();
-        let mut written = 0u64;
-        for c in chunks {
-            let id = parse_chunk_id(c).expect("checked when the tree was parsed");
-            let data = self.runtime.block_on(self.reader.chunk(&id, all))?;
-            hasher.update(&data);
-            written += data.len() as u64;
-            out.write_all(&data)
-                .map_err(|e| Error::io("cannot write a file", e))?;
-        }
-        // No fsync per file (neither tar nor restic does one; on 20,000 files it would
-        // dominate): the tree becomes visible only when the staging directory is renamed.
-        out.into_inner()
-            .map_err(|e| Error::io("cannot write a file", e.into_error()))?;
-        if written != size || hasher.finalize().to_hex().as_str() != want {
-            return Err(Error::corrupt(format!(
-                "file '{path}' restores to {written} bytes that do not match the snapshot's size and BLAKE3"
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// The files among `entries` with a chunk in pack `n`.
 pub(crate) fn files_in_pack(entries: &[TreeEntry], catalog: &Catalog, n: u32) -> Vec<String> {
-    let mut map: HashMap<&str, ()> = HashMap::new();
-    for e in entries {
-        if let EntryKind::File { chunks, .. } = &e.kind {
-            let hit = chunks.iter().any(|c| {
-                parse_chunk_id(c)
-                    .and_then(|id| catalog.chunks.get(&id))
-                    .is_some_and(|at| at.pack == n)
-            });
-            if hit {
-                map.insert(&e.path, ());
-            }
-        }
-    }
-    let mut names: Vec<String> = map.into_keys().map(str::to_owned).collect();
+    let mut names: Vec<String> = entries
+        .iter()
+        .filter(|e| match &e.kind {
+            EntryKind::File { chunks, .. } => chunks
+                .iter()
+                .any(|id| catalog.locate(id).is_some_and(|at| at.pack == n)),
+            _ => false,
+        })
+        .map(|e| e.path.clone())
+        .collect();
     names.sort();
+    names.dedup();
     names
 }
 
 /// Permission bits to restore: setuid and setgid are dropped (a restore must not hand out
 /// privileges a snapshot asks for).
-fn safe_mode(mode: u32) -> u32 {
+pub(crate) fn safe_mode(mode: u32) -> u32 {
     mode & 0o1777
 }
 
 /// Set a path's modification time (best effort: a time is not worth failing a restore).
-fn set_mtime(path: &Path, mtime_ns: i64) {
+pub(crate) fn set_mtime(path: &Path, mtime_ns: i64) {
     let time = if mtime_ns >= 0 {
         std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_ns as u64)
     } else {

@@ -17,7 +17,6 @@ use dr_core::{
     Decryptor, Error, ErrorKind, Manifest, PutOptions, Repository, Result, StorageTarget,
 };
 
-use super::pack::parse_chunk_id;
 use super::reader::PackReader;
 use super::restore::{selected_entries, FilesRestoreReport, Selection};
 use super::tree::{EntryKind, TreeEntry};
@@ -135,9 +134,8 @@ async fn put_checked(
     let mut hasher = blake3::Hasher::new();
     let mut written = 0u64;
     let mut failure = None;
-    for c in chunks {
-        let id = parse_chunk_id(c).expect("checked when the tree was parsed");
-        let data = match reader.chunk(&id, all).await {
+    for id in chunks {
+        let data = match reader.chunk(id, all).await {
             Ok(data) => data,
             Err(e) => {
                 failure = Some(e);
@@ -151,7 +149,7 @@ async fn put_checked(
             break;
         }
     }
-    if failure.is_none() && (written != *size || hasher.finalize().to_hex().as_str() != want) {
+    if failure.is_none() && (written != *size || hasher.finalize().as_bytes() != want) {
         failure = Some(Error::corrupt(format!(
             "'{}' restores to {written} bytes that do not match the snapshot's size and BLAKE3",
             file.path

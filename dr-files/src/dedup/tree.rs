@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use dr_core::{Error, ErrorKind, Result};
 
 use super::chunker::ChunkSizes;
-use super::pack::parse_chunk_id;
+use super::key::ChunkId;
 
 /// `SourceInfo::format` of a deduplicated file backup's payload.
 pub const TREE_FORMAT: &str = "dr-files-v1";
@@ -47,10 +47,13 @@ pub enum EntryKind {
     File {
         /// Bytes.
         size: u64,
-        /// BLAKE3 of the whole content, hex: checked before a restored file is put in place.
-        blake3: String,
-        /// Chunk ids in order; concatenated, the chunks are the content.
-        chunks: Vec<String>,
+        /// BLAKE3 of the whole content (hex in JSON): checked before a restored file is put
+        /// in place.
+        #[serde(with = "super::hex32")]
+        blake3: [u8; 32],
+        /// Chunk ids in order (hex in JSON); concatenated, the chunks are the content.
+        #[serde(with = "super::hex32::list")]
+        chunks: Vec<ChunkId>,
         /// The object's ETag when the source is a bucket prefix (absent for directories):
         /// with the size, what tells the next backup the object is unchanged.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,57 +107,131 @@ pub struct Tree {
 impl Tree {
     /// Serialize as JSON lines.
     pub fn to_json_lines(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(&self.header).expect("serializes");
-        out.push(b'\n');
-        for e in &self.entries {
-            serde_json::to_writer(&mut out, e).expect("serializes");
-            out.push(b'\n');
+        let mut out = Vec::new();
+        for line in 0..=self.entries.len() {
+            self.write_line(line, &mut out);
         }
         out
     }
 
+    /// Append line `line` of the JSON lines (0 the header, `n` entry `n - 1`) to `out`.
+    pub(crate) fn write_line(&self, line: usize, out: &mut Vec<u8>) {
+        match line {
+            0 => serde_json::to_writer(&mut *out, &self.header),
+            n => serde_json::to_writer(&mut *out, &self.entries[n - 1]),
+        }
+        .expect("serializes");
+        out.push(b'\n');
+    }
+
+    /// Bytes of [`Tree::to_json_lines`], without holding them.
+    pub(crate) fn json_lines_len(&self) -> u64 {
+        let mut line = Vec::new();
+        (0..=self.entries.len())
+            .map(|n| {
+                line.clear();
+                self.write_line(n, &mut line);
+                line.len() as u64
+            })
+            .sum()
+    }
+
     /// Parse a tree (untrusted bytes): every line, every path, every chunk id is checked.
     pub fn from_json_lines(bytes: &[u8]) -> Result<Tree> {
-        let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-        let header: TreeHeader = lines
-            .next()
-            .ok_or_else(|| Error::corrupt("the snapshot tree is empty"))
-            .and_then(|l| {
-                serde_json::from_slice(l).map_err(|e| {
-                    Error::corrupt("the snapshot tree's header is malformed").with_source(e)
-                })
-            })?;
-        if header.format != TREE_FORMAT {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "snapshot tree format {:?} is not {TREE_FORMAT}",
-                    header.format
-                ),
-            ));
-        }
-        let mut entries = Vec::new();
-        for (n, line) in lines.enumerate() {
-            let entry: TreeEntry = serde_json::from_slice(line).map_err(|e| {
-                Error::corrupt(format!("line {} of the snapshot tree is malformed", n + 2))
-                    .with_source(e)
-            })?;
-            check_relative_path(&entry.path)?;
-            match &entry.kind {
-                EntryKind::File { chunks, .. } => {
-                    if let Some(bad) = chunks.iter().find(|c| parse_chunk_id(c).is_none()) {
-                        return Err(Error::corrupt(format!(
-                            "file '{}' lists a malformed chunk id '{bad}'",
-                            entry.path
-                        )));
-                    }
-                }
-                EntryKind::Hardlink { target } => check_relative_path(target)?,
-                EntryKind::Symlink { .. } | EntryKind::Dir => {}
+        let mut parser = TreeParser::default();
+        parser.feed(bytes)?;
+        parser.finish()
+    }
+}
+
+/// Parses a tree as its bytes arrive (untrusted: every line, path and chunk id is checked),
+/// so the serialized tree is never held whole beside the parsed one.
+#[derive(Debug, Default)]
+pub struct TreeParser {
+    /// The start of a line whose end has not arrived.
+    pending: Vec<u8>,
+    header: Option<TreeHeader>,
+    entries: Vec<TreeEntry>,
+    /// Non-empty lines parsed.
+    lines: usize,
+}
+
+impl TreeParser {
+    /// Parse the complete lines of `bytes` (with what came before).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        self.feed_where(bytes, &mut |_| true)
+    }
+
+    /// [`TreeParser::feed`], keeping only the entries `keep` takes (every entry is still
+    /// checked): a lookup in a large tree holds only what it looks for.
+    pub fn feed_where(
+        &mut self,
+        mut bytes: &[u8],
+        keep: &mut dyn FnMut(&TreeEntry) -> bool,
+    ) -> Result<()> {
+        while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
+            if self.pending.is_empty() {
+                self.line(&bytes[..end], keep)?;
+            } else {
+                self.pending.extend_from_slice(&bytes[..end]);
+                let line = std::mem::take(&mut self.pending);
+                self.line(&line, keep)?;
             }
-            entries.push(entry);
+            bytes = &bytes[end + 1..];
         }
-        Ok(Tree { header, entries })
+        self.pending.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The tree, once every byte was fed.
+    pub fn finish(mut self) -> Result<Tree> {
+        let last = std::mem::take(&mut self.pending);
+        self.line(&last, &mut |_| true)?;
+        let header = self
+            .header
+            .ok_or_else(|| Error::corrupt("the snapshot tree is empty"))?;
+        Ok(Tree {
+            header,
+            entries: self.entries,
+        })
+    }
+
+    fn line(&mut self, line: &[u8], keep: &mut dyn FnMut(&TreeEntry) -> bool) -> Result<()> {
+        if line.is_empty() {
+            return Ok(());
+        }
+        self.lines += 1;
+        if self.header.is_none() {
+            let header: TreeHeader = serde_json::from_slice(line).map_err(|e| {
+                Error::corrupt("the snapshot tree's header is malformed").with_source(e)
+            })?;
+            if header.format != TREE_FORMAT {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "snapshot tree format {:?} is not {TREE_FORMAT}",
+                        header.format
+                    ),
+                ));
+            }
+            self.header = Some(header);
+            return Ok(());
+        }
+        let entry: TreeEntry = serde_json::from_slice(line).map_err(|e| {
+            Error::corrupt(format!(
+                "line {} of the snapshot tree is malformed",
+                self.lines
+            ))
+            .with_source(e)
+        })?;
+        check_relative_path(&entry.path)?;
+        if let EntryKind::Hardlink { target } = &entry.kind {
+            check_relative_path(target)?;
+        }
+        if keep(&entry) {
+            self.entries.push(entry);
+        }
+        Ok(())
     }
 }
 
@@ -218,8 +295,8 @@ mod tests {
                     mtime_ns: 2,
                     kind: EntryKind::File {
                         size: 3,
-                        blake3: "ab".into(),
-                        chunks: vec!["cd".repeat(32)],
+                        blake3: [0xab; 32],
+                        chunks: vec![[0xcd; 32]],
                         etag: Some("\"0a1b\"".into()),
                     },
                 },

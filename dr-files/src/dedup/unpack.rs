@@ -1,0 +1,127 @@
+//! Reading one pack front to back as it downloads, handing over the blobs a restore wants.
+//!
+//! The whole pack is never held: stored bytes go through SHA-256 and the decryptor (which
+//! releases only authenticated bytes) as they arrive, and plaintext is kept only from the
+//! next wanted blob on, so a pack in flight costs about one blob and one read buffer instead
+//! of its 16–24 MiB twice over. The size and SHA-256 of the stored object are checked when
+//! it ends; anything written from it before then went to temporary files that are moved
+//! into place only after their own size and BLAKE3 match, and the restore fails as a whole
+//! if the pack does.
+
+use futures::StreamExt;
+
+use dr_core::{Decryptor, Error, ErrorKind, Repository, Result};
+
+use super::pack::{decode_blob, PackIndex};
+
+/// Stream the pack of `index`, calling `each(blob number, chunk)` for every blob number of
+/// `wanted` (ascending; repeats are called once), each chunk decompressed and its length
+/// checked against the index.
+pub(crate) fn for_each_blob(
+    repo: &Repository,
+    runtime: &tokio::runtime::Handle,
+    index: &PackIndex,
+    decryptor: &dyn Decryptor,
+    wanted: impl IntoIterator<Item = u32>,
+    mut each: impl FnMut(u32, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let path = index.pack_path();
+    let mut stream = runtime
+        .block_on(repo.storage().get(&path, None))
+        .map_err(|e| missing_or(e, &path))?;
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut opener = decryptor.decrypt_stream(&index.encryption)?;
+    let mut wanted = wanted.into_iter().peekable();
+    // Plaintext from pack offset `start` on; everything before it was handed over or skipped.
+    let mut plain: Vec<u8> = Vec::new();
+    let mut start = 0u64;
+    let mut stored = 0u64;
+    let mut ended = false;
+    let mut last = None;
+    loop {
+        // Hand over every wanted blob the plaintext holds whole.
+        while let Some(&n) = wanted.peek() {
+            let blob = index
+                .blobs
+                .get(n as usize)
+                .ok_or_else(|| Error::corrupt(format!("pack '{path}' has no blob {n}")))?;
+            if last == Some(n) || blob.offset < start {
+                wanted.next(); // a repeat, already handed over
+                continue;
+            }
+            let from = (blob.offset - start) as usize;
+            let to = from + blob.length as usize;
+            if to > plain.len() {
+                break;
+            }
+            let chunk = decode_blob(blob, &plain[from..to], None)
+                .map_err(|e| e.with_context("pack", &path))?;
+            each(n, &chunk)?;
+            last = Some(n);
+            wanted.next();
+        }
+        // Keep only what the next wanted blob needs.
+        let keep_from = match wanted.peek() {
+            Some(&n) => index.blobs[n as usize].offset,
+            None => start + plain.len() as u64,
+        };
+        let drop = usize::try_from(keep_from.saturating_sub(start))
+            .unwrap_or(usize::MAX)
+            .min(plain.len());
+        plain.drain(..drop);
+        start += drop as u64;
+        if ended {
+            break;
+        }
+        match runtime.block_on(stream.next()) {
+            Some(bytes) => {
+                let bytes = bytes.map_err(|e| missing_or(e, &path))?;
+                stored += bytes.len() as u64;
+                if stored > index.size {
+                    return Err(Error::corrupt(format!(
+                        "pack '{path}' is larger than its index says ({} bytes)",
+                        index.size
+                    )));
+                }
+                sha.update(&bytes);
+                opener
+                    .update(&bytes, &mut plain)
+                    .map_err(|e| e.with_context("pack", &path))?;
+            }
+            None => {
+                if stored != index.size {
+                    return Err(Error::corrupt(format!(
+                        "pack '{path}' is {stored} bytes, its index says {}",
+                        index.size
+                    )));
+                }
+                if hex::encode(sha.clone().finish()) != index.sha256 {
+                    return Err(Error::corrupt(format!(
+                        "pack '{path}' fails its SHA-256 check: the stored bytes were modified"
+                    )));
+                }
+                opener
+                    .finish(&mut plain)
+                    .map_err(|e| e.with_context("pack", &path))?;
+                ended = true;
+            }
+        }
+    }
+    let total = start + plain.len() as u64;
+    if wanted.peek().is_some() || total != index.plain_len() {
+        return Err(Error::corrupt(format!(
+            "pack '{path}' holds {total} bytes, its index lists {}",
+            index.plain_len()
+        )));
+    }
+    Ok(())
+}
+
+/// A missing pack is damage to the repository, not a plain "not found".
+fn missing_or(e: Error, path: &str) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        Error::corrupt(format!("pack '{path}' is missing from storage"))
+    } else {
+        e.with_context("pack", path)
+    }
+}
