@@ -72,6 +72,28 @@ impl ErrorKind {
             ErrorKind::Other => "other",
         }
     }
+
+    /// The kind whose [`as_str`](Self::as_str) is `name`: records and the WAL spool store
+    /// kinds by name. A name this version does not know is `Other`.
+    pub fn from_name(name: &str) -> ErrorKind {
+        match name {
+            "not_found" => ErrorKind::NotFound,
+            "already_exists" => ErrorKind::AlreadyExists,
+            "corrupt" => ErrorKind::Corrupt,
+            "wrong_key" => ErrorKind::WrongKey,
+            "invalid_input" => ErrorKind::InvalidInput,
+            "not_empty" => ErrorKind::NotEmpty,
+            "unsupported" => ErrorKind::Unsupported,
+            "storage" => ErrorKind::Storage,
+            "database" => ErrorKind::Database,
+            "io" => ErrorKind::Io,
+            "missing_prerequisite" => ErrorKind::MissingPrerequisite,
+            "locked" => ErrorKind::Locked,
+            "archived" => ErrorKind::Archived,
+            "cancelled" => ErrorKind::Cancelled,
+            _ => ErrorKind::Other,
+        }
+    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -240,6 +262,31 @@ impl<T> ResultExt<T> for Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_its_name() {
+        use ErrorKind::*;
+        for kind in [
+            NotFound,
+            AlreadyExists,
+            Corrupt,
+            WrongKey,
+            InvalidInput,
+            NotEmpty,
+            Unsupported,
+            Storage,
+            Database,
+            Io,
+            MissingPrerequisite,
+            Locked,
+            Archived,
+            Cancelled,
+            Other,
+        ] {
+            assert_eq!(ErrorKind::from_name(kind.as_str()), kind);
+        }
+        assert_eq!(ErrorKind::from_name("from_a_newer_version"), Other);
+    }
 
     #[test]
     fn display_shows_context_and_report_shows_cause_once() {

@@ -54,7 +54,7 @@ impl PusherFailure {
             None => "starting".to_string(),
         };
         Error::new(
-            kind_named(&self.kind),
+            ErrorKind::from_name(&self.kind),
             format!(
                 "the background WAL pusher (pid {}) failed at {} {what}: {} (reported once; \
                  PostgreSQL retries this file and a new pusher starts)",
@@ -64,29 +64,6 @@ impl PusherFailure {
             ),
         )
     }
-}
-
-/// The kind whose [`ErrorKind::as_str`] is `name`.
-fn kind_named(name: &str) -> ErrorKind {
-    [
-        ErrorKind::NotFound,
-        ErrorKind::AlreadyExists,
-        ErrorKind::Corrupt,
-        ErrorKind::WrongKey,
-        ErrorKind::InvalidInput,
-        ErrorKind::NotEmpty,
-        ErrorKind::Unsupported,
-        ErrorKind::Storage,
-        ErrorKind::Database,
-        ErrorKind::Io,
-        ErrorKind::MissingPrerequisite,
-        ErrorKind::Locked,
-        ErrorKind::Archived,
-        ErrorKind::Cancelled,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == name)
-    .unwrap_or(ErrorKind::Other)
 }
 
 /// Held by the running background pusher; dropping it (or the process dying) lets go.

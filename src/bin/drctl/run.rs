@@ -27,7 +27,7 @@ pub async fn run(out: Output, config: &Path, once: Option<String>) -> Result<()>
                 Some(failed) => {
                     let e = failed.error.as_ref();
                     Err(Error::new(
-                        kind_from_str(e.map_or("other", |e| e.kind.as_str())),
+                        ErrorKind::from_name(e.map_or("other", |e| e.kind.as_str())),
                         format!(
                             "job '{}' failed: {}",
                             failed.job,
@@ -187,27 +187,4 @@ fn outcome_line(o: &JobOutcome) -> String {
         }
     }
     line
-}
-
-/// The error kind an outcome recorded, for the exit code.
-fn kind_from_str(s: &str) -> ErrorKind {
-    [
-        ErrorKind::NotFound,
-        ErrorKind::AlreadyExists,
-        ErrorKind::Corrupt,
-        ErrorKind::WrongKey,
-        ErrorKind::InvalidInput,
-        ErrorKind::NotEmpty,
-        ErrorKind::Unsupported,
-        ErrorKind::Storage,
-        ErrorKind::Database,
-        ErrorKind::Io,
-        ErrorKind::MissingPrerequisite,
-        ErrorKind::Locked,
-        ErrorKind::Archived,
-        ErrorKind::Cancelled,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == s)
-    .unwrap_or(ErrorKind::Other)
 }
