@@ -195,7 +195,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn run(t: &mut dyn Transform, data: &[u8], piece: usize) -> Result<Vec<u8>> {
+    /// Feed `data` through `t` in pieces of `piece` bytes (also used by zstd_frames' tests).
+    pub(super) fn run(t: &mut dyn Transform, data: &[u8], piece: usize) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         for chunk in data.chunks(piece.max(1)) {
             t.update(chunk, &mut out)?;

@@ -285,15 +285,7 @@ impl Transform for ZstdFrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(t: &mut dyn Transform, data: &[u8], piece: usize) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        for chunk in data.chunks(piece.max(1)) {
-            t.update(chunk, &mut out)?;
-        }
-        t.finish(&mut out)?;
-        Ok(out)
-    }
+    use crate::codec::tests::run;
 
     /// Compressible but not trivial: text-like rows with a counter.
     fn sample(len: usize) -> Vec<u8> {

@@ -8,7 +8,7 @@ use dr_core::{Decryptor, Error, ErrorKind, Repository, Result};
 
 use super::key::ChunkId;
 use super::pack::{Catalog, OpenPack};
-use super::restore::files_in_pack;
+use super::restore::pack_unreadable;
 use super::tree::TreeEntry;
 
 /// Packs decrypted at a time (16 MiB each): files are restored in the order they were backed
@@ -55,19 +55,10 @@ impl PackReader {
             return Ok(p.clone());
         }
         let index = self.catalog.packs[n as usize].clone();
-        let opened = self.open(&index).await.map_err(|e| {
-            let affected = files_in_pack(all, &self.catalog, n);
-            let names: Vec<&str> = affected.iter().map(String::as_str).collect();
-            Error::new(
-                e.kind(),
-                format!(
-                    "pack '{}' cannot be read ({}); files affected: {}",
-                    index.pack,
-                    e.message(),
-                    super::restore::name_some(&names)
-                ),
-            )
-        })?;
+        let opened = self
+            .open(&index)
+            .await
+            .map_err(|e| pack_unreadable(&e, all, &self.catalog, n))?;
         let opened = Arc::new(opened);
         if self.cache.len() == PACK_CACHE {
             self.cache.pop_front();

@@ -328,6 +328,27 @@ pub(crate) fn name_some(names: &[&str]) -> String {
     shown.join(", ")
 }
 
+/// Pack `n` could not be read (`e`): the error a restore reports, naming the files of
+/// `entries` that need it.
+pub(crate) fn pack_unreadable(
+    e: &Error,
+    entries: &[TreeEntry],
+    catalog: &Catalog,
+    n: u32,
+) -> Error {
+    let affected = files_in_pack(entries, catalog, n);
+    let names: Vec<&str> = affected.iter().map(String::as_str).collect();
+    Error::new(
+        e.kind(),
+        format!(
+            "pack '{}' cannot be read ({}); files affected: {}",
+            catalog.packs[n as usize].pack,
+            e.message(),
+            name_some(&names)
+        ),
+    )
+}
+
 /// The files among `entries` with a chunk in pack `n`.
 pub(crate) fn files_in_pack(entries: &[TreeEntry], catalog: &Catalog, n: u32) -> Vec<String> {
     let mut names: Vec<String> = entries

@@ -25,7 +25,7 @@ use dr_core::{Decryptor, Error, ErrorKind, Repository, Result};
 
 use super::pack::Catalog;
 use super::plan::{PackJob, Piece, PlannedFile, RestorePlan};
-use super::restore::{files_in_pack, name_some, safe_mode, set_mtime, FilesRestoreReport};
+use super::restore::{pack_unreadable, safe_mode, set_mtime, FilesRestoreReport};
 use super::tree::{check_relative_path, EntryKind, TreeEntry};
 use super::unpack::for_each_blob;
 
@@ -378,17 +378,7 @@ impl Work<'_> {
             if e.kind() == ErrorKind::Cancelled {
                 return e;
             }
-            let affected = files_in_pack(self.entries, &w.catalog, job.pack);
-            let names: Vec<&str> = affected.iter().map(String::as_str).collect();
-            Error::new(
-                e.kind(),
-                format!(
-                    "pack '{}' cannot be read ({}); files affected: {}",
-                    index.pack,
-                    e.message(),
-                    name_some(&names)
-                ),
-            )
+            pack_unreadable(&e, self.entries, &w.catalog, job.pack)
         })
     }
 
