@@ -668,9 +668,9 @@ pub struct LeaseStatus {
     pub state: String,
 }
 
-/// Every lease in the repository and its state at `now` (by the system clock).
-pub async fn list(repo: &Repository) -> Result<Vec<LeaseStatus>> {
-    let storage = repo.storage();
+/// The names of the leases that have objects under `locks/`, each once (the listing is in
+/// key order, so one lease's objects are adjacent).
+async fn lease_names(storage: &dyn StorageTarget) -> Result<Vec<String>> {
     let mut names: Vec<String> = storage
         .list(LOCKS_PREFIX)
         .await?
@@ -681,6 +681,13 @@ pub async fn list(repo: &Repository) -> Result<Vec<LeaseStatus>> {
         })
         .collect();
     names.dedup();
+    Ok(names)
+}
+
+/// Every lease in the repository and its state at `now` (by the system clock).
+pub async fn list(repo: &Repository) -> Result<Vec<LeaseStatus>> {
+    let storage = repo.storage();
+    let names = lease_names(storage.as_ref()).await?;
     let now = Utc::now();
     let mut out = Vec::new();
     for name in names {

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    delete_quietly, generations, highest, locked_error, Highest, Lease, LeaseInfo, LeaseOptions,
-    EXCLUSIVE, LOCKS_PREFIX,
+    delete_quietly, generations, highest, lease_names, locked_error, Highest, Lease, LeaseInfo,
+    LeaseOptions, EXCLUSIVE,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::random_hex;
@@ -111,17 +111,8 @@ async fn live_shared(
     storage: &Arc<dyn StorageTarget>,
     opts: &LeaseOptions,
 ) -> Result<Vec<LeaseInfo>> {
-    let mut names: Vec<String> = storage
-        .list(LOCKS_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            let rest = &o.path[LOCKS_PREFIX.len()..];
-            rest.split_once('/').map(|(n, _)| n.to_string())
-        })
-        .filter(|n| n.starts_with(SHARED_PREFIX))
-        .collect();
-    names.dedup();
+    let mut names = lease_names(storage.as_ref()).await?;
+    names.retain(|n| n.starts_with(SHARED_PREFIX));
     let mut live = Vec::new();
     for name in names {
         match highest(storage.as_ref(), &name).await? {
