@@ -408,3 +408,126 @@ async fn a_killed_backup_with_jobs_takes_pg_dump_along_and_its_spool_is_reclaime
     assert_eq!(spools(spool_root.path()), Vec::<PathBuf>::new());
     assert_eq!(repo.json(&["list"]).as_array().unwrap().len(), 1);
 }
+
+/// The pieces of a `drctl cat --dir` folder, each read whole: the same bytes a repository
+/// serves, without its decryption, so that a test can hand the restorer statistics of its
+/// own.
+struct FolderPieces {
+    dir: PathBuf,
+    names: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl dr::core::pieces::PieceSource for FolderPieces {
+    fn names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    async fn open(&self, name: &str) -> dr::core::Result<dr::core::ByteStream> {
+        use futures::StreamExt;
+        let bytes = std::fs::read(self.dir.join(name)).unwrap();
+        Ok(futures::stream::iter([Ok(bytes::Bytes::from(bytes))]).boxed())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_count_mismatch_under_jobs_fails_and_leaves_the_target_untouched() {
+    use dr::core::pieces::PieceRestorer;
+    let cluster = source().await;
+    let repo = Repo::new();
+    let id = repo.backup(&["--db", &cluster.url("app"), "--jobs", "2"]);
+    let dir = repo.path().join("pieces");
+    ok(&repo.run(&["cat", &id, "--dir", dir.to_str().unwrap()]));
+    let m = manifest(&repo, &id);
+    let names = m["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["piece"].as_str().unwrap().to_owned())
+        .collect();
+    let pieces = FolderPieces { dir, names };
+    let source: dr::core::SourceInfo = serde_json::from_value(m["source"].clone()).unwrap();
+    // The backup recorded one row more for QrCode than its piece holds.
+    let mut expected: dr::core::DumpStats = serde_json::from_value(m["stats"].clone()).unwrap();
+    let qr = expected
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "QrCode")
+        .unwrap();
+    qr.rows += 1;
+
+    cluster.create_database("kept").await.unwrap();
+    cluster
+        .execute_sql(
+            "kept",
+            "CREATE TABLE precious (x int); INSERT INTO precious VALUES (42)",
+        )
+        .await
+        .unwrap();
+    let restorer = dr::db::PgRestorer::new(cluster.config("kept"))
+        .replace(true)
+        .jobs(2);
+    let e = restorer
+        .restore_pieces(&source, &expected, &pieces)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), dr::core::ErrorKind::Corrupt, "{}", e.report());
+    assert!(
+        e.report().contains("\"public\".\"QrCode\" has"),
+        "names the table: {}",
+        e.report()
+    );
+    assert_eq!(common::count(&cluster, "kept", "precious").await, 1);
+    assert_eq!(scratch_databases(&cluster).await, 0, "scratch copy dropped");
+
+    let restorer = dr::db::PgRestorer::new(cluster.config("made"))
+        .create(true)
+        .jobs(2);
+    let e = restorer
+        .restore_pieces(&source, &expected, &pieces)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), dr::core::ErrorKind::Corrupt, "{}", e.report());
+    assert!(!database_exists(&cluster, "made").await);
+    assert_eq!(scratch_databases(&cluster).await, 0, "scratch copy dropped");
+
+    // The same pieces with the true statistics restore, every table's rows checked.
+    let restorer = dr::db::PgRestorer::new(cluster.config("made"))
+        .create(true)
+        .jobs(2);
+    let truth: dr::core::DumpStats = serde_json::from_value(m["stats"].clone()).unwrap();
+    let report = restorer
+        .restore_pieces(&source, &truth, &pieces)
+        .await
+        .unwrap();
+    assert_eq!(report.tables_checked, truth.tables.len());
+    assert_eq!(
+        report.rows_checked,
+        truth.tables.iter().map(|t| t.rows).sum::<u64>()
+    );
+    assert_same(&cluster, "made").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn some_tables_restore_with_jobs() {
+    let cluster = source().await;
+    let repo = Repo::new();
+    let id = repo.backup(&["--db", &cluster.url("app"), "--jobs", "2"]);
+    let restored = repo.json(&[
+        "restore",
+        &id,
+        "--db",
+        &cluster.url("some"),
+        "--create",
+        "--table",
+        "\"QrCode\"",
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(restored["tables_checked"], 1, "{restored}");
+    assert_eq!(
+        common::count(&cluster, "some", "QrCode").await,
+        common::count(&cluster, "app", "QrCode").await
+    );
+    assert_eq!(scratch_databases(&cluster).await, 0);
+}

@@ -92,6 +92,12 @@ pub trait PieceSource: Send + Sync {
     /// The plaintext of piece `name`. Any damage arrives as an error item before the
     /// stream's end, so a consumer that commits only at the end never commits it.
     async fn open(&self, name: &str) -> Result<ByteStream>;
+
+    /// How large piece `name` is stored, when known: lets a restorer start the largest
+    /// pieces first, as `pg_restore -j` does with the sizes of its files.
+    fn stored_size(&self, _name: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// Restores a payload stored as pieces.
@@ -374,6 +380,10 @@ impl<'a> RepoPieces<'a> {
 impl PieceSource for RepoPieces<'_> {
     fn names(&self) -> Vec<String> {
         self.order.clone()
+    }
+
+    fn stored_size(&self, name: &str) -> Option<u64> {
+        self.objects.get(name).map(|o| o.size)
     }
 
     async fn open(&self, name: &str) -> Result<ByteStream> {

@@ -128,7 +128,16 @@ pub struct TocEntry {
     pub tag: String,
     /// The dump ids of the entries it depends on.
     pub dependencies: Vec<i64>,
+    /// A `TABLE DATA` entry's `COPY … FROM stdin;` statement (empty for other entries).
+    pub copy_stmt: String,
+    /// The SQL of the session settings every restore session runs first (`ENCODING`,
+    /// `STDSTRINGS`, `SEARCHPATH` entries); empty for every other entry, whose definitions
+    /// may be large and are not kept.
+    pub defn: String,
 }
+
+/// The `desc` of the TOC entries that set up a restore session, whose `defn` is kept.
+pub const SESSION_ENTRIES: &[&str] = &["ENCODING", "STDSTRINGS", "SEARCHPATH"];
 
 /// What a directory archive's `toc.dat` says ([`ArchiveInspector::finish_directory`]).
 #[derive(Debug, Clone, Default)]
@@ -323,6 +332,10 @@ struct Entry {
     desc: Option<Vec<u8>>,
     namespace: Option<Vec<u8>>,
     dependencies: Vec<i64>,
+    /// Kept only when the TOC is recorded: a `TABLE DATA` entry's COPY statement, and the
+    /// definition of a session entry ([`SESSION_ENTRIES`]).
+    copy_stmt: Option<Vec<u8>>,
+    defn: Option<Vec<u8>>,
     /// A directory archive's data file for this entry.
     file: Option<Vec<u8>>,
     /// Where its data offset (custom) or data file (directory) field starts.
@@ -627,12 +640,19 @@ impl ArchiveInspector {
             Step::Entry(Field::Offset) if self.directory => Some(true),
             Step::DatabaseName | Step::ServerVersion | Step::DumpVersion => Some(true),
             Step::Entry(Field::Tag | Field::Desc | Field::Namespace) => Some(true),
+            Step::Entry(Field::CopyStmt) => {
+                Some(self.toc.is_some() && self.entry.desc.as_deref() == Some(b"TABLE DATA"))
+            }
+            Step::Entry(Field::Defn) => Some(
+                self.toc.is_some()
+                    && SESSION_ENTRIES
+                        .iter()
+                        .any(|d| self.entry.desc.as_deref() == Some(d.as_bytes())),
+            ),
             Step::Entry(
                 Field::TableOid
                 | Field::Oid
-                | Field::Defn
                 | Field::DropStmt
-                | Field::CopyStmt
                 | Field::Tablespace
                 | Field::TableAm
                 | Field::Owner
@@ -1078,9 +1098,15 @@ impl ArchiveInspector {
                         self.entry.desc = value;
                         Field::Section
                     }
-                    Field::Defn => Field::DropStmt,
+                    Field::Defn => {
+                        self.entry.defn = value;
+                        Field::DropStmt
+                    }
                     Field::DropStmt => Field::CopyStmt,
-                    Field::CopyStmt => Field::Namespace,
+                    Field::CopyStmt => {
+                        self.entry.copy_stmt = value;
+                        Field::Namespace
+                    }
                     Field::Namespace => {
                         self.entry.namespace = value;
                         Field::Tablespace
@@ -1138,6 +1164,8 @@ impl ArchiveInspector {
                 namespace: text(&entry.namespace),
                 tag: text(&entry.tag),
                 dependencies: entry.dependencies.clone(),
+                copy_stmt: text(&entry.copy_stmt),
+                defn: text(&entry.defn),
             });
         }
         let kind = match entry.desc.as_deref() {

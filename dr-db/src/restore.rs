@@ -20,8 +20,10 @@ use crate::tables::{select_tables, TableName};
 use crate::{tools, PAYLOAD_FORMAT};
 use dr_core::pieces::PieceSource;
 
+mod copy;
 mod pieces;
 mod target;
+use copy::{Counted, TableLoad};
 use target::{
     check_counts_on, clauses_of, create_error, describe_contents, drop_database, find_database,
     missing_database, scratch_name, ExistingDb, Maintenance,
@@ -121,7 +123,8 @@ enum Plan {
 }
 
 /// What `pg_restore` reads: one stream on its standard input, or a directory archive whose
-/// data files are FIFOs served from pieces.
+/// data files are FIFOs served from pieces, or (a parallel restore of pieces) the schema,
+/// then table data that dr loads itself, then the rest.
 enum Input<'a> {
     Stream(ByteStream),
     Pieces {
@@ -129,6 +132,27 @@ enum Input<'a> {
         fifos: Vec<String>,
         pieces: &'a dyn PieceSource,
     },
+    Split(Split<'a>),
+}
+
+/// A parallel restore of pieces in three steps: `pg_restore --section=pre-data`, the table
+/// data through dr's own `COPY`s ([`copy`]), then `pg_restore --section=data
+/// --section=post-data` of every other entry (sequences, large objects through `fifos`,
+/// indexes, constraints), each step over `jobs` connections.
+struct Split<'a> {
+    dir: &'a Path,
+    /// FIFOs of the pieces pg_restore reads itself (large objects).
+    fifos: Vec<String>,
+    pieces: &'a dyn PieceSource,
+    loads: Vec<TableLoad>,
+    /// The SQL that sets up a loading session.
+    session: String,
+    /// The entries of a restore of some tables (`None`: all).
+    schema_list: Option<&'a Path>,
+    /// Every entry to restore but the loaded tables' data.
+    rest_list: &'a Path,
+    /// Whether every FIFO must be read (a whole restore).
+    all_read: bool,
 }
 
 impl PgRestorer {
@@ -147,8 +171,9 @@ impl PgRestorer {
     }
 
     /// Restore a payload stored as pieces (a directory archive, [`PieceRestorer`](dr_core::pieces::PieceRestorer)) over
-    /// `jobs` connections: `pg_restore -Fd -j jobs` loads tables and builds indexes and
-    /// constraints in parallel. Parallel restores cannot run in one transaction, so with
+    /// `jobs` connections: dr loads the tables itself (`COPY` over `jobs` connections, each
+    /// table's rows checked as its `COPY` ends) between `pg_restore -Fd -j jobs` of the
+    /// schema and of the rest, which builds indexes and constraints in parallel. Parallel restores cannot run in one transaction, so with
     /// `jobs > 1` every restore goes, like `replace`, through a scratch database renamed to
     /// the target's name once complete and checked (into a new database, an empty one or
     /// over a non-empty one alike): a failure, even of dr itself, never leaves a
@@ -357,20 +382,27 @@ impl PgRestorer {
         }
     }
 
-    /// Run `pg_restore -Fd` on the archive folder `dir` into `dbname`, streaming the pieces
-    /// into its FIFOs as pg_restore opens them.
+    /// Run `pg_restore -Fd` on the archive folder `dir` into `dbname` (only `sections`,
+    /// when given), streaming the pieces into its FIFOs as pg_restore opens them; `all_read`:
+    /// every FIFO must be read.
+    #[allow(clippy::too_many_arguments)]
     async fn run_pg_restore_dir(
         &self,
         program: &Path,
         dbname: &str,
         list: Option<&Path>,
+        sections: &[&str],
         dir: &Path,
         fifos: Vec<String>,
         pieces: &dyn PieceSource,
+        all_read: bool,
     ) -> Result<()> {
         let mut std_cmd = std::process::Command::new(program);
         std_cmd.args(pg_restore_args(self.no_owner, self.jobs));
         std_cmd.arg("--format=directory");
+        for section in sections {
+            std_cmd.arg(format!("--section={section}"));
+        }
         if let Some(list) = list {
             std_cmd.arg("--use-list").arg(list);
         }
@@ -393,37 +425,116 @@ impl PgRestorer {
             group: &group,
             stderr,
         };
-        let served = fifo::serve(reader, dir, fifos, pieces, list.is_none()).await;
+        let served = fifo::serve(reader, dir, fifos, pieces, all_read).await;
         if served.is_err() {
             group.kill();
         }
         served
     }
 
+    /// Restore `input` into `dbname`; returns the tables whose rows were counted on the way.
     async fn run_input(
         &self,
         program: &Path,
         dbname: &str,
         list: Option<&Path>,
+        expected: &DumpStats,
         input: Input<'_>,
-    ) -> Result<()> {
+    ) -> Result<Counted> {
         match input {
-            Input::Stream(payload) => self.run_pg_restore(program, dbname, list, payload).await,
-            Input::Pieces { dir, fifos, pieces } => {
-                self.run_pg_restore_dir(program, dbname, list, dir, fifos, pieces)
-                    .await
+            Input::Stream(payload) => {
+                self.run_pg_restore(program, dbname, list, payload).await?;
             }
+            Input::Pieces { dir, fifos, pieces } => {
+                let all_read = list.is_none();
+                self.run_pg_restore_dir(program, dbname, list, &[], dir, fifos, pieces, all_read)
+                    .await?;
+            }
+            Input::Split(split) => return self.run_split(program, dbname, expected, split).await,
         }
+        Ok(Counted::default())
     }
 
-    /// Compare row counts in `dbname` with `expected`; returns (entries checked, rows).
-    async fn check_counts(&self, dbname: &str, expected: &DumpStats) -> Result<(usize, u64)> {
-        let conn = connect(&self.config_for(dbname), "check").await?;
-        let result = check_counts_on(&conn, expected).await;
-        let closed = conn.close().await;
-        let counted = result?;
-        closed?;
+    /// The three steps of a [`Split`] restore.
+    async fn run_split(
+        &self,
+        program: &Path,
+        dbname: &str,
+        expected: &DumpStats,
+        split: Split<'_>,
+    ) -> Result<Counted> {
+        let Split {
+            dir,
+            fifos,
+            pieces,
+            loads,
+            session,
+            schema_list,
+            rest_list,
+            all_read,
+        } = split;
+        self.run_pg_restore_dir(
+            program,
+            dbname,
+            schema_list,
+            &["pre-data"],
+            dir,
+            Vec::new(),
+            pieces,
+            false,
+        )
+        .await?;
+        let counted = copy::load_tables(
+            &self.config_for(dbname),
+            &session,
+            loads,
+            pieces,
+            self.jobs,
+            expected,
+        )
+        .await?;
+        self.run_pg_restore_dir(
+            program,
+            dbname,
+            Some(rest_list),
+            &["data", "post-data"],
+            dir,
+            fifos,
+            pieces,
+            all_read,
+        )
+        .await?;
         Ok(counted)
+    }
+
+    /// Compare row counts in `dbname` with `expected`, except for the tables already
+    /// `counted`; returns (entries checked, rows), the counted ones included.
+    async fn check_counts(
+        &self,
+        dbname: &str,
+        expected: &DumpStats,
+        counted: Counted,
+    ) -> Result<(usize, u64)> {
+        let rest = DumpStats {
+            tables: expected
+                .tables
+                .iter()
+                .filter(|t| !counted.tables.contains(&(t.schema.clone(), t.name.clone())))
+                .cloned()
+                .collect(),
+            ..Default::default()
+        };
+        let (tables, rows) = if rest.tables.is_empty() {
+            (0, 0)
+        } else {
+            let conn = connect(&self.config_for(dbname), "check").await?;
+            let result = check_counts_on(&conn, &rest).await;
+            let closed = conn.close().await;
+            let checked = result?;
+            closed?;
+            checked
+        };
+        Ok((tables + counted.tables.len(), rows + counted.rows))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -439,8 +550,10 @@ impl PgRestorer {
     ) -> Result<RestoreReport> {
         match plan {
             Plan::Into => {
-                self.run_input(program, target, list, payload).await?;
-                let (tables, rows) = self.check_counts(target, expected).await?;
+                let counted = self
+                    .run_input(program, target, list, expected, payload)
+                    .await?;
+                let (tables, rows) = self.check_counts(target, expected, counted).await?;
                 Ok(report(target, tables, rows, false))
             }
             Plan::Create(locale) => {
@@ -459,8 +572,10 @@ impl PgRestorer {
                     .await
                     .map_err(|e| create_error(e, target))?;
                 let outcome = async {
-                    self.run_input(program, target, list, payload).await?;
-                    self.check_counts(target, expected).await
+                    let counted = self
+                        .run_input(program, target, list, expected, payload)
+                        .await?;
+                    self.check_counts(target, expected, counted).await
                 }
                 .await;
                 match outcome {
@@ -494,8 +609,10 @@ impl PgRestorer {
                     .await
                     .map_err(|e| create_error(e, &scratch))?;
                 let outcome = async {
-                    self.run_input(program, &scratch, list, payload).await?;
-                    self.check_counts(&scratch, expected).await
+                    let counted = self
+                        .run_input(program, &scratch, list, expected, payload)
+                        .await?;
+                    self.check_counts(&scratch, expected, counted).await
                 }
                 .await;
                 let (tables, rows) = match outcome {
@@ -571,6 +688,18 @@ async fn read_toc(mut payload: ByteStream) -> Result<(Vec<TocEntry>, ByteStream)
     ))
 }
 
+/// A `pg_restore --use-list` file holding `text` (one dump id a line: pg_restore reads the
+/// number before the first `;` and ignores the rest).
+fn write_list(text: &str) -> Result<tempfile::TempPath> {
+    let mut list = tempfile::Builder::new()
+        .prefix("dr-restore-list-")
+        .tempfile()
+        .map_err(|e| Error::io("cannot create pg_restore's list file", e))?;
+    std::io::Write::write_all(&mut list, text.as_bytes())
+        .map_err(|e| Error::io("cannot write pg_restore's list file", e))?;
+    Ok(list.into_temp_path())
+}
+
 fn report(target: &str, tables: usize, rows: u64, replaced: bool) -> RestoreReport {
     RestoreReport {
         target: target.to_string(),
@@ -612,7 +741,7 @@ impl Restorer for PgRestorer {
                 ));
             }
             let (toc, payload) = read_toc(payload).await?;
-            let (list, expected) = self.partial_list(&toc, expected)?;
+            let (list, expected, _) = self.partial_list(&toc, expected)?;
             (payload, Some(list), expected)
         };
         let list = list.as_deref();
@@ -706,20 +835,15 @@ impl PgRestorer {
         result.map_err(|e| e.with_context("database", target))
     }
 
-    /// For a restore of some tables: the `--use-list` file of the entries they need, and
-    /// the expected statistics of those tables only.
+    /// For a restore of some tables: the `--use-list` file of the entries they need, the
+    /// expected statistics of those tables only, and the entries' dump ids.
     fn partial_list(
         &self,
         toc: &[TocEntry],
         expected: &DumpStats,
-    ) -> Result<(tempfile::TempPath, DumpStats)> {
+    ) -> Result<(tempfile::TempPath, DumpStats, Vec<i64>)> {
         let selection = select_tables(toc, &self.tables)?;
-        let mut list = tempfile::Builder::new()
-            .prefix("dr-restore-list-")
-            .tempfile()
-            .map_err(|e| Error::io("cannot create pg_restore's list file", e))?;
-        std::io::Write::write_all(&mut list, selection.list_file().as_bytes())
-            .map_err(|e| Error::io("cannot write pg_restore's list file", e))?;
+        let list = write_list(&selection.list_file())?;
         let expected = DumpStats {
             tables: expected
                 .tables
@@ -733,7 +857,7 @@ impl PgRestorer {
                 .collect(),
             ..Default::default()
         };
-        Ok((list.into_temp_path(), expected))
+        Ok((list, expected, selection.dump_ids))
     }
 }
 

@@ -374,6 +374,7 @@ mod tests {
             namespace: schema.into(),
             tag: tag.into(),
             dependencies: deps.to_vec(),
+            ..Default::default()
         }
     }
 

@@ -1,11 +1,13 @@
 //! The parallel restore of a backup taken as pieces (`drctl restore --jobs N`): pg_restore
 //! reads a directory archive whose data files are FIFOs fed from the repository.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use dr_core::pieces::{PieceRestorer, PieceSource};
 use dr_core::{DumpStats, Error, ErrorKind, RestoreReport, Result, SourceInfo};
 
-use super::{Input, PgRestorer};
+use super::{copy, write_list, Input, PgRestorer, Split};
 use crate::directory::{DIRECTORY_FORMAT, TOC_PIECE};
 use crate::{fifo, tools};
 
@@ -15,6 +17,12 @@ use crate::{fifo, tools};
 /// streamed into its FIFO when pg_restore opens it. Everything else is as for one stream:
 /// the same plans (create, empty target, scratch database swapped in), row counts checked,
 /// and a failed piece leaves nothing half-restored.
+///
+/// With `jobs > 1` the table data does not go through pg_restore: the schema is restored
+/// first (`--section=pre-data`), then dr streams each table's piece into a `COPY` of its
+/// own over `jobs` connections (see [`copy`]: its rows are checked from `COPY`'s command
+/// tag as it ends), then pg_restore restores the rest (`--section=data
+/// --section=post-data`: sequences, large objects through FIFOs, indexes, constraints).
 #[async_trait]
 impl PieceRestorer for PgRestorer {
     async fn restore_pieces(
@@ -62,17 +70,46 @@ impl PieceRestorer for PgRestorer {
         let mut inspector = crate::archive::ArchiveInspector::directory_toc();
         inspector.feed(&toc_bytes)?;
         let toc = inspector.finish_directory()?;
-        let (list, expected) = if self.tables.is_empty() {
-            (None, expected.clone())
+        let (list, expected, wanted) = if self.tables.is_empty() {
+            (None, expected.clone(), None)
         } else {
             if self.replace {
                 return Err(Error::invalid(
                     "restoring some tables replaces nothing: restore them into a new or empty database",
                 ));
             }
-            let (list, expected) = self.partial_list(&toc.toc, expected)?;
-            (Some(list), expected)
+            let (list, expected, ids) = self.partial_list(&toc.toc, expected)?;
+            (Some(list), expected, Some(ids))
         };
+        if self.jobs > 1 {
+            let wanted_set = wanted.as_ref().map(|ids| ids.iter().copied().collect());
+            let loads = copy::plan(&toc, pieces, wanted_set.as_ref());
+            let loaded: BTreeSet<i64> = loads.iter().map(|l| l.dump_id).collect();
+            let loaded_pieces: BTreeSet<&str> = loads.iter().map(|l| l.piece.as_str()).collect();
+            let all_ids = toc.toc.iter().map(|e| e.dump_id).collect();
+            let rest: String = wanted
+                .unwrap_or(all_ids)
+                .into_iter()
+                .filter(|id| !loaded.contains(id))
+                .map(|id| format!("{id};\n"))
+                .collect();
+            let rest_list = write_list(&rest)?;
+            fifos.retain(|f| !loaded_pieces.contains(f.as_str()));
+            fifo::make_fifos(dir.path(), &fifos)?;
+            let input = Input::Split(Split {
+                dir: dir.path(),
+                fifos,
+                pieces,
+                session: copy::session_sql(&toc),
+                loads,
+                schema_list: list.as_deref(),
+                rest_list: &rest_list,
+                all_read: self.tables.is_empty(),
+            });
+            return self
+                .restore_input(source, &target, &program, None, &expected, input, true)
+                .await;
+        }
         fifo::make_fifos(dir.path(), &fifos)?;
         let input = Input::Pieces {
             dir: dir.path(),
