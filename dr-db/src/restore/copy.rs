@@ -25,7 +25,8 @@ use futures::{SinkExt, StreamExt};
 use tokio_postgres::{Client, Config};
 
 use crate::archive::{DataHolds, DirectoryToc, SESSION_ENTRIES};
-use crate::conn::{connect, db_error};
+use crate::conn::{connect, db_error, quote_ident};
+use crate::tables::display_ident;
 
 /// Session settings pg_restore gives every connection (`_doSetFixedOutputState`) that
 /// matter to a `COPY`: no timeouts, and no row security (a policy must not filter rows
@@ -222,6 +223,46 @@ impl Worker<'_> {
         Ok(counted)
     }
 
+    /// For a plain table that the `COPY` names itself: open a transaction and empty the
+    /// table in it (`TRUNCATE ONLY`, as pg_restore does for a table it created, which lets
+    /// a server with `wal_level = minimal` skip the WAL), so that the rows can be loaded
+    /// `FREEZE`: written frozen and all-visible, the index builds that follow read them
+    /// without setting hint bits, i.e. without dirtying (and writing again) every page just
+    /// loaded. The table was created moments ago in a scratch database no one else sees,
+    /// so no snapshot can tell the difference. Returns whether it did (`false`: a
+    /// partitioned, foreign or otherwise named target is loaded as is).
+    async fn begin_frozen(&self, client: &Client, load: &TableLoad) -> Result<bool> {
+        // pg_dump names the table as `display_ident` does (a keyword it also quotes: such a
+        // table is just loaded as is).
+        let as_dumped = format!(
+            "COPY {}.{} ",
+            display_ident(&load.schema),
+            display_ident(&load.name)
+        );
+        let names_itself = load.copy_stmt.starts_with(&as_dumped);
+        if !names_itself {
+            return Ok(false);
+        }
+        let plain = client
+            .query_opt(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'r'",
+                &[&load.schema, &load.name],
+            )
+            .await
+            .map_err(|e| db_error("cannot look up the table", e))?
+            .is_some();
+        if !plain {
+            return Ok(false);
+        }
+        let qualified = format!("{}.{}", quote_ident(&load.schema), quote_ident(&load.name));
+        client
+            .batch_execute(&format!("BEGIN; TRUNCATE ONLY {qualified}"))
+            .await
+            .map_err(|e| db_error("cannot empty the table before loading it", e))?;
+        Ok(true)
+    }
+
     /// Stream one piece into its table's `COPY`; the rows it loaded, once they match the
     /// dump's count.
     async fn load(&self, client: &Client, load: &TableLoad) -> Result<u64> {
@@ -235,8 +276,14 @@ impl Worker<'_> {
                 ))
             })?;
         let mut data = self.pieces.open(&load.piece).await?;
+        let frozen = self.begin_frozen(client, load).await?;
+        let statement = if frozen {
+            format!("{} WITH (FREEZE)", load.copy_stmt)
+        } else {
+            load.copy_stmt.clone()
+        };
         let sink = client
-            .copy_in::<_, Bytes>(load.copy_stmt.as_str())
+            .copy_in::<_, Bytes>(statement.as_str())
             .await
             .map_err(|e| db_error("cannot start COPY", e))?;
         futures::pin_mut!(sink);
@@ -258,6 +305,12 @@ impl Worker<'_> {
             .finish()
             .await
             .map_err(|e| db_error("COPY failed", e))?;
+        if frozen {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| db_error("cannot commit the COPY", e))?;
+        }
         if rows != expected {
             return Err(Error::corrupt(format!(
                 "table \"{}\".\"{}\" has {rows} rows after the restore, the dump recorded {expected}",
