@@ -28,6 +28,8 @@ pub const SOURCE_KIND: &str = "postgres";
 
 /// Size of the chunks the dump stream yields.
 const CHUNK_BYTES: usize = 1 << 20;
+/// The size asked for pg_dump's output pipe: one chunk.
+const PIPE_BYTES: i32 = 1 << 20;
 
 /// Dumps one PostgreSQL database with `pg_dump`'s custom format, uncompressed (`-Fc -Z0`:
 /// dr's own codecs compress later, in parallel with the dump).
@@ -256,6 +258,10 @@ impl Dumper for PgDumper {
             .spawn()
             .map_err(|e| tools::spawn_failed("pg_dump", &program, e))?;
         let stdout = child.stdout.take().expect("stdout is piped");
+        // pg_dump writes 4–8 KiB at a time; with Linux's default 64 KiB pipe dr woke up
+        // for every few of its writes. A 1 MiB pipe lets each read take up to a whole
+        // chunk (a refusal, above `/proc/sys/fs/pipe-max-size`, keeps the default).
+        let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
         let stderr = child.stderr.take().expect("stderr is piped");
         let stderr = tools::spawn_stderr_tail(stderr, "pg_dump");
 
