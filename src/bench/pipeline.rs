@@ -90,7 +90,7 @@ impl Default for PipelineOptions {
 }
 
 /// Speeds of each stage alone, on one core, in MB/s (see the module documentation for
-/// which bytes each counts).
+/// which bytes each counts): the fastest of several passes over the input.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageSpeeds {
     /// Compression, raw bytes in.
@@ -169,10 +169,21 @@ pub async fn measure_pipeline(
         let e2e = backup_end_to_end(&input, setting, &encryptor, opts).await?;
 
         let (info, mut sealer) = encryptor.encrypt_stream()?;
-        let (sealed, encrypt_s) = run_keeping(sealer.as_mut(), &compressed.bytes, chunk)?;
-        let hash_s = sha256_alone(&sealed, chunk);
+        let (sealed, first_s) = run_keeping(sealer.as_mut(), &compressed.bytes, chunk)?;
+        let encrypt_s = fastest_pass(first_s, || {
+            run_discarding(
+                encryptor.encrypt_stream()?.1.as_mut(),
+                &compressed.bytes,
+                chunk,
+            )
+        })?;
+        let hash_s = fastest_pass(sha256_alone(&sealed, chunk), || {
+            Ok(sha256_alone(&sealed, chunk))
+        })?;
         let opener = AeadDecryptor::new(vec![key.clone()]);
-        let decrypt_s = run_discarding(opener.decrypt_stream(&info)?.as_mut(), &sealed, chunk)?;
+        let decrypt_s = fastest_pass(f64::INFINITY, || {
+            run_discarding(opener.decrypt_stream(&info)?.as_mut(), &sealed, chunk)
+        })?;
         let sealed = Bytes::from(sealed);
         let restore_s = restore_end_to_end(
             sealed.clone(),
@@ -222,8 +233,13 @@ struct Compressed {
 }
 
 fn compress_alone(codec: Codec, input: &[u8], chunk: usize) -> Result<Compressed> {
-    let (bytes, compress_s) = run_keeping(codec.encoder()?.as_mut(), input, chunk)?;
-    let decompress_s = run_discarding(codec.decoder()?.as_mut(), &bytes, chunk)?;
+    let (bytes, first_s) = run_keeping(codec.encoder()?.as_mut(), input, chunk)?;
+    let compress_s = fastest_pass(first_s, || {
+        run_discarding(codec.encoder()?.as_mut(), input, chunk)
+    })?;
+    let decompress_s = fastest_pass(f64::INFINITY, || {
+        run_discarding(codec.decoder()?.as_mut(), &bytes, chunk)
+    })?;
     Ok(Compressed {
         bytes,
         compress_s,
@@ -231,10 +247,39 @@ fn compress_alone(codec: Codec, input: &[u8], chunk: usize) -> Result<Compressed
     })
 }
 
+/// A stage's time is the fastest of several passes over the input, as `zstd -b` reports
+/// its fastest: on a shared machine one pass may lose the core to another process, which
+/// says nothing about the stage. Passes are repeated until they add up to this many
+/// seconds, at most [`MAX_PASSES`].
+const PASS_SECONDS: f64 = 2.0;
+const MAX_PASSES: usize = 5;
+
+/// The fastest of `first` (a pass already run, or infinity) and further runs of `pass`.
+fn fastest_pass(first: f64, mut pass: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let (mut best, mut total, mut passes) = (first, 0.0, 0);
+    if first.is_finite() {
+        (total, passes) = (first, 1);
+    }
+    while passes == 0 || (total < PASS_SECONDS && passes < MAX_PASSES) {
+        let seconds = pass()?;
+        best = best.min(seconds);
+        total += seconds;
+        passes += 1;
+    }
+    Ok(best)
+}
+
 /// Run `t` over `input` in `chunk`-byte pieces, keeping the output; returns it and the
-/// seconds spent (the output buffer is reserved before the clock starts).
+/// seconds spent. The output buffer is reserved and written once before the clock starts:
+/// the first write to a fresh page costs a page fault, which took more time than AES-GCM
+/// itself (encryption measured 270 MB/s, decryption into a reused buffer 1,380 MB/s), and
+/// `zstd -b` and `openssl speed` write into memory they touched already.
 fn run_keeping(t: &mut dyn Transform, input: &[u8], chunk: usize) -> Result<(Vec<u8>, f64)> {
-    let mut out = Vec::with_capacity(input.len() + input.len() / 64 + (1 << 20));
+    let capacity = input.len() + input.len() / 64 + (1 << 20);
+    let mut out = Vec::with_capacity(capacity);
+    out.resize(capacity, 0xa5); // written, not `vec![0; n]`: calloc's pages are not touched
+    std::hint::black_box(&mut out);
+    out.clear();
     let start = Instant::now();
     for piece in input.chunks(chunk) {
         t.update(piece, &mut out)?;
@@ -246,6 +291,9 @@ fn run_keeping(t: &mut dyn Transform, input: &[u8], chunk: usize) -> Result<(Vec
 /// Run `t` over `input`, dropping the output as it comes (one reused buffer).
 fn run_discarding(t: &mut dyn Transform, input: &[u8], chunk: usize) -> Result<f64> {
     let mut out = Vec::with_capacity(4 * chunk);
+    out.resize(4 * chunk, 0xa5); // faulted in before the clock starts, as in `run_keeping`
+    std::hint::black_box(&mut out);
+    out.clear();
     let start = Instant::now();
     for piece in input.chunks(chunk) {
         t.update(piece, &mut out)?;
