@@ -228,8 +228,10 @@ impl Worker<'_> {
     /// a server with `wal_level = minimal` skip the WAL), so that the rows can be loaded
     /// `FREEZE`: written frozen and all-visible, the index builds that follow read them
     /// without setting hint bits, i.e. without dirtying (and writing again) every page just
-    /// loaded. The table was created moments ago in a scratch database no one else sees,
-    /// so no snapshot can tell the difference. Returns whether it did (`false`: a
+    /// loaded. The table was created moments ago by this restore (in a new, empty or
+    /// scratch database), and `TRUNCATE` locks it until the load commits: what FREEZE
+    /// changes (the rows are visible to snapshots older than the load) concerns only
+    /// snapshots taken before the table existed. Returns whether it did (`false`: a
     /// partitioned, foreign or otherwise named target is loaded as is).
     async fn begin_frozen(&self, client: &Client, load: &TableLoad) -> Result<bool> {
         // pg_dump names the table as `display_ident` does (a keyword it also quotes: such a
