@@ -699,7 +699,11 @@ async fn parallel_readers_give_the_serial_snapshot_and_store_each_chunk_once() {
     std::fs::write(src.join("customer-05/big-copy.bin"), &big).unwrap();
     std::fs::write(src.join("customer-07/big-head.bin"), &big[..9 << 20]).unwrap();
     for i in 0..40 {
-        std::fs::write(src.join(format!("customer-0{}/same-{i}.txt", i % 10)), b"same").unwrap();
+        std::fs::write(
+            src.join(format!("customer-0{}/same-{i}.txt", i % 10)),
+            b"same",
+        )
+        .unwrap();
         std::fs::write(src.join(format!("customer-0{}/empty-{i}", i % 10)), b"").unwrap();
     }
     std::fs::hard_link(src.join("big.bin"), src.join("customer-09/big-link.bin")).unwrap();
@@ -724,7 +728,9 @@ async fn parallel_readers_give_the_serial_snapshot_and_store_each_chunk_once() {
     };
     let (m1, r1) = backup(&serial, 1).await;
     let (m4, r4) = backup(&parallel, 4).await;
-    let t1 = dedup::read_tree(&serial.repo, &m1, &*serial.dec).await.unwrap();
+    let t1 = dedup::read_tree(&serial.repo, &m1, &*serial.dec)
+        .await
+        .unwrap();
     let t4 = dedup::read_tree(&parallel.repo, &m4, &*parallel.dec)
         .await
         .unwrap();
@@ -834,6 +840,10 @@ async fn a_file_no_reader_can_read_fails_the_backup_naming_it_and_commits_nothin
     .await
     .unwrap_err();
     assert!(err.report().contains(broken), "{}", err.report());
-    assert!(err.report().contains("injected failure"), "{}", err.report());
+    assert!(
+        err.report().contains("injected failure"),
+        "{}",
+        err.report()
+    );
     assert!(f.repo.list_backups().await.unwrap().is_empty());
 }
