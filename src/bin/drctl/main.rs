@@ -27,12 +27,6 @@ mod wal;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc's malloc: the pipeline's threads hand 1 MiB buffers to each
-/// other, and glibc kept the freed ones resident in per-thread arenas (a physical base
-/// backup with a 28 MiB heap peak had a 70 MiB peak RSS). See BENCHMARKS.md, issue 11.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     output::end_quietly_when_stdout_closes();
     let args = cli::Cli::parse();
