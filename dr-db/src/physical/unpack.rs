@@ -132,9 +132,11 @@ impl Writers {
     /// End the queues and wait for the threads; whether all ended without a panic.
     fn stop(&mut self) -> bool {
         self.queues.clear();
-        std::mem::take(&mut self.threads)
-            .into_iter()
-            .fold(true, |ok, t| t.join().is_ok() && ok)
+        let mut ok = true;
+        for t in std::mem::take(&mut self.threads) {
+            ok &= t.join().is_ok(); // every thread joined, not only up to a panicked one
+        }
+        ok
     }
 }
 
