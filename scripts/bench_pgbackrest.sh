@@ -16,8 +16,9 @@
 #        BENCH_DIR's own cluster), SEGMENTS (32), GEN (../shared/bench/gen_qr_db.sh),
 #        BASE_PAIRS (PAIRS: rounds of base backups; 1 when only the restores need them),
 #        ONLY_ARCHIVING=1 (phase 2 alone: no base backups or restores), SKIP_ARCHIVING=1
-#        (phases 1, 3 and 4: no archiving backlog), DRCTL_BIN (a drctl
-#        already built, instead of cargo build --release).
+#        (phases 1, 3 and 4: no archiving backlog), SKIP_LOGICAL=1 (no phase 4), DRCTL_BIN (a
+#        drctl already built, instead of cargo build --release), DRCTL_BIN_B (a second drctl:
+#        every dr arm of phases 1 and 3 runs with both, A then B, as NAME and NAME_b).
 # Needs root (or the postgres user) and pgBackRest (installed here with apt-get if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +72,8 @@ fi
 [ -n "${DRCTL_BIN:-}" ] || { cargo build --release --bin drctl >&2; DRCTL_BIN=target/release/drctl; }
 install -m 755 "$DRCTL_BIN" "$B/bin/drctl"
 DR=$B/bin/drctl
+DR_B=
+if [ -n "${DRCTL_BIN_B:-}" ]; then install -m 755 "$DRCTL_BIN_B" "$B/bin/drctl-b"; DR_B=$B/bin/drctl-b; fi
 W=$B/work
 as_pg rm -rf "$W" 2>/dev/null || rm -rf "$W"
 mkdir -p "$W/times"
@@ -154,10 +157,12 @@ if [ -z "${ONLY_ARCHIVING:-}" ]; then
 set_archive "$DR wal-push --repo $W/dr-repo --key-file $W/dr.key %p && $PGBR archive-push %p"
 wait_archived
 for i in $(seq "$BASE_PAIRS"); do
-  echo "base backup pair $i" >&2
+  echo "base backup pair $i (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   run dr_copy "$DR" backup --physical --pgdata "$B/pg/data" --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
+  [ -z "$DR_B" ] || run dr_copy_b "$DR_B" backup --physical --pgdata "$B/pg/data" --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
   run pgbr_full $PGBR backup --type=full
   run dr_basebackup "$DR" backup --physical --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
+  [ -z "$DR_B" ] || run dr_basebackup_b "$DR_B" backup --physical --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
 done
 
 # WAL after the backups, and a target time in the middle of it.
@@ -175,21 +180,26 @@ restore_and_recover() {
   local name=$1 dir=$2; shift 2
   rm -rf "$dir"; mkdir -m 700 "$dir"; [ "$(id -u)" = 0 ] && chown postgres "$dir"
   local t0; t0=$(now)
-  runuser -u postgres -- "$@" >"$W/out.$name" 2>"$W/err.$name" || { cat "$W/err.$name" >&2; return 1; }
+  /usr/bin/time -f "%e %M" -o "$W/time" runuser -u postgres -- "$@" >"$W/out.$name" 2>"$W/err.$name" \
+    || { cat "$W/err.$name" >&2; return 1; }
+  local cmd_secs cmd_rss; read -r cmd_secs cmd_rss <"$W/time"
+  T[${name}_cmd]+="$cmd_secs "; R[${name}_cmd]+="$cmd_rss "
   as_pg pg_ctl -D "$dir" -l "$W/restored.log" -w -t 3600 -o "-p $RPORT -k $W -c archive_mode=off -c listen_addresses=''" start >/dev/null
   while [ "$(psql -h "$W" -p "$RPORT" -U postgres -XAtq -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" != "f" ]; do sleep 0.2; done
   local secs; secs=$(calc "$(now) - $t0")
   T[$name]+="$secs "
-  echo "  $name ${secs}s" >&2
+  echo "  $name ${secs}s (restore command ${cmd_secs}s, ${cmd_rss}KiB; load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   as_pg pg_ctl -D "$dir" -m fast -w stop >/dev/null
   rm -rf "$dir"
 }
 for i in $(seq "$PAIRS"); do
   echo "restore pair $i" >&2
   restore_and_recover dr_restore_pitr "$W/r-dr" "$DR" restore latest --pgdata "$W/r-dr" --target-time "$TARGET" "${DRR[@]}"
+  [ -z "$DR_B" ] || restore_and_recover dr_restore_pitr_b "$W/r-dr" "$DR_B" restore latest --pgdata "$W/r-dr" --target-time "$TARGET" "${DRR[@]}"
   restore_and_recover pgbr_restore_pitr "$W/r-pgbr" $PGBR restore --pg1-path="$W/r-pgbr" --type=time "--target=$PGBR_TARGET" --target-action=promote
 done
 
+if [ -z "${SKIP_LOGICAL:-}" ]; then
 # 4. Logical restore of the same data (both databases the physical restore brings back), for
 # the physical vs logical choice: one drctl restore per database, one after the other.
 backup_id() { as_pg "$DR" backup --json --db "postgres://postgres@127.0.0.1:$PORT/$1" "${DRR[@]}" \
@@ -207,6 +217,7 @@ for i in $(seq "$PAIRS"); do
   run dr_restore_logical "$B/bin/logical_restore"
 done
 "${PSQL[@]}" -c 'DROP DATABASE IF EXISTS qrapp_restored' -c 'DROP DATABASE IF EXISTS bench_restored' >/dev/null
+fi # SKIP_LOGICAL
 
 fi # ONLY_ARCHIVING
 
@@ -300,7 +311,8 @@ fi # SKIP_ARCHIVING
 
 echo
 echo "## results (medians of $PAIRS; cluster $DB_SIZE)"
-for n in dr_copy dr_basebackup pgbr_full dr_restore_pitr pgbr_restore_pitr dr_restore_logical; do
+for n in dr_copy dr_copy_b dr_basebackup dr_basebackup_b pgbr_full dr_restore_pitr dr_restore_pitr_b \
+  pgbr_restore_pitr dr_restore_pitr_cmd dr_restore_pitr_b_cmd pgbr_restore_pitr_cmd dr_restore_logical; do
   [ -n "${T[$n]:-}" ] || continue
   printf "%-20s %8ss  peak RSS %s MiB  (runs: %s)\n" "$n" "$(echo "${T[$n]}" | median)" \
     "$( [ -n "${R[$n]:-}" ] && calc "$(echo "${R[$n]}" | median) / 1024" || echo -)" "${T[$n]}"
@@ -312,5 +324,7 @@ for n in dr_wal_push pgbr_push_sync pgbr_push_async; do
 done
 m() { echo "${T[$1]}" | median; }
 [ -n "${ONLY_ARCHIVING:-}" ] && { echo "ratios: wal-push dr/pgbr-sync $(calc "$(m dr_wal_push) / $(m pgbr_push_sync)"), dr/pgbr-async $(calc "$(m dr_wal_push) / $(m pgbr_push_async)")"; exit 0; }
-echo "ratios: copy/pgbr backup $(calc "$(m dr_copy) / $(m pgbr_full)"), basebackup/pgbr $(calc "$(m dr_basebackup) / $(m pgbr_full)"), restore-to-time dr/pgbr $(calc "$(m dr_restore_pitr) / $(m pgbr_restore_pitr)"), logical/physical restore $(calc "$(m dr_restore_logical) / $(m dr_restore_pitr)")"
+echo "ratios: copy/pgbr backup $(calc "$(m dr_copy) / $(m pgbr_full)"), basebackup/pgbr $(calc "$(m dr_basebackup) / $(m pgbr_full)"), restore-to-time dr/pgbr $(calc "$(m dr_restore_pitr) / $(m pgbr_restore_pitr)")"
+[ -n "${SKIP_LOGICAL:-}" ] || echo "ratios: logical/physical restore $(calc "$(m dr_restore_logical) / $(m dr_restore_pitr)")"
+[ -z "$DR_B" ] || echo "ratios (B): copy/pgbr backup $(calc "$(m dr_copy_b) / $(m pgbr_full)"), basebackup/pgbr $(calc "$(m dr_basebackup_b) / $(m pgbr_full)"), restore-to-time dr/pgbr $(calc "$(m dr_restore_pitr_b) / $(m pgbr_restore_pitr)"); B/A: copy $(calc "$(m dr_copy_b) / $(m dr_copy)"), basebackup $(calc "$(m dr_basebackup_b) / $(m dr_basebackup)"), restore-to-time $(calc "$(m dr_restore_pitr_b) / $(m dr_restore_pitr)")"
 [ -n "${SKIP_ARCHIVING:-}" ] || echo "ratios: wal-push dr/pgbr-sync $(calc "$(m dr_wal_push) / $(m pgbr_push_sync)"), dr/pgbr-async $(calc "$(m dr_wal_push) / $(m pgbr_push_async)")"

@@ -76,11 +76,15 @@ pub fn spawn_transform<T: Transform + ?Sized>(
         let mut transform = transform;
         let mut out = Vec::with_capacity(opts.chunk_bytes + (opts.chunk_bytes >> 3));
         let send = |out: &mut Vec<u8>| -> bool {
-            let chunk = Bytes::from(std::mem::replace(
+            let mut chunk = std::mem::replace(
                 out,
                 Vec::with_capacity(opts.chunk_bytes + (opts.chunk_bytes >> 3)),
-            ));
-            tx.blocking_send(Ok(chunk)).is_ok()
+            );
+            // A transform may grow the buffer well past what it fills (zstd reserves a whole
+            // frame's bound, doubling the buffer): hand the spare capacity back before the
+            // chunk waits in a channel. A shrinking realloc does not copy.
+            chunk.shrink_to_fit();
+            tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
         };
         loop {
             match handle.block_on(input.next()) {

@@ -12,7 +12,8 @@
 //! this mode (one archive on stdout): a limit of this version.
 //!
 //! [`PhysicalRestorer`] unpacks such a payload into a data directory that must be missing or
-//! empty, and removes what it wrote if the payload fails its checks on the way.
+//! empty, in-process ([`unpack`]), and removes what it wrote if the payload fails its checks
+//! on the way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,15 +30,18 @@ use dr_core::wal::base::{
 };
 use dr_core::wal::Lsn;
 use dr_core::{
-    Dump, DumpCompletion, DumpStats, Dumper, Error, RestoreReport, Restorer, Result, SourceInfo,
+    Dump, DumpCompletion, DumpStats, Dumper, Error, ErrorKind, RestoreReport, Restorer, Result,
+    SourceInfo,
 };
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_postgres::Config;
 
 use crate::conn::{apply_libpq_env, connect, db_error};
 pub use crate::tablespace_map::prepare_empty_pgdata;
 use crate::tools::{find_program, program_failed, spawn_failed, spawn_stderr_tail, stderr_tail};
+
+pub mod unpack;
 
 /// The payload format: one tar archive of the data directory, as `pg_basebackup -Ft` writes.
 pub const PHYSICAL_FORMAT: &str = "pg_basebackup-tar";
@@ -342,7 +346,7 @@ impl Restorer for PhysicalRestorer {
         &self,
         source: &SourceInfo,
         expected: &DumpStats,
-        mut payload: ByteStream,
+        payload: ByteStream,
     ) -> Result<RestoreReport> {
         if source.format != PHYSICAL_FORMAT && source.format != crate::PHYSICAL_COPY_FORMAT {
             return Err(Error::invalid(format!(
@@ -356,54 +360,15 @@ impl Restorer for PhysicalRestorer {
             .get(dr_core::wal::base::PROP_TABLESPACE_MAP)
             .map_or("", String::as_str);
         let relocations = crate::tablespace_map::plan(&self.pgdata, map, &self.tablespaces)?;
-        let unpacked = async {
-            let mut child = tokio::process::Command::new("tar")
-                .arg("-x")
-                .arg("-f")
-                .arg("-")
-                .arg("-C")
-                .arg(&self.pgdata)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| spawn_failed("tar", Path::new("tar"), e))?;
-            let stderr = spawn_stderr_tail(child.stderr.take().expect("piped"), "tar");
-            let mut stdin = child.stdin.take().expect("piped stdin");
-            let fed: Result<()> = async {
-                while let Some(chunk) = payload.next().await {
-                    stdin
-                        .write_all(&chunk?)
-                        .await
-                        .map_err(|e| Error::io("writing to tar", e))?;
-                }
-                stdin
-                    .shutdown()
-                    .await
-                    .map_err(|e| Error::io("writing to tar", e))
-            }
-            .await;
-            drop(stdin);
-            if let Err(e) = fed {
-                let _ = child.kill().await;
-                return Err(e);
-            }
-            let status = child
-                .wait()
-                .await
-                .map_err(|e| Error::io("waiting for tar", e))?;
-            if !status.success() {
-                return Err(program_failed("tar", status, &stderr_tail(stderr).await));
-            }
-            if !self.pgdata.join("backup_label").is_file() {
-                return Err(Error::corrupt(
+        let unpacked = unpack_payload(payload, &self.pgdata).await.and_then(|_| {
+            if self.pgdata.join("backup_label").is_file() {
+                Ok(())
+            } else {
+                Err(Error::corrupt(
                     "the restored data directory has no backup_label",
-                ));
+                ))
             }
-            Ok(())
-        }
-        .await;
+        });
         let unpacked =
             unpacked.and_then(|()| crate::tablespace_map::apply(&self.pgdata, &relocations));
         if let Err(e) = unpacked {
@@ -420,6 +385,21 @@ impl Restorer for PhysicalRestorer {
             replaced: false,
         })
     }
+}
+
+/// Unpack the tar stream `payload` into `pgdata` on a blocking thread of its own (see
+/// [`unpack`]); an error of the stream (a failed check) ends it.
+async fn unpack_payload(mut payload: ByteStream, pgdata: &Path) -> Result<unpack::Unpacked> {
+    let handle = tokio::runtime::Handle::current();
+    let mut unpacker = unpack::Unpacker::new(pgdata)?;
+    tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = handle.block_on(payload.next()) {
+            unpacker.feed(&chunk?)?;
+        }
+        unpacker.finish()
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Other, "unpacking the base backup failed").with_source(e))?
 }
 
 /// Remove everything inside `dir` (a failed restore leaves no half-written cluster).

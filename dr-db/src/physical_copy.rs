@@ -54,8 +54,9 @@ pub use checksums::FileChecksums;
 /// by dr.
 pub const PHYSICAL_COPY_FORMAT: &str = "dr-pgdata-tar";
 
-/// Bytes read from a file at once.
-const PIECE_BYTES: u64 = 4 << 20;
+/// Bytes read from a file at once: four pieces in flight hold 4 MiB (they were 4 MiB each,
+/// 16 MiB in flight, for no gain in speed).
+const PIECE_BYTES: u64 = 1 << 20;
 /// Output chunks handed to the pipeline.
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -110,7 +111,7 @@ impl PhysicalCopyDumper {
         self
     }
 
-    /// Keep at most about `bytes` of file data in memory (at least one piece, 4 MiB).
+    /// Keep at most about `bytes` of file data in memory (at least one piece, 1 MiB).
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.memory_budget = bytes;
         self
@@ -119,7 +120,7 @@ impl PhysicalCopyDumper {
     /// Pieces in flight: as many as run in parallel and fit the budget beside the output
     /// chunks queued for the pipeline.
     fn in_flight(&self) -> usize {
-        let room = self.memory_budget.saturating_sub(4 * CHUNK_BYTES as u64) / PIECE_BYTES;
+        let room = self.memory_budget.saturating_sub(2 * CHUNK_BYTES as u64) / PIECE_BYTES;
         (room as usize).clamp(1, self.parallel)
     }
 }
@@ -183,7 +184,8 @@ impl Dumper for PhysicalCopyDumper {
             .sum::<u64>()
             + (1 << 20);
         tracing::debug!(entries = entries.len(), "copying the data directory");
-        let (tx, rx) = mpsc::channel::<Result<Bytes>>(4);
+        // Two output chunks queued for the compressor keep it busy; more only hold memory.
+        let (tx, rx) = mpsc::channel::<Result<Bytes>>(2);
         let system_identifier = started.system_identifier.clone();
         let version = started.version.clone();
         let started_at = started.started_at;

@@ -126,7 +126,7 @@ impl ObjectStoreTarget {
             description: format!("file://{}", dir.display()),
             storage_classes: false,
             dialect: ClassDialect::AsGiven,
-            upload: UploadConfig::default(),
+            upload: UploadConfig::local(),
             local_root: Some(dir.to_path_buf()),
         })
     }

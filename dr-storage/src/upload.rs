@@ -49,6 +49,17 @@ impl Default for UploadConfig {
 }
 
 impl UploadConfig {
+    /// The defaults of a local directory: 1 MiB parts, one writing while the next fills.
+    /// object_store writes a local upload's parts one at a time (they share the file), so
+    /// more or larger parts in flight only hold memory: 4 × 8 MiB of a backup's 24 MiB peak.
+    pub fn local() -> UploadConfig {
+        UploadConfig {
+            part_size: 1 << 20,
+            parts_in_flight: 1,
+            ..UploadConfig::default()
+        }
+    }
+
     /// The part size for an object of `expected` bytes (if known): [`Self::part_size`], or
     /// more (rounded up to whole MiB) so the object fits in [`Self::max_parts`] parts.
     pub fn part_size_for(&self, expected: Option<u64>) -> usize {

@@ -198,7 +198,10 @@ pub(crate) fn parse(url: &str) -> Result<Location> {
 pub(crate) fn open(url: &str, options: &[(String, String)]) -> Result<ObjectStoreTarget> {
     let location = parse(url)?;
     let description = location.describe();
-    let mut upload = UploadConfig::default();
+    let mut upload = match &location {
+        Location::File(_) => UploadConfig::local(),
+        _ => UploadConfig::default(),
+    };
     let mut store_opts = Vec::new();
     for (key, value) in options {
         let key = key.trim().to_ascii_lowercase();
