@@ -196,6 +196,12 @@ pub async fn prune_packs(
         .into_iter()
         .map(|o| (o.path, o.last_modified))
         .collect();
+    // The pack objects as they are now, before this prune writes any: only these can be
+    // orphans of a failed backup. Listed again after repacking, a pack this prune had just
+    // written (no index in `ages`, an mtime from the file system's coarse clock that can
+    // precede `now`) looked like an orphan past a zero grace and was deleted with its
+    // chunks (seen once in CI: `prune_keeps_every_remaining_snapshot_restorable`).
+    let pack_objects = repo.storage().list(PACKS_PREFIX).await?;
     let mut report = PackPruneReport::default();
     let mut repack = PackBuilder::default();
     let mut to_remove: Vec<&PackIndex> = Vec::new();
@@ -254,7 +260,7 @@ pub async fn prune_packs(
     }
     // Pack objects that never got an index: failed or killed backups.
     let indexed: HashSet<&str> = catalog.packs.iter().map(|p| p.pack.as_str()).collect();
-    for o in repo.storage().list(PACKS_PREFIX).await? {
+    for o in pack_objects {
         let name = &o.path[PACKS_PREFIX.len()..];
         if !indexed.contains(name)
             && now - o.last_modified >= grace
