@@ -82,7 +82,8 @@ pub fn spawn_transform<T: Transform + ?Sized>(
             );
             // A transform may grow the buffer well past what it fills (zstd reserves a whole
             // frame's bound, doubling the buffer): hand the spare capacity back before the
-            // chunk waits in a channel. A shrinking realloc does not copy.
+            // chunk waits in a channel. glibc shrinks in place (it splits the block, or
+            // remaps a mapped one); another allocator may copy the filled part once.
             chunk.shrink_to_fit();
             tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
         };

@@ -173,12 +173,13 @@ impl PgRestorer {
     /// Restore a payload stored as pieces (a directory archive, [`PieceRestorer`](dr_core::pieces::PieceRestorer)) over
     /// `jobs` connections: dr loads the tables itself (`COPY` over `jobs` connections, each
     /// table's rows checked as its `COPY` ends) between `pg_restore -Fd -j jobs` of the
-    /// schema and of the rest, which builds indexes and constraints in parallel. Parallel restores cannot run in one transaction, so with
-    /// `jobs > 1` every restore goes, like `replace`, through a scratch database renamed to
-    /// the target's name once complete and checked (into a new database, an empty one or
-    /// over a non-empty one alike): a failure, even of dr itself, never leaves a
-    /// half-restored database under the target's name. A one-stream payload restores over
-    /// one connection whatever `jobs` says (its parts cannot be read out of order).
+    /// schema and of the rest, which builds indexes and constraints in parallel. Parallel
+    /// restores cannot run in one transaction, so with `jobs > 1` every restore goes, like
+    /// `replace`, through a scratch database renamed to the target's name once complete
+    /// and checked (into a new database, an empty one or over a non-empty one alike): a
+    /// failure, even of dr itself, never leaves a half-restored database under the
+    /// target's name. A one-stream payload restores over one connection whatever `jobs`
+    /// says (its parts cannot be read out of order).
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.jobs = jobs.max(1);
         self
