@@ -104,6 +104,12 @@ async fn pipeline_reports_every_setting_and_charts_one_labelled_point_each() {
         for stage in ["compress", "encrypt", "hash", "decrypt", "decompress"] {
             assert!(r["stages"][stage].as_f64().unwrap() > 0.0, "{stage}: {r}");
         }
+        // Each setting is measured in a process of its own, so each shows the memory its
+        // pipeline added (in one process, later settings reused the first one's and showed 0).
+        assert!(
+            r["peak_memory_bytes"].as_u64().expect("peak memory") > 0,
+            "{r}"
+        );
         // /proc counts CPU time in 10 ms ticks: a tiny run may show 0.
         assert!(r["cpu_seconds"].as_f64().unwrap() >= 0.0, "{r}");
         if codec == "none" {

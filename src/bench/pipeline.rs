@@ -19,7 +19,7 @@ use dr_core::{
     RepoDefaults, Repository, Result, StageOptions, Transform,
 };
 use dr_crypto::{AeadDecryptor, AeadEncryptor, Cipher, MasterKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::discard::DiscardTarget;
 use super::process::{cpu_seconds, PeakWindow};
@@ -91,7 +91,7 @@ impl Default for PipelineOptions {
 
 /// Speeds of each stage alone, on one core, in MB/s (see the module documentation for
 /// which bytes each counts): the fastest of several passes over the input.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageSpeeds {
     /// Compression, raw bytes in.
     pub compress: f64,
@@ -106,7 +106,7 @@ pub struct StageSpeeds {
 }
 
 /// The measurements of one setting.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineResult {
     /// `zstd:1`, `gzip:6`, `none`, …
     pub codec: String,
@@ -130,6 +130,9 @@ pub struct PipelineResult {
     /// CPU seconds per GB (10^9 bytes) of raw input: the cost to budget for.
     pub cpu_seconds_per_gb: f64,
     /// The most memory the backup pipeline added to the process, if the system tells.
+    /// Only the first setting measured in a process shows its own: the allocator keeps
+    /// what an earlier setting freed, and a later one reuses it without growing the
+    /// process (`drctl bench pipeline` measures each setting in a process of its own).
     pub peak_memory_bytes: Option<u64>,
 }
 

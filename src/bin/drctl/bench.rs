@@ -153,15 +153,19 @@ async fn pipeline(out: Output, args: PipelineArgs) -> Result<()> {
         args.threads
     );
     let input_bytes = input.len();
-    let results = dr::bench::measure_pipeline(input, &settings, opts, |r| {
+    let progress = |r: &PipelineResult| {
         eprintln!(
             "  {:<34} ratio {:>5.2}  {:>7.0} MB/s",
             r.label(),
             r.ratio,
             r.mb_per_s
         );
-    })
-    .await?;
+    };
+    let results = if settings.len() == 1 {
+        dr::bench::measure_pipeline(input, &settings, opts, progress).await?
+    } else {
+        each_in_own_process(&input, &settings, args.threads, progress)?
+    };
     let recommendation = dr::bench::recommend(&results, args.cpu_budget);
     if let Some(path) = &args.chart {
         let title = format!(
@@ -220,6 +224,62 @@ async fn pipeline(out: Output, args: PipelineArgs) -> Result<()> {
         println!("chart written to {}", path.display());
     }
     Ok(())
+}
+
+/// Measure each setting in a `drctl bench pipeline` process of its own, on a copy of the
+/// input in a temporary file. One process for all would report the peak memory of the
+/// first setting only: the allocator keeps what a setting freed, and the next one reuses it
+/// without growing the process (it showed 0.0 MiB). The price is compressing the input
+/// once per setting instead of once per codec.
+fn each_in_own_process(
+    input: &[u8],
+    settings: &[PipelineSetting],
+    threads: usize,
+    mut progress: impl FnMut(&PipelineResult),
+) -> Result<Vec<PipelineResult>> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("finding drctl's own executable to run each setting", e))?;
+    let mut file = tempfile::NamedTempFile::new()
+        .map_err(|e| Error::io("creating a temporary file for the benchmark input", e))?;
+    std::io::Write::write_all(&mut file, input)
+        .map_err(|e| Error::io(format!("writing {}", file.path().display()), e))?;
+    let mut results = Vec::with_capacity(settings.len());
+    for setting in settings {
+        let out = std::process::Command::new(&exe)
+            .args(["--json", "bench", "pipeline", "--input"])
+            .arg(file.path())
+            .args(["--codecs", &setting.codec.to_string()])
+            .args(["--ciphers", setting.cipher.as_str()])
+            .args(["--threads", &threads.to_string()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::io(format!("running {}", exe.display()), e))?;
+        if !out.status.success() {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "measuring {setting} in its own process failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        let mut rows: Vec<PipelineResult> = serde_json::from_slice(&out.stdout).map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("reading the figures of {setting} from its own process: {e}"),
+            )
+        })?;
+        let result = rows.pop().filter(|_| rows.is_empty()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Other,
+                format!("the process measuring {setting} did not report one setting"),
+            )
+        })?;
+        progress(&result);
+        results.push(result);
+    }
+    Ok(results)
 }
 
 /// The database a URL names, for messages (never the URL itself: it may hold a password).
