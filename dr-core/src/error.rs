@@ -76,24 +76,30 @@ impl ErrorKind {
     /// The kind whose [`as_str`](Self::as_str) is `name`: records and the WAL spool store
     /// kinds by name. A name this version does not know is `Other`.
     pub fn from_name(name: &str) -> ErrorKind {
-        match name {
-            "not_found" => ErrorKind::NotFound,
-            "already_exists" => ErrorKind::AlreadyExists,
-            "corrupt" => ErrorKind::Corrupt,
-            "wrong_key" => ErrorKind::WrongKey,
-            "invalid_input" => ErrorKind::InvalidInput,
-            "not_empty" => ErrorKind::NotEmpty,
-            "unsupported" => ErrorKind::Unsupported,
-            "storage" => ErrorKind::Storage,
-            "database" => ErrorKind::Database,
-            "io" => ErrorKind::Io,
-            "missing_prerequisite" => ErrorKind::MissingPrerequisite,
-            "locked" => ErrorKind::Locked,
-            "archived" => ErrorKind::Archived,
-            "cancelled" => ErrorKind::Cancelled,
-            _ => ErrorKind::Other,
-        }
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .unwrap_or(ErrorKind::Other)
     }
+
+    /// Every kind, for name lookups (a new kind goes here as well as in `as_str`).
+    pub const ALL: [ErrorKind; 15] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Corrupt,
+        ErrorKind::WrongKey,
+        ErrorKind::InvalidInput,
+        ErrorKind::NotEmpty,
+        ErrorKind::Unsupported,
+        ErrorKind::Storage,
+        ErrorKind::Database,
+        ErrorKind::Io,
+        ErrorKind::MissingPrerequisite,
+        ErrorKind::Locked,
+        ErrorKind::Archived,
+        ErrorKind::Cancelled,
+        ErrorKind::Other,
+    ];
 }
 
 impl fmt::Display for ErrorKind {
@@ -266,23 +272,10 @@ mod tests {
     #[test]
     fn every_kind_reads_back_from_its_name() {
         use ErrorKind::*;
-        for kind in [
-            NotFound,
-            AlreadyExists,
-            Corrupt,
-            WrongKey,
-            InvalidInput,
-            NotEmpty,
-            Unsupported,
-            Storage,
-            Database,
-            Io,
-            MissingPrerequisite,
-            Locked,
-            Archived,
-            Cancelled,
-            Other,
-        ] {
+        let names: std::collections::BTreeSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len(), "every name differs");
+        for kind in ErrorKind::ALL {
             assert_eq!(ErrorKind::from_name(kind.as_str()), kind);
         }
         assert_eq!(ErrorKind::from_name("from_a_newer_version"), Other);
