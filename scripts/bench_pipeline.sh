@@ -8,7 +8,17 @@
 #   REPS: pairs (default 3).
 # On a shared machine run it as `nice -n -19 scripts/bench_pipeline.sh …` (every tool gets
 # the same priority over the other work; say so beside the figures).
-# Env:  DRCTL (default target/release/drctl, built if missing), BENCH_DIR (scratch directory).
+# Env:  DRCTL (default target/release/drctl, built if missing), BENCH_DIR (scratch directory),
+#       DRCTL_SYSTEM_ZSTD: a drctl linked to the system's libzstd, the library the zstd CLI
+#       uses, to tell the measurement apart from the library version (build it with
+#       `apt-get install -y libzstd-dev pkg-config; ZSTD_SYS_USE_PKG_CONFIG=1
+#       CARGO_TARGET_DIR=/tmp/tgt-syszstd cargo build --release --bin drctl`),
+#       ZSTD: the zstd CLI to compare with (default `zstd`). Debian 12's zstd binary carries
+#       its own copy of libzstd 1.5.4 and compresses level 1 at half the speed of the same
+#       library called from C or from dr; upstream's CLI of the libzstd dr links (1.5.7)
+#       does not. Build it from Debian's source pool:
+#         curl -O http://deb.debian.org/debian/pool/main/libz/libzstd/libzstd_1.5.7+dfsg.orig.tar.xz
+#         tar xf libzstd_1.5.7+dfsg.orig.tar.xz && make -C zstd-1.5.7/programs zstd
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILE=${1:?usage: scripts/bench_pipeline.sh FILE [MB] [REPS]}
@@ -16,7 +26,8 @@ MB=${2:-512}
 REPS=${3:-3}
 W=${BENCH_DIR:-/tmp/dr-bench-pipeline}
 mkdir -p "$W"
-command -v zstd >/dev/null || { echo "zstd is missing: apt-get install -y zstd" >&2; exit 1; }
+ZSTD=${ZSTD:-zstd}
+command -v "$ZSTD" >/dev/null || { echo "$ZSTD is missing: apt-get install -y zstd" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "openssl is missing: apt-get install -y openssl" >&2; exit 1; }
 if [ -z "${DRCTL:-}" ]; then
   cargo build --release --bin drctl >&2
@@ -30,14 +41,19 @@ for i in $(seq "$REPS"); do
   echo "pair $i: drctl bench pipeline" >&2
   "$DRCTL" --json bench pipeline --input "$W/input" --codecs "$CODECS" \
     --ciphers aes-256-gcm,chacha20-poly1305 > "$W/dr.$i.json"
+  if [ -n "${DRCTL_SYSTEM_ZSTD:-}" ]; then
+    echo "pair $i: drctl bench pipeline on the system's libzstd" >&2
+    "$DRCTL_SYSTEM_ZSTD" --json bench pipeline --input "$W/input" --codecs "$CODECS" \
+      --ciphers aes-256-gcm > "$W/drsys.$i.json"
+  fi
   echo "pair $i: zstd -b (levels $LEVELS, whole and -B1048576), openssl speed" >&2
   # dr's zstd writes independent frames of 1 MiB (FORMAT.md): the same work is zstd -b of
   # independent 1 MiB chunks, -B1048576. Only the levels dr measures (-b1 -e9 spent most
   # of its time on levels 4-8).
   : > "$W/zstd.$i.txt"; : > "$W/zstdB.$i.txt"
   for l in $LEVELS; do
-    zstd -b"$l" -e"$l" -i2 "$W/input" 2>/dev/null >> "$W/zstd.$i.txt"
-    zstd -b"$l" -e"$l" -i2 -B1048576 "$W/input" 2>/dev/null >> "$W/zstdB.$i.txt"
+    "$ZSTD" -b"$l" -e"$l" -i2 "$W/input" 2>/dev/null >> "$W/zstd.$i.txt"
+    "$ZSTD" -b"$l" -e"$l" -i2 -B1048576 "$W/input" 2>/dev/null >> "$W/zstdB.$i.txt"
   done
   for c in aes-256-gcm chacha20-poly1305; do
     openssl speed -elapsed -evp "$c" -bytes 65536 -seconds 3 2>/dev/null | grep -i "^$c" > "$W/openssl.$c.$i.txt"
@@ -45,14 +61,15 @@ for i in $(seq "$REPS"); do
 done
 uptime >&2
 
-python3 - "$W" "$REPS" "$LEVELS" <<'PY'
-import json, re, statistics, sys
+python3 - "$W" "$REPS" "$LEVELS" "${DRCTL_SYSTEM_ZSTD:+sys}" <<'PY'
+import json, os, re, statistics, subprocess, sys
 w, reps, levels = sys.argv[1], int(sys.argv[2]), [int(l) for l in sys.argv[3].split()]
 med = statistics.median
 dr = [json.load(open(f"{w}/dr.{i}.json")) for i in range(1, reps + 1)]
-def dr_fig(codec, cipher, key):
+drsys = [json.load(open(f"{w}/drsys.{i}.json")) for i in range(1, reps + 1)] if sys.argv[4:] == ["sys"] else None
+def dr_fig(codec, cipher, key, runs=None):
     vals = []
-    for run in dr:
+    for run in runs or dr:
         r = next(r for r in run if r["codec"] == codec and r["cipher"] == cipher)
         v = r
         for k in key.split("."):
@@ -71,6 +88,7 @@ def zstd_runs(prefix):
                 zs.setdefault(int(level.group(1)), []).append(tuple(float(x) for x in found[-1]))
     return zs
 print(f"input: first {dr[0][0]['input_bytes']:,} bytes; {reps} pairs; medians")
+print(subprocess.run([os.environ.get("ZSTD", "zstd"), "--version"], capture_output=True, text=True).stdout.strip())
 for prefix, title in [("zstdB", "zstd -b -B1048576 (independent 1 MiB chunks, as dr's frames)"),
                       ("zstd", "zstd -b (the whole input as one frame)")]:
     zs = zstd_runs(prefix)
@@ -86,6 +104,17 @@ for prefix, title in [("zstdB", "zstd -b -B1048576 (independent 1 MiB chunks, as
         dc = dr_fig(c, "aes-256-gcm", "stages.compress")
         dd = dr_fig(c, "aes-256-gcm", "stages.decompress")
         print(f"| {l} | {dr_ratio:.3f} | {zr:.3f} | {dc:.0f} | {zc:.0f} | {dc/zc:.2f} | {dd:.0f} | {zd:.0f} | {dd/zd:.2f} |")
+    if drsys and prefix == "zstdB":
+        print()
+        print("dr linked to the system's libzstd (the CLI's library) against the same zstd -b -B1048576:")
+        print("| level | dr ratio | dr compress MB/s | zstd MB/s | dr/zstd | dr decompress MB/s | zstd MB/s | dr/zstd |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for l in levels:
+            c = f"zstd:{l}"
+            zc, zd = (med([t[k] for t in zs.get(l, [])]) for k in (1, 2))
+            dc = dr_fig(c, "aes-256-gcm", "stages.compress", drsys)
+            dd = dr_fig(c, "aes-256-gcm", "stages.decompress", drsys)
+            print(f"| {l} | {dr_fig(c, 'aes-256-gcm', 'ratio', drsys):.3f} | {dc:.0f} | {zc:.0f} | {dc/zc:.2f} | {dd:.0f} | {zd:.0f} | {dd/zd:.2f} |")
 print()
 print("| cipher | dr encrypt MB/s (64 KiB chunks) | openssl speed -bytes 65536 MB/s | dr/openssl |")
 print("|---|---:|---:|---:|")
