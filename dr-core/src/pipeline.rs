@@ -132,8 +132,9 @@ pub async fn backup(
             })
             .boxed()
     };
-    let compressed = spawn_transform(counted, compressor, opts.stages);
-    let sealed = spawn_transform(compressed, sealer, opts.stages);
+    let stages = dumper.stage_options(opts.stages);
+    let compressed = spawn_transform(counted, compressor, stages);
+    let sealed = spawn_transform(compressed, sealer, stages);
     let digest_slot = Arc::new(Mutex::new(None));
     let hashed = hash_tap(sealed, digest_slot.clone(), None);
 

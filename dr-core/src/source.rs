@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::stage::ByteStream;
+use crate::stage::{ByteStream, StageOptions};
 
 /// What a dump is of, recorded in the manifest when the dump starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +111,13 @@ pub trait DumpCompletion: Send {
 pub trait Dumper: Send + Sync {
     /// Start a dump. The stream reflects one consistent point, reported in `source`.
     async fn start(&self) -> Result<Dump>;
+
+    /// The chunk sizes and channel depths the pipeline uses for this source's dumps, given
+    /// the ones asked for. A source may ask for less (never needs more): a physical base
+    /// backup's one long stream gains no speed from deep queues, only memory.
+    fn stage_options(&self, requested: StageOptions) -> StageOptions {
+        requested
+    }
 }
 
 /// What a restore did.

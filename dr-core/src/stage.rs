@@ -55,6 +55,14 @@ impl StageOptions {
     pub fn bytes_per_stage(&self) -> usize {
         self.chunk_bytes * (self.depth + 2)
     }
+
+    /// The smaller chunk size and the shallower depth of the two.
+    pub fn at_most(self, limit: StageOptions) -> StageOptions {
+        StageOptions {
+            chunk_bytes: self.chunk_bytes.min(limit.chunk_bytes),
+            depth: self.depth.min(limit.depth),
+        }
+    }
 }
 
 /// Run `transform` over `input` on a blocking thread; return its output as a stream.
@@ -238,6 +246,25 @@ mod tests {
         ))
         .await;
         assert_eq!(out.unwrap_err().kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn at_most_takes_the_smaller_of_each() {
+        let asked = StageOptions {
+            chunk_bytes: 256 << 10,
+            depth: 4,
+        };
+        let limit = StageOptions {
+            chunk_bytes: 512 << 10,
+            depth: 1,
+        };
+        assert_eq!(
+            asked.at_most(limit),
+            StageOptions {
+                chunk_bytes: 256 << 10,
+                depth: 1
+            }
+        );
     }
 
     #[tokio::test]

@@ -73,7 +73,7 @@ pub mod wal;
 
 pub use dump::{PgDumper, SOURCE_KIND};
 pub use params::config_from_url;
-pub use physical::{PhysicalDumper, PhysicalRestorer};
+pub use physical::{PhysicalDumper, PhysicalRestorer, PHYSICAL_STAGES};
 pub use physical_copy::{PhysicalCopyDumper, PHYSICAL_COPY_FORMAT};
 pub use restore::PgRestorer;
 

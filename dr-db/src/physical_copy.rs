@@ -5,9 +5,17 @@
 //! The server keeps writing while the files are read: a file is read up to the size it had
 //! when it was listed (it may grow or shrink meanwhile; WAL replay from the backup's start
 //! repairs every page), padded with zeros if it shrank, and skipped if it vanished before it
-//! was opened. Files are read in pieces, several at once ([`PhysicalCopyDumper::parallel`]),
-//! never more pieces in memory than the memory budget allows, and written in order as one
-//! tar archive (the payload, format [`PHYSICAL_COPY_FORMAT`]) through the pipeline.
+//! was opened. Files are read in pieces by one thread, in archive order, a few pieces ahead
+//! of the archive writer ([`PhysicalCopyDumper::read_ahead`]), never more pieces in memory
+//! than the memory budget allows, and written as one tar archive (the payload, format
+//! [`PHYSICAL_COPY_FORMAT`]) through the pipeline.
+//!
+//! Memory: a copy-mode backup peaked at 56–70 MiB RSS, 2.4x pgBackRest's 24 MiB or more,
+//! while running no faster for its deep queues. One reader thread (not a pool: every thread that
+//! allocates gets a glibc arena of its own, which keeps what was freed in it), 512 KiB
+//! pieces, two ahead, one output chunk queued, and the shallow pipeline of
+//! [`crate::PHYSICAL_STAGES`] took the peak from 68 to 48 MiB at the same speed
+//! (BENCHMARKS.md, issue 11).
 //!
 //! Left out, as `pg_basebackup` leaves them out: `postmaster.pid`, `postmaster.opts`, an old
 //! `backup_label`/`tablespace_map`/`backup_manifest`, `pg_internal.init`, temporary files
@@ -33,7 +41,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use dr_core::stage::ByteStream;
+use dr_core::stage::{ByteStream, StageOptions};
 use dr_core::wal::base::{
     PHYSICAL_KIND, PHYSICAL_NAME, PROP_BACKUP_LABEL, PROP_FILES, PROP_START_LSN, PROP_START_TIME,
     PROP_STOP_LSN, PROP_STOP_TIME, PROP_SYSTEM_ID, PROP_TABLESPACE_MAP, PROP_TIMELINE,
@@ -54,11 +62,13 @@ pub use checksums::FileChecksums;
 /// by dr.
 pub const PHYSICAL_COPY_FORMAT: &str = "dr-pgdata-tar";
 
-/// Bytes read from a file at once: four pieces in flight hold 4 MiB (they were 4 MiB each,
-/// 16 MiB in flight, for no gain in speed).
-const PIECE_BYTES: u64 = 1 << 20;
-/// Output chunks handed to the pipeline.
+/// Bytes read from a file at once (they were 4 MiB, then 1 MiB, for no gain in speed).
+const PIECE_BYTES: u64 = 512 << 10;
+/// Output chunks handed to the pipeline: 1 MiB, which zstd compresses as one frame where
+/// it lies (a smaller chunk is first copied into the compressor's frame buffer).
 const CHUNK_BYTES: usize = 1 << 20;
+/// Output chunks queued for the compressor: one keeps it busy while the next is filled.
+const OUTPUT_QUEUE: usize = 1;
 
 /// Files left out wherever they are.
 const EXCLUDED_FILES: &[&str] = &[
@@ -88,40 +98,41 @@ const EMPTIED_DIRS: &[&str] = &[
 pub struct PhysicalCopyDumper {
     config: Config,
     pgdata: PathBuf,
-    parallel: usize,
+    read_ahead: usize,
     memory_budget: u64,
 }
 
 impl PhysicalCopyDumper {
     /// A dumper for the server `config` connects to (a superuser or a user granted
     /// `pg_backup_start`/`pg_backup_stop`), whose data directory is `pgdata` on this host.
-    /// Reads 4 files' pieces at once within 64 MiB.
+    /// Reads 2 pieces ahead within 64 MiB.
     pub fn new(config: Config, pgdata: impl Into<PathBuf>) -> Self {
         PhysicalCopyDumper {
             config,
             pgdata: pgdata.into(),
-            parallel: 4,
+            read_ahead: 2,
             memory_budget: 64 << 20,
         }
     }
 
-    /// Read up to `n` pieces at once.
-    pub fn parallel(mut self, n: usize) -> Self {
-        self.parallel = n.max(1);
+    /// Read up to `n` pieces ahead of the archive writer (more only help a store that is
+    /// slower to read from than the pipeline is to compress and encrypt).
+    pub fn read_ahead(mut self, n: usize) -> Self {
+        self.read_ahead = n.max(1);
         self
     }
 
-    /// Keep at most about `bytes` of file data in memory (at least one piece, 1 MiB).
+    /// Keep at most about `bytes` of file data in memory (at least one piece, 512 KiB).
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.memory_budget = bytes;
         self
     }
 
-    /// Pieces in flight: as many as run in parallel and fit the budget beside the output
-    /// chunks queued for the pipeline.
+    /// Pieces read ahead: as many as asked for and fit the budget beside the output chunks
+    /// queued for the pipeline.
     fn in_flight(&self) -> usize {
         let room = self.memory_budget.saturating_sub(2 * CHUNK_BYTES as u64) / PIECE_BYTES;
-        (room as usize).clamp(1, self.parallel)
+        (room as usize).clamp(1, self.read_ahead)
     }
 }
 
@@ -161,6 +172,10 @@ struct Copied {
 
 #[async_trait]
 impl Dumper for PhysicalCopyDumper {
+    fn stage_options(&self, requested: StageOptions) -> StageOptions {
+        requested.at_most(crate::PHYSICAL_STAGES)
+    }
+
     async fn start(&self) -> Result<Dump> {
         if !self.pgdata.join("PG_VERSION").is_file() {
             return Err(Error::invalid(format!(
@@ -184,8 +199,7 @@ impl Dumper for PhysicalCopyDumper {
             .sum::<u64>()
             + (1 << 20);
         tracing::debug!(entries = entries.len(), "copying the data directory");
-        // Two output chunks queued for the compressor keep it busy; more only hold memory.
-        let (tx, rx) = mpsc::channel::<Result<Bytes>>(2);
+        let (tx, rx) = mpsc::channel::<Result<Bytes>>(OUTPUT_QUEUE);
         let system_identifier = started.system_identifier.clone();
         let version = started.version.clone();
         let started_at = started.started_at;
@@ -439,7 +453,8 @@ fn items(entries: &[Entry]) -> Vec<Item> {
 /// The piece buffers, reused. A fresh 4 MiB buffer per piece, allocated on one of Tokio's
 /// blocking threads and freed on another, left freed memory resident in several of glibc's
 /// per-thread arenas: copy mode peaked at 193 MiB for a declared 16 MiB of pieces. At most
-/// one buffer per piece in flight (plus the one being written out) ever exists.
+/// one buffer per piece queued, plus the one being read and the one being written out,
+/// ever exists.
 #[derive(Clone, Default)]
 struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 
@@ -463,7 +478,28 @@ impl Buffers {
     }
 }
 
-async fn read_item(entries: Arc<Vec<Entry>>, buffers: Buffers, item: Item) -> Result<Read> {
+/// Read every piece, in archive order, on one blocking thread, `depth` pieces ahead of the
+/// receiver. A read error ends the reading.
+fn spawn_reader(
+    entries: Arc<Vec<Entry>>,
+    buffers: Buffers,
+    depth: usize,
+) -> mpsc::Receiver<Result<Read>> {
+    let (tx, rx) = mpsc::channel(depth.max(1));
+    tokio::task::spawn_blocking(move || {
+        for item in items(&entries) {
+            let read = read_piece(&entries, &buffers, item);
+            let failed = read.is_err();
+            if tx.blocking_send(read).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Read one piece (a directory has nothing to read).
+fn read_piece(entries: &[Entry], buffers: &Buffers, item: Item) -> Result<Read> {
     let Item::Piece { file, offset, len } = item else {
         return Ok(Read {
             item,
@@ -471,43 +507,39 @@ async fn read_item(entries: Arc<Vec<Entry>>, buffers: Buffers, item: Item) -> Re
             vanished: false,
         });
     };
-    tokio::task::spawn_blocking(move || {
-        let Entry::File { path, .. } = &entries[file] else {
-            unreachable!("pieces are of files")
-        };
-        let f = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Read {
-                    item,
-                    data: Vec::new(),
-                    vanished: true,
-                })
-            }
-            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
-        };
-        let mut data = buffers.take(len as usize);
-        let mut got = 0usize;
-        while got < data.len() {
-            match f.read_at(&mut data[got..], offset + got as u64) {
-                Ok(0) => {
-                    // Shrank: the rest is zeros (WAL replay rewrites it).
-                    data[got..].fill(0);
-                    break;
-                }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
-            }
+    let Entry::File { path, .. } = &entries[file] else {
+        unreachable!("pieces are of files")
+    };
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Read {
+                item,
+                data: Vec::new(),
+                vanished: true,
+            })
         }
-        Ok(Read {
-            item,
-            data,
-            vanished: false,
-        })
+        Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+    };
+    let mut data = buffers.take(len as usize);
+    let mut got = 0usize;
+    while got < data.len() {
+        match f.read_at(&mut data[got..], offset + got as u64) {
+            Ok(0) => {
+                // Shrank: the rest is zeros (WAL replay rewrites it).
+                data[got..].fill(0);
+                break;
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        }
+    }
+    Ok(Read {
+        item,
+        data,
+        vanished: false,
     })
-    .await
-    .map_err(|e| Error::new(ErrorKind::Other, "reading a file failed").with_source(e))?
 }
 
 /// Write the archive into `tx`, stop the backup, append `backup_label` and `tablespace_map`.
@@ -523,10 +555,8 @@ async fn copy(
     let mut skipped = vec![false; entries.len()];
     let mut hash: Option<digest::Context> = None;
     let buffers = Buffers::default();
-    let mut reads = futures::stream::iter(items(&entries))
-        .map(|item| read_item(entries.clone(), buffers.clone(), item))
-        .buffered(in_flight);
-    while let Some(read) = reads.next().await {
+    let mut reads = spawn_reader(entries.clone(), buffers.clone(), in_flight);
+    while let Some(read) = reads.recv().await {
         let read = read?;
         match read.item {
             Item::Dir(i) => {
