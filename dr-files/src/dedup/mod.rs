@@ -12,24 +12,28 @@ mod key;
 mod pack;
 mod plan;
 mod reader;
+mod readers;
 mod restore;
 mod restore_bucket;
 mod source;
 mod tree;
 mod unpack;
+mod walk;
 mod wrapped;
 mod write_tree;
 
-pub use backup::{backup_tree, commit_snapshot, FilesReport};
+pub use backup::{
+    backup_tree, backup_tree_with_readers, commit_snapshot, default_readers, FilesReport,
+};
 pub use check::{prune_packs, verify_packs, PackPruneOptions, PackPruneReport, PackVerifyReport};
-pub use chunker::{chunks, ChunkSizes, CHUNK_SIZES};
+pub use chunker::{ChunkBuffer, ChunkSizes, Chunker, CHUNK_SIZES};
 pub use key::{
     load_dedup_key, load_or_create_dedup_key, ChunkId, DedupKey, DEDUP_KEY_FILE_PREFIX,
     DEDUP_KEY_PATH,
 };
 pub use pack::{
-    BlobCodec, BlobEntry, Catalog, OpenPack, PackBuilder, PackIndex, INDEX_PREFIX, PACKS_PREFIX,
-    PACK_TARGET_BYTES,
+    Blob, BlobCodec, BlobCompressor, BlobEntry, Catalog, OpenPack, PackBuilder, PackIndex,
+    INDEX_PREFIX, PACKS_PREFIX, PACK_TARGET_BYTES,
 };
 pub use restore::{
     cat_file, is_snapshot, list, read_tree, restore_tree, FilesRestoreReport, Selection,
