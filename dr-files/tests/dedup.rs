@@ -847,3 +847,124 @@ async fn a_file_no_reader_can_read_fails_the_backup_naming_it_and_commits_nothin
     );
     assert!(f.repo.list_backups().await.unwrap().is_empty());
 }
+
+/// The repository's real (file://) store, except that every pack object it lists says it
+/// was written an hour ago.
+///
+/// A wrapper, not a mock: every object lives in the real store underneath, and only the
+/// listed time is changed. It makes deterministic what the file system's coarse clock did
+/// once in CI: it stamped a pack that a prune had just written with a time before the
+/// prune's start, so the pack looked like an orphan of a failed backup past a zero grace.
+#[derive(Debug)]
+struct PacksListedAsOld(Arc<dyn dr_core::StorageTarget>);
+
+#[async_trait::async_trait]
+impl dr_core::StorageTarget for PacksListedAsOld {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn put_stream(
+        &self,
+        path: &str,
+        opts: dr_core::PutOptions,
+    ) -> dr_core::Result<Box<dyn dr_core::ObjectWriter>> {
+        self.0.put_stream(path, opts).await
+    }
+    async fn put_if_absent(
+        &self,
+        path: &str,
+        bytes: bytes::Bytes,
+        opts: dr_core::PutOptions,
+    ) -> dr_core::Result<()> {
+        self.0.put_if_absent(path, bytes, opts).await
+    }
+    async fn get(
+        &self,
+        path: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> dr_core::Result<dr_core::ByteStream> {
+        self.0.get(path, range).await
+    }
+    async fn head(&self, path: &str) -> dr_core::Result<dr_core::ObjectMeta> {
+        self.0.head(path).await
+    }
+    async fn list(&self, prefix: &str) -> dr_core::Result<Vec<dr_core::ObjectMeta>> {
+        let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+        let mut objects = self.0.list(prefix).await?;
+        for o in &mut objects {
+            if o.path.starts_with(dedup::PACKS_PREFIX) {
+                o.last_modified = an_hour_ago;
+            }
+        }
+        Ok(objects)
+    }
+    async fn delete(&self, path: &str) -> dr_core::Result<()> {
+        self.0.delete(path).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> dr_core::Result<()> {
+        self.0.copy(from, to).await
+    }
+}
+
+/// Regression (bcd972f): prune swept for orphan packs in a listing taken after it had
+/// repacked, so the pack it had just written (no index in its earlier listing, an older
+/// time) was deleted with live chunks under a zero grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_never_takes_the_pack_it_just_wrote_for_an_orphan() {
+    let f = fixture().await;
+    let src = f.work.join("src");
+    uploads_tree(&src, 40);
+    let (first, _) = f.backup(&src, None).await;
+    // Most of the first pack then serves only the first snapshot: it will be repacked.
+    let rewrite = |from: usize, to: usize, seed: u64| {
+        for i in from..to {
+            std::fs::write(
+                src.join(format!("customer-{:02}/file-{i}.dat", i % 10)),
+                noise(30_000, seed + i as u64),
+            )
+            .unwrap();
+        }
+    };
+    rewrite(0, 30, 500);
+    let (second, _) = f.backup(&src, Some(&first)).await;
+    let second_files = describe(&src);
+    rewrite(30, 35, 900);
+    let (third, _) = f.backup(&src, Some(&second)).await;
+    let third_files = describe(&src);
+    f.repo
+        .storage()
+        .delete_prefix(&format!("backups/{}/", first.id))
+        .await
+        .unwrap();
+
+    let repo = Repository::open(Arc::new(PacksListedAsOld(f.repo.storage().clone())))
+        .await
+        .unwrap();
+    let lease = dr_core::lease::Lease::exclusive(&repo, "prune", None)
+        .await
+        .unwrap();
+    let opts = PackPruneOptions {
+        grace: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let report = prune_packs(&repo, &lease, &*f.dec, &*f.enc, &f.dedup, &opts)
+        .await
+        .unwrap();
+    lease.release().await.unwrap();
+    // The case this test is about: a pack written by the prune itself.
+    assert!(
+        report.packs_repacked >= 1 && report.packs_written >= 1,
+        "{report:?}"
+    );
+    assert_eq!(report.orphans_deleted, 0, "{report:?}");
+
+    let verified = verify_packs(&f.repo, &*f.dec, Some(&f.dedup))
+        .await
+        .unwrap();
+    assert!(verified.problems.is_empty(), "{verified:?}");
+    for (snapshot, files) in [(&second, second_files), (&third, third_files)] {
+        let out = f.work.join(format!("out-{}", snapshot.id));
+        f.restore(snapshot, &out).await.unwrap();
+        assert_eq!(describe(&out), files, "snapshot {}", snapshot.id);
+    }
+}
