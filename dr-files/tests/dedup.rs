@@ -63,10 +63,11 @@ impl Fixture {
         parent: Option<&dr_core::Manifest>,
     ) -> (dr_core::Manifest, FilesReport) {
         let parent = match parent {
-            Some(m) => Some((
-                m.id.clone(),
-                dedup::read_tree(&self.repo, m, &*self.dec).await.unwrap(),
-            )),
+            Some(m) => Some(
+                dedup::ParentTree::read(&self.repo, m, &*self.dec)
+                    .await
+                    .unwrap(),
+            ),
             None => None,
         };
         backup_tree(

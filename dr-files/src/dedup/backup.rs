@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use futures::TryStreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -27,8 +27,9 @@ use super::key::DedupKey;
 use super::pack::{Blob, BlobCompressor, Catalog, PackBuilder, SealedPack, INDEX_PREFIX};
 use super::readers::{ReadDone, ReadJob, Readers};
 use super::source::{list_objects, ListedObject, TreeSource};
-use super::tree::{EntryKind, Tree, TREE_FORMAT};
-use super::walk::{Counts, Walk, WalkInput, WINDOW};
+use super::spool::{ParentTree, SpooledTree};
+use super::tree::{Tree, TREE_FORMAT};
+use super::walk::{Walk, WalkInput, Walked, WINDOW};
 use crate::{files_stats, SOURCE_KIND};
 
 /// What a deduplicated backup did (drctl prints it as the backup's JSON report).
@@ -60,8 +61,8 @@ pub struct FilesReport {
 
 /// Back up the tree of `source` into `repo` as a deduplicated snapshot.
 ///
-/// `parent` is the previous snapshot of the same series (its id and tree), whose unchanged
-/// files are carried over; `None` reads every file (chunks already stored are still not
+/// `parent` is the previous snapshot of the same series (its tree spooled by
+/// [`ParentTree::read`]), whose unchanged files are carried over; `None` reads every file (chunks already stored are still not
 /// stored again). The snapshot is committed (its manifest written) only after every pack it
 /// needs is stored and indexed. Files are read by [`default_readers`] threads.
 pub async fn backup_tree(
@@ -69,7 +70,7 @@ pub async fn backup_tree(
     source: &TreeSource,
     encryptor: Arc<dyn Encryptor>,
     dedup: &DedupKey,
-    parent: Option<(String, Tree)>,
+    parent: Option<ParentTree>,
     opts: &BackupOptions,
 ) -> Result<(Manifest, FilesReport)> {
     let readers = default_readers();
@@ -88,7 +89,7 @@ pub async fn backup_tree_with_readers(
     source: &TreeSource,
     encryptor: Arc<dyn Encryptor>,
     dedup: &DedupKey,
-    parent: Option<(String, Tree)>,
+    parent: Option<ParentTree>,
     opts: &BackupOptions,
     readers: usize,
 ) -> Result<(Manifest, FilesReport)> {
@@ -124,12 +125,8 @@ pub async fn backup_tree_with_readers(
     lease
         .hold(async |lease| {
             let catalog = Arc::new(Catalog::load(repo).await?);
-            let (parent_id, parent_tree) = match parent {
-                Some((id, tree)) if tree.header.dedup_key == dedup.key_id() => {
-                    (Some(id), Some(tree))
-                }
-                _ => (None, None),
-            };
+            let parent = parent.filter(|p| p.header.dedup_key == dedup.key_id());
+            let parent_id = parent.as_ref().map(|p| p.id.clone());
 
             // The walk and its readers, the packer, and the upload (this task).
             let (tx, mut rx) = mpsc::channel::<SealedPack>(1);
@@ -138,7 +135,7 @@ pub async fn backup_tree_with_readers(
                 let dedup = dedup.clone();
                 let catalog = catalog.clone();
                 tokio::task::spawn_blocking(move || {
-                    walk_with_readers(input, dedup, catalog, parent_tree, blob_tx, readers)
+                    walk_with_readers(input, dedup, catalog, parent.as_ref(), blob_tx, readers)
                 })
             };
             let packer = {
@@ -173,7 +170,11 @@ pub async fn backup_tree_with_readers(
             }
             // The walk's error explains a stopped packer better than the packer does, and the other
             // way round.
-            let (tree, counts) = match (walked, packed) {
+            let Walked {
+                tree,
+                counts,
+                packs_used,
+            } = match (walked, packed) {
                 (Ok(walked), Ok(())) => walked,
                 (Err(e), _) if e.kind() != ErrorKind::Cancelled => return Err(e),
                 (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
@@ -186,10 +187,10 @@ pub async fn backup_tree_with_readers(
             report.chunks_new = counts.chunks_new;
             report.bytes_new = counts.bytes_new;
 
-            check_reused_packs_remain(repo, &catalog, &tree).await?;
+            check_reused_packs_remain(repo, &catalog, &packs_used).await?;
             lease.check()?;
 
-            let manifest = commit_tree(repo, Arc::new(tree), name, &*encryptor, opts).await?;
+            let manifest = commit_tree(repo, tree, name, &*encryptor, opts).await?;
             report.bytes_stored += manifest.stored_bytes;
             report.id = manifest.id.clone();
             Ok((manifest, report))
@@ -208,23 +209,19 @@ pub async fn commit_snapshot(
     encryptor: &dyn Encryptor,
     opts: &BackupOptions,
 ) -> Result<Manifest> {
-    commit_tree(repo, Arc::new(tree.clone()), name, encryptor, opts).await
+    commit_tree(repo, SpooledTree::of(tree)?, name, encryptor, opts).await
 }
 
-/// [`commit_snapshot`] of a tree that is not copied: its JSON lines are made a piece at a
-/// time as the pipeline reads them, never held whole.
+/// [`commit_snapshot`] of a spooled tree: its JSON lines are read from the spool as the
+/// pipeline takes them, never held whole.
 async fn commit_tree(
     repo: &Repository,
-    tree: Arc<Tree>,
+    tree: SpooledTree,
     name: String,
     encryptor: &dyn Encryptor,
     opts: &BackupOptions,
 ) -> Result<Manifest> {
-    let (files, bytes) = tree
-        .entries
-        .iter()
-        .filter(|e| matches!(e.kind, EntryKind::File { .. }))
-        .fold((0, 0), |(n, b), e| (n + 1, b + e.size()));
+    let (files, bytes) = (tree.files, tree.bytes);
     let dumper = TreeDumper {
         tree,
         source: SourceInfo {
@@ -239,12 +236,13 @@ async fn commit_tree(
     dr_core::backup(repo, &dumper, encryptor, opts).await
 }
 
-/// Fail if a pack this snapshot takes chunks from lost its index while the walk ran (a
-/// concurrent prune): committing would record a snapshot that cannot be restored.
+/// Fail if a pack this snapshot takes chunks from (`packs_used`, numbers in `catalog`) lost
+/// its index while the walk ran (a concurrent prune): committing would record a snapshot
+/// that cannot be restored.
 async fn check_reused_packs_remain(
     repo: &Repository,
     catalog: &Catalog,
-    tree: &Tree,
+    packs_used: &HashSet<u32>,
 ) -> Result<()> {
     let listed: HashSet<String> = repo
         .storage()
@@ -253,21 +251,15 @@ async fn check_reused_packs_remain(
         .into_iter()
         .map(|o| o.path)
         .collect();
-    for entry in &tree.entries {
-        if let EntryKind::File { chunks, .. } = &entry.kind {
-            for id in chunks {
-                if let Some((pack, _)) = catalog.find(id) {
-                    if !listed.contains(&super::pack::PackIndex::index_path(&pack.pack)) {
-                        return Err(Error::new(
-                            ErrorKind::Corrupt,
-                            format!(
-                                "pack '{}' was removed while the backup ran (a prune?): run the backup again",
-                                pack.pack
-                            ),
-                        ));
-                    }
-                }
-            }
+    for &n in packs_used {
+        let pack = &catalog.packs[n as usize].pack;
+        if !listed.contains(&super::pack::PackIndex::index_path(pack)) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "pack '{pack}' was removed while the backup ran (a prune?): run the backup again"
+                ),
+            ));
         }
     }
     Ok(())
@@ -282,10 +274,10 @@ fn walk_with_readers(
     input: WalkSource,
     dedup: DedupKey,
     catalog: Arc<Catalog>,
-    parent: Option<Tree>,
+    parent: Option<&ParentTree>,
     blobs: std::sync::mpsc::SyncSender<Blob>,
     readers: usize,
-) -> Result<(Tree, Counts)> {
+) -> Result<Walked> {
     let (input, objects) = match input {
         WalkSource::Dir(root) => (WalkInput::Dir(root), None),
         WalkSource::Objects {
@@ -312,7 +304,8 @@ fn walk_with_readers(
         }
         drop(done_tx);
         // The walk owns the job queue: when it returns, the queue closes and the readers end.
-        let walked = Walk::new(dedup, catalog, parent, job_tx, done_rx).run(input);
+        let walked =
+            Walk::new(dedup, catalog, parent, job_tx, done_rx).and_then(|walk| walk.run(input));
         if walked.is_err() {
             shared.stop();
         }
@@ -362,7 +355,7 @@ enum WalkSource {
 /// A [`Dumper`] of a finished snapshot tree, so the tree goes through dr-core's pipeline
 /// (compression, encryption, signed manifest) like any payload.
 struct TreeDumper {
-    tree: Arc<Tree>,
+    tree: SpooledTree,
     source: SourceInfo,
     stats: DumpStats,
 }
@@ -382,24 +375,15 @@ const TREE_PIECE_BYTES: usize = 1 << 20;
 #[async_trait]
 impl Dumper for TreeDumper {
     async fn start(&self) -> Result<Dump> {
-        let size = self.tree.json_lines_len();
-        // Line 0 is the header, line n the entry n - 1.
-        let stream =
-            futures::stream::unfold((self.tree.clone(), 0usize), |(tree, mut line)| async move {
-                if line > tree.entries.len() {
-                    return None;
-                }
-                let mut out = Vec::with_capacity(TREE_PIECE_BYTES + 4096);
-                while line <= tree.entries.len() && out.len() < TREE_PIECE_BYTES {
-                    tree.write_line(line, &mut out);
-                    line += 1;
-                }
-                Some((Ok(Bytes::from(out)), (tree, line)))
-            });
+        let file = tokio::fs::File::open(self.tree.path())
+            .await
+            .map_err(|e| Error::io("cannot read the spooled snapshot tree", e))?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, TREE_PIECE_BYTES)
+            .map_err(|e| Error::io("cannot read the spooled snapshot tree", e));
         Ok(Dump {
             source: self.source.clone(),
             stream: Box::pin(stream),
-            size_hint: Some(size),
+            size_hint: Some(self.tree.len),
             completion: Box::new(TreeDone(self.stats.clone())),
         })
     }

@@ -16,6 +16,7 @@ mod readers;
 mod restore;
 mod restore_bucket;
 mod source;
+mod spool;
 mod tree;
 mod unpack;
 mod walk;
@@ -40,5 +41,6 @@ pub use restore::{
 };
 pub use restore_bucket::restore_to_bucket;
 pub use source::TreeSource;
+pub use spool::ParentTree;
 pub use tree::{check_relative_path, EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
 pub use wrapped::{rewrite_wrapped, wrapped_objects, WrappedObject};

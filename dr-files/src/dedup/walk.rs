@@ -7,8 +7,13 @@
 //! readers (`readers.rs`); their answers come back in any order and wait in a window of at
 //! most [`WINDOW`] entries until every entry before them is complete, so the tree is in
 //! walk order whatever the readers do.
+//!
+//! Neither tree is held: the parent's is read from its spool beside the walk (a merge join:
+//! both are in walk order) and each completed entry goes straight to the new tree's spool,
+//! so memory does not grow with the number of files.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,7 +27,8 @@ use super::key::DedupKey;
 use super::pack::Catalog;
 use super::readers::{FileToRead, ReadDone, ReadJob};
 use super::source::ListedObject;
-use super::tree::{EntryKind, Tree, TreeEntry, TreeHeader};
+use super::spool::{ParentCursor, ParentTree, SpooledTree, TreeSpool};
+use super::tree::{component_order, EntryKind, TreeEntry, TreeHeader};
 
 /// Entries between the first incomplete one and the newest: bounds the walk's lead over
 /// the readers (and the answers waiting for an earlier one), about 1 MiB.
@@ -49,19 +55,22 @@ pub(super) enum WalkInput {
 }
 
 /// The walk's state, on its blocking thread.
-pub(super) struct Walk {
-    dedup: DedupKey,
+pub(super) struct Walk<'p> {
     /// The chunks stored before this backup.
     catalog: Arc<Catalog>,
-    /// The parent snapshot's entries, sorted by path (looked up by bisection: no second
-    /// copy of every path, no hash table).
-    parent: Vec<TreeEntry>,
+    /// The parent snapshot, read beside the walk.
+    parent: Option<&'p ParentTree>,
+    cursor: Option<ParentCursor>,
     /// (device, inode) of files with several links → the first path seen.
     links: HashMap<(u64, u64), String>,
     counts: Counts,
     /// The finished entries, in walk order.
-    entries: Vec<TreeEntry>,
-    /// Entries after `entries`, in order; `false` while a reader still has the file.
+    tree: TreeSpool,
+    /// How many there are.
+    finished: usize,
+    /// The catalog's packs the finished entries take chunks from.
+    packs_used: HashSet<u32>,
+    /// Entries after the finished ones, in order; `false` while a reader still has the file.
     window: VecDeque<(TreeEntry, bool)>,
     /// Files handed to readers and not answered yet.
     in_flight: usize,
@@ -69,31 +78,48 @@ pub(super) struct Walk {
     done: Receiver<ReadDone>,
 }
 
-impl Walk {
+/// What a walk made: the new tree, its counters, and the catalog's packs it needs.
+pub(super) struct Walked {
+    pub tree: SpooledTree,
+    pub counts: Counts,
+    pub packs_used: HashSet<u32>,
+}
+
+impl<'p> Walk<'p> {
     pub fn new(
         dedup: DedupKey,
         catalog: Arc<Catalog>,
-        parent: Option<Tree>,
+        parent: Option<&'p ParentTree>,
         jobs: SyncSender<ReadJob>,
         done: Receiver<ReadDone>,
-    ) -> Walk {
-        let mut parent = parent.map(|t| t.entries).unwrap_or_default();
-        parent.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        Walk {
-            dedup,
+    ) -> Result<Walk<'p>> {
+        let tree = TreeSpool::new(&TreeHeader::new(dedup.key_id(), CHUNK_SIZES))?;
+        Ok(Walk {
             catalog,
             parent,
+            cursor: None,
             links: HashMap::new(),
             counts: Counts::default(),
-            entries: Vec::new(),
+            tree,
+            finished: 0,
+            packs_used: HashSet::new(),
             window: VecDeque::new(),
             in_flight: 0,
             jobs,
             done,
-        }
+        })
     }
 
-    pub fn run(mut self, input: WalkInput) -> Result<(Tree, Counts)> {
+    pub fn run(mut self, input: WalkInput) -> Result<Walked> {
+        // A directory is walked in component order (`a`, `a/b`, `a.txt`), a bucket listed
+        // in key order: the parent, made by the same walk, is in the same one.
+        let order: fn(&str, &str) -> Ordering = match input {
+            WalkInput::Dir(_) => component_order,
+            WalkInput::Objects(_) => |a, b| a.cmp(b),
+        };
+        if let Some(parent) = self.parent {
+            self.cursor = Some(parent.cursor(order)?);
+        }
         match input {
             WalkInput::Dir(root) => {
                 for entry in walkdir::WalkDir::new(&root)
@@ -122,11 +148,11 @@ impl Walk {
             self.take_answer()?;
         }
         debug_assert!(self.window.is_empty());
-        let tree = Tree {
-            header: TreeHeader::new(self.dedup.key_id(), CHUNK_SIZES),
-            entries: self.entries,
-        };
-        Ok((tree, self.counts))
+        Ok(Walked {
+            tree: self.tree.finish()?,
+            counts: self.counts,
+            packs_used: self.packs_used,
+        })
     }
 
     fn add(&mut self, root: &Path, path: &Path) -> Result<()> {
@@ -216,7 +242,7 @@ impl Walk {
         file: FileToRead,
     ) -> Result<()> {
         self.counts.files += 1;
-        if let Some(kind) = self.unchanged(&entry, size, &etag) {
+        if let Some(kind) = self.unchanged(&entry, size, &etag)? {
             self.counts.files_unchanged += 1;
             self.counts.bytes_total += size;
             entry.kind = kind;
@@ -238,13 +264,13 @@ impl Walk {
         now: &TreeEntry,
         size: u64,
         etag: &Option<String>,
-    ) -> Option<EntryKind> {
-        let n = self
-            .parent
-            .binary_search_by(|e| e.path.as_str().cmp(&now.path))
-            .ok()?;
-        // Each path is walked once: the parent's entry is taken, not copied.
-        let before = &mut self.parent[n];
+    ) -> Result<Option<EntryKind>> {
+        let Some(cursor) = &mut self.cursor else {
+            return Ok(None);
+        };
+        let Some(before) = cursor.take(&now.path)? else {
+            return Ok(None);
+        };
         let EntryKind::File {
             size: was,
             chunks,
@@ -252,7 +278,7 @@ impl Walk {
             ..
         } = &before.kind
         else {
-            return None;
+            return Ok(None);
         };
         // An object is unchanged when its ETag is; a file when its mtime is.
         let same_version = match (etag, etag_then) {
@@ -262,20 +288,34 @@ impl Walk {
         };
         let all_stored = chunks.iter().all(|id| self.catalog.contains(id));
         if *was == size && same_version && all_stored {
-            Some(std::mem::replace(&mut before.kind, EntryKind::Dir))
+            Ok(Some(before.kind))
         } else {
-            None
+            Ok(None)
         }
+    }
+
+    /// `entry` is complete and every entry before it is in the tree: append it.
+    fn finish_entry(&mut self, entry: TreeEntry) -> Result<()> {
+        if let EntryKind::File { chunks, .. } = &entry.kind {
+            for id in chunks {
+                if let Some(at) = self.catalog.locate(id) {
+                    self.packs_used.insert(at.pack);
+                }
+            }
+        }
+        self.tree.push(&entry)?;
+        self.finished += 1;
+        Ok(())
     }
 
     /// Append `entry`: complete, or waiting for the reader of `job`. Waits for answers
     /// while the window is full.
     fn push(&mut self, entry: TreeEntry, job: Option<ReadJob>) -> Result<()> {
         match job {
-            None if self.window.is_empty() => self.entries.push(entry),
+            None if self.window.is_empty() => self.finish_entry(entry)?,
             None => self.window.push_back((entry, true)),
             Some(mut job) => {
-                job.seq = (self.entries.len() + self.window.len()) as u64;
+                job.seq = (self.finished + self.window.len()) as u64;
                 self.window.push_back((entry, false));
                 self.jobs
                     .send(job)
@@ -298,7 +338,7 @@ impl Walk {
             .map_err(|_| Error::new(ErrorKind::Cancelled, "the file readers stopped"))?;
         self.in_flight -= 1;
         let read = done.result?;
-        let at = usize::try_from(done.seq).expect("a position in memory") - self.entries.len();
+        let at = usize::try_from(done.seq).expect("a position in memory") - self.finished;
         let (entry, complete) = &mut self.window[at];
         entry.kind = read.kind;
         *complete = true;
@@ -309,7 +349,7 @@ impl Walk {
         self.counts.bytes_new += read.bytes_new;
         while self.window.front().is_some_and(|(_, complete)| *complete) {
             let (entry, _) = self.window.pop_front().expect("a front");
-            self.entries.push(entry);
+            self.finish_entry(entry)?;
         }
         Ok(())
     }
