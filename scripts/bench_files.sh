@@ -10,7 +10,8 @@
 #
 # Usage: scripts/bench_files.sh [FILES] [MEAN_KB] [PAIRS]   (defaults: 20000 100 3)
 # Env:   BENCH_DIR (default /tmp/dr-bench-files), DRCTL (a drctl binary; default: build one
-#        with PROFILE, default release), GEN (path of gen_uploads.py).
+#        with PROFILE, default release), GEN (path of gen_uploads.py), NO_RESTIC=1 (dr's
+#        steps only: for comparing two drctl builds' peak RSS, one invocation each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILES=${1:-20000}
@@ -86,7 +87,7 @@ run_restic() {
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-for _ in $(seq "$PAIRS"); do run_dr; run_restic; done
+for _ in $(seq "$PAIRS"); do run_dr; [ -n "${NO_RESTIC:-}" ] || run_restic; done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 # The disk is shared: keep only the results (BENCH_KEEP=1 keeps the trees and repositories).
 if [ -z "${BENCH_KEEP:-}" ]; then
@@ -104,9 +105,10 @@ for tool, name, value, peak in rows:
 print("| step | dr median | restic median | dr / restic | dr peak RSS | restic peak RSS |")
 print("|---|---|---|---|---|---|")
 for name in ["first", "second", "restore", "restore-one", "stored-first", "stored-second"]:
-    d, r = statistics.median(wall[(name, "dr")]), statistics.median(wall[(name, "restic")])
+    d = statistics.median(wall[(name, "dr")])
+    r = statistics.median(wall[(name, "restic")]) if wall[(name, "restic")] else float("nan")
     unit = " B" if name.startswith("stored") else " s"
-    fmt = (lambda v: f"{int(v):,}{unit}") if unit == " B" else (lambda v: f"{v:.2f}{unit}")
+    fmt = (lambda v: f"{int(v):,}{unit}" if v == v else "-") if unit == " B" else (lambda v: f"{v:.2f}{unit}")
     mem = lambda t: f"{statistics.median(rss[(name, t)]) / 1024:.0f} MiB" if rss[(name, t)] else ""
     print(f"| {name} | {fmt(d)} | {fmt(r)} | {d / r:.2f} | {mem('dr')} | {mem('restic')} |")
 PY

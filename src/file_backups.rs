@@ -13,7 +13,7 @@ use dr_core::{
     SourceInfo,
 };
 use dr_files::dedup::{
-    self, DedupKey, FilesReport, PackPruneOptions, PackPruneReport, Tree, TreeSource,
+    self, DedupKey, FilesReport, PackPruneOptions, PackPruneReport, ParentTree, TreeSource,
 };
 
 /// URL schemes that name a bucket prefix (or, `file://`, a directory read as a store)
@@ -94,12 +94,13 @@ pub async fn dedup_key(
     }
 }
 
-/// The newest snapshot of `source` taken from this host, and its tree.
+/// The newest snapshot of `source` taken from this host, its tree spooled for the backup to
+/// compare with.
 pub async fn parent_snapshot(
     repo: &Repository,
     source: &TreeSource,
     decryptor: &dyn Decryptor,
-) -> Result<Option<(String, Tree)>> {
+) -> Result<Option<ParentTree>> {
     let series = Series::of(&SourceInfo {
         kind: dr_files::SOURCE_KIND.into(),
         format: dedup::TREE_FORMAT.into(),
@@ -113,10 +114,7 @@ pub async fn parent_snapshot(
         .into_iter()
         .find(|m| m.series == series && dedup::is_snapshot(m));
     match newest {
-        Some(m) => Ok(Some((
-            m.id.clone(),
-            dedup::read_tree(repo, &m, decryptor).await?,
-        ))),
+        Some(m) => Ok(Some(ParentTree::read(repo, &m, decryptor).await?)),
         None => Ok(None),
     }
 }

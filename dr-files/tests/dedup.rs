@@ -63,10 +63,11 @@ impl Fixture {
         parent: Option<&dr_core::Manifest>,
     ) -> (dr_core::Manifest, FilesReport) {
         let parent = match parent {
-            Some(m) => Some((
-                m.id.clone(),
-                dedup::read_tree(&self.repo, m, &*self.dec).await.unwrap(),
-            )),
+            Some(m) => Some(
+                dedup::ParentTree::read(&self.repo, m, &*self.dec)
+                    .await
+                    .unwrap(),
+            ),
             None => None,
         };
         backup_tree(
@@ -671,4 +672,300 @@ async fn a_backup_holds_a_shared_lease_that_excludes_prune_and_is_excluded_by_it
     );
     prune.release().await.unwrap();
     assert!(f.restore(&m, &f.work.join("out")).await.is_ok());
+}
+
+/// Every chunk id the repository's pack indexes list, with how many times.
+async fn stored_chunks(repo: &Repository) -> BTreeMap<[u8; 32], usize> {
+    let mut ids = BTreeMap::new();
+    for pack in dedup::Catalog::load(repo).await.unwrap().packs {
+        for blob in pack.blobs {
+            *ids.entry(blob.id).or_insert(0) += 1;
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_readers_give_the_serial_snapshot_and_store_each_chunk_once() {
+    let serial = fixture().await;
+    let mut parallel = fixture().await;
+    // The same dedup key in both repositories: the same chunk ids.
+    parallel.dedup = serial.dedup.clone();
+    let src = serial.work.join("uploads");
+    uploads_tree(&src, 300);
+    // Files that share chunks (whole and in part) in different places of the walk, a file
+    // of several chunks, empty files, links.
+    let big = noise(20 << 20, 5);
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::fs::write(src.join("customer-05/big-copy.bin"), &big).unwrap();
+    std::fs::write(src.join("customer-07/big-head.bin"), &big[..9 << 20]).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            src.join(format!("customer-0{}/same-{i}.txt", i % 10)),
+            b"same",
+        )
+        .unwrap();
+        std::fs::write(src.join(format!("customer-0{}/empty-{i}", i % 10)), b"").unwrap();
+    }
+    std::fs::hard_link(src.join("big.bin"), src.join("customer-09/big-link.bin")).unwrap();
+    std::os::unix::fs::symlink("../big.bin", src.join("customer-01/to-big")).unwrap();
+
+    let backup = |f: &Fixture, readers: usize| {
+        let source = dedup::TreeSource::dir(&src);
+        let (repo, enc, key) = (f.repo.clone(), f.enc.clone(), f.dedup.clone());
+        async move {
+            dedup::backup_tree_with_readers(
+                &repo,
+                &source,
+                enc,
+                &key,
+                None,
+                &BackupOptions::default(),
+                readers,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (m1, r1) = backup(&serial, 1).await;
+    let (m4, r4) = backup(&parallel, 4).await;
+    let t1 = dedup::read_tree(&serial.repo, &m1, &*serial.dec)
+        .await
+        .unwrap();
+    let t4 = dedup::read_tree(&parallel.repo, &m4, &*parallel.dec)
+        .await
+        .unwrap();
+    assert_eq!(t4, t1, "the same entries in the same order");
+    let counts = |r: &FilesReport| {
+        (
+            r.files,
+            r.files_read,
+            r.bytes_total,
+            r.bytes_read,
+            r.chunks_new,
+            r.bytes_new,
+        )
+    };
+    assert_eq!(counts(&r4), counts(&r1));
+    let (c1, c4) = (
+        stored_chunks(&serial.repo).await,
+        stored_chunks(&parallel.repo).await,
+    );
+    assert_eq!(c4, c1, "the same chunks stored");
+    assert!(c4.values().all(|n| *n == 1), "each chunk stored once");
+    assert_eq!(c4.len() as u64, r4.chunks_new);
+
+    let out = parallel.work.join("restored");
+    parallel.restore(&m4, &out).await.unwrap();
+    assert_eq!(describe(&out), describe(&src));
+}
+
+/// A real store whose `get` of one key fails: a file that cannot be read in the middle of a
+/// backup (the test runs as root, so file permissions cannot make a local file unreadable).
+#[derive(Debug)]
+struct FailingGet {
+    inner: Arc<dyn dr_core::StorageTarget>,
+    broken: String,
+}
+
+#[async_trait::async_trait]
+impl dr_core::StorageTarget for FailingGet {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn put_stream(
+        &self,
+        path: &str,
+        opts: dr_core::PutOptions,
+    ) -> dr_core::Result<Box<dyn dr_core::ObjectWriter>> {
+        self.inner.put_stream(path, opts).await
+    }
+    async fn put_if_absent(
+        &self,
+        path: &str,
+        bytes: bytes::Bytes,
+        opts: dr_core::PutOptions,
+    ) -> dr_core::Result<()> {
+        self.inner.put_if_absent(path, bytes, opts).await
+    }
+    async fn get(
+        &self,
+        path: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> dr_core::Result<dr_core::ByteStream> {
+        if path == self.broken {
+            return Err(dr_core::Error::io(
+                "cannot read the object",
+                std::io::Error::other("injected failure"),
+            ));
+        }
+        self.inner.get(path, range).await
+    }
+    async fn head(&self, path: &str) -> dr_core::Result<dr_core::ObjectMeta> {
+        self.inner.head(path).await
+    }
+    async fn list(&self, prefix: &str) -> dr_core::Result<Vec<dr_core::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, path: &str) -> dr_core::Result<()> {
+        self.inner.delete(path).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> dr_core::Result<()> {
+        self.inner.copy(from, to).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_no_reader_can_read_fails_the_backup_naming_it_and_commits_nothing() {
+    let f = fixture().await;
+    let root = f.work.join("bucket");
+    uploads_tree(&root, 200);
+    let broken = "customer-03/file-113.dat";
+    let objects = dr_storage::from_url(&format!("file://{}", root.display())).unwrap();
+    let source = dedup::TreeSource::bucket(
+        Arc::new(FailingGet {
+            inner: objects,
+            broken: broken.into(),
+        }),
+        "file://bucket",
+    );
+    let err = dedup::backup_tree_with_readers(
+        &f.repo,
+        &source,
+        f.enc.clone(),
+        &f.dedup,
+        None,
+        &BackupOptions::default(),
+        4,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.report().contains(broken), "{}", err.report());
+    assert!(
+        err.report().contains("injected failure"),
+        "{}",
+        err.report()
+    );
+    assert!(f.repo.list_backups().await.unwrap().is_empty());
+}
+
+/// The repository's real (file://) store, except that every pack object it lists says it
+/// was written an hour ago.
+///
+/// A wrapper, not a mock: every object lives in the real store underneath, and only the
+/// listed time is changed. It makes deterministic what the file system's coarse clock did
+/// once in CI: it stamped a pack that a prune had just written with a time before the
+/// prune's start, so the pack looked like an orphan of a failed backup past a zero grace.
+#[derive(Debug)]
+struct PacksListedAsOld(Arc<dyn dr_core::StorageTarget>);
+
+#[async_trait::async_trait]
+impl dr_core::StorageTarget for PacksListedAsOld {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn put_stream(
+        &self,
+        path: &str,
+        opts: dr_core::PutOptions,
+    ) -> dr_core::Result<Box<dyn dr_core::ObjectWriter>> {
+        self.0.put_stream(path, opts).await
+    }
+    async fn put_if_absent(
+        &self,
+        path: &str,
+        bytes: bytes::Bytes,
+        opts: dr_core::PutOptions,
+    ) -> dr_core::Result<()> {
+        self.0.put_if_absent(path, bytes, opts).await
+    }
+    async fn get(
+        &self,
+        path: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> dr_core::Result<dr_core::ByteStream> {
+        self.0.get(path, range).await
+    }
+    async fn head(&self, path: &str) -> dr_core::Result<dr_core::ObjectMeta> {
+        self.0.head(path).await
+    }
+    async fn list(&self, prefix: &str) -> dr_core::Result<Vec<dr_core::ObjectMeta>> {
+        let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+        let mut objects = self.0.list(prefix).await?;
+        for o in &mut objects {
+            if o.path.starts_with(dedup::PACKS_PREFIX) {
+                o.last_modified = an_hour_ago;
+            }
+        }
+        Ok(objects)
+    }
+    async fn delete(&self, path: &str) -> dr_core::Result<()> {
+        self.0.delete(path).await
+    }
+    async fn copy(&self, from: &str, to: &str) -> dr_core::Result<()> {
+        self.0.copy(from, to).await
+    }
+}
+
+/// Regression (bcd972f): prune swept for orphan packs in a listing taken after it had
+/// repacked, so the pack it had just written (no index in its earlier listing, an older
+/// time) was deleted with live chunks under a zero grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_never_takes_the_pack_it_just_wrote_for_an_orphan() {
+    let f = fixture().await;
+    let src = f.work.join("src");
+    uploads_tree(&src, 40);
+    let (first, _) = f.backup(&src, None).await;
+    // Most of the first pack then serves only the first snapshot: it will be repacked.
+    let rewrite = |from: usize, to: usize, seed: u64| {
+        for i in from..to {
+            std::fs::write(
+                src.join(format!("customer-{:02}/file-{i}.dat", i % 10)),
+                noise(30_000, seed + i as u64),
+            )
+            .unwrap();
+        }
+    };
+    rewrite(0, 30, 500);
+    let (second, _) = f.backup(&src, Some(&first)).await;
+    let second_files = describe(&src);
+    rewrite(30, 35, 900);
+    let (third, _) = f.backup(&src, Some(&second)).await;
+    let third_files = describe(&src);
+    f.repo
+        .storage()
+        .delete_prefix(&format!("backups/{}/", first.id))
+        .await
+        .unwrap();
+
+    let repo = Repository::open(Arc::new(PacksListedAsOld(f.repo.storage().clone())))
+        .await
+        .unwrap();
+    let lease = dr_core::lease::Lease::exclusive(&repo, "prune", None)
+        .await
+        .unwrap();
+    let opts = PackPruneOptions {
+        grace: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let report = prune_packs(&repo, &lease, &*f.dec, &*f.enc, &f.dedup, &opts)
+        .await
+        .unwrap();
+    lease.release().await.unwrap();
+    // The case this test is about: a pack written by the prune itself.
+    assert!(
+        report.packs_repacked >= 1 && report.packs_written >= 1,
+        "{report:?}"
+    );
+    assert_eq!(report.orphans_deleted, 0, "{report:?}");
+
+    let verified = verify_packs(&f.repo, &*f.dec, Some(&f.dedup))
+        .await
+        .unwrap();
+    assert!(verified.problems.is_empty(), "{verified:?}");
+    for (snapshot, files) in [(&second, second_files), (&third, third_files)] {
+        let out = f.work.join(format!("out-{}", snapshot.id));
+        f.restore(snapshot, &out).await.unwrap();
+        assert_eq!(describe(&out), files, "snapshot {}", snapshot.id);
+    }
 }

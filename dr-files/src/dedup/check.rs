@@ -17,7 +17,7 @@ use dr_core::lease::Lease;
 use dr_core::{Decryptor, Encryptor, Error, Repository, Result};
 
 use super::key::{ChunkId, DedupKey};
-use super::pack::{Catalog, OpenPack, PackBuilder, PackIndex, PACKS_PREFIX};
+use super::pack::{BlobCompressor, Catalog, OpenPack, PackBuilder, PackIndex, PACKS_PREFIX};
 use super::restore::{files_in_pack, is_snapshot, read_tree};
 use super::tree::{EntryKind, Tree};
 
@@ -204,6 +204,7 @@ pub async fn prune_packs(
     let pack_objects = repo.storage().list(PACKS_PREFIX).await?;
     let mut report = PackPruneReport::default();
     let mut repack = PackBuilder::default();
+    let mut compressor = BlobCompressor::new()?;
     let mut to_remove: Vec<&PackIndex> = Vec::new();
     for index in &catalog.packs {
         let path = PackIndex::index_path(&index.pack);
@@ -226,7 +227,7 @@ pub async fn prune_packs(
                     let id = blob.id;
                     let chunk =
                         pack.chunk(blob, Some(dedup).filter(|k| k.key_id() == index.dedup_key))?;
-                    repack.add(&id, &chunk)?;
+                    repack.add(&compressor.blob(&id, &chunk)?);
                     // A chunk moves once, even if two packs held it.
                     needed.remove(&id);
                     if repack.is_full() {

@@ -12,29 +12,35 @@ mod key;
 mod pack;
 mod plan;
 mod reader;
+mod readers;
 mod restore;
 mod restore_bucket;
 mod source;
+mod spool;
 mod tree;
 mod unpack;
+mod walk;
 mod wrapped;
 mod write_tree;
 
-pub use backup::{backup_tree, commit_snapshot, FilesReport};
+pub use backup::{
+    backup_tree, backup_tree_with_readers, commit_snapshot, default_readers, FilesReport,
+};
 pub use check::{prune_packs, verify_packs, PackPruneOptions, PackPruneReport, PackVerifyReport};
-pub use chunker::{chunks, ChunkSizes, CHUNK_SIZES};
+pub use chunker::{ChunkBuffer, ChunkSizes, Chunker, CHUNK_SIZES};
 pub use key::{
     load_dedup_key, load_or_create_dedup_key, ChunkId, DedupKey, DEDUP_KEY_FILE_PREFIX,
     DEDUP_KEY_PATH,
 };
 pub use pack::{
-    BlobCodec, BlobEntry, Catalog, OpenPack, PackBuilder, PackIndex, INDEX_PREFIX, PACKS_PREFIX,
-    PACK_TARGET_BYTES,
+    Blob, BlobCodec, BlobCompressor, BlobEntry, Catalog, OpenPack, PackBuilder, PackIndex,
+    INDEX_PREFIX, PACKS_PREFIX, PACK_TARGET_BYTES,
 };
 pub use restore::{
     cat_file, is_snapshot, list, read_tree, restore_tree, FilesRestoreReport, Selection,
 };
 pub use restore_bucket::restore_to_bucket;
 pub use source::TreeSource;
+pub use spool::ParentTree;
 pub use tree::{check_relative_path, EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
 pub use wrapped::{rewrite_wrapped, wrapped_objects, WrappedObject};

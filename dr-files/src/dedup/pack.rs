@@ -137,6 +137,59 @@ impl PackIndex {
     }
 }
 
+/// A chunk as it goes into a pack: compressed if that made it smaller.
+#[derive(Debug)]
+pub struct Blob {
+    /// The chunk id.
+    pub id: ChunkId,
+    /// The chunk's length.
+    pub raw: u32,
+    /// How `bytes` hold the chunk.
+    pub codec: BlobCodec,
+    /// The stored bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Turns chunks into [`Blob`]s with one zstd context, reused: a fresh context per chunk
+/// (allocating and clearing its tables) cost more than compressing a small file's chunk.
+pub struct BlobCompressor {
+    zstd: zstd::bulk::Compressor<'static>,
+}
+
+impl std::fmt::Debug for BlobCompressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobCompressor").finish_non_exhaustive()
+    }
+}
+
+impl BlobCompressor {
+    /// A compressor at the blobs' zstd level.
+    pub fn new() -> Result<BlobCompressor> {
+        let zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            .map_err(|e| Error::io("cannot set up zstd compression", e))?;
+        Ok(BlobCompressor { zstd })
+    }
+
+    /// The blob of chunk `id`: zstd if that is smaller, else the chunk as it is.
+    pub fn blob(&mut self, id: &ChunkId, chunk: &[u8]) -> Result<Blob> {
+        let compressed = self
+            .zstd
+            .compress(chunk)
+            .map_err(|e| Error::io("cannot compress a chunk", e))?;
+        let (codec, bytes) = if compressed.len() < chunk.len() {
+            (BlobCodec::Zstd, compressed)
+        } else {
+            (BlobCodec::None, chunk.to_vec())
+        };
+        Ok(Blob {
+            id: *id,
+            raw: chunk.len() as u32,
+            codec,
+            bytes,
+        })
+    }
+}
+
 /// Collects blobs into a pack's plaintext until it is full.
 #[derive(Debug, Default)]
 pub struct PackBuilder {
@@ -145,24 +198,16 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
-    /// Add a chunk: compressed if that makes it smaller.
-    pub fn add(&mut self, id: &ChunkId, chunk: &[u8]) -> Result<()> {
-        let compressed = zstd::bulk::compress(chunk, ZSTD_LEVEL)
-            .map_err(|e| Error::io("cannot compress a chunk", e))?;
-        let (codec, stored): (BlobCodec, &[u8]) = if compressed.len() < chunk.len() {
-            (BlobCodec::Zstd, &compressed)
-        } else {
-            (BlobCodec::None, chunk)
-        };
+    /// Add a blob.
+    pub fn add(&mut self, blob: &Blob) {
         self.blobs.push(BlobEntry {
-            id: *id,
+            id: blob.id,
             offset: self.plain.len() as u64,
-            length: stored.len() as u32,
-            raw: chunk.len() as u32,
-            codec,
+            length: blob.bytes.len() as u32,
+            raw: blob.raw,
+            codec: blob.codec,
         });
-        self.plain.extend_from_slice(stored);
-        Ok(())
+        self.plain.extend_from_slice(&blob.bytes);
     }
 
     /// Whether the pack has reached its target size.

@@ -65,10 +65,12 @@ pub(crate) struct ListedObject {
 
 /// Every object under `store`'s root, in key order, folder markers told apart.
 pub(crate) async fn list_objects(store: &dyn StorageTarget) -> Result<Vec<ListedObject>> {
-    let objects = store
+    let mut objects = store
         .list("")
         .await
         .map_err(|e| e.with_context("source", store.describe()))?;
+    // Key order, whatever the store's: the next backup reads this tree beside its listing.
+    objects.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     let mut parents: HashSet<&str> = HashSet::new();
     for o in &objects {
         crate::dedup::tree::check_relative_path(&o.path).map_err(|_| {

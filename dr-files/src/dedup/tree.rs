@@ -124,18 +124,6 @@ impl Tree {
         out.push(b'\n');
     }
 
-    /// Bytes of [`Tree::to_json_lines`], without holding them.
-    pub(crate) fn json_lines_len(&self) -> u64 {
-        let mut line = Vec::new();
-        (0..=self.entries.len())
-            .map(|n| {
-                line.clear();
-                self.write_line(n, &mut line);
-                line.len() as u64
-            })
-            .sum()
-    }
-
     /// Parse a tree (untrusted bytes): every line, every path, every chunk id is checked.
     pub fn from_json_lines(bytes: &[u8]) -> Result<Tree> {
         let mut parser = TreeParser::default();
@@ -233,6 +221,14 @@ impl TreeParser {
         }
         Ok(())
     }
+}
+
+/// Paths ordered component by component (`a` < `a/b` < `a.txt`), the order of a directory
+/// walk: a directory's contents come right after it. Paths hold no NUL, so `/` can sort as
+/// one.
+pub(crate) fn component_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.bytes().map(key).cmp(b.bytes().map(key))
 }
 
 /// Refuse a path that could leave the restore target: empty, absolute, with an empty, `.`

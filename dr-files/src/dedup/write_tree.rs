@@ -26,7 +26,7 @@ use dr_core::{Decryptor, Error, ErrorKind, Repository, Result};
 use super::pack::Catalog;
 use super::plan::{PackJob, Piece, PlannedFile, RestorePlan};
 use super::restore::{pack_unreadable, safe_mode, set_mtime, FilesRestoreReport};
-use super::tree::{check_relative_path, EntryKind, TreeEntry};
+use super::tree::{check_relative_path, component_order, EntryKind, TreeEntry};
 use super::unpack::for_each_blob;
 
 /// Packs read at once. Each costs about one blob of memory; several keep both cores busy
@@ -275,13 +275,6 @@ fn check_layout(entries: &[TreeEntry]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Paths ordered component by component (`a` < `a/b` < `a.txt`): a directory's contents
-/// come right after it. Paths hold no NUL, so `/` can sort as one.
-fn component_order(a: &str, b: &str) -> std::cmp::Ordering {
-    let key = |c: u8| if c == b'/' { 0 } else { c };
-    a.bytes().map(key).cmp(b.bytes().map(key))
 }
 
 /// A file's mode and time, set through its open handle.
