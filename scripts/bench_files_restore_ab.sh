@@ -17,9 +17,9 @@ $A init --repo file://$W/repoA >/dev/null; $B init --repo file://$W/repoB >/dev/
 sync
 for i in 1 2 3; do
   for r in A B; do
-    rm -rf out; /usr/bin/time -f "restore snap-$r by files5 %e s %M KB" $B restore --repo file://$W/repo$r latest --dir $W/out >/dev/null
+    rm -rf out; /usr/bin/time -f "restore snap-$r by B %e s %M KB" $B restore --repo file://$W/repo$r latest --dir $W/out >/dev/null
     diff -r src out >/dev/null && echo "  identical"
   done
-  rm -rf out; /usr/bin/time -f "restore snap-A by main %e s %M KB" $A restore --repo file://$W/repoA latest --dir $W/out >/dev/null
+  rm -rf out; /usr/bin/time -f "restore snap-A by A %e s %M KB" $A restore --repo file://$W/repoA latest --dir $W/out >/dev/null
 done
 rm -rf out src repoA repoB; uptime
