@@ -17,6 +17,7 @@
 #        DRCTL_B: a second drctl (say, before and after a change): every drctl command then
 #        runs once with each binary per round, B right after A, and the ratios B/A are
 #        printed too (names ending in _b are B's).
+#        RESTORE=0: backups only (no restore rounds, no pg_restore), to keep a run short.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:-10}
@@ -52,8 +53,10 @@ drop() { psql -XAtq -d postgres -c "DROP DATABASE IF EXISTS $1" >/dev/null; }
 backup_id() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$1"; }
 
 # The archives the restores read: a backup with --jobs 2, and pg_dump's directory archive.
-"$DRCTL" --json backup --repo "$W/repo" --db "$URL/qrapp" --jobs 2 > "$W/restore_backup.json"
-RID=$(backup_id "$W/restore_backup.json")
+if [ "${RESTORE:-1}" = 1 ]; then
+  "$DRCTL" --json backup --repo "$W/repo" --db "$URL/qrapp" --jobs 2 > "$W/restore_backup.json"
+  RID=$(backup_id "$W/restore_backup.json")
+fi
 pg_dump -Fd -j2 -Z0 -f "$W/restore.dir" qrapp
 DUMP_BYTES=$(du -sb "$W/restore.dir" | cut -f1)
 
@@ -78,6 +81,7 @@ for i in $(seq "$PAIRS"); do
     fi
   fi
 
+  [ "${RESTORE:-1}" = 1 ] || continue
   drop bench_par_a
   run drctl_restore_jobs2 "$DRCTL" restore --repo "$W/repo" "$RID" --db "$URL/bench_par_a" --create --jobs 2
   drop bench_par_a
@@ -98,10 +102,12 @@ calc() { awk "BEGIN{printf \"%.2f\", $*}"; }
 echo
 echo "sample: scale $SCALE, pg_dump -Fd -Z0 archive $DUMP_BYTES bytes; $PAIRS rounds alternated; medians"
 printf "%-22s %9s %9s %14s   %s\n" name wall_s cpu_s peak_RSS_MiB "runs (wall s)"
-NAMES="drctl_backup_jobs2 pg_dump_Fd_j2_Z0 pg_dump_Fc_Z0 drctl_restore_jobs2 pg_restore_j2_Fd"
+NAMES="drctl_backup_jobs2 pg_dump_Fd_j2_Z0 pg_dump_Fc_Z0"
+[ "${RESTORE:-1}" = 1 ] && NAMES="$NAMES drctl_restore_jobs2 pg_restore_j2_Fd"
 [ "${ONE_STREAM:-0}" = 1 ] && NAMES="$NAMES drctl_backup"
 if [ -n "${DRCTL_B:-}" ]; then
-  NAMES="$NAMES drctl_backup_jobs2_b drctl_restore_jobs2_b"
+  NAMES="$NAMES drctl_backup_jobs2_b"
+  [ "${RESTORE:-1}" = 1 ] && NAMES="$NAMES drctl_restore_jobs2_b"
   [ "${ONE_STREAM:-0}" = 1 ] && NAMES="$NAMES drctl_backup_b"
 fi
 for name in $NAMES; do
@@ -110,7 +116,7 @@ for name in $NAMES; do
   eval "M_$name=$(col "$name" 1)"; eval "C_$name=$(col "$name" 2)"
 done
 echo
-printf "drctl restore --jobs 2 / pg_restore -j2 -Fd      = %s wall, %s CPU (target <= 1.0 wall)\n" \
+[ "${RESTORE:-1}" = 1 ] && printf "drctl restore --jobs 2 / pg_restore -j2 -Fd      = %s wall, %s CPU (target <= 1.0 wall)\n" \
   "$(calc "$M_drctl_restore_jobs2 / $M_pg_restore_j2_Fd")" "$(calc "$C_drctl_restore_jobs2 / $C_pg_restore_j2_Fd")"
 printf "drctl backup --jobs 2 / pg_dump -Fd -j2 -Z0      = %s wall, %s CPU (target <= 1.0 wall)\n" \
   "$(calc "$M_drctl_backup_jobs2 / $M_pg_dump_Fd_j2_Z0")" "$(calc "$C_drctl_backup_jobs2 / $C_pg_dump_Fd_j2_Z0")"
@@ -121,17 +127,19 @@ if [ "${ONE_STREAM:-0}" = 1 ]; then
     "$(calc "$M_drctl_backup / $M_pg_dump_Fc_Z0")" "$(calc "$C_drctl_backup / $C_pg_dump_Fc_Z0")"
   printf "CPU s per GB of dump: drctl backup %s\n" "$(calc "$C_drctl_backup / $GB")"
 fi
-printf "CPU s per GB of dump: pg_dump -Fc -Z0 %s, drctl backup --jobs 2 %s, pg_dump -Fd -j2 -Z0 %s, drctl restore --jobs 2 %s, pg_restore -j2 %s\n" \
-  "$(calc "$C_pg_dump_Fc_Z0 / $GB")" "$(calc "$C_drctl_backup_jobs2 / $GB")" "$(calc "$C_pg_dump_Fd_j2_Z0 / $GB")" \
+printf "CPU s per GB of dump: pg_dump -Fc -Z0 %s, drctl backup --jobs 2 %s, pg_dump -Fd -j2 -Z0 %s\n" \
+  "$(calc "$C_pg_dump_Fc_Z0 / $GB")" "$(calc "$C_drctl_backup_jobs2 / $GB")" "$(calc "$C_pg_dump_Fd_j2_Z0 / $GB")"
+[ "${RESTORE:-1}" = 1 ] && printf "CPU s per GB of dump: drctl restore --jobs 2 %s, pg_restore -j2 %s\n" \
   "$(calc "$C_drctl_restore_jobs2 / $GB")" "$(calc "$C_pg_restore_j2_Fd / $GB")"
 if [ -n "${DRCTL_B:-}" ]; then
   echo "B ($DRCTL_B) against A ($DRCTL), same rounds:"
-  for n in drctl_backup_jobs2 drctl_restore_jobs2 $([ "${ONE_STREAM:-0}" = 1 ] && echo drctl_backup); do
+  for n in drctl_backup_jobs2 $([ "${RESTORE:-1}" = 1 ] && echo drctl_restore_jobs2) $([ "${ONE_STREAM:-0}" = 1 ] && echo drctl_backup); do
     eval "a=\$M_$n; b=\$M_${n}_b; ca=\$C_$n; cb=\$C_${n}_b"
     printf "  %-22s B/A = %s wall, %s CPU\n" "$n" "$(calc "$b / $a")" "$(calc "$cb / $ca")"
   done
-  printf "  B: restore --jobs 2 / pg_restore -j2 = %s; backup --jobs 2 / pg_dump -Fd -j2 = %s\n" \
-    "$(calc "$M_drctl_restore_jobs2_b / $M_pg_restore_j2_Fd")" "$(calc "$M_drctl_backup_jobs2_b / $M_pg_dump_Fd_j2_Z0")"
+  [ "${RESTORE:-1}" = 1 ] && printf "  B: restore --jobs 2 / pg_restore -j2 = %s\n" \
+    "$(calc "$M_drctl_restore_jobs2_b / $M_pg_restore_j2_Fd")"
+  printf "  B: backup --jobs 2 / pg_dump -Fd -j2 = %s\n" "$(calc "$M_drctl_backup_jobs2_b / $M_pg_dump_Fd_j2_Z0")"
   if [ "${ONE_STREAM:-0}" = 1 ]; then
     printf "  B: backup / pg_dump -Fc -Z0 = %s wall; CPU s per GB: B backup %s, pg_dump -Fc -Z0 %s\n" \
       "$(calc "$M_drctl_backup_b / $M_pg_dump_Fc_Z0")" "$(calc "$C_drctl_backup_b / $GB")" "$(calc "$C_pg_dump_Fc_Z0 / $GB")"

@@ -93,7 +93,18 @@ pub fn spawn_transform<T: Transform + ?Sized>(
             // chunk waits in a channel. glibc shrinks in place (it splits the block, or
             // remaps a mapped one); another allocator may copy the filled part once.
             chunk.shrink_to_fit();
-            tx.blocking_send(Ok(Bytes::from(chunk))).is_ok()
+            // A transform may also emit far more than a chunk at once (a decoder given 1 MiB
+            // of frames that compressed 4:1 emits 4 MiB): pass it on in slices of about
+            // `chunk_bytes` (no copy), so that the channel's `depth` chunks and a consumer
+            // that copies each chunk (tokio-postgres's COPY buffer) hold 1 MiB each, not 4.
+            let mut chunk = Bytes::from(chunk);
+            while chunk.len() >= 2 * opts.chunk_bytes {
+                let slice = chunk.split_to(opts.chunk_bytes);
+                if tx.blocking_send(Ok(slice)).is_err() {
+                    return false;
+                }
+            }
+            tx.blocking_send(Ok(chunk)).is_ok()
         };
         loop {
             match handle.block_on(input.next()) {
@@ -265,6 +276,42 @@ mod tests {
                 depth: 1
             }
         );
+    }
+
+    /// Emits eight bytes for every byte it is given (as a decoder of well-compressed data).
+    struct Expand;
+    impl Transform for Expand {
+        fn update(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+            for b in input {
+                out.extend_from_slice(&[*b; 8]);
+            }
+            Ok(())
+        }
+        fn finish(&mut self, _out: &mut Vec<u8>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_output_is_passed_on_in_slices_of_about_a_chunk() {
+        let input: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+        let opts = StageOptions {
+            chunk_bytes: 1000,
+            depth: 2,
+        };
+        let mut out = spawn_transform(
+            once_bytes(Bytes::from(input.clone()), 2000),
+            Box::new(Expand),
+            opts,
+        );
+        let mut all = Vec::new();
+        while let Some(chunk) = out.next().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() < 2 * opts.chunk_bytes, "{}", chunk.len());
+            all.extend_from_slice(&chunk);
+        }
+        let expected: Vec<u8> = input.iter().flat_map(|b| [*b; 8]).collect();
+        assert_eq!(all, expected);
     }
 
     #[tokio::test]
