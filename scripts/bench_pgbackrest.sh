@@ -19,6 +19,8 @@
 #        (phases 1, 3 and 4: no archiving backlog), SKIP_LOGICAL=1 (no phase 4), DRCTL_BIN (a
 #        drctl already built, instead of cargo build --release), DRCTL_BIN_B (a second drctl:
 #        every dr arm of phases 1 and 3 runs with both, A then B, as NAME and NAME_b).
+#        DROP_BASE=1 deletes each dr base backup right after its run, but for the last
+#        round's (the restores need one), so that a full disk does not limit the rounds.
 # Needs root (or the postgres user) and pgBackRest (installed here with apt-get if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,10 +142,17 @@ run() {
   T[$name]+="$secs "; R[$name]+="$rss "
   echo "  $name ${secs}s ${rss}KiB" >&2
 }
+# drop_base PAIR: with DROP_BASE, delete the dr base backup just taken (not in the last pair).
+drop_base() {
+  [ -n "${DROP_BASE:-}" ] && [ "$1" -lt "$BASE_PAIRS" ] || return 0
+  local newest; newest=$(ls -t "$W/dr-repo/backups" | head -n1)
+  [ -n "$newest" ] && as_pg rm -rf "$W/dr-repo/backups/$newest"
+}
 
 DB_SIZE=$("${PSQL[@]}" -c "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database")
 # 3 base backups per pair plus restores and WAL: refuse to fill a shared disk.
-NEED_KB=$(( $("${PSQL[@]}" -c "SELECT sum(pg_database_size(datname)) FROM pg_database") / 1024 * (3 * BASE_PAIRS / 2 + 4) + SEGMENTS * 16384 * 3 / 2 ))
+KEPT_PER_PAIR=3; [ -z "${DROP_BASE:-}" ] || KEPT_PER_PAIR=1
+NEED_KB=$(( $("${PSQL[@]}" -c "SELECT sum(pg_database_size(datname)) FROM pg_database") / 1024 * (KEPT_PER_PAIR * BASE_PAIRS / 2 + 4) + SEGMENTS * 16384 * 3 / 2 ))
 # Phase 2 alone: the backlog in pg_wal and one run's repository at a time.
 [ -n "${ONLY_ARCHIVING:-}" ] && NEED_KB=$(( SEGMENTS * 16384 * 3 / 2 ))
 AVAIL_KB=$(df --output=avail -k "$W" | tail -n1)
@@ -158,11 +167,11 @@ set_archive "$DR wal-push --repo $W/dr-repo --key-file $W/dr.key %p && $PGBR arc
 wait_archived
 for i in $(seq "$BASE_PAIRS"); do
   echo "base backup pair $i (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-  run dr_copy "$DR" backup --physical --pgdata "$B/pg/data" --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
-  [ -z "$DR_B" ] || run dr_copy_b "$DR_B" backup --physical --pgdata "$B/pg/data" --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
+  run dr_copy "$DR" backup --physical --pgdata "$B/pg/data" --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"; drop_base "$i"
+  [ -z "$DR_B" ] || { run dr_copy_b "$DR_B" backup --physical --pgdata "$B/pg/data" --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"; drop_base "$i"; }
   run pgbr_full $PGBR backup --type=full
-  run dr_basebackup "$DR" backup --physical --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
-  [ -z "$DR_B" ] || run dr_basebackup_b "$DR_B" backup --physical --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"
+  run dr_basebackup "$DR" backup --physical --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"; drop_base "$i"
+  [ -z "$DR_B" ] || { run dr_basebackup_b "$DR_B" backup --physical --db "postgres://postgres@127.0.0.1:$PORT/postgres" "${DRR[@]}"; drop_base "$i"; }
 done
 
 # WAL after the backups, and a target time in the middle of it.
