@@ -103,18 +103,14 @@ impl PieceDumper for PgDumper {
             let own =
                 if self.read_table_data && own_copy::supported(server_version_num, pg_dump_major) {
                     let tables = own_copy::choose_tables(&conn.client).await?;
-                    own_copy::lock_tables(&conn.client, &tables).await?;
-                    tables
+                    if own_copy::try_lock_tables(&conn.client, &tables).await? {
+                        tables
+                    } else {
+                        Vec::new()
+                    }
                 } else {
                     Vec::new()
                 };
-            let pool = if own.is_empty() {
-                None
-            } else {
-                Some(Arc::new(
-                    CopyPool::open(&self.config, &snapshot_id, self.jobs).await?,
-                ))
-            };
             // With every table it may read taken by dr, pg_dump is left the schema,
             // sequences and the odd table: one connection does.
             let pg_dump_jobs = if !own.is_empty() && (own.len() as i64) < own_copy::MAX_OWN_TABLES {
@@ -142,21 +138,25 @@ impl PieceDumper for PgDumper {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .kill_on_drop(true);
-            let spawned = cmd
+            let mut child = cmd
                 .spawn()
-                .map_err(|e| tools::spawn_failed("pg_dump", &program, e));
-            let mut child = match spawned {
-                Ok(child) => child,
-                Err(e) => {
-                    if let Some(pool) = &pool {
-                        let _ = pool.close().await;
-                    }
-                    return Err(e);
-                }
-            };
+                .map_err(|e| tools::spawn_failed("pg_dump", &program, e))?;
             let group = ProcessGroup::of(&child);
             let stderr =
                 tools::spawn_stderr_tail(child.stderr.take().expect("stderr is piped"), "pg_dump");
+            // Connected while pg_dump reads the catalog: the tables' pieces start once its
+            // toc.dat is written.
+            let pool = if own.is_empty() {
+                None
+            } else {
+                match CopyPool::open(&self.config, &snapshot_id, self.jobs).await {
+                    Ok(pool) => Some(Arc::new(pool)),
+                    Err(e) => {
+                        group.kill();
+                        return Err(e);
+                    }
+                }
+            };
             let own = pool.map(|pool| Own {
                 tables: own,
                 pool,
