@@ -20,6 +20,29 @@ pub(crate) struct Conn {
 /// Connect with `config`, over TLS as its `sslmode` says (see [`crate::tls`]).
 /// `what` names the purpose for messages ("snapshot", "maintenance", …).
 pub(crate) async fn connect(config: &Config, what: &'static str) -> Result<Conn> {
+    let (client, connection) = connect_undriven(config, what).await?;
+    let task = tokio::spawn(async move {
+        let r = connection.await;
+        if let Err(e) = &r {
+            tracing::warn!(connection = what, error = %e, "PostgreSQL connection failed");
+        }
+        r
+    });
+    Ok(Conn { client, task })
+}
+
+/// The connection half of a client, to be polled by its user.
+pub(crate) type Connection = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>,
+>;
+
+/// Like [`connect`], but the connection is returned for the caller to poll on its own task
+/// (see [`driven`]) instead of on a task of its own: a client that streams a lot (a COPY)
+/// then does not wake another thread for every few kilobytes it receives.
+pub(crate) async fn connect_undriven(
+    config: &Config,
+    what: &'static str,
+) -> Result<(Client, Connection)> {
     let unix_host = config
         .get_hosts()
         .iter()
@@ -36,14 +59,14 @@ pub(crate) async fn connect(config: &Config, what: &'static str) -> Result<Conn>
         config
             .connect(NoTls)
             .await
-            .map(|(client, connection)| (client, drive(connection, what)))
+            .map(|(client, connection)| (client, Box::pin(connection) as Connection))
     } else {
         config
             .connect(crate::tls::connector()?)
             .await
-            .map(|(client, connection)| (client, drive(connection, what)))
+            .map(|(client, connection)| (client, Box::pin(connection) as Connection))
     };
-    let (client, task) = connected.map_err(|e| {
+    connected.map_err(|e| {
         let mut err = Error::new(ErrorKind::Database, "cannot connect to PostgreSQL")
             .with_context("connection", what);
         if let Some(db) = config.get_dbname() {
@@ -55,26 +78,35 @@ pub(crate) async fn connect(config: &Config, what: &'static str) -> Result<Conn>
         } else {
             err
         }
-    })?;
-    Ok(Conn { client, task })
+    })
 }
 
-/// Run a connection on its own task, logging its failure.
-fn drive<S, T>(
-    connection: tokio_postgres::Connection<S, T>,
-    what: &'static str,
-) -> JoinHandle<std::result::Result<(), tokio_postgres::Error>>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let r = connection.await;
-        if let Err(e) = &r {
-            tracing::warn!(connection = what, error = %e, "PostgreSQL connection failed");
+/// Run `f` while polling `connection` on the same task; an error if the connection ends
+/// first.
+pub(crate) async fn driven<T>(
+    connection: &mut Connection,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    use std::task::Poll;
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
         }
-        r
+        match connection.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Err(Error::new(
+                ErrorKind::Database,
+                "the PostgreSQL connection closed",
+            ))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::new(
+                ErrorKind::Database,
+                "PostgreSQL connection failed",
+            )
+            .with_source(e))),
+        }
     })
+    .await
 }
 
 fn is_transient_connect_error(err: &Error) -> bool {

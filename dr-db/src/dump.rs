@@ -63,6 +63,9 @@ pub struct PgDumper {
     pub(crate) jobs: usize,
     /// Where pieces are spooled until uploaded; the system's temporary folder by default.
     pub(crate) spool_dir: Option<PathBuf>,
+    /// Whether a dump as pieces reads the tables' data itself (`COPY … TO STDOUT` in the
+    /// snapshot) instead of through pg_dump's spool files; see `own_copy`.
+    pub(crate) read_table_data: bool,
 }
 
 impl fmt::Debug for PgDumper {
@@ -73,6 +76,7 @@ impl fmt::Debug for PgDumper {
             .field("bin_dir", &self.bin_dir)
             .field("jobs", &self.jobs)
             .field("spool_dir", &self.spool_dir)
+            .field("read_table_data", &self.read_table_data)
             .finish()
     }
 }
@@ -86,6 +90,7 @@ impl PgDumper {
             bin_dir: None,
             jobs: 1,
             spool_dir: None,
+            read_table_data: true,
         }
     }
 
@@ -167,6 +172,8 @@ pub(crate) struct Prepared {
     pub(crate) program: PathBuf,
     pub(crate) source: SourceInfo,
     pub(crate) database_size: u64,
+    pub(crate) server_version_num: i32,
+    pub(crate) pg_dump_major: u32,
 }
 
 impl PgDumper {
@@ -235,6 +242,8 @@ impl PgDumper {
             program,
             source,
             database_size: snapshot.database_size,
+            server_version_num: snapshot.server_version_num,
+            pg_dump_major: client_major,
         })
     }
 }
@@ -248,6 +257,7 @@ impl Dumper for PgDumper {
             program,
             source,
             database_size,
+            ..
         } = self.prepare().await?;
         let mut cmd = tokio::process::Command::from(self.command_with(&program, &snapshot_id)?);
         cmd.stdin(Stdio::null())

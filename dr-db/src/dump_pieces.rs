@@ -25,9 +25,10 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::sync::mpsc;
 
 use crate::conn::Conn;
-use crate::directory::{DirectoryCounter, PieceCounter, DIRECTORY_FORMAT};
+use crate::directory::{DirectoryCounter, PieceCounter, DIRECTORY_FORMAT, TOC_PIECE};
 use crate::dump::{Outcome, PgDumper, Prepared};
 use crate::fifo::ProcessGroup;
+use crate::own_copy::{self, CopyPool, OwnTable};
 use crate::spool::Spool;
 use crate::tools;
 
@@ -47,6 +48,15 @@ impl PgDumper {
         self
     }
 
+    /// Whether a dump as pieces reads the data of the database's plain tables itself
+    /// (`COPY … TO STDOUT` on `jobs` connections of its own in the snapshot, streamed into
+    /// the pieces) rather than through pg_dump's spool files; on by default. The archive is
+    /// the same either way.
+    pub fn read_table_data(mut self, on: bool) -> Self {
+        self.read_table_data = on;
+        self
+    }
+
     /// Spool the pieces of a dump in `dir` (see the module documentation for the room it
     /// needs) instead of the system's temporary folder.
     pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -56,8 +66,9 @@ impl PgDumper {
 }
 
 /// `pg_dump`'s arguments for a directory archive in `dir`: no connection parameter.
-fn pg_dump_dir_args(snapshot_id: &str, jobs: usize, dir: &Path) -> Vec<String> {
-    vec![
+/// Every table in `own` is left out of pg_dump's table data (dr reads it itself).
+fn pg_dump_dir_args(snapshot_id: &str, jobs: usize, dir: &Path, own: &[OwnTable]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
         "--format=directory".into(),
         "--compress=0".into(),
         format!("--jobs={jobs}"),
@@ -67,7 +78,12 @@ fn pg_dump_dir_args(snapshot_id: &str, jobs: usize, dir: &Path) -> Vec<String> {
         format!("--snapshot={snapshot_id}"),
         "--no-password".into(),
         format!("--file={}", dir.display()),
-    ]
+    ];
+    args.extend(
+        own.iter()
+            .map(|t| format!("--exclude-table-data={}", t.pattern())),
+    );
+    args
 }
 
 #[async_trait]
@@ -78,10 +94,30 @@ impl PieceDumper for PgDumper {
             snapshot_id,
             program,
             mut source,
-            database_size: _,
+            server_version_num,
+            pg_dump_major,
+            ..
         } = self.prepare().await?;
         source.format = DIRECTORY_FORMAT.into();
         let started = async {
+            let own =
+                if self.read_table_data && own_copy::supported(server_version_num, pg_dump_major) {
+                    let tables = own_copy::choose_tables(&conn.client).await?;
+                    if own_copy::try_lock_tables(&conn.client, &tables).await? {
+                        tables
+                    } else {
+                        Vec::new()
+                    }
+                } else {
+                    Vec::new()
+                };
+            // With every table it may read taken by dr, pg_dump is left the schema,
+            // sequences and the odd table: one connection does.
+            let pg_dump_jobs = if !own.is_empty() && (own.len() as i64) < own_copy::MAX_OWN_TABLES {
+                1
+            } else {
+                self.jobs
+            };
             let spool_root = self.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
             let spool = Spool::create(&spool_root)?;
             let dump_dir = spool.dump_dir();
@@ -95,7 +131,7 @@ impl PieceDumper for PgDumper {
                 .map_err(|e| Error::io("cannot watch the spool folder", e.into()))?;
             let (launcher, args) = tools::dying_with_parent(
                 &program,
-                pg_dump_dir_args(&snapshot_id, self.jobs, &dump_dir),
+                pg_dump_dir_args(&snapshot_id, pg_dump_jobs, &dump_dir, &own),
             );
             let mut cmd = tokio::process::Command::from(self.command_with_args(&launcher, args)?);
             cmd.stdin(Stdio::null())
@@ -108,16 +144,35 @@ impl PieceDumper for PgDumper {
             let group = ProcessGroup::of(&child);
             let stderr =
                 tools::spawn_stderr_tail(child.stderr.take().expect("stderr is piped"), "pg_dump");
-            Ok::<_, Error>((spool, inotify, child, group, stderr))
+            // Connected while pg_dump reads the catalog: the tables' pieces start once its
+            // toc.dat is written.
+            let pool = if own.is_empty() {
+                None
+            } else {
+                match CopyPool::open(&self.config, &snapshot_id, self.jobs).await {
+                    Ok(pool) => Some(Arc::new(pool)),
+                    Err(e) => {
+                        group.kill();
+                        return Err(e);
+                    }
+                }
+            };
+            let own = pool.map(|pool| Own {
+                tables: own,
+                pool,
+                toc_added: false,
+            });
+            Ok::<_, Error>((spool, inotify, child, group, stderr, own))
         }
         .await;
-        let (spool, inotify, child, group, stderr) = match started {
+        let (spool, inotify, child, group, stderr, own) = match started {
             Ok(s) => s,
             Err(e) => {
                 let _ = conn.close().await;
                 return Err(e);
             }
         };
+        let pool = own.as_ref().map(|o| o.pool.clone());
 
         let shared = Arc::new(Mutex::new(Shared {
             counter: DirectoryCounter::new(),
@@ -137,6 +192,7 @@ impl PieceDumper for PgDumper {
             shared: shared.clone(),
             emitted: BTreeSet::new(),
             queue: VecDeque::new(),
+            own,
         }));
         let pieces = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -145,7 +201,7 @@ impl PieceDumper for PgDumper {
         Ok(PiecesDump {
             source,
             pieces,
-            completion: Box::new(PiecesCompletion { conn, shared }),
+            completion: Box::new(PiecesCompletion { conn, shared, pool }),
         })
     }
 }
@@ -190,8 +246,26 @@ struct Watch {
     tx: mpsc::Sender<Result<Piece>>,
     shared: Arc<Mutex<Shared>>,
     emitted: BTreeSet<String>,
-    /// Files created but not yet handed over, oldest first.
-    queue: VecDeque<String>,
+    /// Pieces not yet handed over, oldest first.
+    queue: VecDeque<Queued>,
+    /// The tables whose data dr reads itself, if any.
+    own: Option<Own>,
+}
+
+/// A piece waiting to be handed over.
+enum Queued {
+    /// A spool file pg_dump created.
+    File(String),
+    /// A piece made here: `toc.dat` with dr's entries, a table dr reads itself.
+    Ready(Piece),
+}
+
+/// The tables whose data dr reads itself, and the connections it reads them on.
+struct Own {
+    tables: Vec<OwnTable>,
+    pool: Arc<CopyPool>,
+    /// Whether pg_dump's `toc.dat` has been read and given their entries.
+    toc_added: bool,
 }
 
 impl Watch {
@@ -216,41 +290,111 @@ impl Watch {
                         .unwrap_or_else(|p| p.into_inner())
                         .closed
                         .insert(name.clone());
+                    if name == TOC_PIECE && self.own.is_some() {
+                        self.add_own_tables().await?;
+                    }
                 }
                 self.enqueue(name);
             }
         }
     }
 
-    /// Queue spool file `name` for handing over, once.
+    /// Queue spool file `name` for handing over, once. pg_dump's `toc.dat` waits for the
+    /// entries of the tables dr reads itself ([`Self::add_own_tables`]).
     fn enqueue(&mut self, name: String) {
-        if self.emitted.insert(name.clone()) {
-            self.queue.push_back(name);
+        if name == TOC_PIECE && self.own.is_some() {
+            return;
         }
+        if self.emitted.insert(name.clone()) {
+            self.queue.push_back(Queued::File(name));
+        }
+    }
+
+    /// pg_dump has closed `toc.dat`: read it, add a `TABLE DATA` entry for every table dr
+    /// reads itself, and queue the new `toc.dat` and those tables' pieces (largest first)
+    /// before pg_dump's other files.
+    async fn add_own_tables(&mut self) -> Result<()> {
+        let Some(own) = self.own.as_mut().filter(|o| !o.toc_added) else {
+            return Ok(());
+        };
+        own.toc_added = true;
+        self.emitted.insert(TOC_PIECE.to_owned());
+        let path = self.dump_dir.join(TOC_PIECE);
+        let toc = tokio::fs::read(&path)
+            .await
+            .map_err(|e| Error::io("cannot read pg_dump's toc.dat", e))?;
+        let (toc, named) = own_copy::add_table_data(&toc, &own.tables)?;
+        let _ = tokio::fs::remove_file(&path).await;
+
+        let mut counter = PieceCounter::new(TOC_PIECE)?;
+        counter.feed(&toc)?;
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counter
+            .add(counter)?;
+        let mut ready = vec![Piece {
+            name: TOC_PIECE.to_owned(),
+            size: Some(toc.len() as u64),
+            stream: dr_core::stage::once_bytes(toc.into(), CHUNK_BYTES),
+        }];
+        for (table, file) in named {
+            let shared = self.shared.clone();
+            let done: own_copy::Done = Box::new(move |counter| {
+                shared
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .counter
+                    .add(counter)
+            });
+            ready.push(Piece {
+                stream: own_copy::table_stream(
+                    own.pool.clone(),
+                    table,
+                    PieceCounter::new(&file)?,
+                    done,
+                ),
+                name: file,
+                size: None,
+            });
+        }
+        for piece in ready.into_iter().rev() {
+            self.queue.push_front(Queued::Ready(piece));
+        }
+        Ok(())
     }
 
     /// Open and hand over the queued files the consumer has room for; `false` once it is
     /// gone.
     async fn offer(&mut self) -> bool {
-        while let Some(name) = self.queue.front() {
+        while !self.queue.is_empty() {
             let permit = match self.tx.try_reserve() {
                 Ok(permit) => permit,
                 Err(mpsc::error::TrySendError::Full(())) => return true,
                 Err(mpsc::error::TrySendError::Closed(())) => return false,
             };
-            let path = self.dump_dir.join(name);
-            permit.send(open_piece(&path, name, self.shared.clone()).await);
-            self.queue.pop_front();
+            let queued = self.queue.pop_front().expect("not empty");
+            permit.send(self.open(queued).await);
         }
         true
+    }
+
+    /// The piece of a queued item.
+    fn open(&self, queued: Queued) -> impl std::future::Future<Output = Result<Piece>> + Send {
+        let (dir, shared) = (self.dump_dir.clone(), self.shared.clone());
+        async move {
+            match queued {
+                Queued::File(name) => open_piece(&dir.join(&name), &name, shared).await,
+                Queued::Ready(piece) => Ok(piece),
+            }
+        }
     }
 
     /// pg_dump has exited successfully: hand over every queued file, waiting for the
     /// consumer (every file is complete now); `false` once it is gone.
     async fn hand_over_queue(&mut self) -> bool {
-        while let Some(name) = self.queue.pop_front() {
-            let path = self.dump_dir.join(&name);
-            let piece = open_piece(&path, &name, self.shared.clone()).await;
+        while let Some(queued) = self.queue.pop_front() {
+            let piece = self.open(queued).await;
             if self.tx.send(piece).await.is_err() {
                 return false;
             }
@@ -317,6 +461,7 @@ async fn watch(mut w: Watch) {
                 }
                 w.exited(true);
                 w.spool_events().await?;
+                w.add_own_tables().await?;
                 w.remaining_files().await?;
                 if !w.hand_over_queue().await {
                     return Ok(false);
@@ -470,12 +615,19 @@ impl PieceRead {
 struct PiecesCompletion {
     conn: Conn,
     shared: Arc<Mutex<Shared>>,
+    /// The connections that read table data, if dr read any.
+    pool: Option<Arc<CopyPool>>,
 }
 
 #[async_trait]
 impl DumpCompletion for PiecesCompletion {
     async fn finish(self: Box<Self>) -> Result<DumpStats> {
-        let PiecesCompletion { conn, shared } = *self;
+        let PiecesCompletion { conn, shared, pool } = *self;
+        // Their transactions end first: their snapshot is the one the dump reflects.
+        let copies = match &pool {
+            Some(pool) => pool.close().await,
+            None => Ok(()),
+        };
         let (outcome, counter) = {
             let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
             let outcome = std::mem::replace(&mut shared.outcome, Outcome::Running);
@@ -484,6 +636,7 @@ impl DumpCompletion for PiecesCompletion {
         outcome
             .end_snapshot(conn, "the dump's pieces were not read to their end")
             .await?;
+        copies?;
         counter.stats()
     }
 }

@@ -57,6 +57,7 @@ mod dump;
 mod dump_pieces;
 mod fifo;
 mod locale;
+mod own_copy;
 mod params;
 pub mod physical;
 pub mod physical_copy;
@@ -68,6 +69,7 @@ pub mod tablespace_map;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod toc_file;
 mod tools;
 pub mod wal;
 
