@@ -37,6 +37,20 @@ use crate::{files_stats, SOURCE_KIND};
 pub struct FilesReport {
     /// The backup (snapshot) id.
     pub id: String,
+    /// What the walk counted (flattened: the JSON report has these fields at its top).
+    #[serde(flatten)]
+    pub counts: FileCounts,
+    /// Bytes stored by this backup: new packs, their indexes' data and the snapshot tree.
+    pub bytes_stored: u64,
+    /// Packs written.
+    pub packs_new: u64,
+    /// The snapshot this one was compared with, if any.
+    pub parent: Option<String>,
+}
+
+/// The files a backup saw, read and stored: counted by the walk, reported as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FileCounts {
     /// Regular files (objects) in the snapshot.
     pub files: u64,
     /// Files read (new or changed since the parent snapshot).
@@ -51,12 +65,6 @@ pub struct FilesReport {
     pub chunks_new: u64,
     /// Their bytes before compression.
     pub bytes_new: u64,
-    /// Bytes stored by this backup: new packs, their indexes' data and the snapshot tree.
-    pub bytes_stored: u64,
-    /// Packs written.
-    pub packs_new: u64,
-    /// The snapshot this one was compared with, if any.
-    pub parent: Option<String>,
 }
 
 /// Back up the tree of `source` into `repo` as a deduplicated snapshot.
@@ -179,13 +187,7 @@ pub async fn backup_tree_with_readers(
                 (Err(e), _) if e.kind() != ErrorKind::Cancelled => return Err(e),
                 (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
             };
-            report.files = counts.files;
-            report.files_read = counts.files_read;
-            report.files_unchanged = counts.files_unchanged;
-            report.bytes_total = counts.bytes_total;
-            report.bytes_read = counts.bytes_read;
-            report.chunks_new = counts.chunks_new;
-            report.bytes_new = counts.bytes_new;
+            report.counts = counts;
 
             check_reused_packs_remain(repo, &catalog, &packs_used).await?;
             lease.check()?;
@@ -386,5 +388,33 @@ impl Dumper for TreeDumper {
             size_hint: Some(self.tree.len),
             completion: Box::new(TreeDone(self.stats.clone())),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_json_keeps_the_counts_at_its_top_in_the_same_order() {
+        let report = FilesReport {
+            id: "b".into(),
+            counts: FileCounts {
+                files: 1,
+                files_read: 2,
+                files_unchanged: 3,
+                bytes_total: 4,
+                bytes_read: 5,
+                chunks_new: 6,
+                bytes_new: 7,
+            },
+            bytes_stored: 8,
+            packs_new: 9,
+            parent: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&report).unwrap(),
+            r#"{"id":"b","files":1,"files_read":2,"files_unchanged":3,"bytes_total":4,"bytes_read":5,"chunks_new":6,"bytes_new":7,"bytes_stored":8,"packs_new":9,"parent":null}"#
+        );
     }
 }

@@ -24,7 +24,8 @@ mod wrapped;
 mod write_tree;
 
 pub use backup::{
-    backup_tree, backup_tree_with_readers, commit_snapshot, default_readers, FilesReport,
+    backup_tree, backup_tree_with_readers, commit_snapshot, default_readers, FileCounts,
+    FilesReport,
 };
 pub use check::{prune_packs, verify_packs, PackPruneOptions, PackPruneReport, PackVerifyReport};
 pub use chunker::{ChunkBuffer, ChunkSizes, Chunker, CHUNK_SIZES};
