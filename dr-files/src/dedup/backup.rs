@@ -138,6 +138,8 @@ pub async fn backup_tree_with_readers(
 
             // The walk and its readers, the packer, and the upload (this task).
             let (tx, mut rx) = mpsc::channel::<SealedPack>(1);
+            // Stored pack buffers the upload gives back to the packer (see `seal_into`).
+            let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
             let (blob_tx, blob_rx) = std::sync::mpsc::sync_channel::<Blob>(BLOBS_IN_FLIGHT);
             let walk = {
                 let dedup = dedup.clone();
@@ -149,7 +151,9 @@ pub async fn backup_tree_with_readers(
             let packer = {
                 let dedup = dedup.clone();
                 let encryptor = encryptor.clone();
-                tokio::task::spawn_blocking(move || pack_blobs(blob_rx, &*encryptor, &dedup, tx))
+                tokio::task::spawn_blocking(move || {
+                    pack_blobs(blob_rx, &*encryptor, &dedup, tx, spare_rx)
+                })
             };
             let mut report = FilesReport {
                 parent: parent_id,
@@ -162,9 +166,15 @@ pub async fn backup_tree_with_readers(
                 }
                 report.bytes_stored += pack.stored.len() as u64;
                 report.packs_new += 1;
-                if let Err(e) = pack.upload(repo, storage_class.clone()).await {
-                    upload_error = Some(e);
-                    rx.close();
+                match pack.upload_and_reclaim(repo, storage_class.clone()).await {
+                    Ok((_, Some(buffer))) => {
+                        let _ = spare_tx.send(buffer); // the packer may be done: no matter
+                    }
+                    Ok((_, None)) => {}
+                    Err(e) => {
+                        upload_error = Some(e);
+                        rx.close();
+                    }
                 }
             }
             let walked = walk.await.map_err(|e| {
@@ -316,16 +326,18 @@ fn walk_with_readers(
 }
 
 /// The packer: put each blob into the current pack, seal full packs and hand them to the
-/// upload.
+/// upload. One plaintext buffer serves every pack, and sealed packs go into the buffers the
+/// upload gives back on `spare` (at most three exist: sealing, queued, uploading).
 fn pack_blobs(
     blobs: std::sync::mpsc::Receiver<Blob>,
     encryptor: &dyn Encryptor,
     dedup: &DedupKey,
     packs: mpsc::Sender<SealedPack>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<()> {
     let mut pack = PackBuilder::default();
-    let send = |pack: PackBuilder| {
-        let sealed = pack.seal(encryptor, dedup)?;
+    let send = |pack: &mut PackBuilder| {
+        let sealed = pack.seal_into(encryptor, dedup, spare.try_recv().unwrap_or_default())?;
         packs
             .blocking_send(sealed)
             .map_err(|_| Error::new(ErrorKind::Cancelled, "the pack upload stopped"))
@@ -333,11 +345,11 @@ fn pack_blobs(
     for blob in blobs {
         pack.add(&blob);
         if pack.is_full() {
-            send(std::mem::take(&mut pack))?;
+            send(&mut pack)?;
         }
     }
     if !pack.is_empty() {
-        send(pack)?;
+        send(&mut pack)?;
     }
     Ok(())
 }

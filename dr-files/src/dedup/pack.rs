@@ -221,9 +221,25 @@ impl PackBuilder {
     }
 
     /// Encrypt the pack: its stored bytes and its index.
-    pub fn seal(self, encryptor: &dyn Encryptor, dedup: &DedupKey) -> Result<SealedPack> {
+    pub fn seal(mut self, encryptor: &dyn Encryptor, dedup: &DedupKey) -> Result<SealedPack> {
+        self.seal_into(encryptor, dedup, Vec::new())
+    }
+
+    /// [`PackBuilder::seal`] into `stored` (a buffer an earlier pack's upload gave back,
+    /// cleared here), leaving this builder empty with its buffer kept for the next pack.
+    ///
+    /// A backup reuses its pack buffers: each is 16–32 MiB, and glibc, once such a block is
+    /// freed, serves the next ones from its arenas instead of fresh mappings; a new pair of
+    /// buffers per pack then left peak RSS growing with the number of packs.
+    pub fn seal_into(
+        &mut self,
+        encryptor: &dyn Encryptor,
+        dedup: &DedupKey,
+        mut stored: Vec<u8>,
+    ) -> Result<SealedPack> {
         let (encryption, mut sealer) = encryptor.encrypt_stream()?;
-        let mut stored = Vec::with_capacity(self.plain.len() + self.plain.len() / 1024 + 4096);
+        stored.clear();
+        stored.reserve(self.plain.len() + self.plain.len() / 1024 + 4096);
         sealer.update(&self.plain, &mut stored)?;
         sealer.finish(&mut stored)?;
         let mut name = [0u8; 16];
@@ -236,8 +252,9 @@ impl PackBuilder {
             sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &stored)),
             dedup_key: dedup.key_id(),
             encryption,
-            blobs: self.blobs,
+            blobs: std::mem::take(&mut self.blobs),
         };
+        self.plain.clear();
         Ok(SealedPack {
             stored: Bytes::from(stored),
             index,
@@ -261,12 +278,24 @@ impl SealedPack {
         repo: &Repository,
         storage_class: Option<String>,
     ) -> Result<PackIndex> {
+        self.upload_and_reclaim(repo, storage_class)
+            .await
+            .map(|(index, _)| index)
+    }
+
+    /// [`SealedPack::upload`], giving back the stored bytes' buffer for the next pack when
+    /// the storage kept no reference to it.
+    pub async fn upload_and_reclaim(
+        self,
+        repo: &Repository,
+        storage_class: Option<String>,
+    ) -> Result<(PackIndex, Option<Vec<u8>>)> {
         let opts = PutOptions {
             storage_class,
             expected_size: Some(self.stored.len() as u64),
         };
         repo.storage()
-            .put_bytes(&self.index.pack_path(), self.stored, opts)
+            .put_bytes(&self.index.pack_path(), self.stored.clone(), opts)
             .await?;
         let json = serde_json::to_vec(&self.index).expect("an index serializes");
         repo.storage()
@@ -276,7 +305,8 @@ impl SealedPack {
                 PutOptions::default(),
             )
             .await?;
-        Ok(self.index)
+        let buffer = self.stored.try_into_mut().ok().map(Vec::from);
+        Ok((self.index, buffer))
     }
 }
 
