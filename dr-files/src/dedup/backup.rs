@@ -132,7 +132,7 @@ pub async fn backup_tree_with_readers(
     let lease = Lease::shared(repo, &format!("deduplicated backup of {name}"), None).await?;
     lease
         .hold(async |lease| {
-            let catalog = Arc::new(Catalog::load(repo).await?);
+            let catalog = Arc::new(Catalog::load_locations(repo).await?);
             let parent = parent.filter(|p| p.header.dedup_key == dedup.key_id());
             let parent_id = parent.as_ref().map(|p| p.id.clone());
 

@@ -225,7 +225,7 @@ pub(crate) async fn selected_entries(
     let entries = read_tree_where(repo, manifest, decryptor, |e| selection.selects(&e.path))
         .await?
         .entries;
-    let catalog = Catalog::load(repo).await?;
+    let catalog = Catalog::load_locations(repo).await?;
     let missing: Vec<&str> = entries
         .iter()
         .filter(|e| match &e.kind {
@@ -293,19 +293,27 @@ pub async fn cat_file(
     let mut written = 0u64;
     let mut open: Option<(String, OpenPack)> = None;
     for id in chunks {
-        let (index, blob) = catalog.find(id).ok_or_else(|| {
+        let at = catalog.locate(id).ok_or_else(|| {
             Error::corrupt(format!(
                 "file '{path}' needs chunk {}, which no pack holds",
                 hex::encode(id)
             ))
         })?;
+        let index = &catalog.packs[at.pack as usize];
         if open.as_ref().is_none_or(|(name, _)| *name != index.pack) {
-            let pack = OpenPack::read(repo, index, decryptor)
-                .await
-                .map_err(|e| e.with_context("file", path))?;
+            let pack = async {
+                let stored = OpenPack::download(repo, index).await?;
+                OpenPack::from_stored(index, &stored, decryptor, catalog.plain_len(at.pack))
+            }
+            .await
+            .map_err(|e| e.with_context("file", path))?;
             open = Some((index.pack.clone(), pack));
         }
-        let data = open.as_ref().expect("just opened").1.chunk(blob, None)?;
+        let data = open
+            .as_ref()
+            .expect("just opened")
+            .1
+            .chunk(&at.blob(id), None)?;
         hasher.update(&data);
         written += data.len() as u64;
         out.write_all(&data)

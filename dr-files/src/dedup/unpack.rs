@@ -12,17 +12,18 @@ use futures::StreamExt;
 
 use dr_core::{Decryptor, Error, ErrorKind, Repository, Result};
 
-use super::pack::{decode_blob, PackIndex};
+use super::pack::{decode_blob, BlobEntry, PackIndex};
 
-/// Stream the pack of `index`, calling `each(blob number, chunk)` for every blob number of
-/// `wanted` (ascending; repeats are called once), each chunk decompressed and its length
-/// checked against the index.
+/// Stream the pack of `index` (whose plaintext is `plain_len` bytes), calling `each(key,
+/// chunk)` for every `(key, blob)` of `wanted` (by ascending offset; a repeated key is called
+/// once), each chunk decompressed and its length checked against the blob entry.
 pub(crate) fn for_each_blob(
     repo: &Repository,
     runtime: &tokio::runtime::Handle,
     index: &PackIndex,
+    plain_len: u64,
     decryptor: &dyn Decryptor,
-    wanted: impl IntoIterator<Item = u32>,
+    wanted: impl IntoIterator<Item = (u32, BlobEntry)>,
     mut each: impl FnMut(u32, &[u8]) -> Result<()>,
 ) -> Result<()> {
     let path = index.pack_path();
@@ -40,11 +41,8 @@ pub(crate) fn for_each_blob(
     let mut last = None;
     loop {
         // Hand over every wanted blob the plaintext holds whole.
-        while let Some(&n) = wanted.peek() {
-            let blob = index
-                .blobs
-                .get(n as usize)
-                .ok_or_else(|| Error::corrupt(format!("pack '{path}' has no blob {n}")))?;
+        while let Some((n, blob)) = wanted.peek() {
+            let n = *n;
             if last == Some(n) || blob.offset < start {
                 wanted.next(); // a repeat, already handed over
                 continue;
@@ -62,7 +60,7 @@ pub(crate) fn for_each_blob(
         }
         // Keep only what the next wanted blob needs.
         let keep_from = match wanted.peek() {
-            Some(&n) => index.blobs[n as usize].offset,
+            Some((_, blob)) => blob.offset,
             None => start + plain.len() as u64,
         };
         let drop = usize::try_from(keep_from.saturating_sub(start))
@@ -108,10 +106,9 @@ pub(crate) fn for_each_blob(
         }
     }
     let total = start + plain.len() as u64;
-    if wanted.peek().is_some() || total != index.plain_len() {
+    if wanted.peek().is_some() || total != plain_len {
         return Err(Error::corrupt(format!(
-            "pack '{path}' holds {total} bytes, its index lists {}",
-            index.plain_len()
+            "pack '{path}' holds {total} bytes, its index lists {plain_len}"
         )));
     }
     Ok(())

@@ -348,13 +348,17 @@ impl Work<'_> {
             &w.repo,
             &w.runtime,
             index,
+            w.catalog.plain_len(job.pack),
             &*w.decryptor,
-            pieces.iter().map(|p| p.blob),
+            pieces.iter().map(|p| {
+                let (id, at) = w.catalog.at(p.chunk);
+                (p.chunk, at.blob(id))
+            }),
             |n, chunk| {
                 if self.stop.load(Ordering::Relaxed) {
                     return Err(Error::new(ErrorKind::Cancelled, "another pack failed"));
                 }
-                while at < pieces.len() && pieces[at].blob == n {
+                while at < pieces.len() && pieces[at].chunk == n {
                     if let Err(e) = self.piece(&pieces[at], chunk) {
                         file_error = Some(e);
                         return Err(Error::new(ErrorKind::Cancelled, "a file failed"));
