@@ -984,3 +984,85 @@ async fn prune_never_takes_the_pack_it_just_wrote_for_an_orphan() {
         assert_eq!(describe(&out), files, "snapshot {}", snapshot.id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_in_batches_restores_every_file_across_the_boundaries() {
+    let f = fixture().await;
+    let src = f.work.join("src");
+    uploads_tree(&src, 60);
+    // Multi-chunk files, empty files, links and a private directory among the batches.
+    std::fs::write(src.join("customer-03/big.bin"), noise(6 << 20, 7)).unwrap();
+    std::fs::write(src.join("customer-05/empty"), b"").unwrap();
+    std::fs::create_dir(src.join("customer-07/private")).unwrap();
+    std::fs::write(src.join("customer-07/private/note"), b"n").unwrap();
+    std::fs::set_permissions(
+        src.join("customer-07/private"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::hard_link(
+        src.join("customer-00/file-0.dat"),
+        src.join("customer-09/again.dat"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../customer-03/big.bin", src.join("customer-08/link")).unwrap();
+    let (m, _) = f.backup(&src, None).await;
+
+    for (n, (files, pieces)) in [(1, 1), (3, 5), (7, 1000), (1 << 14, 1 << 18)]
+        .into_iter()
+        .enumerate()
+    {
+        let out = f.work.join(format!("out-{n}"));
+        let report = dedup::restore_tree_in_batches(
+            &f.repo,
+            &m,
+            f.dec.clone(),
+            &out,
+            &Selection::default(),
+            false,
+            dedup::BatchLimits { files, pieces },
+        )
+        .await
+        .unwrap();
+        assert_eq!(describe(&out), describe(&src), "batches of {files} files");
+        assert_eq!(
+            (report.files, report.hardlinks, report.symlinks),
+            (63, 1, 1),
+            "{report:?}"
+        );
+    }
+
+    // A tree in no known order has its layout checked whole, and restores all the same.
+    let real = dedup::read_tree(&f.repo, &m, &*f.dec).await.unwrap();
+    let file = |path: &str| {
+        file_entry(
+            path,
+            &real.entries.iter().find(|e| e.size() > 0).unwrap().clone(),
+        )
+    };
+    let dir = TreeEntry {
+        path: "a".into(),
+        mode: 0o755,
+        mtime_ns: 0,
+        kind: EntryKind::Dir,
+    };
+    let crafted = craft(&f, vec![file("z"), dir, file("a/x"), file("b")]).await;
+    let out = f.work.join("out-unsorted");
+    let report = dedup::restore_tree_in_batches(
+        &f.repo,
+        &crafted,
+        f.dec.clone(),
+        &out,
+        &Selection::default(),
+        false,
+        dedup::BatchLimits {
+            files: 1,
+            pieces: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.files, report.dirs), (3, 1), "{report:?}");
+    let names: Vec<String> = describe(&out).into_keys().collect();
+    assert_eq!(names, ["a", "a/x", "b", "z"]);
+}

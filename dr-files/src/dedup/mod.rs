@@ -9,6 +9,7 @@ mod check;
 mod chunker;
 mod hex32;
 mod key;
+mod layout;
 mod pack;
 mod plan;
 mod reader;
@@ -38,10 +39,12 @@ pub use pack::{
     INDEX_PREFIX, PACKS_PREFIX, PACK_TARGET_BYTES,
 };
 pub use restore::{
-    cat_file, is_snapshot, list, read_tree, restore_tree, FilesRestoreReport, Selection,
+    cat_file, is_snapshot, list, read_tree, restore_tree, restore_tree_in_batches,
+    FilesRestoreReport, Selection,
 };
 pub use restore_bucket::restore_to_bucket;
 pub use source::TreeSource;
 pub use spool::ParentTree;
 pub use tree::{check_relative_path, EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
 pub use wrapped::{rewrite_wrapped, wrapped_objects, WrappedObject};
+pub use write_tree::BatchLimits;

@@ -588,7 +588,7 @@ impl Catalog {
     fn sort(&mut self) {
         // Unstable: no scratch buffer of half the table; (id, pack, offset) orders fully.
         self.chunks
-            .sort_unstable_by(|a, b| (a.0, a.1.pack, a.1.offset).cmp(&(b.0, b.1.pack, b.1.offset)));
+            .sort_unstable_by_key(|(id, at)| (*id, at.pack, at.offset));
         self.chunks.dedup_by(|later, first| later.0 == first.0);
         self.chunks.shrink_to_fit();
     }

@@ -114,6 +114,48 @@ impl SpooledTree {
     pub fn path(&self) -> &Path {
         self.file.path()
     }
+
+    /// Its entries front to back, the header line passed over.
+    pub fn entries(&self) -> Result<SpooledEntries> {
+        let file = File::open(self.path()).map_err(spool_error)?;
+        let mut entries = SpooledEntries {
+            lines: BufReader::with_capacity(SPOOL_BUFFER, file),
+            line: Vec::new(),
+        };
+        entries.read_line()?; // the header, written or checked when spooled
+        Ok(entries)
+    }
+}
+
+/// Reads a spooled tree's entries one at a time.
+pub(crate) struct SpooledEntries {
+    lines: BufReader<File>,
+    line: Vec<u8>,
+}
+
+impl SpooledEntries {
+    fn read_line(&mut self) -> Result<bool> {
+        self.line.clear();
+        let n = self
+            .lines
+            .read_until(b'\n', &mut self.line)
+            .map_err(spool_error)?;
+        Ok(n > 0)
+    }
+
+    /// The next entry, if any.
+    pub fn next_entry(&mut self) -> Result<Option<TreeEntry>> {
+        while self.read_line()? {
+            let line = self.line.trim_ascii_end();
+            if line.is_empty() {
+                continue;
+            }
+            return serde_json::from_slice(line).map(Some).map_err(|e| {
+                Error::corrupt("a spooled snapshot tree line is malformed").with_source(e)
+            });
+        }
+        Ok(None)
+    }
 }
 
 /// The previous snapshot of a series, spooled for a backup to compare with: the backup
