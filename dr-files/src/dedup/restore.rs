@@ -15,12 +15,14 @@ use std::sync::Arc;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
-use dr_core::{Decryptor, Error, ErrorKind, Manifest, ReadOptions, Repository, Result};
+use dr_core::{Decryptor, Error, ErrorKind, Manifest, Repository, Result};
 
 use super::layout::LayoutCheck;
 use super::pack::{Catalog, OpenPack};
 use super::spool::{SpooledTree, TreeSpool};
-use super::tree::{EntryKind, Tree, TreeEntry, TreeHeader, TreeParser, TREE_FORMAT};
+use super::tree::{
+    tree_read_options, EntryKind, Tree, TreeEntry, TreeHeader, TreeParser, TREE_FORMAT,
+};
 use super::write_tree::{BatchLimits, TreeWriter};
 
 /// Whether a manifest is a deduplicated file snapshot.
@@ -50,7 +52,7 @@ pub(crate) async fn read_tree_where(
         return Err(not_a_snapshot(manifest));
     }
     let mut payload =
-        dr_core::open_payload(repo, manifest, decryptor, &ReadOptions::default()).await?;
+        dr_core::open_payload(repo, manifest, decryptor, &tree_read_options()).await?;
     let mut parser = TreeParser::default();
     let in_backup = |e: Error| e.with_context("backup", &manifest.id);
     while let Some(bytes) = payload.next().await {
@@ -273,7 +275,7 @@ async fn spool_selected(
         return Err(not_a_snapshot(manifest));
     }
     let mut payload =
-        dr_core::open_payload(repo, manifest, decryptor, &ReadOptions::default()).await?;
+        dr_core::open_payload(repo, manifest, decryptor, &tree_read_options()).await?;
     let mut parser = TreeParser::default();
     let in_backup = |e: Error| e.with_context("backup", &manifest.id);
     let mut taker = Taker {

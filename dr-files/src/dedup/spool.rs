@@ -13,10 +13,10 @@ use std::path::Path;
 
 use futures::StreamExt;
 
-use dr_core::{Decryptor, Error, Manifest, ReadOptions, Repository, Result};
+use dr_core::{Decryptor, Error, Manifest, Repository, Result};
 
 use super::restore::is_snapshot;
-use super::tree::{EntryKind, Tree, TreeEntry, TreeHeader, TreeParser};
+use super::tree::{tree_read_options, EntryKind, Tree, TreeEntry, TreeHeader, TreeParser};
 
 /// Bytes buffered per spool reader and writer.
 const SPOOL_BUFFER: usize = 256 * 1024;
@@ -190,7 +190,7 @@ impl ParentTree {
         }
         let in_backup = |e: Error| e.with_context("backup", &manifest.id);
         let mut payload =
-            dr_core::open_payload(repo, manifest, decryptor, &ReadOptions::default()).await?;
+            dr_core::open_payload(repo, manifest, decryptor, &tree_read_options()).await?;
         let mut parser = TreeParser::default();
         let mut out = BufWriter::with_capacity(SPOOL_BUFFER, temp_file()?);
         let mut len = 0u64;

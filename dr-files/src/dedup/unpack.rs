@@ -16,13 +16,17 @@ use super::pack::{decode_blob, BlobEntry, PackIndex};
 
 /// Stream the pack of `index` (whose plaintext is `plain_len` bytes), calling `each(key,
 /// chunk)` for every `(key, blob)` of `wanted` (by ascending offset; a repeated key is called
-/// once), each chunk decompressed and its length checked against the blob entry.
+/// once), each chunk decompressed and its length checked against the blob entry. `plain`
+/// holds the plaintext on the way (a caller reading many packs passes the same buffer, so
+/// the allocator does not see a new one per pack).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn for_each_blob(
     repo: &Repository,
     runtime: &tokio::runtime::Handle,
     index: &PackIndex,
     plain_len: u64,
     decryptor: &dyn Decryptor,
+    plain: &mut Vec<u8>,
     wanted: impl IntoIterator<Item = (u32, BlobEntry)>,
     mut each: impl FnMut(u32, &[u8]) -> Result<()>,
 ) -> Result<()> {
@@ -34,7 +38,7 @@ pub(crate) fn for_each_blob(
     let mut opener = decryptor.decrypt_stream(&index.encryption)?;
     let mut wanted = wanted.into_iter().peekable();
     // Plaintext from pack offset `start` on; everything before it was handed over or skipped.
-    let mut plain: Vec<u8> = Vec::new();
+    plain.clear();
     let mut start = 0u64;
     let mut stored = 0u64;
     let mut ended = false;
@@ -83,7 +87,7 @@ pub(crate) fn for_each_blob(
                 }
                 sha.update(&bytes);
                 opener
-                    .update(&bytes, &mut plain)
+                    .update(&bytes, plain)
                     .map_err(|e| e.with_context("pack", &path))?;
             }
             None => {
@@ -99,7 +103,7 @@ pub(crate) fn for_each_blob(
                     )));
                 }
                 opener
-                    .finish(&mut plain)
+                    .finish(plain)
                     .map_err(|e| e.with_context("pack", &path))?;
                 ended = true;
             }

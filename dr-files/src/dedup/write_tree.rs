@@ -333,6 +333,7 @@ struct Work<'a> {
 
 impl Work<'_> {
     fn run(&self) {
+        let mut plain = Vec::new(); // one plaintext buffer for every pack this worker reads
         while !self.stop.load(Ordering::Relaxed) {
             let Some(job) = self
                 .plan
@@ -341,7 +342,7 @@ impl Work<'_> {
             else {
                 return;
             };
-            if let Err(e) = self.pack(job) {
+            if let Err(e) = self.pack(job, &mut plain) {
                 self.stop.store(true, Ordering::Relaxed);
                 let mut failure = self.failure.lock().expect("not poisoned");
                 if failure.is_none() || e.kind() != ErrorKind::Cancelled {
@@ -354,7 +355,7 @@ impl Work<'_> {
 
     /// Read one pack and write its pieces. A pack that cannot be read names the files that
     /// need it; a file that fails its check names itself.
-    fn pack(&self, job: &PackJob) -> Result<()> {
+    fn pack(&self, job: &PackJob, plain: &mut Vec<u8>) -> Result<()> {
         let w = self.writer;
         let index = &w.catalog.packs[job.pack as usize];
         let pieces = &self.plan.pieces[job.pieces.clone()];
@@ -366,6 +367,7 @@ impl Work<'_> {
             index,
             w.catalog.plain_len(job.pack),
             &*w.decryptor,
+            plain,
             pieces.iter().map(|p| {
                 let (id, at) = w.catalog.at(p.chunk);
                 (p.chunk, at.blob(id))
