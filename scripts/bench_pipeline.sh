@@ -37,101 +37,88 @@ head -c "$((MB * 1000000))" "$FILE" > "$W/input"
 LEVELS="1 3 9"
 CODECS=$(for l in $LEVELS; do printf "zstd:%s," "$l"; done | sed 's/,$//')
 
+# Each figure is paired with its anchor measured right after it (one codec level or one
+# cipher at a time, a few seconds apart), and the ratio is taken within each pair: on a
+# shared VM a tool's speed drifts by ±20 % over minutes, which coarse pairs (every dr
+# setting, then every zstd level) turned into disagreement.
 for i in $(seq "$REPS"); do
-  echo "pair $i: drctl bench pipeline" >&2
-  "$DRCTL" --json bench pipeline --input "$W/input" --codecs "$CODECS" \
-    --ciphers aes-256-gcm,chacha20-poly1305 > "$W/dr.$i.json"
-  if [ -n "${DRCTL_SYSTEM_ZSTD:-}" ]; then
-    echo "pair $i: drctl bench pipeline on the system's libzstd" >&2
-    "$DRCTL_SYSTEM_ZSTD" --json bench pipeline --input "$W/input" --codecs "$CODECS" \
-      --ciphers aes-256-gcm > "$W/drsys.$i.json"
-  fi
-  echo "pair $i: zstd -b (levels $LEVELS, whole and -B1048576), openssl speed" >&2
-  # dr's zstd writes independent frames of 1 MiB (FORMAT.md): the same work is zstd -b of
-  # independent 1 MiB chunks, -B1048576. Only the levels dr measures (-b1 -e9 spent most
-  # of its time on levels 4-8).
   : > "$W/zstd.$i.txt"; : > "$W/zstdB.$i.txt"
   for l in $LEVELS; do
-    "$ZSTD" -b"$l" -e"$l" -i2 "$W/input" 2>/dev/null >> "$W/zstd.$i.txt"
+    echo "pair $i, zstd level $l: drctl bench pipeline, zstd -b -B1048576, zstd -b" >&2
+    "$DRCTL" --json bench pipeline --input "$W/input" --codecs "zstd:$l" \
+      --ciphers aes-256-gcm > "$W/dr.zstd$l.$i.json" 2>/dev/null
+    if [ -n "${DRCTL_SYSTEM_ZSTD:-}" ]; then
+      "$DRCTL_SYSTEM_ZSTD" --json bench pipeline --input "$W/input" --codecs "zstd:$l" \
+        --ciphers aes-256-gcm > "$W/drsys.zstd$l.$i.json" 2>/dev/null
+    fi
+    # dr's zstd writes independent frames of 1 MiB (FORMAT.md): the same work is zstd -b of
+    # independent 1 MiB chunks, -B1048576.
     "$ZSTD" -b"$l" -e"$l" -i2 -B1048576 "$W/input" 2>/dev/null >> "$W/zstdB.$i.txt"
+    "$ZSTD" -b"$l" -e"$l" -i2 "$W/input" 2>/dev/null >> "$W/zstd.$i.txt"
   done
   for c in aes-256-gcm chacha20-poly1305; do
+    echo "pair $i, $c: drctl bench pipeline, openssl speed" >&2
+    "$DRCTL" --json bench pipeline --input "$W/input" --codecs none \
+      --ciphers "$c" > "$W/dr.$c.$i.json" 2>/dev/null
     openssl speed -elapsed -evp "$c" -bytes 65536 -seconds 3 2>/dev/null | grep -i "^$c" > "$W/openssl.$c.$i.txt"
   done
 done
+echo "the settings table: every setting once" >&2
+"$DRCTL" --json bench pipeline --input "$W/input" --codecs "$CODECS" \
+  --ciphers aes-256-gcm,chacha20-poly1305 > "$W/dr.all.json" 2>/dev/null
 uptime >&2
 
 python3 - "$W" "$REPS" "$LEVELS" "${DRCTL_SYSTEM_ZSTD:+sys}" <<'PY'
 import json, os, re, statistics, subprocess, sys
 w, reps, levels = sys.argv[1], int(sys.argv[2]), [int(l) for l in sys.argv[3].split()]
+sysz = sys.argv[4:] == ["sys"]
 med = statistics.median
-dr = [json.load(open(f"{w}/dr.{i}.json")) for i in range(1, reps + 1)]
-drsys = [json.load(open(f"{w}/drsys.{i}.json")) for i in range(1, reps + 1)] if sys.argv[4:] == ["sys"] else None
-def dr_fig(codec, cipher, key, runs=None):
-    vals = []
-    for run in runs or dr:
-        r = next(r for r in run if r["codec"] == codec and r["cipher"] == cipher)
-        v = r
-        for k in key.split("."):
-            v = v[k]
-        vals.append(v)
-    return med(vals)
+def dr(name, i):
+    return json.load(open(f"{w}/{name}.{i}.json"))[0]
 # zstd -b (1.5) prints one line per level: progress updates separated by '\r', the last
 # complete one "... -> 190000000 (x2.695),  400.1 MB/s, 1500.2 MB/s", then " 3#".
-def zstd_runs(prefix):
-    zs = {}
-    for i in range(1, reps + 1):
-        for line in open(f"{w}/{prefix}.{i}.txt", newline="\n"):
-            level = re.search(r"(\d+)#\s*$", line)
-            found = re.findall(r"\(x([\d.]+)\),\s*([\d.]+) MB/s,\s*([\d.]+) MB/s", line)
-            if level and found:
-                zs.setdefault(int(level.group(1)), []).append(tuple(float(x) for x in found[-1]))
-    return zs
-print(f"input: first {dr[0][0]['input_bytes']:,} bytes; {reps} pairs; medians")
+def zstd_run(prefix, i):
+    out = {}
+    for line in open(f"{w}/{prefix}.{i}.txt", newline="\n"):
+        level = re.search(r"(\d+)#\s*$", line)
+        found = re.findall(r"\(x([\d.]+)\),\s*([\d.]+) MB/s,\s*([\d.]+) MB/s", line)
+        if level and found:
+            out[int(level.group(1))] = tuple(float(x) for x in found[-1])
+    return out
+def openssl(cipher, i):
+    line = open(f"{w}/openssl.{cipher}.{i}.txt").read().split()
+    return float(line[-1].rstrip("k")) * 1000 / 1e6
+pairs = range(1, reps + 1)
+print(f"input: first {json.load(open(f'{w}/dr.all.json'))[0]['input_bytes']:,} bytes; {reps} pairs; medians of the figures and of the per-pair ratios")
 print(subprocess.run([os.environ.get("ZSTD", "zstd"), "--version"], capture_output=True, text=True).stdout.strip())
-for prefix, title in [("zstdB", "zstd -b -B1048576 (independent 1 MiB chunks, as dr's frames)"),
-                      ("zstd", "zstd -b (the whole input as one frame)")]:
-    zs = zstd_runs(prefix)
+def zstd_table(prefix, title, drname):
     print()
-    print(f"against {title}:")
-    print("| level | dr ratio | zstd ratio | dr compress MB/s | zstd MB/s | dr/zstd | dr decompress MB/s | zstd MB/s | dr/zstd |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"{title}:")
+    print("| level | dr ratio | zstd ratio | dr compress MB/s | zstd MB/s | dr/zstd (per pair) | dr decompress MB/s | zstd MB/s | dr/zstd (per pair) |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---|")
     for l in levels:
-        c = f"zstd:{l}"
-        z = zs.get(l, [])
-        zr, zc, zd = (med([t[k] for t in z]) for k in range(3))
-        dr_ratio = dr_fig(c, "aes-256-gcm", "ratio")
-        dc = dr_fig(c, "aes-256-gcm", "stages.compress")
-        dd = dr_fig(c, "aes-256-gcm", "stages.decompress")
-        print(f"| {l} | {dr_ratio:.3f} | {zr:.3f} | {dc:.0f} | {zc:.0f} | {dc/zc:.2f} | {dd:.0f} | {zd:.0f} | {dd/zd:.2f} |")
-    if drsys and prefix == "zstdB":
-        print()
-        print("dr linked to the system's libzstd (the CLI's library) against the same zstd -b -B1048576:")
-        print("| level | dr ratio | dr compress MB/s | zstd MB/s | dr/zstd | dr decompress MB/s | zstd MB/s | dr/zstd |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for l in levels:
-            c = f"zstd:{l}"
-            zc, zd = (med([t[k] for t in zs.get(l, [])]) for k in (1, 2))
-            dc = dr_fig(c, "aes-256-gcm", "stages.compress", drsys)
-            dd = dr_fig(c, "aes-256-gcm", "stages.decompress", drsys)
-            print(f"| {l} | {dr_fig(c, 'aes-256-gcm', 'ratio', drsys):.3f} | {dc:.0f} | {zc:.0f} | {dc/zc:.2f} | {dd:.0f} | {zd:.0f} | {dd/zd:.2f} |")
+        rows = [(dr(f"{drname}.zstd{l}", i), zstd_run(prefix, i)[l]) for i in pairs]
+        c = [d["stages"]["compress"] / z[1] for d, z in rows]
+        x = [d["stages"]["decompress"] / z[2] for d, z in rows]
+        fmt = lambda v: f"**{med(v):.2f}** ({' '.join(f'{r:.2f}' for r in v)})"
+        print(f"| {l} | {med(d['ratio'] for d, _ in rows):.3f} | {med(z[0] for _, z in rows):.3f} "
+              f"| {med(d['stages']['compress'] for d, _ in rows):.0f} | {med(z[1] for _, z in rows):.0f} | {fmt(c)} "
+              f"| {med(d['stages']['decompress'] for d, _ in rows):.0f} | {med(z[2] for _, z in rows):.0f} | {fmt(x)} |")
+zstd_table("zstdB", "against zstd -b -B1048576 (independent 1 MiB chunks, as dr's frames)", "dr")
+zstd_table("zstd", "against zstd -b (the whole input as one frame)", "dr")
+if sysz:
+    zstd_table("zstdB", "dr linked to the system's libzstd (the CLI's library) against zstd -b -B1048576", "drsys")
 print()
-print("| cipher | dr encrypt MB/s (64 KiB chunks) | openssl speed -bytes 65536 MB/s | dr/openssl |")
-print("|---|---:|---:|---:|")
+print("| cipher | dr encrypt MB/s (64 KiB chunks) | openssl speed -bytes 65536 MB/s | dr/openssl (per pair) |")
+print("|---|---:|---:|---|")
 for cipher in ["aes-256-gcm", "chacha20-poly1305"]:
-    o = []
-    for i in range(1, reps + 1):
-        line = open(f"{w}/openssl.{cipher}.{i}.txt").read().split()
-        o.append(float(line[-1].rstrip("k")) * 1000 / 1e6)
-    # dr's encryption figure on each codec's output; zstd:1's (the default) is reported.
-    de = dr_fig("zstd:1", cipher, "stages.encrypt")
-    print(f"| {cipher} | {de:.0f} | {med(o):.0f} | {de/med(o):.2f} |")
+    rows = [(dr(f"dr.{cipher}", i)["stages"]["encrypt"], openssl(cipher, i)) for i in pairs]
+    r = [d / o for d, o in rows]
+    print(f"| {cipher} | {med(d for d, _ in rows):.0f} | {med(o for _, o in rows):.0f} | **{med(r):.2f}** ({' '.join(f'{v:.2f}' for v in r)}) |")
 print()
 print("| setting | ratio | backup MB/s | restore MB/s | CPU s/GB | peak MiB |")
 print("|---|---:|---:|---:|---:|---:|")
-for r in dr[0]:
-    c, k = r["codec"], r["cipher"]
-    peak = [x["peak_memory_bytes"] for run in dr for x in run if x["codec"] == c and x["cipher"] == k]
-    peak = med([p for p in peak if p is not None]) / 1048576 if any(p is not None for p in peak) else float("nan")
-    print(f"| {c} + {k} | {dr_fig(c, k, 'ratio'):.3f} | {dr_fig(c, k, 'mb_per_s'):.0f} | {dr_fig(c, k, 'restore_mb_per_s'):.0f} | {dr_fig(c, k, 'cpu_seconds_per_gb'):.1f} | {peak:.1f} |")
+for r in json.load(open(f"{w}/dr.all.json")):
+    peak = r["peak_memory_bytes"] / 1048576 if r.get("peak_memory_bytes") is not None else float("nan")
+    print(f"| {r['codec']} + {r['cipher']} | {r['ratio']:.3f} | {r['mb_per_s']:.0f} | {r['restore_mb_per_s']:.0f} | {r['cpu_seconds_per_gb']:.1f} | {peak:.1f} |")
 PY

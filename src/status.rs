@@ -28,6 +28,7 @@
 //! | the last drill's recovery point exceeded the RPO (then) | warning |
 //! | the series was never verified; a database series was never drilled | warning |
 //! | a physical series' WAL archive misses segments between archived ones | warning |
+//! | a WAL push failed and archiving has not got past it (PostgreSQL keeps retrying) | warning |
 //! | everything above is fine, or has no objective to judge by | ok |
 //!
 //! A repository without any complete backup is `unknown`: there is nothing to judge. The
@@ -347,6 +348,21 @@ fn assess_series(
             format!(
                 "the WAL archive misses segments in {} place(s): `drctl wal verify` names them",
                 w.gaps
+            ),
+        ));
+    }
+    if let Some(f) = wal.as_ref().and_then(|w| w.push_failure.as_ref()) {
+        let what = f
+            .file
+            .as_deref()
+            .map_or(String::new(), |n| format!(" of {n}"));
+        findings.push((
+            Health::Warning,
+            format!(
+                "the WAL push{what} failed at {} on {} and has not succeeded since: {}",
+                f.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                f.host,
+                f.message
             ),
         ));
     }

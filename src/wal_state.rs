@@ -1,13 +1,13 @@
 //! The WAL archive as `drctl status` and `/metrics` judge it: per cluster, when its newest
-//! segment was archived (what a disaster now would lose: the RPO with archiving) and the
-//! PITR window its base backups and WAL give.
+//! segment was archived (what a disaster now would lose: the RPO with archiving), the
+//! PITR window its base backups and WAL give, and a failed push archiving has not got past.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use dr_core::wal::{base, WalArchive};
+use dr_core::wal::{base, PushFailure, WalArchive};
 use dr_core::{Manifest, Repository, Result};
 
 /// One cluster's archive, as read by [`gather`].
@@ -19,6 +19,8 @@ pub struct WalFacts {
     pub window: Vec<dr_core::wal::Recoverable>,
     /// Segments missing between archived ones.
     pub gaps: usize,
+    /// The newest failed push, unless archiving got past it ([`PushFailure::is_resolved`]).
+    pub push_failure: Option<PushFailure>,
 }
 
 /// The archive state of every cluster with archived WAL, by system identifier; `backups` are
@@ -33,14 +35,24 @@ pub async fn gather(repo: &Repository, backups: &[Manifest]) -> Result<BTreeMap<
             .filter(|m| base::is_physical(m) && base::system_identifier(m).ok() == Some(sysid))
             .filter_map(|m| base::base_backup(m).ok())
             .collect();
+        let newest = index
+            .newest()
+            .map(|(f, i)| (f.name(index.segment_size()), i.archived_at));
+        let archived: HashSet<String> = index
+            .files()
+            .into_iter()
+            .map(|(f, _)| f.name(index.segment_size()))
+            .collect();
+        let push_failure = PushFailure::read(repo, sysid).await?.filter(|f| {
+            !f.is_resolved(|name| archived.contains(name), newest.as_ref().map(|n| n.1))
+        });
         out.insert(
             sysid,
             WalFacts {
-                newest: index
-                    .newest()
-                    .map(|(f, i)| (f.name(index.segment_size()), i.archived_at)),
+                newest,
                 window: index.window(&bases),
                 gaps: index.gaps().len(),
+                push_failure,
             },
         );
     }
@@ -64,6 +76,10 @@ pub struct WalStatus {
     pub window_secs: Option<i64>,
     /// Segments missing between archived ones.
     pub gaps: usize,
+    /// The newest failed push archiving has not got past: PostgreSQL is retrying it, and
+    /// WAL piles up on the database host until it succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_failure: Option<PushFailure>,
 }
 
 impl WalStatus {
@@ -78,6 +94,7 @@ impl WalStatus {
             window_to: last.map(|w| w.to),
             window_secs: last.map(|w| (w.to - w.from).num_seconds()),
             gaps: facts.gaps,
+            push_failure: facts.push_failure.clone(),
         }
     }
 }

@@ -665,6 +665,9 @@ fn archived_segments(archive: &Archive, sysid: &str) -> Vec<String> {
     names
 }
 
+/// Damage and refusals: re-pushes, a different file under an archived name, a segment of
+/// another cluster (and the failure `drctl status` shows until a later push succeeds), a
+/// flipped byte, a missing segment, timeline histories, faulty storage, key rotation.
 async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
     let pgdata = cluster.data_dir().to_str().unwrap().to_string();
     let work = archive.dir("damage");
@@ -716,6 +719,17 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
         e.contains("already archived with different contents"),
         "{e}"
     );
+    // The failure is stored in the repository, but the file it names is archived: status
+    // does not raise it.
+    let failure_object = Path::new(&archive.repo)
+        .join("wal")
+        .join(sysid)
+        .join("push-failure.json");
+    assert!(failure_object.exists());
+    assert_eq!(
+        physical_wal_status(archive)["push_failure"],
+        serde_json::Value::Null
+    );
 
     // A segment whose header names another system (its xlp_sysid, at byte 24, changed) is
     // refused before anything is stored.
@@ -736,6 +750,35 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("another cluster"), "{e}");
     assert!(!archived_segments(archive, sysid).contains(&other_name));
+    // That failure lasts (the file is never archived): status raises it with its reason, on
+    // any host that reads the repository, and so does the Prometheus output.
+    let wal = physical_wal_status(archive);
+    assert_eq!(wal["push_failure"]["file"], other_name.as_str(), "{wal}");
+    assert!(
+        wal["push_failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another cluster"),
+        "{wal}"
+    );
+    let out = archive.run(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("the WAL push of {other_name} failed")),
+        "{text}"
+    );
+    let out = archive.run(&["status", "--prometheus"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("dr_wal_push_failing{") && l.ends_with(" 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains("dr_wal_push_failure_timestamp_seconds{"),
+        "{text}"
+    );
+    common::promtool_accepts(&text);
 
     // A flipped byte in the stored bytes is refused at fetch with the status that stops
     // recovery (126), never taken for "not archived".
@@ -834,6 +877,13 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
     let history = work.join("0000000A.history");
     std::fs::write(&history, "1\t0/5000000\tno recovery target specified\n").unwrap();
     ok(&archive.run(&["wal-push", "--pgdata", &pgdata, history.to_str().unwrap()]));
+    // A successful push of a later file (in PostgreSQL's order) from the same data
+    // directory removes the failure it stored.
+    assert!(!failure_object.exists());
+    assert_eq!(
+        physical_wal_status(archive)["push_failure"],
+        serde_json::Value::Null
+    );
     std::fs::write(&history, "1\t0/6000000\tno recovery target specified\n").unwrap();
     let e = fails(
         &archive.run(&["wal-push", "--pgdata", &pgdata, history.to_str().unwrap()]),
@@ -843,6 +893,24 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
 
     faulty_pushes(archive, cluster.data_dir(), &pgdata, &segments[0], &work).await;
     rotate_over_wal(archive, &pgdata, &segments[0], &work);
+}
+
+/// The `wal` part of the physical series' `drctl status --json`.
+fn physical_wal_status(archive: &Archive) -> serde_json::Value {
+    let out = archive.run(&["--json", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["series"]
+                .as_str()
+                .unwrap()
+                .starts_with("postgres-physical:")
+        })
+        .unwrap_or_else(|| panic!("{status}"))["wal"]
+        .clone()
 }
 
 /// `WalPusher` (the library under `drctl wal-push`) on storage that fails: a push cut off

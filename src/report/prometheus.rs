@@ -37,7 +37,7 @@ pub fn status_metrics(status: &Status) -> String {
     }
 
     type Pick = fn(&crate::status::SeriesStatus, chrono::DateTime<chrono::Utc>) -> Option<f64>;
-    let per_series: [(&str, &str, Pick); 15] = [
+    let per_series: [(&str, &str, Pick); 17] = [
         (
             "dr_series_status",
             "The series' verdict: 0 ok, 1 warning, 2 objective breached, 3 unknown.",
@@ -136,6 +136,21 @@ pub fn status_metrics(status: &Status) -> String {
             "dr_wal_gaps",
             "Places where the WAL archive misses segments between archived ones.",
             |s, _| s.wal.as_ref().map(|w| w.gaps as f64),
+        ),
+        (
+            "dr_wal_push_failing",
+            "1 while a WAL push has failed and archiving has not got past it (PostgreSQL keeps retrying; WAL piles up on the database host), else 0.",
+            |s, _| s.wal.as_ref().map(|w| f64::from(u8::from(w.push_failure.is_some()))),
+        ),
+        (
+            "dr_wal_push_failure_timestamp_seconds",
+            "When the WAL push that archiving has not got past failed (Unix time).",
+            |s, _| {
+                s.wal
+                    .as_ref()
+                    .and_then(|w| w.push_failure.as_ref())
+                    .map(|f| f.at.timestamp_millis() as f64 / 1000.0)
+            },
         ),
     ];
     for (name, help, pick) in per_series {

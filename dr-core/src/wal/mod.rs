@@ -11,7 +11,8 @@
 //! - [`TimelineHistory`]: timeline history files, and whether a backup can reach a timeline;
 //! - [`layout`]: where archived files lie in a repository and the record that commits each;
 //!   [`WalArchive`] reads and writes them (pushing each file once, checking every byte back),
-//!   including the [streamed partial copies](StreamedCopy) of a WAL receiver;
+//!   including the [streamed partial copies](StreamedCopy) of a WAL receiver, and the
+//!   cluster's last [failed push](PushFailure), which status shows until archiving gets past it;
 //! - [`base`]: physical base backups' manifests read as [`BaseBackup`]s;
 //! - [`ArchiveIndex`]: an archive's contents as a value — ranges, gaps, how far a backup
 //!   rolls forward, the PITR window;
@@ -24,6 +25,7 @@
 
 pub mod archive;
 pub mod base;
+mod failure;
 mod history;
 mod index;
 pub mod layout;
@@ -36,6 +38,7 @@ mod stream;
 
 pub use archive::{PushOptions, PushOutcome, WalArchive};
 pub use base::{base_backup, is_physical, PHYSICAL_KIND};
+pub use failure::{push_failure_path, PushFailure};
 pub use history::{HistoryEntry, TimelineHistory, TimelineSpan, Unreachable};
 pub use index::{
     ArchiveIndex, BackupReach, BaseBackup, Chain, FileInfo, Gap, Recoverable, SegmentRange,

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use dr_core::wal::{
-    PushOptions, PushOutcome, SegmentSize, TimelineHistory, WalArchive, WalCluster, WalContents,
-    WalFile,
+    PushFailure, PushOptions, PushOutcome, SegmentSize, TimelineHistory, WalArchive, WalCluster,
+    WalContents, WalFile,
 };
 use dr_core::{Encryptor, Error, ErrorKind, Repository, Result};
 use serde::Serialize;
@@ -165,6 +165,12 @@ impl WalPusher {
     /// PostgreSQL will retry). A segment of another cluster, a renamed segment and a
     /// different file under an archived name are refused.
     pub async fn push(&self, path: &Path) -> Result<PushReport> {
+        let report = self.push_file(path).await?;
+        self.clear_stored_failure(&report.name).await;
+        Ok(report)
+    }
+
+    async fn push_file(&self, path: &Path) -> Result<PushReport> {
         let started = Instant::now();
         let name = path
             .file_name()
@@ -276,7 +282,7 @@ impl WalPusher {
         .await
     }
 
-    /// Check and push one file.
+    /// Check and push one file. A failure is also stored as the cluster's [`PushFailure`].
     pub(super) async fn push_one(
         &self,
         archive: &WalArchive,
@@ -285,16 +291,55 @@ impl WalPusher {
         data: Bytes,
     ) -> Result<PushOutcome> {
         let name = file.name(archive.segment_size());
-        let contents = check_file(
-            file,
-            &data,
-            control.system_identifier,
-            archive.segment_size(),
-        )
-        .map_err(|e| e.with_context("file", &name))?;
-        archive
-            .push(file, data, contents, self.encryptor.as_ref(), &self.opts)
+        let pushed = async {
+            let contents = check_file(
+                file,
+                &data,
+                control.system_identifier,
+                archive.segment_size(),
+            )
+            .map_err(|e| e.with_context("file", &name))?;
+            archive
+                .push(file, data, contents, self.encryptor.as_ref(), &self.opts)
+                .await
+        }
+        .await;
+        if let Err(e) = &pushed {
+            self.store_failure(archive, control.system_identifier, &name, e)
+                .await;
+        }
+        pushed
+    }
+
+    /// Store a failed push in the repository: PostgreSQL retries the file, so the failure
+    /// may last, and `drctl status` shows it wherever the repository is read. Best effort
+    /// (the repository may be what failed): the push's own error is what the caller gets.
+    async fn store_failure(&self, archive: &WalArchive, sysid: u64, name: &str, e: &Error) {
+        let stored = PushFailure::new(sysid, Some(name), e)
+            .write(archive.repository())
             .await
+            .and_then(|()| self.spool.note_stored_failure(sysid, name));
+        if let Err(not_stored) = stored {
+            tracing::debug!(error = %not_stored.report(), "could not store the push failure in the repository");
+        }
+    }
+
+    /// After `name` was pushed: remove the failure this host stored in the repository if it
+    /// was about `name` or a file before it. PostgreSQL hands files over in order, so that
+    /// file is archived by now, or was never one PostgreSQL waited for (a manual push).
+    async fn clear_stored_failure(&self, name: &str) {
+        let Some(noted) = self.spool.stored_failure() else {
+            return;
+        };
+        if noted.file.as_str() > name {
+            return;
+        }
+        match PushFailure::remove(&self.repo, noted.system_identifier).await {
+            Ok(()) => self.spool.forget_stored_failure(),
+            Err(e) => {
+                tracing::debug!(error = %e.report(), "could not remove the stored push failure")
+            }
+        }
     }
 
     /// Complete segments waiting after `file`, oldest first, that are not spooled yet: as

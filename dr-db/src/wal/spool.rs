@@ -9,7 +9,10 @@
 //!   pusher killed at any moment claims nothing it has not stored;
 //! - `pusher.lock`: the background pusher holds an exclusive `flock` on it while it runs (the
 //!   kernel lets go when it dies) and writes its process id into it;
-//! - `pusher.error`: the background pusher's failure, until a call reports it.
+//! - `pusher.error`: the background pusher's failure, until a call reports it;
+//! - `push-failure.stored`: the file whose failed push this host stored in the repository
+//!   (`wal/<system id>/push-failure.json`), so the next successful call can remove it there
+//!   without reading the repository on every push.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -80,6 +83,16 @@ pub struct Spool {
 
 const LOCK: &str = "pusher.lock";
 const FAILURE: &str = "pusher.error";
+const STORED_FAILURE: &str = "push-failure.stored";
+
+/// A failed push this host stored in the repository ([`Spool::note_stored_failure`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFailure {
+    /// The cluster whose archive holds it.
+    pub system_identifier: u64,
+    /// The file whose push failed.
+    pub file: String,
+}
 
 impl Spool {
     /// The spool in `dir` (created when first written).
@@ -202,6 +215,28 @@ impl Spool {
         }))
     }
 
+    /// Remember that the failed push of `file` is stored in cluster `system_identifier`'s
+    /// archive (replacing what was remembered).
+    pub fn note_stored_failure(&self, system_identifier: u64, file: &str) -> Result<()> {
+        let noted = StoredFailure {
+            system_identifier,
+            file: file.to_string(),
+        };
+        let json = serde_json::to_vec(&noted).expect("a stored failure serializes");
+        self.write_file(STORED_FAILURE, &json)
+    }
+
+    /// The failed push this host stored in the repository, if it has not been removed.
+    pub fn stored_failure(&self) -> Option<StoredFailure> {
+        let bytes = std::fs::read(self.dir.join(STORED_FAILURE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Forget the stored failure (it was removed from the repository).
+    pub fn forget_stored_failure(&self) {
+        let _ = std::fs::remove_file(self.dir.join(STORED_FAILURE));
+    }
+
     fn open_lock(&self) -> Result<File> {
         self.create()?;
         let path = self.dir.join(LOCK);
@@ -302,6 +337,26 @@ mod tests {
             "{text}"
         );
         assert!(spool.take_failure().is_none());
+    }
+
+    #[test]
+    fn a_stored_failure_is_remembered_until_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("spool"));
+        assert_eq!(spool.stored_failure(), None);
+        spool
+            .note_stored_failure(7, "000000010000000000000003")
+            .unwrap();
+        spool
+            .note_stored_failure(7, "000000010000000000000004")
+            .unwrap();
+        let noted = spool.stored_failure().unwrap();
+        assert_eq!(
+            (noted.system_identifier, noted.file.as_str()),
+            (7, "000000010000000000000004")
+        );
+        spool.forget_stored_failure();
+        assert_eq!(spool.stored_failure(), None);
     }
 
     #[test]
