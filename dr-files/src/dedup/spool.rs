@@ -80,7 +80,9 @@ impl TreeSpool {
             .out
             .into_inner()
             .map_err(|e| spool_error(e.into_error()))?;
-        file.as_file().sync_data().ok();
+        // No fsync: the file is read back by this process and deleted. On ext4 an fsync also
+        // commits the journal, which waits for every dirty page written before it (a
+        // restore's whole tree, when its links' spool was finished).
         Ok(SpooledTree {
             file,
             len: self.len,
