@@ -239,13 +239,18 @@ impl JobRunner for FilesBackupJob {
         .await?;
         Ok(JobSummary::new(format!(
             "snapshot {}: {} files ({} read, {} unchanged), {} bytes new, {} bytes stored",
-            m.id, r.files, r.files_read, r.files_unchanged, r.bytes_new, r.bytes_stored
+            m.id,
+            r.counts.files,
+            r.counts.files_read,
+            r.counts.files_unchanged,
+            r.counts.bytes_new,
+            r.bytes_stored
         ))
         .figure("backup_id", m.id.clone())
-        .figure("files", r.files)
-        .figure("files_read", r.files_read)
-        .figure("files_unchanged", r.files_unchanged)
-        .figure("bytes_new", r.bytes_new)
+        .figure("files", r.counts.files)
+        .figure("files_read", r.counts.files_read)
+        .figure("files_unchanged", r.counts.files_unchanged)
+        .figure("bytes_new", r.counts.bytes_new)
         .figure("stored_bytes", r.bytes_stored)
         .figure("duration_ms", m.duration_ms()))
     }

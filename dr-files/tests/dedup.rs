@@ -172,8 +172,8 @@ async fn awkward_trees_round_trip() {
     std::fs::hard_link(src.join("secret"), src.join("secret-hardlink")).unwrap();
 
     let (m, report) = f.backup(&src, None).await;
-    assert_eq!(report.files, 6, "{report:?}");
-    assert_eq!(report.files_read, 6);
+    assert_eq!(report.counts.files, 6, "{report:?}");
+    assert_eq!(report.counts.files_read, 6);
     assert!(
         report.bytes_stored < big.len() as u64,
         "the JSON half compresses: {report:?}"
@@ -225,7 +225,14 @@ async fn incremental_reads_only_changed_files_and_stores_about_their_bytes() {
     let src = f.work.join("uploads");
     uploads_tree(&src, 200);
     let (first, r1) = f.backup(&src, None).await;
-    assert_eq!((r1.files, r1.files_read, r1.files_unchanged), (200, 200, 0));
+    assert_eq!(
+        (
+            r1.counts.files,
+            r1.counts.files_read,
+            r1.counts.files_unchanged
+        ),
+        (200, 200, 0)
+    );
 
     // Change 1% of the files (2 of 200); mtimes move by a second to be sure.
     let mut changed_bytes = 0;
@@ -244,9 +251,13 @@ async fn incremental_reads_only_changed_files_and_stores_about_their_bytes() {
             .unwrap();
     }
     let (second, r2) = f.backup(&src, Some(&first)).await;
-    assert_eq!((r2.files_read, r2.files_unchanged), (2, 198), "{r2:?}");
-    assert_eq!(r2.bytes_read, changed_bytes);
-    assert_eq!(r2.bytes_new, changed_bytes);
+    assert_eq!(
+        (r2.counts.files_read, r2.counts.files_unchanged),
+        (2, 198),
+        "{r2:?}"
+    );
+    assert_eq!(r2.counts.bytes_read, changed_bytes);
+    assert_eq!(r2.counts.bytes_new, changed_bytes);
     assert!(r2.bytes_stored < changed_bytes + 64 * 1024, "{r2:?}");
     assert_eq!(r2.parent.as_deref(), Some(first.id.as_str()));
 
@@ -258,7 +269,7 @@ async fn incremental_reads_only_changed_files_and_stores_about_their_bytes() {
     .unwrap();
     let (third, r3) = f.backup(&src, Some(&second)).await;
     assert_eq!(
-        (r3.files_read, r3.chunks_new, r3.packs_new),
+        (r3.counts.files_read, r3.counts.chunks_new, r3.packs_new),
         (1, 0, 0),
         "{r3:?}"
     );
@@ -267,7 +278,11 @@ async fn incremental_reads_only_changed_files_and_stores_about_their_bytes() {
     let other = f.work.join("other-host");
     uploads_tree(&other, 20);
     let (_, r4) = f.backup(&other, None).await;
-    assert_eq!((r4.files_read, r4.chunks_new), (20, 0), "{r4:?}");
+    assert_eq!(
+        (r4.counts.files_read, r4.counts.chunks_new),
+        (20, 0),
+        "{r4:?}"
+    );
 
     let out = f.work.join("restored");
     f.restore(&third, &out).await.unwrap();
@@ -628,7 +643,7 @@ async fn a_backup_holds_a_shared_lease_that_excludes_prune_and_is_excluded_by_it
         .unwrap();
     gate.add_permits(1000);
     let (m, report) = running.await.unwrap().unwrap();
-    assert_eq!(report.files_read, 3);
+    assert_eq!(report.counts.files_read, 3);
     other.release().await.unwrap();
     assert_eq!(
         locks(f.repo.clone()).await,
@@ -738,12 +753,12 @@ async fn parallel_readers_give_the_serial_snapshot_and_store_each_chunk_once() {
     assert_eq!(t4, t1, "the same entries in the same order");
     let counts = |r: &FilesReport| {
         (
-            r.files,
-            r.files_read,
-            r.bytes_total,
-            r.bytes_read,
-            r.chunks_new,
-            r.bytes_new,
+            r.counts.files,
+            r.counts.files_read,
+            r.counts.bytes_total,
+            r.counts.bytes_read,
+            r.counts.chunks_new,
+            r.counts.bytes_new,
         )
     };
     assert_eq!(counts(&r4), counts(&r1));
@@ -753,7 +768,7 @@ async fn parallel_readers_give_the_serial_snapshot_and_store_each_chunk_once() {
     );
     assert_eq!(c4, c1, "the same chunks stored");
     assert!(c4.values().all(|n| *n == 1), "each chunk stored once");
-    assert_eq!(c4.len() as u64, r4.chunks_new);
+    assert_eq!(c4.len() as u64, r4.counts.chunks_new);
 
     let out = parallel.work.join("restored");
     parallel.restore(&m4, &out).await.unwrap();
@@ -968,4 +983,86 @@ async fn prune_never_takes_the_pack_it_just_wrote_for_an_orphan() {
         f.restore(snapshot, &out).await.unwrap();
         assert_eq!(describe(&out), files, "snapshot {}", snapshot.id);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_in_batches_restores_every_file_across_the_boundaries() {
+    let f = fixture().await;
+    let src = f.work.join("src");
+    uploads_tree(&src, 60);
+    // Multi-chunk files, empty files, links and a private directory among the batches.
+    std::fs::write(src.join("customer-03/big.bin"), noise(6 << 20, 7)).unwrap();
+    std::fs::write(src.join("customer-05/empty"), b"").unwrap();
+    std::fs::create_dir(src.join("customer-07/private")).unwrap();
+    std::fs::write(src.join("customer-07/private/note"), b"n").unwrap();
+    std::fs::set_permissions(
+        src.join("customer-07/private"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::hard_link(
+        src.join("customer-00/file-0.dat"),
+        src.join("customer-09/again.dat"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../customer-03/big.bin", src.join("customer-08/link")).unwrap();
+    let (m, _) = f.backup(&src, None).await;
+
+    for (n, (files, pieces)) in [(1, 1), (3, 5), (7, 1000), (1 << 14, 1 << 18)]
+        .into_iter()
+        .enumerate()
+    {
+        let out = f.work.join(format!("out-{n}"));
+        let report = dedup::restore_tree_in_batches(
+            &f.repo,
+            &m,
+            f.dec.clone(),
+            &out,
+            &Selection::default(),
+            false,
+            dedup::BatchLimits { files, pieces },
+        )
+        .await
+        .unwrap();
+        assert_eq!(describe(&out), describe(&src), "batches of {files} files");
+        assert_eq!(
+            (report.files, report.hardlinks, report.symlinks),
+            (63, 1, 1),
+            "{report:?}"
+        );
+    }
+
+    // A tree in no known order has its layout checked whole, and restores all the same.
+    let real = dedup::read_tree(&f.repo, &m, &*f.dec).await.unwrap();
+    let file = |path: &str| {
+        file_entry(
+            path,
+            &real.entries.iter().find(|e| e.size() > 0).unwrap().clone(),
+        )
+    };
+    let dir = TreeEntry {
+        path: "a".into(),
+        mode: 0o755,
+        mtime_ns: 0,
+        kind: EntryKind::Dir,
+    };
+    let crafted = craft(&f, vec![file("z"), dir, file("a/x"), file("b")]).await;
+    let out = f.work.join("out-unsorted");
+    let report = dedup::restore_tree_in_batches(
+        &f.repo,
+        &crafted,
+        f.dec.clone(),
+        &out,
+        &Selection::default(),
+        false,
+        dedup::BatchLimits {
+            files: 1,
+            pieces: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.files, report.dirs), (3, 1), "{report:?}");
+    let names: Vec<String> = describe(&out).into_keys().collect();
+    assert_eq!(names, ["a", "a/x", "b", "z"]);
 }

@@ -37,6 +37,20 @@ use crate::{files_stats, SOURCE_KIND};
 pub struct FilesReport {
     /// The backup (snapshot) id.
     pub id: String,
+    /// What the walk counted (flattened: the JSON report has these fields at its top).
+    #[serde(flatten)]
+    pub counts: FileCounts,
+    /// Bytes stored by this backup: new packs, their indexes' data and the snapshot tree.
+    pub bytes_stored: u64,
+    /// Packs written.
+    pub packs_new: u64,
+    /// The snapshot this one was compared with, if any.
+    pub parent: Option<String>,
+}
+
+/// The files a backup saw, read and stored: counted by the walk, reported as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FileCounts {
     /// Regular files (objects) in the snapshot.
     pub files: u64,
     /// Files read (new or changed since the parent snapshot).
@@ -51,12 +65,6 @@ pub struct FilesReport {
     pub chunks_new: u64,
     /// Their bytes before compression.
     pub bytes_new: u64,
-    /// Bytes stored by this backup: new packs, their indexes' data and the snapshot tree.
-    pub bytes_stored: u64,
-    /// Packs written.
-    pub packs_new: u64,
-    /// The snapshot this one was compared with, if any.
-    pub parent: Option<String>,
 }
 
 /// Back up the tree of `source` into `repo` as a deduplicated snapshot.
@@ -124,12 +132,14 @@ pub async fn backup_tree_with_readers(
     let lease = Lease::shared(repo, &format!("deduplicated backup of {name}"), None).await?;
     lease
         .hold(async |lease| {
-            let catalog = Arc::new(Catalog::load(repo).await?);
+            let catalog = Arc::new(Catalog::load_locations(repo).await?);
             let parent = parent.filter(|p| p.header.dedup_key == dedup.key_id());
             let parent_id = parent.as_ref().map(|p| p.id.clone());
 
             // The walk and its readers, the packer, and the upload (this task).
             let (tx, mut rx) = mpsc::channel::<SealedPack>(1);
+            // Stored pack buffers the upload gives back to the packer (see `seal_into`).
+            let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
             let (blob_tx, blob_rx) = std::sync::mpsc::sync_channel::<Blob>(BLOBS_IN_FLIGHT);
             let walk = {
                 let dedup = dedup.clone();
@@ -141,7 +151,9 @@ pub async fn backup_tree_with_readers(
             let packer = {
                 let dedup = dedup.clone();
                 let encryptor = encryptor.clone();
-                tokio::task::spawn_blocking(move || pack_blobs(blob_rx, &*encryptor, &dedup, tx))
+                tokio::task::spawn_blocking(move || {
+                    pack_blobs(blob_rx, &*encryptor, &dedup, tx, spare_rx)
+                })
             };
             let mut report = FilesReport {
                 parent: parent_id,
@@ -154,9 +166,15 @@ pub async fn backup_tree_with_readers(
                 }
                 report.bytes_stored += pack.stored.len() as u64;
                 report.packs_new += 1;
-                if let Err(e) = pack.upload(repo, storage_class.clone()).await {
-                    upload_error = Some(e);
-                    rx.close();
+                match pack.upload_and_reclaim(repo, storage_class.clone()).await {
+                    Ok((_, Some(buffer))) => {
+                        let _ = spare_tx.send(buffer); // the packer may be done: no matter
+                    }
+                    Ok((_, None)) => {}
+                    Err(e) => {
+                        upload_error = Some(e);
+                        rx.close();
+                    }
                 }
             }
             let walked = walk.await.map_err(|e| {
@@ -179,13 +197,7 @@ pub async fn backup_tree_with_readers(
                 (Err(e), _) if e.kind() != ErrorKind::Cancelled => return Err(e),
                 (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
             };
-            report.files = counts.files;
-            report.files_read = counts.files_read;
-            report.files_unchanged = counts.files_unchanged;
-            report.bytes_total = counts.bytes_total;
-            report.bytes_read = counts.bytes_read;
-            report.chunks_new = counts.chunks_new;
-            report.bytes_new = counts.bytes_new;
+            report.counts = counts;
 
             check_reused_packs_remain(repo, &catalog, &packs_used).await?;
             lease.check()?;
@@ -314,16 +326,18 @@ fn walk_with_readers(
 }
 
 /// The packer: put each blob into the current pack, seal full packs and hand them to the
-/// upload.
+/// upload. One plaintext buffer serves every pack, and sealed packs go into the buffers the
+/// upload gives back on `spare` (at most three exist: sealing, queued, uploading).
 fn pack_blobs(
     blobs: std::sync::mpsc::Receiver<Blob>,
     encryptor: &dyn Encryptor,
     dedup: &DedupKey,
     packs: mpsc::Sender<SealedPack>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<()> {
     let mut pack = PackBuilder::default();
-    let send = |pack: PackBuilder| {
-        let sealed = pack.seal(encryptor, dedup)?;
+    let send = |pack: &mut PackBuilder| {
+        let sealed = pack.seal_into(encryptor, dedup, spare.try_recv().unwrap_or_default())?;
         packs
             .blocking_send(sealed)
             .map_err(|_| Error::new(ErrorKind::Cancelled, "the pack upload stopped"))
@@ -331,11 +345,11 @@ fn pack_blobs(
     for blob in blobs {
         pack.add(&blob);
         if pack.is_full() {
-            send(std::mem::take(&mut pack))?;
+            send(&mut pack)?;
         }
     }
     if !pack.is_empty() {
-        send(pack)?;
+        send(&mut pack)?;
     }
     Ok(())
 }
@@ -386,5 +400,33 @@ impl Dumper for TreeDumper {
             size_hint: Some(self.tree.len),
             completion: Box::new(TreeDone(self.stats.clone())),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_json_keeps_the_counts_at_its_top_in_the_same_order() {
+        let report = FilesReport {
+            id: "b".into(),
+            counts: FileCounts {
+                files: 1,
+                files_read: 2,
+                files_unchanged: 3,
+                bytes_total: 4,
+                bytes_read: 5,
+                chunks_new: 6,
+                bytes_new: 7,
+            },
+            bytes_stored: 8,
+            packs_new: 9,
+            parent: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&report).unwrap(),
+            r#"{"id":"b","files":1,"files_read":2,"files_unchanged":3,"bytes_total":4,"bytes_read":5,"chunks_new":6,"bytes_new":7,"bytes_stored":8,"packs_new":9,"parent":null}"#
+        );
     }
 }

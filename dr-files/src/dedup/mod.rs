@@ -9,6 +9,7 @@ mod check;
 mod chunker;
 mod hex32;
 mod key;
+mod layout;
 mod pack;
 mod plan;
 mod reader;
@@ -24,7 +25,8 @@ mod wrapped;
 mod write_tree;
 
 pub use backup::{
-    backup_tree, backup_tree_with_readers, commit_snapshot, default_readers, FilesReport,
+    backup_tree, backup_tree_with_readers, commit_snapshot, default_readers, FileCounts,
+    FilesReport,
 };
 pub use check::{prune_packs, verify_packs, PackPruneOptions, PackPruneReport, PackVerifyReport};
 pub use chunker::{ChunkBuffer, ChunkSizes, Chunker, CHUNK_SIZES};
@@ -37,10 +39,12 @@ pub use pack::{
     INDEX_PREFIX, PACKS_PREFIX, PACK_TARGET_BYTES,
 };
 pub use restore::{
-    cat_file, is_snapshot, list, read_tree, restore_tree, FilesRestoreReport, Selection,
+    cat_file, is_snapshot, list, read_tree, restore_tree, restore_tree_in_batches,
+    FilesRestoreReport, Selection,
 };
 pub use restore_bucket::restore_to_bucket;
 pub use source::TreeSource;
 pub use spool::ParentTree;
 pub use tree::{check_relative_path, EntryKind, Tree, TreeEntry, TreeHeader, TREE_FORMAT};
 pub use wrapped::{rewrite_wrapped, wrapped_objects, WrappedObject};
+pub use write_tree::BatchLimits;

@@ -133,6 +133,9 @@ impl PackIndex {
             }
             at += u64::from(b.length);
         }
+        if at > u64::from(u32::MAX) {
+            return Err(bad("the pack's plaintext is larger than 4 GiB".into()));
+        }
         Ok(index)
     }
 }
@@ -221,9 +224,25 @@ impl PackBuilder {
     }
 
     /// Encrypt the pack: its stored bytes and its index.
-    pub fn seal(self, encryptor: &dyn Encryptor, dedup: &DedupKey) -> Result<SealedPack> {
+    pub fn seal(mut self, encryptor: &dyn Encryptor, dedup: &DedupKey) -> Result<SealedPack> {
+        self.seal_into(encryptor, dedup, Vec::new())
+    }
+
+    /// [`PackBuilder::seal`] into `stored` (a buffer an earlier pack's upload gave back,
+    /// cleared here), leaving this builder empty with its buffer kept for the next pack.
+    ///
+    /// A backup reuses its pack buffers: each is 16–32 MiB, and glibc, once such a block is
+    /// freed, serves the next ones from its arenas instead of fresh mappings; a new pair of
+    /// buffers per pack then left peak RSS growing with the number of packs.
+    pub fn seal_into(
+        &mut self,
+        encryptor: &dyn Encryptor,
+        dedup: &DedupKey,
+        mut stored: Vec<u8>,
+    ) -> Result<SealedPack> {
         let (encryption, mut sealer) = encryptor.encrypt_stream()?;
-        let mut stored = Vec::with_capacity(self.plain.len() + self.plain.len() / 1024 + 4096);
+        stored.clear();
+        stored.reserve(self.plain.len() + self.plain.len() / 1024 + 4096);
         sealer.update(&self.plain, &mut stored)?;
         sealer.finish(&mut stored)?;
         let mut name = [0u8; 16];
@@ -236,8 +255,9 @@ impl PackBuilder {
             sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &stored)),
             dedup_key: dedup.key_id(),
             encryption,
-            blobs: self.blobs,
+            blobs: std::mem::take(&mut self.blobs),
         };
+        self.plain.clear();
         Ok(SealedPack {
             stored: Bytes::from(stored),
             index,
@@ -261,12 +281,24 @@ impl SealedPack {
         repo: &Repository,
         storage_class: Option<String>,
     ) -> Result<PackIndex> {
+        self.upload_and_reclaim(repo, storage_class)
+            .await
+            .map(|(index, _)| index)
+    }
+
+    /// [`SealedPack::upload`], giving back the stored bytes' buffer for the next pack when
+    /// the storage kept no reference to it.
+    pub async fn upload_and_reclaim(
+        self,
+        repo: &Repository,
+        storage_class: Option<String>,
+    ) -> Result<(PackIndex, Option<Vec<u8>>)> {
         let opts = PutOptions {
             storage_class,
             expected_size: Some(self.stored.len() as u64),
         };
         repo.storage()
-            .put_bytes(&self.index.pack_path(), self.stored, opts)
+            .put_bytes(&self.index.pack_path(), self.stored.clone(), opts)
             .await?;
         let json = serde_json::to_vec(&self.index).expect("an index serializes");
         repo.storage()
@@ -276,7 +308,8 @@ impl SealedPack {
                 PutOptions::default(),
             )
             .await?;
-        Ok(self.index)
+        let buffer = self.stored.try_into_mut().ok().map(Vec::from);
+        Ok((self.index, buffer))
     }
 }
 
@@ -294,7 +327,7 @@ impl OpenPack {
         decryptor: &dyn Decryptor,
     ) -> Result<OpenPack> {
         let stored = OpenPack::download(repo, index).await?;
-        OpenPack::from_stored(index, &stored, decryptor)
+        OpenPack::from_stored(index, &stored, decryptor, index.plain_len())
     }
 
     /// The stored bytes of the pack of `index` (checked by [`OpenPack::from_stored`]).
@@ -309,11 +342,13 @@ impl OpenPack {
         })
     }
 
-    /// Check and decrypt stored pack bytes.
+    /// Check and decrypt stored pack bytes, whose plaintext must be `plain_len` bytes (the
+    /// sum of the blob lengths of its index).
     pub fn from_stored(
         index: &PackIndex,
         stored: &[u8],
         decryptor: &dyn Decryptor,
+        plain_len: u64,
     ) -> Result<OpenPack> {
         let path = index.pack_path();
         if stored.len() as u64 != index.size {
@@ -334,11 +369,10 @@ impl OpenPack {
             .update(stored, &mut plain)
             .and_then(|()| opener.finish(&mut plain))
             .map_err(|e| e.with_context("pack", &path))?;
-        if plain.len() as u64 != index.plain_len() {
+        if plain.len() as u64 != plain_len {
             return Err(Error::corrupt(format!(
-                "pack '{path}' holds {} bytes, its index lists {}",
+                "pack '{path}' holds {} bytes, its index lists {plain_len}",
                 plain.len(),
-                index.plain_len()
             )));
         }
         Ok(OpenPack { plain })
@@ -407,31 +441,83 @@ pub(crate) fn decode_blob<'a>(
     Ok(raw)
 }
 
-/// Where a chunk lies: pack number and blob number in a [`Catalog`].
+/// Where a chunk lies: its pack (a number in a [`Catalog`]) and its blob there, in 16
+/// bytes (a [`BlobEntry`] without the id, and the codec folded into the length's top bit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
     /// Index into [`Catalog::packs`].
     pub pack: u32,
-    /// Index into that pack's blobs.
-    pub blob: u32,
+    /// Where the blob starts in the pack's plaintext.
+    offset: u32,
+    /// The blob's stored length; the top bit is set for [`BlobCodec::Zstd`].
+    length_codec: u32,
+    /// The chunk's length once decompressed.
+    pub raw: u32,
+}
+
+const ZSTD_BIT: u32 = 1 << 31;
+
+impl Location {
+    fn of(pack: u32, blob: &BlobEntry) -> Location {
+        let codec = match blob.codec {
+            BlobCodec::None => 0,
+            BlobCodec::Zstd => ZSTD_BIT,
+        };
+        Location {
+            pack,
+            offset: u32::try_from(blob.offset).expect("checked when the index was read"),
+            length_codec: blob.length | codec,
+            raw: blob.raw,
+        }
+    }
+
+    /// Where the blob starts in its pack's plaintext.
+    pub fn offset(&self) -> u64 {
+        u64::from(self.offset)
+    }
+
+    /// The blob entry of chunk `id` at this location.
+    pub fn blob(&self, id: &ChunkId) -> BlobEntry {
+        BlobEntry {
+            id: *id,
+            offset: u64::from(self.offset),
+            length: self.length_codec & !ZSTD_BIT,
+            raw: self.raw,
+            codec: if self.length_codec & ZSTD_BIT != 0 {
+                BlobCodec::Zstd
+            } else {
+                BlobCodec::None
+            },
+        }
+    }
 }
 
 /// Every committed pack's index, and every chunk's location.
 ///
-/// Memory: the indexes (about 56 bytes per blob, ids held as bytes) and a sorted table of
-/// 40 bytes per distinct chunk (id, pack, blob), searched by bisection.
+/// Memory: a sorted table of 48 bytes per distinct chunk (id and [`Location`]), searched by
+/// bisection, and each pack's index. [`Catalog::load`] keeps the indexes whole (verify and
+/// prune walk their blobs); [`Catalog::load_locations`], what backups and restores use,
+/// keeps them without their blob lists (about 56 bytes per chunk more otherwise): the
+/// table says all a reader needs.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    /// The indexes.
+    /// The indexes (without their blobs when loaded by [`Catalog::load_locations`]).
     pub packs: Vec<PackIndex>,
+    /// Bytes of each pack's plaintext.
+    plain_lens: Vec<u64>,
     /// (chunk id, location), sorted by id; the first pack listed wins when a chunk is in two.
     chunks: Vec<(ChunkId, Location)>,
 }
 
 impl Catalog {
-    /// Read every index under `files/index/`.
+    /// Read every index under `files/index/`, kept whole.
     pub async fn load(repo: &Repository) -> Result<Catalog> {
-        Catalog::load_where(repo, |_| true).await
+        Catalog::load_where(repo, |_| true, true).await
+    }
+
+    /// Read every index under `files/index/`, keeping only where each chunk lies.
+    pub async fn load_locations(repo: &Repository) -> Result<Catalog> {
+        Catalog::load_where(repo, |_| true, false).await
     }
 
     /// Read every index, keeping only the packs that hold one of `chunks` (all indexes are
@@ -439,15 +525,18 @@ impl Catalog {
     /// repository.
     pub async fn load_holding(repo: &Repository, chunks: &[ChunkId]) -> Result<Catalog> {
         let wanted: std::collections::HashSet<&ChunkId> = chunks.iter().collect();
-        Catalog::load_where(repo, |index| {
-            index.blobs.iter().any(|b| wanted.contains(&b.id))
-        })
+        Catalog::load_where(
+            repo,
+            |index| index.blobs.iter().any(|b| wanted.contains(&b.id)),
+            false,
+        )
         .await
     }
 
     async fn load_where(
         repo: &Repository,
         mut keep: impl FnMut(&PackIndex) -> bool,
+        whole: bool,
     ) -> Result<Catalog> {
         let listed = repo.storage().list(INDEX_PREFIX).await?;
         let storage = repo.storage().clone();
@@ -461,9 +550,15 @@ impl Catalog {
             })
             .buffered(16);
         let mut catalog = Catalog::default();
-        while let Some(index) = indexes.try_next().await? {
+        while let Some(mut index) = indexes.try_next().await? {
             if keep(&index) {
-                catalog.push(index);
+                if !whole {
+                    catalog.push_locations(&index);
+                    index.blobs = Vec::new();
+                    catalog.packs.push(index);
+                } else {
+                    catalog.push(index);
+                }
             }
         }
         catalog.sort();
@@ -477,39 +572,49 @@ impl Catalog {
     }
 
     fn push(&mut self, index: PackIndex) {
+        self.push_locations(&index);
+        self.packs.push(index);
+    }
+
+    /// The locations of `index`'s chunks, as pack number `packs.len()` (pushed next).
+    fn push_locations(&mut self, index: &PackIndex) {
         let pack = self.packs.len() as u32;
         self.chunks
-            .extend(index.blobs.iter().enumerate().map(|(n, b)| {
-                (
-                    b.id,
-                    Location {
-                        pack,
-                        blob: n as u32,
-                    },
-                )
-            }));
-        self.packs.push(index);
+            .extend(index.blobs.iter().map(|b| (b.id, Location::of(pack, b))));
+        self.plain_lens.push(index.plain_len());
     }
 
     /// Sort by id, keeping the first location of a chunk stored twice.
     fn sort(&mut self) {
+        // Unstable: no scratch buffer of half the table; (id, pack, offset) orders fully.
         self.chunks
-            .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.pack.cmp(&b.1.pack)));
+            .sort_unstable_by_key(|(id, at)| (*id, at.pack, at.offset));
         self.chunks.dedup_by(|later, first| later.0 == first.0);
         self.chunks.shrink_to_fit();
     }
 
-    /// Where chunk `id` lies.
-    pub fn locate(&self, id: &ChunkId) -> Option<Location> {
+    /// The place of chunk `id` in the table (for [`Catalog::at`]).
+    pub fn slot(&self, id: &ChunkId) -> Option<u32> {
         self.chunks
             .binary_search_by(|(k, _)| k.cmp(id))
             .ok()
-            .map(|n| self.chunks[n].1)
+            .map(|n| n as u32)
+    }
+
+    /// The chunk id and location at `slot`.
+    pub fn at(&self, slot: u32) -> (&ChunkId, Location) {
+        let (id, at) = &self.chunks[slot as usize];
+        (id, *at)
+    }
+
+    /// Where chunk `id` lies.
+    pub fn locate(&self, id: &ChunkId) -> Option<Location> {
+        self.slot(id).map(|n| self.chunks[n as usize].1)
     }
 
     /// Whether some pack holds chunk `id`.
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.locate(id).is_some()
+        self.slot(id).is_some()
     }
 
     /// Distinct chunks indexed.
@@ -522,10 +627,107 @@ impl Catalog {
         self.chunks.is_empty()
     }
 
+    /// Bytes of pack `n`'s plaintext.
+    pub fn plain_len(&self, n: u32) -> u64 {
+        self.plain_lens[n as usize]
+    }
+
     /// The index and blob entry of a chunk.
-    pub fn find(&self, id: &ChunkId) -> Option<(&PackIndex, &BlobEntry)> {
+    pub fn find(&self, id: &ChunkId) -> Option<(&PackIndex, BlobEntry)> {
         let at = self.locate(id)?;
-        let pack = &self.packs[at.pack as usize];
-        Some((pack, &pack.blobs[at.blob as usize]))
+        Some((&self.packs[at.pack as usize], at.blob(id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pack index of `blobs` (id byte, stored length, raw length, zstd?) back to back.
+    fn index(name: u8, blobs: &[(u8, u32, u32, bool)]) -> PackIndex {
+        let mut at = 0u64;
+        let blobs = blobs
+            .iter()
+            .map(|&(id, length, raw, zstd)| {
+                let entry = BlobEntry {
+                    id: [id; 32],
+                    offset: at,
+                    length,
+                    raw,
+                    codec: if zstd {
+                        BlobCodec::Zstd
+                    } else {
+                        BlobCodec::None
+                    },
+                };
+                at += u64::from(length);
+                entry
+            })
+            .collect();
+        PackIndex {
+            format: 1,
+            pack: format!("{name:032x}"),
+            size: at + 16,
+            sha256: "00".repeat(32),
+            dedup_key: "k".into(),
+            encryption: EncryptionInfo::none(),
+            blobs,
+        }
+    }
+
+    #[test]
+    fn the_compact_catalog_finds_every_chunk_where_the_whole_indexes_say() {
+        // Chunk 7 is in packs 0 and 2: the first pack listed wins, as before.
+        let packs = [
+            index(
+                1,
+                &[
+                    (9, 100, 300, true),
+                    (7, 50, 50, false),
+                    (3, 8 << 20, 8 << 20, false),
+                ],
+            ),
+            index(
+                2,
+                &[(1, 10, 40, true), (200, (16 << 20) + 1000, 16 << 20, true)],
+            ),
+            index(3, &[(5, 1, 1, false), (7, 20, 50, true)]),
+        ];
+        let mut compact = Catalog::default();
+        for p in &packs {
+            compact.push_locations(p);
+            let mut kept = p.clone();
+            kept.blobs = Vec::new();
+            compact.packs.push(kept);
+        }
+        compact.sort();
+        assert_eq!(compact.len(), 6);
+        for (n, p) in packs.iter().enumerate() {
+            assert_eq!(compact.plain_len(n as u32), p.plain_len());
+            for b in &p.blobs {
+                let (index, found) = compact.find(&b.id).expect("every chunk is found");
+                if b.id == [7; 32] && n == 2 {
+                    assert_eq!(index.pack, packs[0].pack, "the first pack listed wins");
+                    continue;
+                }
+                assert_eq!(index.pack, p.pack);
+                assert_eq!(&found, b, "offset, lengths and codec survive the packing");
+                let slot = compact.slot(&b.id).unwrap();
+                assert_eq!(compact.at(slot), (&b.id, compact.locate(&b.id).unwrap()));
+            }
+        }
+        for absent in [0u8, 2, 8, 255] {
+            assert!(!compact.contains(&[absent; 32]));
+        }
+    }
+
+    #[test]
+    fn an_index_whose_pack_exceeds_4_gib_is_refused() {
+        let blobs: Vec<_> = (0..257u32)
+            .map(|n| (n as u8, (16 << 20) + 1000, 16 << 20, true))
+            .collect();
+        let json = serde_json::to_vec(&index(1, &blobs)).unwrap();
+        let e = PackIndex::from_json(&json).unwrap_err();
+        assert!(e.message().contains("larger than 4 GiB"), "{e}");
     }
 }

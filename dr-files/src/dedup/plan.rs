@@ -24,11 +24,11 @@ pub(crate) struct PlannedFile {
     pub len: u64,
 }
 
-/// One chunk reference: blob `blob` of the pack goes to `offset` in file `file`.
+/// One chunk reference: the chunk at `chunk` goes to `offset` in file `file`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Piece {
-    /// Blob number in its pack's index.
-    pub blob: u32,
+    /// The chunk's slot in the catalog ([`Catalog::at`]).
+    pub chunk: u32,
     /// File number in [`RestorePlan::files`].
     pub file: u32,
     /// Where the chunk starts in the file.
@@ -40,7 +40,7 @@ pub(crate) struct Piece {
 pub(crate) struct PackJob {
     /// The pack, an index into [`Catalog::packs`].
     pub pack: u32,
-    /// Its pieces: a range of [`RestorePlan::pieces`], ordered by blob.
+    /// Its pieces: a range of [`RestorePlan::pieces`], ordered by place in the pack.
     pub pieces: std::ops::Range<usize>,
 }
 
@@ -74,24 +74,25 @@ impl RestorePlan {
             let file = plan.files.len() as u32;
             let mut offset = 0u64;
             for id in chunks {
-                let at = catalog.locate(id).ok_or_else(|| {
+                let slot = catalog.slot(id).ok_or_else(|| {
                     Error::corrupt(format!(
                         "file '{}' needs chunk {}, which no pack holds",
                         e.path,
                         hex::encode(id)
                     ))
                 })?;
+                let (_, at) = catalog.at(slot);
                 let next = rank.len() as u32;
                 let r = *rank.entry(at.pack).or_insert(next);
                 ranked.push((
                     r,
                     Piece {
-                        blob: at.blob,
+                        chunk: slot,
                         file,
                         offset,
                     },
                 ));
-                offset += u64::from(catalog.packs[at.pack as usize].blobs[at.blob as usize].raw);
+                offset += u64::from(at.raw);
             }
             if offset != *size {
                 return Err(Error::corrupt(format!(
@@ -106,7 +107,7 @@ impl RestorePlan {
             });
         }
         // Stable: the pieces of one blob stay in file order.
-        ranked.sort_by_key(|(r, p)| (*r, p.blob));
+        ranked.sort_by_key(|(r, p)| (*r, catalog.at(p.chunk).1.offset()));
         let mut packs: Vec<u32> = vec![0; rank.len()];
         for (pack, r) in rank {
             packs[r as usize] = pack;

@@ -46,7 +46,7 @@ impl PackReader {
             .ok_or_else(|| Error::corrupt(format!("chunk {} is in no pack", hex::encode(id))))?;
         let pack = self.pack(at.pack, all).await?;
         let index = &self.catalog.packs[at.pack as usize];
-        pack.chunk(&index.blobs[at.blob as usize], None)
+        pack.chunk(&at.blob(id), None)
             .map_err(|e| e.with_context("pack", &index.pack))
     }
 
@@ -56,7 +56,7 @@ impl PackReader {
         }
         let index = self.catalog.packs[n as usize].clone();
         let opened = self
-            .open(&index)
+            .open(&index, self.catalog.plain_len(n))
             .await
             .map_err(|e| pack_unreadable(&e, all, &self.catalog, n))?;
         let opened = Arc::new(opened);
@@ -68,12 +68,14 @@ impl PackReader {
     }
 
     /// Download the pack, then check and decrypt it off the async threads.
-    async fn open(&self, index: &super::pack::PackIndex) -> Result<OpenPack> {
+    async fn open(&self, index: &super::pack::PackIndex, plain_len: u64) -> Result<OpenPack> {
         let stored = OpenPack::download(&self.repo, index).await?;
         let decryptor = self.decryptor.clone();
         let index = index.clone();
-        tokio::task::spawn_blocking(move || OpenPack::from_stored(&index, &stored, &*decryptor))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Other, "decrypting a pack failed").with_source(e))?
+        tokio::task::spawn_blocking(move || {
+            OpenPack::from_stored(&index, &stored, &*decryptor, plain_len)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Other, "decrypting a pack failed").with_source(e))?
     }
 }

@@ -15,11 +15,15 @@ use std::sync::Arc;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
-use dr_core::{Decryptor, Error, ErrorKind, Manifest, ReadOptions, Repository, Result};
+use dr_core::{Decryptor, Error, ErrorKind, Manifest, Repository, Result};
 
+use super::layout::LayoutCheck;
 use super::pack::{Catalog, OpenPack};
-use super::tree::{EntryKind, Tree, TreeEntry, TreeParser, TREE_FORMAT};
-use super::write_tree::TreeWriter;
+use super::spool::{SpooledTree, TreeSpool};
+use super::tree::{
+    tree_read_options, EntryKind, Tree, TreeEntry, TreeHeader, TreeParser, TREE_FORMAT,
+};
+use super::write_tree::{BatchLimits, TreeWriter};
 
 /// Whether a manifest is a deduplicated file snapshot.
 pub fn is_snapshot(manifest: &Manifest) -> bool {
@@ -45,16 +49,10 @@ pub(crate) async fn read_tree_where(
     mut keep: impl FnMut(&TreeEntry) -> bool,
 ) -> Result<Tree> {
     if !is_snapshot(manifest) {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "backup '{}' is a {:?} backup, not a deduplicated file snapshot",
-                manifest.id, manifest.source.format
-            ),
-        ));
+        return Err(not_a_snapshot(manifest));
     }
     let mut payload =
-        dr_core::open_payload(repo, manifest, decryptor, &ReadOptions::default()).await?;
+        dr_core::open_payload(repo, manifest, decryptor, &tree_read_options()).await?;
     let mut parser = TreeParser::default();
     let in_backup = |e: Error| e.with_context("backup", &manifest.id);
     while let Some(bytes) = payload.next().await {
@@ -162,6 +160,10 @@ pub struct FilesRestoreReport {
 /// Before anything is written, every chunk the selected files need must be listed by a pack
 /// index; otherwise the error names the affected files. A pack that turns out damaged fails
 /// the restore, naming the files that need it, and leaves the target untouched.
+///
+/// Memory does not grow with the number of files: the selected entries are spooled to a
+/// temporary file as the tree is read and checked, then written a batch of files at a time
+/// (see `write_tree.rs`).
 pub async fn restore_tree(
     repo: &Repository,
     manifest: &Manifest,
@@ -170,7 +172,44 @@ pub async fn restore_tree(
     selection: &Selection,
     replace: bool,
 ) -> Result<FilesRestoreReport> {
-    let (entries, catalog) = selected_entries(repo, manifest, &*decryptor, selection).await?;
+    restore_tree_in_batches(
+        repo,
+        manifest,
+        decryptor,
+        target,
+        selection,
+        replace,
+        BatchLimits::default(),
+    )
+    .await
+}
+
+/// [`restore_tree`] with other batch sizes (tests make them tiny to cross many batch
+/// boundaries).
+#[doc(hidden)]
+pub async fn restore_tree_in_batches(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: Arc<dyn Decryptor>,
+    target: &Path,
+    selection: &Selection,
+    replace: bool,
+    batch: BatchLimits,
+) -> Result<FilesRestoreReport> {
+    let catalog = Catalog::load_locations(repo).await?;
+    let mut token = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut token)
+        .map_err(|_| Error::new(ErrorKind::Other, "the system random generator failed"))?;
+    let temp_prefix = format!(".dr-part-{}-", hex::encode(token));
+    let selected = spool_selected(
+        repo,
+        manifest,
+        &*decryptor,
+        selection,
+        &catalog,
+        &temp_prefix,
+    )
+    .await?;
 
     let crate::restore::Staging {
         dir: staging,
@@ -179,18 +218,16 @@ pub async fn restore_tree(
         shown,
     } = crate::restore::Staging::beside(target, replace)?;
 
-    let mut token = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut token)
-        .map_err(|_| Error::new(ErrorKind::Other, "the system random generator failed"))?;
     let writer = TreeWriter {
         repo: repo.clone(),
         decryptor,
         catalog,
         root: staging.path().to_path_buf(),
-        temp_prefix: format!(".dr-part-{}-", hex::encode(token)),
+        temp_prefix,
         runtime: tokio::runtime::Handle::current(),
+        batch,
     };
-    let mut report = tokio::task::spawn_blocking(move || writer.write(entries))
+    let mut report = tokio::task::spawn_blocking(move || writer.write(&selected))
         .await
         .map_err(|e| Error::new(ErrorKind::Other, "the restore writer failed").with_source(e))?
         .map_err(|e| e.with_context("backup", &manifest.id))?;
@@ -213,6 +250,135 @@ pub async fn restore_tree(
     Ok(report)
 }
 
+/// The entries a restore takes, in a temporary file, checked as they streamed by.
+pub(crate) struct SelectedEntries {
+    /// The entries in tree order (after a header line that is not read back).
+    pub tree: SpooledTree,
+    /// Whether their layout was checked as they streamed (the tree was sorted); otherwise
+    /// the writer checks it whole.
+    pub layout_checked: bool,
+}
+
+/// Read the tree of snapshot `manifest`, spooling the entries `selection` takes, and check
+/// them as they pass: paths safe, no name like the restore's temporary files (names that
+/// start with `temp_prefix`), the layout (when the tree is sorted), every chunk in
+/// `catalog` (otherwise the error names the affected files, and nothing has been written).
+async fn spool_selected(
+    repo: &Repository,
+    manifest: &Manifest,
+    decryptor: &dyn Decryptor,
+    selection: &Selection,
+    catalog: &Catalog,
+    temp_prefix: &str,
+) -> Result<SelectedEntries> {
+    if !is_snapshot(manifest) {
+        return Err(not_a_snapshot(manifest));
+    }
+    let mut payload =
+        dr_core::open_payload(repo, manifest, decryptor, &tree_read_options()).await?;
+    let mut parser = TreeParser::default();
+    let in_backup = |e: Error| e.with_context("backup", &manifest.id);
+    let mut taker = Taker {
+        selection,
+        catalog,
+        temp_prefix,
+        layout: LayoutCheck::default(),
+        // The header line is never read back: the snapshot's is checked by the parser.
+        spool: TreeSpool::new(&TreeHeader::new(String::new(), super::chunker::CHUNK_SIZES))?,
+        missing: Vec::new(),
+        missing_count: 0,
+        failure: None,
+    };
+    while let Some(bytes) = payload.next().await {
+        parser
+            .feed_where(&bytes?, &mut |e| taker.take(e))
+            .map_err(in_backup)?;
+        if let Some(e) = taker.failure.take() {
+            return Err(in_backup(e));
+        }
+    }
+    parser
+        .feed_where(b"\n", &mut |e| taker.take(e))
+        .map_err(in_backup)?;
+    if let Some(e) = taker.failure.take() {
+        return Err(in_backup(e));
+    }
+    parser.finish().map_err(in_backup)?;
+    if taker.missing_count > 0 {
+        let names: Vec<&str> = taker.missing.iter().map(String::as_str).collect();
+        let more = taker.missing_count - names.len() as u64;
+        let mut shown = name_some(&names);
+        if more > 0 {
+            shown.push_str(&format!(", and {more} more"));
+        }
+        return Err(Error::corrupt(format!(
+            "{} file(s) of the snapshot need chunks that no pack holds (missing packs): {shown}",
+            taker.missing_count
+        ))
+        .with_context("backup", &manifest.id));
+    }
+    Ok(SelectedEntries {
+        layout_checked: taker.layout.sorted(),
+        tree: taker.spool.finish()?,
+    })
+}
+
+/// What [`spool_selected`] does with each entry of the tree.
+struct Taker<'a> {
+    selection: &'a Selection,
+    catalog: &'a Catalog,
+    temp_prefix: &'a str,
+    layout: LayoutCheck,
+    spool: TreeSpool,
+    /// The first files whose chunks no pack holds, and how many there are.
+    missing: Vec<String>,
+    missing_count: u64,
+    /// The first error: the parser's callback cannot return one.
+    failure: Option<Error>,
+}
+
+impl Taker<'_> {
+    /// Check and spool `e` if selected; never keeps it in memory (returns false).
+    fn take(&mut self, e: &TreeEntry) -> bool {
+        if self.failure.is_none() && self.selection.selects(&e.path) {
+            if let Err(err) = self.check_and_spool(e) {
+                self.failure = Some(err);
+            }
+        }
+        false
+    }
+
+    fn check_and_spool(&mut self, e: &TreeEntry) -> Result<()> {
+        self.layout.push(e)?;
+        let name = e.path.rsplit('/').next().unwrap_or_default();
+        if name.starts_with(self.temp_prefix) {
+            return Err(Error::corrupt(format!(
+                "the snapshot holds '{}', named like dr's temporary files: refusing it",
+                e.path
+            )));
+        }
+        if let EntryKind::File { chunks, .. } = &e.kind {
+            if chunks.iter().any(|id| !self.catalog.contains(id)) {
+                self.missing_count += 1;
+                if self.missing.len() < 10 {
+                    self.missing.push(e.path.clone());
+                }
+            }
+        }
+        self.spool.push(e)
+    }
+}
+
+fn not_a_snapshot(manifest: &Manifest) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "backup '{}' is a {:?} backup, not a deduplicated file snapshot",
+            manifest.id, manifest.source.format
+        ),
+    )
+}
+
 /// The entries of snapshot `manifest` that `selection` takes, and the catalog of packs,
 /// after checking that every chunk they need is listed by a pack index (otherwise the error
 /// names the affected files, and nothing has been written).
@@ -225,7 +391,7 @@ pub(crate) async fn selected_entries(
     let entries = read_tree_where(repo, manifest, decryptor, |e| selection.selects(&e.path))
         .await?
         .entries;
-    let catalog = Catalog::load(repo).await?;
+    let catalog = Catalog::load_locations(repo).await?;
     let missing: Vec<&str> = entries
         .iter()
         .filter(|e| match &e.kind {
@@ -293,19 +459,27 @@ pub async fn cat_file(
     let mut written = 0u64;
     let mut open: Option<(String, OpenPack)> = None;
     for id in chunks {
-        let (index, blob) = catalog.find(id).ok_or_else(|| {
+        let at = catalog.locate(id).ok_or_else(|| {
             Error::corrupt(format!(
                 "file '{path}' needs chunk {}, which no pack holds",
                 hex::encode(id)
             ))
         })?;
+        let index = &catalog.packs[at.pack as usize];
         if open.as_ref().is_none_or(|(name, _)| *name != index.pack) {
-            let pack = OpenPack::read(repo, index, decryptor)
-                .await
-                .map_err(|e| e.with_context("file", path))?;
+            let pack = async {
+                let stored = OpenPack::download(repo, index).await?;
+                OpenPack::from_stored(index, &stored, decryptor, catalog.plain_len(at.pack))
+            }
+            .await
+            .map_err(|e| e.with_context("file", path))?;
             open = Some((index.pack.clone(), pack));
         }
-        let data = open.as_ref().expect("just opened").1.chunk(blob, None)?;
+        let data = open
+            .as_ref()
+            .expect("just opened")
+            .1
+            .chunk(&at.blob(id), None)?;
         hasher.update(&data);
         written += data.len() as u64;
         out.write_all(&data)

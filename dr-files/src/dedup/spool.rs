@@ -13,10 +13,10 @@ use std::path::Path;
 
 use futures::StreamExt;
 
-use dr_core::{Decryptor, Error, Manifest, ReadOptions, Repository, Result};
+use dr_core::{Decryptor, Error, Manifest, Repository, Result};
 
 use super::restore::is_snapshot;
-use super::tree::{EntryKind, Tree, TreeEntry, TreeHeader, TreeParser};
+use super::tree::{tree_read_options, EntryKind, Tree, TreeEntry, TreeHeader, TreeParser};
 
 /// Bytes buffered per spool reader and writer.
 const SPOOL_BUFFER: usize = 256 * 1024;
@@ -80,7 +80,9 @@ impl TreeSpool {
             .out
             .into_inner()
             .map_err(|e| spool_error(e.into_error()))?;
-        file.as_file().sync_data().ok();
+        // No fsync: the file is read back by this process and deleted. On ext4 an fsync also
+        // commits the journal, which waits for every dirty page written before it (a
+        // restore's whole tree, when its links' spool was finished).
         Ok(SpooledTree {
             file,
             len: self.len,
@@ -113,6 +115,48 @@ impl SpooledTree {
     /// Where the lines are (opened afresh by each reader).
     pub fn path(&self) -> &Path {
         self.file.path()
+    }
+
+    /// Its entries front to back, the header line passed over.
+    pub fn entries(&self) -> Result<SpooledEntries> {
+        let file = File::open(self.path()).map_err(spool_error)?;
+        let mut entries = SpooledEntries {
+            lines: BufReader::with_capacity(SPOOL_BUFFER, file),
+            line: Vec::new(),
+        };
+        entries.read_line()?; // the header, written or checked when spooled
+        Ok(entries)
+    }
+}
+
+/// Reads a spooled tree's entries one at a time.
+pub(crate) struct SpooledEntries {
+    lines: BufReader<File>,
+    line: Vec<u8>,
+}
+
+impl SpooledEntries {
+    fn read_line(&mut self) -> Result<bool> {
+        self.line.clear();
+        let n = self
+            .lines
+            .read_until(b'\n', &mut self.line)
+            .map_err(spool_error)?;
+        Ok(n > 0)
+    }
+
+    /// The next entry, if any.
+    pub fn next_entry(&mut self) -> Result<Option<TreeEntry>> {
+        while self.read_line()? {
+            let line = self.line.trim_ascii_end();
+            if line.is_empty() {
+                continue;
+            }
+            return serde_json::from_slice(line).map(Some).map_err(|e| {
+                Error::corrupt("a spooled snapshot tree line is malformed").with_source(e)
+            });
+        }
+        Ok(None)
     }
 }
 
@@ -148,7 +192,7 @@ impl ParentTree {
         }
         let in_backup = |e: Error| e.with_context("backup", &manifest.id);
         let mut payload =
-            dr_core::open_payload(repo, manifest, decryptor, &ReadOptions::default()).await?;
+            dr_core::open_payload(repo, manifest, decryptor, &tree_read_options()).await?;
         let mut parser = TreeParser::default();
         let mut out = BufWriter::with_capacity(SPOOL_BUFFER, temp_file()?);
         let mut len = 0u64;

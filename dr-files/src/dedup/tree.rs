@@ -223,6 +223,19 @@ impl TreeParser {
     }
 }
 
+/// How a snapshot's tree payload is read: 256 KiB chunks, one queued per stage (the
+/// pipeline's defaults, 1 MiB and 4, held about 18 MB of a 200,000-file tree at once; the
+/// tree's reader spools or parses it far faster than it arrives, so depth buys nothing).
+pub(crate) fn tree_read_options() -> dr_core::ReadOptions {
+    dr_core::ReadOptions {
+        stages: dr_core::StageOptions {
+            chunk_bytes: 256 << 10,
+            depth: 1,
+        },
+        progress: None,
+    }
+}
+
 /// Paths ordered component by component (`a` < `a/b` < `a.txt`), the order of a directory
 /// walk: a directory's contents come right after it. Paths hold no NUL, so `/` can sort as
 /// one.

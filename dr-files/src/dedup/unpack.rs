@@ -12,17 +12,22 @@ use futures::StreamExt;
 
 use dr_core::{Decryptor, Error, ErrorKind, Repository, Result};
 
-use super::pack::{decode_blob, PackIndex};
+use super::pack::{decode_blob, BlobEntry, PackIndex};
 
-/// Stream the pack of `index`, calling `each(blob number, chunk)` for every blob number of
-/// `wanted` (ascending; repeats are called once), each chunk decompressed and its length
-/// checked against the index.
+/// Stream the pack of `index` (whose plaintext is `plain_len` bytes), calling `each(key,
+/// chunk)` for every `(key, blob)` of `wanted` (by ascending offset; a repeated key is called
+/// once), each chunk decompressed and its length checked against the blob entry. `plain`
+/// holds the plaintext on the way (a caller reading many packs passes the same buffer, so
+/// the allocator does not see a new one per pack).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn for_each_blob(
     repo: &Repository,
     runtime: &tokio::runtime::Handle,
     index: &PackIndex,
+    plain_len: u64,
     decryptor: &dyn Decryptor,
-    wanted: impl IntoIterator<Item = u32>,
+    plain: &mut Vec<u8>,
+    wanted: impl IntoIterator<Item = (u32, BlobEntry)>,
     mut each: impl FnMut(u32, &[u8]) -> Result<()>,
 ) -> Result<()> {
     let path = index.pack_path();
@@ -33,18 +38,15 @@ pub(crate) fn for_each_blob(
     let mut opener = decryptor.decrypt_stream(&index.encryption)?;
     let mut wanted = wanted.into_iter().peekable();
     // Plaintext from pack offset `start` on; everything before it was handed over or skipped.
-    let mut plain: Vec<u8> = Vec::new();
+    plain.clear();
     let mut start = 0u64;
     let mut stored = 0u64;
     let mut ended = false;
     let mut last = None;
     loop {
         // Hand over every wanted blob the plaintext holds whole.
-        while let Some(&n) = wanted.peek() {
-            let blob = index
-                .blobs
-                .get(n as usize)
-                .ok_or_else(|| Error::corrupt(format!("pack '{path}' has no blob {n}")))?;
+        while let Some((n, blob)) = wanted.peek() {
+            let n = *n;
             if last == Some(n) || blob.offset < start {
                 wanted.next(); // a repeat, already handed over
                 continue;
@@ -62,7 +64,7 @@ pub(crate) fn for_each_blob(
         }
         // Keep only what the next wanted blob needs.
         let keep_from = match wanted.peek() {
-            Some(&n) => index.blobs[n as usize].offset,
+            Some((_, blob)) => blob.offset,
             None => start + plain.len() as u64,
         };
         let drop = usize::try_from(keep_from.saturating_sub(start))
@@ -85,7 +87,7 @@ pub(crate) fn for_each_blob(
                 }
                 sha.update(&bytes);
                 opener
-                    .update(&bytes, &mut plain)
+                    .update(&bytes, plain)
                     .map_err(|e| e.with_context("pack", &path))?;
             }
             None => {
@@ -101,17 +103,16 @@ pub(crate) fn for_each_blob(
                     )));
                 }
                 opener
-                    .finish(&mut plain)
+                    .finish(plain)
                     .map_err(|e| e.with_context("pack", &path))?;
                 ended = true;
             }
         }
     }
     let total = start + plain.len() as u64;
-    if wanted.peek().is_some() || total != index.plain_len() {
+    if wanted.peek().is_some() || total != plain_len {
         return Err(Error::corrupt(format!(
-            "pack '{path}' holds {total} bytes, its index lists {}",
-            index.plain_len()
+            "pack '{path}' holds {total} bytes, its index lists {plain_len}"
         )));
     }
     Ok(())

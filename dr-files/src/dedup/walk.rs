@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use dr_core::{Error, ErrorKind, Result};
 
+use super::backup::FileCounts;
 use super::chunker::CHUNK_SIZES;
 use super::key::DedupKey;
 use super::pack::Catalog;
@@ -33,18 +34,6 @@ use super::tree::{component_order, EntryKind, TreeEntry, TreeHeader};
 /// Entries between the first incomplete one and the newest: bounds the walk's lead over
 /// the readers (and the answers waiting for an earlier one), about 1 MiB.
 pub(super) const WINDOW: usize = 4096;
-
-/// Counters of the walk.
-#[derive(Debug, Default)]
-pub(super) struct Counts {
-    pub files: u64,
-    pub files_read: u64,
-    pub files_unchanged: u64,
-    pub bytes_total: u64,
-    pub bytes_read: u64,
-    pub chunks_new: u64,
-    pub bytes_new: u64,
-}
 
 /// What the walk takes its entries from.
 pub(super) enum WalkInput {
@@ -63,7 +52,7 @@ pub(super) struct Walk<'p> {
     cursor: Option<ParentCursor>,
     /// (device, inode) of files with several links → the first path seen.
     links: HashMap<(u64, u64), String>,
-    counts: Counts,
+    counts: FileCounts,
     /// The finished entries, in walk order.
     tree: TreeSpool,
     /// How many there are.
@@ -81,7 +70,7 @@ pub(super) struct Walk<'p> {
 /// What a walk made: the new tree, its counters, and the catalog's packs it needs.
 pub(super) struct Walked {
     pub tree: SpooledTree,
-    pub counts: Counts,
+    pub counts: FileCounts,
     pub packs_used: HashSet<u32>,
 }
 
@@ -99,7 +88,7 @@ impl<'p> Walk<'p> {
             parent,
             cursor: None,
             links: HashMap::new(),
-            counts: Counts::default(),
+            counts: FileCounts::default(),
             tree,
             finished: 0,
             packs_used: HashSet::new(),

@@ -1,18 +1,20 @@
 //! The blocking half of a directory restore: lay the tree out in the staging directory.
 //!
-//! First the layout is checked as a whole (every path safe, none listed twice, nothing
-//! beneath something that is not a directory), before anything is written. Then the
-//! regular files are written by pack ([`RestorePlan`]): a few workers each stream one pack
-//! at a time and write its chunks at their offsets into temporary files beside their final
-//! names (named with a random token no name in the tree may start with).
-//! The worker that writes a file's last chunk checks the file's size and BLAKE3, sets its
-//! mode and time and renames it into the staging tree. Symbolic and hard links come last,
-//! each where nothing exists yet, so nothing is ever written through a link; directory modes
-//! and times after them, deepest first.
+//! The layout was checked as a whole before anything is written (as the tree streamed by,
+//! `layout.rs`, or here, whole, for a tree in no known order). Then the entries are taken
+//! from their spool a batch at a time ([`BatchLimits`]): the batch's regular files are written
+//! by pack ([`RestorePlan`]): a few workers each stream one pack at a time and write its
+//! chunks at their offsets into temporary files beside their final names (named with a
+//! random token no name in the tree may start with). The worker that writes a file's last
+//! chunk checks the file's size and BLAKE3, sets its mode and time and renames it into the
+//! staging tree. Hard links, then symbolic links come after every file, each where nothing
+//! exists yet, so nothing is ever written through a link; directory modes and times after
+//! them, deepest first.
 //!
-//! Memory does not depend on the data: each worker holds about one blob of plaintext and a
-//! read buffer; per file the plan holds 16 bytes and a 4-byte counter, and a file whose
-//! chunks arrive out of order holds a BLAKE3 state until it completes.
+//! Memory does not grow with the number of files: each worker holds about one blob of
+//! plaintext and a read buffer; a batch holds its entries and plan (16 bytes per file and
+//! per chunk reference), a file whose chunks arrive out of order a BLAKE3 state until it
+//! completes. Links wait in a spool; directories (path, mode, time) are kept to the end.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -23,15 +25,40 @@ use std::sync::{Arc, Mutex};
 
 use dr_core::{Decryptor, Error, ErrorKind, Repository, Result};
 
+use super::layout::check_layout;
 use super::pack::Catalog;
 use super::plan::{PackJob, Piece, PlannedFile, RestorePlan};
-use super::restore::{pack_unreadable, safe_mode, set_mtime, FilesRestoreReport};
-use super::tree::{check_relative_path, component_order, EntryKind, TreeEntry};
+use super::restore::{pack_unreadable, safe_mode, set_mtime, FilesRestoreReport, SelectedEntries};
+use super::spool::{SpooledEntries, TreeSpool};
+use super::tree::{EntryKind, TreeEntry, TreeHeader};
 use super::unpack::for_each_blob;
 
 /// Packs read at once. Each costs about one blob of memory; several keep both cores busy
 /// (decrypting, decompressing, hashing) and overlap the file system's latency.
 const PACKS_IN_FLIGHT: usize = 4;
+
+/// How much of a tree a restore plans and writes at once.
+///
+/// A batch closes once it holds `files` files with content or `pieces` chunk references,
+/// but only where the next file needs a pack the batch does not read (a pack on both sides of
+/// a boundary is read twice), and at twice the limits at the latest. About 300 bytes per
+/// small file: 16,384 files are about 5 MB.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Files with content.
+    pub files: usize,
+    /// Chunk references.
+    pub pieces: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> BatchLimits {
+        BatchLimits {
+            files: 16 << 10,
+            pieces: 256 << 10,
+        }
+    }
+}
 
 /// Writes the selected entries of a snapshot under `root`.
 pub(crate) struct TreeWriter {
@@ -41,105 +68,121 @@ pub(crate) struct TreeWriter {
     /// The staging directory the tree is built in.
     pub root: PathBuf,
     /// Files being written are named `<prefix><number>` in their final directory (a rename
-    /// in one directory is the cheapest); the prefix holds a random token chosen after the
-    /// tree was read, and no name in the tree may start with it.
+    /// in one directory is the cheapest); the prefix holds a random token, and no name in
+    /// the tree may start with it (checked as the tree was read).
     pub temp_prefix: String,
     pub runtime: tokio::runtime::Handle,
+    pub batch: BatchLimits,
 }
 
 impl TreeWriter {
-    pub(crate) fn write(self, entries: Vec<TreeEntry>) -> Result<FilesRestoreReport> {
-        check_layout(&entries)?;
-        let taken = entries.iter().find(|e| {
-            let name = e.path.rsplit('/').next().unwrap_or_default();
-            name.starts_with(&self.temp_prefix)
-        });
-        if let Some(e) = taken {
-            return Err(Error::corrupt(format!(
-                "the snapshot holds '{}', named like dr's temporary files: refusing it",
-                e.path
-            )));
+    pub(crate) fn write(self, selected: &SelectedEntries) -> Result<FilesRestoreReport> {
+        if !selected.layout_checked {
+            let mut all = Vec::new();
+            let mut entries = selected.tree.entries()?;
+            while let Some(e) = entries.next_entry()? {
+                let dir = matches!(e.kind, EntryKind::Dir);
+                all.push((e.path, dir));
+            }
+            check_layout(&all)?;
         }
-        let plan = RestorePlan::new(&entries, &self.catalog)?;
         let mut report = FilesRestoreReport::default();
-
-        for e in &entries {
-            if let EntryKind::File {
-                size,
-                blake3,
-                chunks,
-                ..
-            } = &e.kind
-            {
-                if chunks.is_empty() {
-                    self.empty_file(e, *size, blake3)?;
-                    report.files += 1;
+        let mut links =
+            TreeSpool::new(&TreeHeader::new(String::new(), super::chunker::CHUNK_SIZES))?;
+        let mut dirs: Vec<(String, u32, i64)> = Vec::new();
+        let mut batches = Batches {
+            entries: selected.tree.entries()?,
+            next: None,
+            limits: self.batch,
+        };
+        let mut numbered = 0u64;
+        while let Some(batch) = batches.next_batch(&self.catalog)? {
+            let plan = RestorePlan::new(&batch, &self.catalog)?;
+            for e in &batch {
+                if let EntryKind::File {
+                    size,
+                    blake3,
+                    chunks,
+                    ..
+                } = &e.kind
+                {
+                    if chunks.is_empty() {
+                        self.empty_file(e, *size, blake3)?;
+                        report.files += 1;
+                    }
+                }
+            }
+            let (files, bytes) = self.write_files(&batch, &plan, numbered)?;
+            numbered += plan.files.len() as u64;
+            report.files += files;
+            report.bytes += bytes;
+            // Directories the tree lists (most already exist, made for their files; a look
+            // is far cheaper than a mkdir that fails).
+            for e in batch {
+                match e.kind {
+                    EntryKind::Dir => {
+                        self.dir(&e.path)?;
+                        report.dirs += 1;
+                        dirs.push((e.path, e.mode, e.mtime_ns));
+                    }
+                    EntryKind::Hardlink { .. } | EntryKind::Symlink { .. } => links.push(&e)?,
+                    EntryKind::File { .. } => {}
                 }
             }
         }
-        let (files, bytes) = self.write_files(&entries, &plan)?;
-        report.files += files;
-        report.bytes += bytes;
-
-        // Directories the tree lists (most already exist, made for their files; a look is
-        // far cheaper than a mkdir that fails).
-        for e in entries.iter().filter(|e| matches!(e.kind, EntryKind::Dir)) {
-            self.dir(&e.path)?;
-            report.dirs += 1;
-        }
-        // Links last: nothing is ever written through a link.
-        let mut restored: Option<HashSet<&str>> = None;
-        for e in &entries {
-            match &e.kind {
-                EntryKind::Hardlink { target } => {
-                    check_relative_path(target)?;
-                    let files = restored.get_or_insert_with(|| {
-                        entries
-                            .iter()
-                            .filter(|f| matches!(f.kind, EntryKind::File { .. }))
-                            .map(|f| f.path.as_str())
-                            .collect()
-                    });
-                    if !files.contains(target.as_str()) {
-                        tracing::warn!(path = %e.path, target = %target, "not restoring a hard link whose file is not restored");
-                        continue;
-                    }
-                    let at = self.fresh_path(&e.path)?;
-                    std::fs::hard_link(self.root.join(target), &at).map_err(|err| {
-                        Error::io("cannot create a hard link", err).with_context("path", &e.path)
-                    })?;
+        // Links last: nothing is ever written through a link. Hard links first, while no
+        // symbolic link exists that a target's path could pass through.
+        let links = links.finish()?;
+        let mut hard = links.entries()?;
+        while let Some(e) = hard.next_entry()? {
+            if let EntryKind::Hardlink { target } = &e.kind {
+                if self.hardlink(&e, target)? {
                     report.hardlinks += 1;
                 }
-                EntryKind::Symlink { target } => {
-                    let at = self.fresh_path(&e.path)?;
-                    std::os::unix::fs::symlink(target, &at).map_err(|err| {
-                        Error::io("cannot create a symbolic link", err)
-                            .with_context("path", &e.path)
-                    })?;
-                    report.symlinks += 1;
-                }
-                _ => {}
+            }
+        }
+        let mut soft = links.entries()?;
+        while let Some(e) = soft.next_entry()? {
+            if let EntryKind::Symlink { target } = &e.kind {
+                let at = self.fresh_path(&e.path)?;
+                std::os::unix::fs::symlink(target, &at).map_err(|err| {
+                    Error::io("cannot create a symbolic link", err).with_context("path", &e.path)
+                })?;
+                report.symlinks += 1;
             }
         }
         // Directory modes and times last, deepest first (a read-only directory would stop
         // the files going into it; writing into one changes its time).
-        for e in entries
-            .iter()
-            .rev()
-            .filter(|e| matches!(e.kind, EntryKind::Dir))
-        {
-            let path = self.dir(&e.path)?;
-            set_mtime(&path, e.mtime_ns);
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(safe_mode(e.mode)))
+        for (path, mode, mtime_ns) in dirs.iter().rev() {
+            let at = self.dir(path)?;
+            set_mtime(&at, *mtime_ns);
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(safe_mode(*mode)))
                 .map_err(|err| {
-                    Error::io("cannot set a directory's mode", err).with_context("path", &e.path)
+                    Error::io("cannot set a directory's mode", err).with_context("path", path)
                 })?;
         }
         Ok(report)
     }
 
-    /// Where planned file `number`, to be `relative`, is written until it is complete.
-    fn temp_path(&self, relative: &str, number: u32) -> PathBuf {
+    /// Hard link `e` to `target`, a regular file restored before (a target that is not one,
+    /// for instance not selected, is skipped with a warning: returns false). No symbolic
+    /// link exists yet, so the target's path passes through real directories only.
+    fn hardlink(&self, e: &TreeEntry, target: &str) -> Result<bool> {
+        let from = self.root.join(target);
+        if !std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_file()) {
+            tracing::warn!(path = %e.path, target = %target, "not restoring a hard link whose file is not restored");
+            return Ok(false);
+        }
+        let at = self.fresh_path(&e.path)?;
+        std::fs::hard_link(&from, &at).map_err(|err| {
+            Error::io("cannot create a hard link", err).with_context("path", &e.path)
+        })?;
+        Ok(true)
+    }
+
+    /// Where planned file `number` (counted across batches), to be `relative`, is written
+    /// until it is complete.
+    fn temp_path(&self, relative: &str, number: u64) -> PathBuf {
         let name = format!("{}{number}", self.temp_prefix);
         match relative.rsplit_once('/') {
             Some((parent, _)) => self.root.join(parent).join(name),
@@ -171,11 +214,17 @@ impl TreeWriter {
 
     /// Write every planned file, pack by pack, on [`PACKS_IN_FLIGHT`] workers; the first
     /// error stops them all. Returns the files and bytes written.
-    fn write_files(&self, entries: &[TreeEntry], plan: &RestorePlan) -> Result<(u64, u64)> {
+    fn write_files(
+        &self,
+        entries: &[TreeEntry],
+        plan: &RestorePlan,
+        numbered: u64,
+    ) -> Result<(u64, u64)> {
         let work = Work {
             writer: self,
             entries,
             plan,
+            numbered,
             left: plan
                 .files
                 .iter()
@@ -242,41 +291,6 @@ impl TreeWriter {
     }
 }
 
-/// Refuse, before anything is written, a tree whose layout is unsafe or ambiguous: an
-/// unsafe path, a path listed twice, or an entry beneath something that is not a
-/// directory (a link or a file). Sorting by components puts every path right before its
-/// descendants, so comparing neighbours finds both.
-fn check_layout(entries: &[TreeEntry]) -> Result<()> {
-    for e in entries {
-        check_relative_path(&e.path)?;
-        if let EntryKind::Hardlink { target } = &e.kind {
-            check_relative_path(target)?;
-        }
-    }
-    let mut order: Vec<u32> = (0..entries.len() as u32).collect();
-    order.sort_by(|a, b| component_order(&entries[*a as usize].path, &entries[*b as usize].path));
-    for pair in order.windows(2) {
-        let (a, b) = (&entries[pair[0] as usize], &entries[pair[1] as usize]);
-        if a.path == b.path {
-            return Err(Error::corrupt(format!(
-                "the snapshot lists '{}' twice: refusing it",
-                a.path
-            )));
-        }
-        let beneath = b
-            .path
-            .strip_prefix(a.path.as_str())
-            .is_some_and(|rest| rest.starts_with('/'));
-        if beneath && !matches!(a.kind, EntryKind::Dir) {
-            return Err(Error::corrupt(format!(
-                "the snapshot puts '{}' beneath something that is not a directory: refusing it",
-                b.path
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// A file's mode and time, set through its open handle.
 fn finish_metadata(file: &std::fs::File, e: &TreeEntry) -> Result<()> {
     let time = if e.mtime_ns >= 0 {
@@ -303,6 +317,8 @@ struct Work<'a> {
     writer: &'a TreeWriter,
     entries: &'a [TreeEntry],
     plan: &'a RestorePlan,
+    /// Files planned in earlier batches (their numbers come first).
+    numbered: u64,
     /// Per planned file, pieces not yet written.
     left: Vec<AtomicU32>,
     /// Files of several pieces with some written, by file number.
@@ -317,6 +333,7 @@ struct Work<'a> {
 
 impl Work<'_> {
     fn run(&self) {
+        let mut plain = Vec::new(); // one plaintext buffer for every pack this worker reads
         while !self.stop.load(Ordering::Relaxed) {
             let Some(job) = self
                 .plan
@@ -325,7 +342,7 @@ impl Work<'_> {
             else {
                 return;
             };
-            if let Err(e) = self.pack(job) {
+            if let Err(e) = self.pack(job, &mut plain) {
                 self.stop.store(true, Ordering::Relaxed);
                 let mut failure = self.failure.lock().expect("not poisoned");
                 if failure.is_none() || e.kind() != ErrorKind::Cancelled {
@@ -338,7 +355,7 @@ impl Work<'_> {
 
     /// Read one pack and write its pieces. A pack that cannot be read names the files that
     /// need it; a file that fails its check names itself.
-    fn pack(&self, job: &PackJob) -> Result<()> {
+    fn pack(&self, job: &PackJob, plain: &mut Vec<u8>) -> Result<()> {
         let w = self.writer;
         let index = &w.catalog.packs[job.pack as usize];
         let pieces = &self.plan.pieces[job.pieces.clone()];
@@ -348,13 +365,18 @@ impl Work<'_> {
             &w.repo,
             &w.runtime,
             index,
+            w.catalog.plain_len(job.pack),
             &*w.decryptor,
-            pieces.iter().map(|p| p.blob),
+            plain,
+            pieces.iter().map(|p| {
+                let (id, at) = w.catalog.at(p.chunk);
+                (p.chunk, at.blob(id))
+            }),
             |n, chunk| {
                 if self.stop.load(Ordering::Relaxed) {
                     return Err(Error::new(ErrorKind::Cancelled, "another pack failed"));
                 }
-                while at < pieces.len() && pieces[at].blob == n {
+                while at < pieces.len() && pieces[at].chunk == n {
                     if let Err(e) = self.piece(&pieces[at], chunk) {
                         file_error = Some(e);
                         return Err(Error::new(ErrorKind::Cancelled, "a file failed"));
@@ -379,7 +401,9 @@ impl Work<'_> {
     fn piece(&self, piece: &Piece, chunk: &[u8]) -> Result<()> {
         let planned = self.plan.files[piece.file as usize];
         let entry = &self.entries[planned.entry as usize];
-        let temp = self.writer.temp_path(&entry.path, piece.file);
+        let temp = self
+            .writer
+            .temp_path(&entry.path, self.numbered + u64::from(piece.file));
         let open = || {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -474,5 +498,60 @@ impl Work<'_> {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(planned.len, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Takes a spooled tree's entries a batch at a time.
+struct Batches {
+    entries: SpooledEntries,
+    /// The entry that closed the previous batch, first of the next.
+    next: Option<TreeEntry>,
+    limits: BatchLimits,
+}
+
+impl Batches {
+    /// The next batch of entries, in tree order (`None` at the end).
+    fn next_batch(&mut self, catalog: &Catalog) -> Result<Option<Vec<TreeEntry>>> {
+        let mut batch = Vec::new();
+        let (mut files, mut pieces) = (0usize, 0usize);
+        let mut packs: HashSet<u32> = HashSet::new();
+        loop {
+            let e = match self.next.take() {
+                Some(e) => e,
+                None => match self.entries.next_entry()? {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
+            let chunks = match &e.kind {
+                EntryKind::File { chunks, .. } => chunks.as_slice(),
+                _ => &[],
+            };
+            let (limits, over) = (self.limits, |n: usize, limit: usize| n >= limit.max(1));
+            if over(files, limits.files) || over(pieces, limits.pieces) {
+                let same_packs = chunks.iter().all(|id| {
+                    catalog
+                        .locate(id)
+                        .is_some_and(|at| packs.contains(&at.pack))
+                });
+                let hard_limit = over(files, 2 * limits.files) || over(pieces, 2 * limits.pieces);
+                if !same_packs || hard_limit {
+                    self.next = Some(e);
+                    break;
+                }
+            }
+            if !chunks.is_empty() {
+                files += 1;
+                pieces += chunks.len();
+                packs.extend(
+                    chunks
+                        .iter()
+                        .filter_map(|id| catalog.locate(id))
+                        .map(|at| at.pack),
+                );
+            }
+            batch.push(e);
+        }
+        Ok((!batch.is_empty()).then_some(batch))
     }
 }

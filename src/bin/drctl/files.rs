@@ -57,11 +57,11 @@ pub async fn backup(out: Output, args: &RepoArgs, dir: &Path, opts: BackupArgs) 
         println!(
             "snapshot {} complete: {} files ({} read, {} unchanged), {} in files, {} new, {} stored, {:.1} s",
             m.id,
-            report.files,
-            report.files_read,
-            report.files_unchanged,
-            human_bytes(report.bytes_total),
-            human_bytes(report.bytes_new),
+            report.counts.files,
+            report.counts.files_read,
+            report.counts.files_unchanged,
+            human_bytes(report.counts.bytes_total),
+            human_bytes(report.counts.bytes_new),
             human_bytes(report.bytes_stored),
             m.duration_ms() as f64 / 1000.0
         );
