@@ -416,19 +416,7 @@ async fn physical_drills(archive: &Archive, markers: &[Marker]) {
     );
 
     // `drctl status` shows the drill's measured figures for the physical series.
-    let status = archive.run(&["--json", "status"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    let physical = status["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| {
-            s["series"]
-                .as_str()
-                .unwrap()
-                .starts_with("postgres-physical:")
-        })
-        .unwrap_or_else(|| panic!("{status}"));
+    let physical = &physical_series_status(archive);
     assert_eq!(physical["last_drill"]["recovery_time_ms"], recovery_ms);
     assert_eq!(physical["last_drill"]["passed"], true);
     wal_status(archive, physical, markers);
@@ -895,8 +883,8 @@ async fn damage(archive: &Archive, cluster: &TestCluster, sysid: &str) {
     rotate_over_wal(archive, &pgdata, &segments[0], &work);
 }
 
-/// The `wal` part of the physical series' `drctl status --json`.
-fn physical_wal_status(archive: &Archive) -> serde_json::Value {
+/// The physical series in `drctl status --json`.
+fn physical_series_status(archive: &Archive) -> serde_json::Value {
     let out = archive.run(&["--json", "status"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     status["series"]
@@ -909,8 +897,13 @@ fn physical_wal_status(archive: &Archive) -> serde_json::Value {
                 .unwrap()
                 .starts_with("postgres-physical:")
         })
-        .unwrap_or_else(|| panic!("{status}"))["wal"]
+        .unwrap_or_else(|| panic!("{status}"))
         .clone()
+}
+
+/// Its `wal` part.
+fn physical_wal_status(archive: &Archive) -> serde_json::Value {
+    physical_series_status(archive)["wal"].clone()
 }
 
 /// `WalPusher` (the library under `drctl wal-push`) on storage that fails: a push cut off

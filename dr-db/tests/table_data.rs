@@ -65,10 +65,11 @@ const OWN: &[&str] = &[
     "parted_high",
 ];
 
-fn pg_dump_dir(cluster: &TestCluster, db: &str, dir: &Path) {
+/// Run the cluster's `pg_dump` on `db` with `args`; its stdout.
+fn pg_dump(cluster: &TestCluster, db: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
     let out = std::process::Command::new(cluster.bin_dir().join("pg_dump"))
-        .args(["-Fd", "-Z0", "--no-password", "-f"])
-        .arg(dir)
+        .arg("--no-password")
+        .args(args)
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", cluster.port().to_string())
         .env("PGUSER", "postgres")
@@ -79,24 +80,25 @@ fn pg_dump_dir(cluster: &TestCluster, db: &str, dir: &Path) {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn pg_dump_dir(cluster: &TestCluster, db: &str, dir: &Path) {
+    pg_dump(
+        cluster,
+        db,
+        &[
+            "-Fd".as_ref(),
+            "-Z0".as_ref(),
+            "-f".as_ref(),
+            dir.as_os_str(),
+        ],
     );
 }
 
 fn plain_dump(cluster: &TestCluster, db: &str) -> String {
-    let out = std::process::Command::new(cluster.bin_dir().join("pg_dump"))
-        .args(["-Fp", "--no-password"])
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", cluster.port().to_string())
-        .env("PGUSER", "postgres")
-        .env("PGDATABASE", db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
+    String::from_utf8(pg_dump(cluster, db, &["-Fp".as_ref()]))
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
