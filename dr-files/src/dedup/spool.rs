@@ -233,14 +233,11 @@ impl ParentTree {
 
     /// A cursor over its entries, ordered by `order` (the walk's order).
     pub(crate) fn cursor(&self, order: fn(&str, &str) -> Ordering) -> Result<ParentCursor> {
-        let file = File::open(self.spooled.path()).map_err(spool_error)?;
         let mut cursor = ParentCursor {
-            lines: BufReader::with_capacity(SPOOL_BUFFER, file),
-            line: Vec::new(),
+            entries: self.spooled.entries()?,
             head: None,
             order,
         };
-        cursor.read_line()?; // the header, checked when spooled
         cursor.advance()?;
         Ok(cursor)
     }
@@ -251,35 +248,14 @@ impl ParentTree {
 /// in another order (an older writer's) only costs files read again, never a wrong match:
 /// an entry is taken only when its path is equal.
 pub(crate) struct ParentCursor {
-    lines: BufReader<File>,
-    line: Vec<u8>,
+    entries: SpooledEntries,
     head: Option<TreeEntry>,
     order: fn(&str, &str) -> Ordering,
 }
 
 impl ParentCursor {
-    fn read_line(&mut self) -> Result<bool> {
-        self.line.clear();
-        let n = self
-            .lines
-            .read_until(b'\n', &mut self.line)
-            .map_err(spool_error)?;
-        Ok(n > 0)
-    }
-
     fn advance(&mut self) -> Result<()> {
-        self.head = None;
-        while self.read_line()? {
-            let line = self.line.trim_ascii_end();
-            if line.is_empty() {
-                continue;
-            }
-            let entry = serde_json::from_slice(line).map_err(|e| {
-                Error::corrupt("a spooled parent tree line is malformed").with_source(e)
-            })?;
-            self.head = Some(entry);
-            break;
-        }
+        self.head = self.entries.next_entry()?;
         Ok(())
     }
 
