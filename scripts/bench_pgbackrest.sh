@@ -10,6 +10,10 @@
 #      same WAL: drctl restore --target-time vs pgbackrest restore --type=time;
 #   4. logical restore (drctl restore --db of logical backups) of the same two databases.
 # Arms alternate A B A B ($PAIRS pairs); medians and ratios are printed at the end.
+# Memory, two ways, side by side: "largest-process RSS" is /usr/bin/time's %M (the largest
+# single process of the command's tree); "tree PSS sum" and "tree RSS sum" are the peaks over
+# time of the sums over the whole tree (pgBackRest's main process and its local workers,
+# drctl and its pg_basebackup), sampled every 50 ms by scripts/proc_tree_mem.py.
 #
 # Usage: scripts/bench_pgbackrest.sh [SCALE] [PAIRS]     (defaults 10 and 3)
 # Env:   BENCH_DIR (/tmp/dr-bench-pitr), BENCH_PORT (55511; must be free or served by
@@ -132,15 +136,37 @@ now() { date +%s.%N; }
 calc() { awk "BEGIN{printf \"%.3f\", $*}"; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 pct() { sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END{i=int(NR*p/100+0.999); if(i<1)i=1; print a[i]/1000}'; }
-declare -A T R
-# run NAME CMD...: timed as the postgres user; wall seconds and peak RSS (KiB) recorded.
+declare -A T R TP TR TN
+# measure CMD...: run CMD as the postgres user, timed; sets secs and rss (KiB, the largest
+# single process of the tree, as /usr/bin/time's %M reports it) and tree_pss, tree_rss (KiB)
+# and tree_procs: the peak over time of the sum of PSS and of RSS over the command's whole
+# process tree, and the number of processes at the PSS peak (scripts/proc_tree_mem.py,
+# sampled every 50 ms; the wrappers time and runuser not counted).
+measure() {
+  local out=$1 err=$2; shift 2
+  rm -f "$W/tree"
+  /usr/bin/time -f "%e %M" -o "$W/time" runuser -u postgres -- "$@" >"$out" 2>"$err" &
+  local pid=$!
+  python3 scripts/proc_tree_mem.py --root "$pid" --skip-comm time,runuser --out "$W/tree" >/dev/null &
+  local sampler=$!
+  local rc=0
+  wait "$pid" || rc=$?
+  wait "$sampler" || true
+  [ "$rc" = 0 ] || return "$rc"
+  read -r secs rss <"$W/time"
+  local line; line=$(cat "$W/tree" 2>/dev/null || echo "sampler failed")
+  tree_pss=$(echo "$line" | sed -n 's/.*peak_pss_kib=\([0-9]*\).*/\1/p')
+  tree_rss=$(echo "$line" | sed -n 's/.*peak_rss_kib=\([0-9]*\).*/\1/p')
+  tree_procs=$(echo "$line" | sed -n 's/.*procs_at_pss_peak=\([0-9]*\).*/\1/p')
+  tree_detail=$(echo "$line" | sed -n 's/.*detail=//p')
+}
+# run NAME CMD...: measured (see measure); wall seconds and the three memory figures recorded.
 run() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$W/time" runuser -u postgres -- "$@" >"$W/out.$name" 2>"$W/err.$name" \
-    || { cat "$W/err.$name" >&2; return 1; }
-  read -r secs rss <"$W/time"
+  measure "$W/out.$name" "$W/err.$name" "$@" || { cat "$W/err.$name" >&2; return 1; }
   T[$name]+="$secs "; R[$name]+="$rss "
-  echo "  $name ${secs}s ${rss}KiB" >&2
+  TP[$name]+="$tree_pss "; TR[$name]+="$tree_rss "; TN[$name]+="$tree_procs "
+  echo "  $name ${secs}s largest process ${rss}KiB; tree peak PSS sum ${tree_pss}KiB, RSS sum ${tree_rss}KiB, ${tree_procs} processes ($tree_detail)" >&2
 }
 # drop_base PAIR: with DROP_BASE, delete the dr base backup just taken (not in the last pair).
 drop_base() {
@@ -189,15 +215,15 @@ restore_and_recover() {
   local name=$1 dir=$2; shift 2
   rm -rf "$dir"; mkdir -m 700 "$dir"; [ "$(id -u)" = 0 ] && chown postgres "$dir"
   local t0; t0=$(now)
-  /usr/bin/time -f "%e %M" -o "$W/time" runuser -u postgres -- "$@" >"$W/out.$name" 2>"$W/err.$name" \
-    || { cat "$W/err.$name" >&2; return 1; }
-  local cmd_secs cmd_rss; read -r cmd_secs cmd_rss <"$W/time"
+  measure "$W/out.$name" "$W/err.$name" "$@" || { cat "$W/err.$name" >&2; return 1; }
+  local cmd_secs=$secs cmd_rss=$rss
   T[${name}_cmd]+="$cmd_secs "; R[${name}_cmd]+="$cmd_rss "
+  TP[${name}_cmd]+="$tree_pss "; TR[${name}_cmd]+="$tree_rss "; TN[${name}_cmd]+="$tree_procs "
   as_pg pg_ctl -D "$dir" -l "$W/restored.log" -w -t 3600 -o "-p $RPORT -k $W -c archive_mode=off -c listen_addresses=''" start >/dev/null
   while [ "$(psql -h "$W" -p "$RPORT" -U postgres -XAtq -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" != "f" ]; do sleep 0.2; done
   local secs; secs=$(calc "$(now) - $t0")
   T[$name]+="$secs "
-  echo "  $name ${secs}s (restore command ${cmd_secs}s, ${cmd_rss}KiB; load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  echo "  $name ${secs}s (restore command ${cmd_secs}s, largest process ${cmd_rss}KiB, tree PSS sum ${tree_pss}KiB, RSS sum ${tree_rss}KiB; load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   as_pg pg_ctl -D "$dir" -m fast -w stop >/dev/null
   rm -rf "$dir"
 }
@@ -323,8 +349,10 @@ echo "## results (medians of $PAIRS; cluster $DB_SIZE)"
 for n in dr_copy dr_copy_b dr_basebackup dr_basebackup_b pgbr_full dr_restore_pitr dr_restore_pitr_b \
   pgbr_restore_pitr dr_restore_pitr_cmd dr_restore_pitr_b_cmd pgbr_restore_pitr_cmd dr_restore_logical; do
   [ -n "${T[$n]:-}" ] || continue
-  printf "%-20s %8ss  peak RSS %s MiB  (runs: %s)\n" "$n" "$(echo "${T[$n]}" | median)" \
-    "$( [ -n "${R[$n]:-}" ] && calc "$(echo "${R[$n]}" | median) / 1024" || echo -)" "${T[$n]}"
+  mib() { [ -n "$1" ] && calc "$(echo "$1" | median) / 1024" || echo -; }
+  printf "%-22s %8ss  largest-process RSS %s MiB  tree PSS sum %s MiB  tree RSS sum %s MiB  processes %s  (runs: %s; largest RSS KiB: %s; tree PSS KiB: %s; tree RSS KiB: %s)\n" \
+    "$n" "$(echo "${T[$n]}" | median)" "$(mib "${R[$n]:-}")" "$(mib "${TP[$n]:-}")" "$(mib "${TR[$n]:-}")" \
+    "${TN[$n]:-}" "${T[$n]}" "${R[$n]:-}" "${TP[$n]:-}" "${TR[$n]:-}"
 done
 for n in dr_wal_push pgbr_push_sync pgbr_push_async; do
   [ -n "${T[$n]:-}" ] || continue
