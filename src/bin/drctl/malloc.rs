@@ -21,13 +21,17 @@ const MMAP_THRESHOLD_BYTES: i32 = 256 * 1024;
 
 /// Applies the setting unless the environment already tunes glibc's allocator.
 pub fn tune() {
-    let operator_tuned = std::env::vars_os().any(|(name, _)| {
-        let name = name.to_string_lossy();
-        name == "GLIBC_TUNABLES" || name.starts_with("MALLOC_")
-    });
-    if !operator_tuned {
+    if !operator_tunes_malloc(std::env::vars_os().map(|(name, _)| name)) {
         set_mmap_threshold(MMAP_THRESHOLD_BYTES);
     }
+}
+
+/// Whether one of these environment variables is one glibc's allocator reads at start-up.
+fn operator_tunes_malloc(mut names: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    names.any(|name| {
+        let name = name.to_string_lossy();
+        name == "GLIBC_TUNABLES" || name.starts_with("MALLOC_")
+    })
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -43,3 +47,24 @@ fn set_mmap_threshold(bytes: i32) {
 /// Other C libraries (musl, the BSDs, macOS) have no such setting or need none.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn set_mmap_threshold(_bytes: i32) {}
+
+#[cfg(test)]
+mod tests {
+    use super::operator_tunes_malloc;
+
+    fn names(list: &[&str]) -> impl Iterator<Item = std::ffi::OsString> {
+        list.iter()
+            .map(|n| std::ffi::OsString::from(*n))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn glibc_settings_in_the_environment_win_over_drctls() {
+        assert!(operator_tunes_malloc(names(&["PATH", "GLIBC_TUNABLES"])));
+        assert!(operator_tunes_malloc(names(&["MALLOC_ARENA_MAX"])));
+        assert!(operator_tunes_malloc(names(&["MALLOC_MMAP_THRESHOLD_"])));
+        assert!(!operator_tunes_malloc(names(&["PATH", "HOME", "DR_KEY"])));
+        assert!(!operator_tunes_malloc(names(&[])));
+    }
+}
