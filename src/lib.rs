@@ -23,7 +23,6 @@
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
 
 pub use dr_core as core;
 pub use dr_crypto as crypto;

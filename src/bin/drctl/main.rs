@@ -12,7 +12,6 @@ mod drill;
 mod files;
 mod key;
 mod lock;
-mod malloc;
 mod monitor;
 mod output;
 mod replicate;
@@ -29,7 +28,6 @@ mod wal;
 use clap::Parser;
 
 fn main() {
-    malloc::tune();
     output::end_quietly_when_stdout_closes();
     let args = cli::Cli::parse();
     output::init_tracing(args.verbose);
