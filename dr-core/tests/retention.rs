@@ -466,7 +466,15 @@ fn arb_backup() -> impl Strategy<Value = BackupInfo> {
 }
 
 fn arb_history() -> impl Strategy<Value = Vec<BackupInfo>> {
-    prop::collection::vec(arb_backup(), 0..80)
+    prop::collection::vec(arb_backup(), 0..80).prop_map(unique_ids)
+}
+
+/// A repository never holds two backups under one id (ids carry the time and a random
+/// suffix), but two generated in the same minute get the same id here: keep the first.
+fn unique_ids(mut backups: Vec<BackupInfo>) -> Vec<BackupInfo> {
+    let mut seen = std::collections::HashSet::new();
+    backups.retain(|b| seen.insert(b.id.clone()));
+    backups
 }
 
 fn arb_count() -> impl Strategy<Value = Option<u32>> {
@@ -621,6 +629,7 @@ fn arb_series_history() -> impl Strategy<Value = Vec<BackupInfo>> {
         }),
         0..120,
     )
+    .prop_map(unique_ids)
 }
 
 fn arb_series_policies() -> impl Strategy<Value = SeriesPolicies> {
