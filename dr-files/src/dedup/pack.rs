@@ -519,7 +519,8 @@ impl Location {
 ///
 /// Memory: each pack's index, and half a byte per distinct chunk: the chunk table (id and
 /// [`Location`], 48 bytes per chunk) is a sorted temporary file, looked up with one
-/// positioned read (`sorted_file.rs`). [`Catalog::load`] keeps the indexes whole (verify and
+/// positioned read (`sorted_file.rs`); a table of at most 32,768 chunks (1.5 MiB) stays in
+/// memory. [`Catalog::load`] keeps the indexes whole (verify and
 /// prune walk their blobs); [`Catalog::load_locations`], what backups and restores use,
 /// keeps them without their blob lists: the table says all a reader needs.
 #[derive(Debug)]

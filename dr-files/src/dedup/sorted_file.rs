@@ -18,7 +18,9 @@
 //!
 //! [`SortedRecordsBuilder`] takes records in any order: it sorts runs of [`RUN_RECORDS`] in
 //! memory, spills each to a second temporary file, and merges the runs at the end (one read
-//! buffer per run), so building costs a run and a buffer per run, never the whole set.
+//! buffer per run), so building costs a run and a buffer per run, never the whole set. A set
+//! that fits in one run stays in memory, sorted, in the run's buffer (at most 1.5 MiB, which
+//! building needed anyway): no file, and a lookup is a bisection without a system call.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -50,15 +52,18 @@ fn temp_file() -> Result<File> {
 /// A record: its bytes, of which only the first `len` count.
 pub(crate) type Record = [u8; MAX_RECORD];
 
-/// Fixed-size records sorted by chunk id, in a temporary file.
+/// Fixed-size records sorted by chunk id, in a temporary file (or in memory, for a set of
+/// at most one run).
 #[derive(Debug)]
 pub(crate) struct SortedRecords {
-    /// `None` when there is no record.
+    /// `None` when there is no record or they are in `memory`.
     file: Option<File>,
     record: usize,
     len: u64,
-    /// The first id of each block.
+    /// The first id of each block of the file.
     firsts: Vec<ChunkId>,
+    /// The records back to back, when there is no file.
+    memory: Vec<u8>,
 }
 
 impl SortedRecords {
@@ -69,6 +74,7 @@ impl SortedRecords {
             record,
             len: 0,
             firsts: Vec::new(),
+            memory: Vec::new(),
         }
     }
 
@@ -93,7 +99,7 @@ impl SortedRecords {
     /// The record of `id`, if any.
     pub fn find(&self, id: &ChunkId) -> Result<Option<Record>> {
         let Some(file) = &self.file else {
-            return Ok(None);
+            return Ok(self.bisect(&self.memory, id));
         };
         // The last block whose first id is at most `id`.
         let block = self.firsts.partition_point(|first| first <= id);
@@ -107,27 +113,37 @@ impl SortedRecords {
         let bytes = &mut buf[..count * self.record];
         file.read_exact_at(bytes, first * self.record as u64)
             .map_err(temp_error)?;
-        let (mut lo, mut hi) = (0usize, count);
+        Ok(self.bisect(bytes, id))
+    }
+
+    /// The record of `id` among `records` (sorted, back to back), if any.
+    fn bisect(&self, records: &[u8], id: &ChunkId) -> Option<Record> {
+        let (mut lo, mut hi) = (0usize, records.len() / self.record);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let at = &bytes[mid * self.record..(mid + 1) * self.record];
+            let at = &records[mid * self.record..(mid + 1) * self.record];
             match at[..32].cmp(&id[..]) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => {
                     let mut out = [0u8; MAX_RECORD];
                     out[..self.record].copy_from_slice(at);
-                    return Ok(Some(out));
+                    return Some(out);
                 }
             }
         }
-        Ok(None)
+        None
     }
 
     /// Every record in order (verify and prune walk them).
     #[cfg(test)]
     pub fn all(&self) -> Result<Vec<Record>> {
         let mut out = Vec::new();
+        for r in self.memory.chunks_exact(self.record) {
+            let mut copy = [0u8; MAX_RECORD];
+            copy[..self.record].copy_from_slice(r);
+            out.push(copy);
+        }
         if let Some(file) = &self.file {
             for n in 0..self.len {
                 let mut r = [0u8; MAX_RECORD];
@@ -188,6 +204,7 @@ impl RecordWriter {
             record: self.record,
             len: self.len,
             firsts,
+            memory: Vec::new(),
         })
     }
 }
@@ -261,15 +278,22 @@ impl SortedRecordsBuilder {
 
     /// The sorted records.
     pub fn finish(mut self) -> Result<SortedRecords> {
-        let mut writer = RecordWriter::new(self.record)?;
         if self.spilled.is_none() {
-            // Everything fit in one run: no merge.
+            // Everything fit in one run: it stays in memory, no file.
             self.sort_run();
+            let mut memory = Vec::with_capacity(self.run.len() * self.record);
             for r in &self.run {
-                writer.push(&r[..self.record])?;
+                memory.extend_from_slice(&r[..self.record]);
             }
-            return writer.finish();
+            return Ok(SortedRecords {
+                file: None,
+                record: self.record,
+                len: self.run.len() as u64,
+                firsts: Vec::new(),
+                memory,
+            });
         }
+        let mut writer = RecordWriter::new(self.record)?;
         if !self.run.is_empty() {
             self.spill()?;
         }
@@ -391,7 +415,7 @@ mod tests {
     fn an_empty_table_finds_nothing_and_holds_no_file() {
         for table in [SortedRecords::empty(40), build(&[], 4)] {
             assert_eq!(table.len(), 0);
-            assert!(table.file.is_none());
+            assert!(table.file.is_none() && table.memory.is_empty());
             assert!(table.find(&id(0)).unwrap().is_none());
             assert!(table.find(&[0xff; 32]).unwrap().is_none());
         }
@@ -408,6 +432,8 @@ mod tests {
                     .collect();
                 let table = build(&records, run);
                 assert_eq!(table.len(), u64::from(count));
+                let one_run = (count as usize) < run;
+                assert_eq!(table.file.is_none(), one_run, "one run stays in memory");
                 for n in 0..count {
                     let found = table.find(&id(2 * n)).unwrap();
                     assert_eq!(
