@@ -82,7 +82,7 @@ pub async fn verify_packs(
         let mut missing = Vec::new();
         for e in &tree.entries {
             if let EntryKind::File { chunks, .. } = &e.kind {
-                if chunks.iter().any(|id| !catalog.contains(id)) {
+                if !catalog.holds_all(chunks)? {
                     missing.push(e.path.clone());
                 }
             }

@@ -19,6 +19,7 @@ use dr_core::{
 };
 
 use super::key::{ChunkId, DedupKey};
+use super::sorted_file::{SortedRecords, SortedRecordsBuilder};
 
 /// Prefix of the pack objects.
 pub const PACKS_PREFIX: &str = "files/packs/";
@@ -471,6 +472,28 @@ impl Location {
         }
     }
 
+    /// The chunk table's record of chunk `id` at this location.
+    fn record(&self, id: &ChunkId) -> [u8; LOCATION_RECORD] {
+        let mut r = [0u8; LOCATION_RECORD];
+        r[..32].copy_from_slice(id);
+        r[32..36].copy_from_slice(&self.pack.to_be_bytes());
+        r[36..40].copy_from_slice(&self.offset.to_be_bytes());
+        r[40..44].copy_from_slice(&self.length_codec.to_be_bytes());
+        r[44..48].copy_from_slice(&self.raw.to_be_bytes());
+        r
+    }
+
+    /// The location a chunk table record holds.
+    fn from_record(r: &[u8]) -> Location {
+        let word = |at: usize| u32::from_be_bytes(r[at..at + 4].try_into().expect("4 bytes"));
+        Location {
+            pack: word(32),
+            offset: word(36),
+            length_codec: word(40),
+            raw: word(44),
+        }
+    }
+
     /// Where the blob starts in its pack's plaintext.
     pub fn offset(&self) -> u64 {
         u64::from(self.offset)
@@ -494,20 +517,39 @@ impl Location {
 
 /// Every committed pack's index, and every chunk's location.
 ///
-/// Memory: a sorted table of 48 bytes per distinct chunk (id and [`Location`]), searched by
-/// bisection, and each pack's index. [`Catalog::load`] keeps the indexes whole (verify and
+/// Memory: each pack's index, and half a byte per distinct chunk: the chunk table (id and
+/// [`Location`], 48 bytes per chunk) is a sorted temporary file, looked up with one
+/// positioned read (`sorted_file.rs`); a table of at most 32,768 chunks (1.5 MiB) stays in
+/// memory. [`Catalog::load`] keeps the indexes whole (verify and
 /// prune walk their blobs); [`Catalog::load_locations`], what backups and restores use,
-/// keeps them without their blob lists (about 56 bytes per chunk more otherwise): the
-/// table says all a reader needs.
-#[derive(Debug, Default)]
+/// keeps them without their blob lists: the table says all a reader needs.
+#[derive(Debug)]
 pub struct Catalog {
     /// The indexes (without their blobs when loaded by [`Catalog::load_locations`]).
     pub packs: Vec<PackIndex>,
     /// Bytes of each pack's plaintext.
     plain_lens: Vec<u64>,
-    /// (chunk id, location), sorted by id; the first pack listed wins when a chunk is in two.
-    chunks: Vec<(ChunkId, Location)>,
+    /// (chunk id, location) records; the first pack listed wins when a chunk is in two.
+    chunks: SortedRecords,
 }
+
+impl Default for Catalog {
+    fn default() -> Catalog {
+        Catalog {
+            packs: Vec::new(),
+            plain_lens: Vec::new(),
+            chunks: SortedRecords::empty(LOCATION_RECORD),
+        }
+    }
+}
+
+/// Bytes of a chunk table record: the id, then the location (pack and offset big-endian,
+/// so that records of one id sort by pack, then offset: the first pack listed wins).
+const LOCATION_RECORD: usize = 48;
+
+/// Index downloads in flight while a catalog loads: each holds an index's JSON and its
+/// parsed blobs (about 2 MB for a full pack of small files).
+const INDEXES_IN_FLIGHT: usize = 4;
 
 impl Catalog {
     /// Read every index under `files/index/`, kept whole.
@@ -548,83 +590,48 @@ impl Catalog {
                     PackIndex::from_json(&bytes).map_err(|e| e.with_context("object", &o.path))
                 }
             })
-            .buffered(16);
-        let mut catalog = Catalog::default();
+            .buffered(INDEXES_IN_FLIGHT);
+        let mut builder = CatalogBuilder::default();
         while let Some(mut index) = indexes.try_next().await? {
             if keep(&index) {
+                builder.push_locations(&index)?;
                 if !whole {
-                    catalog.push_locations(&index);
                     index.blobs = Vec::new();
-                    catalog.packs.push(index);
-                } else {
-                    catalog.push(index);
                 }
+                builder.packs.push(index);
             }
         }
-        catalog.sort();
-        Ok(catalog)
-    }
-
-    /// Add a pack that was just written.
-    pub fn add(&mut self, index: PackIndex) {
-        self.push(index);
-        self.sort();
-    }
-
-    fn push(&mut self, index: PackIndex) {
-        self.push_locations(&index);
-        self.packs.push(index);
-    }
-
-    /// The locations of `index`'s chunks, as pack number `packs.len()` (pushed next).
-    fn push_locations(&mut self, index: &PackIndex) {
-        let pack = self.packs.len() as u32;
-        self.chunks
-            .extend(index.blobs.iter().map(|b| (b.id, Location::of(pack, b))));
-        self.plain_lens.push(index.plain_len());
-    }
-
-    /// Sort by id, keeping the first location of a chunk stored twice.
-    fn sort(&mut self) {
-        // Unstable: no scratch buffer of half the table; (id, pack, offset) orders fully.
-        self.chunks
-            .sort_unstable_by_key(|(id, at)| (*id, at.pack, at.offset));
-        self.chunks.dedup_by(|later, first| later.0 == first.0);
-        self.chunks.shrink_to_fit();
-    }
-
-    /// The place of chunk `id` in the table (for [`Catalog::at`]).
-    pub fn slot(&self, id: &ChunkId) -> Option<u32> {
-        self.chunks
-            .binary_search_by(|(k, _)| k.cmp(id))
-            .ok()
-            .map(|n| n as u32)
-    }
-
-    /// The chunk id and location at `slot`.
-    pub fn at(&self, slot: u32) -> (&ChunkId, Location) {
-        let (id, at) = &self.chunks[slot as usize];
-        (id, *at)
+        builder.finish()
     }
 
     /// Where chunk `id` lies.
-    pub fn locate(&self, id: &ChunkId) -> Option<Location> {
-        self.slot(id).map(|n| self.chunks[n as usize].1)
+    pub fn locate(&self, id: &ChunkId) -> Result<Option<Location>> {
+        Ok(self.chunks.find(id)?.map(|r| Location::from_record(&r)))
     }
 
     /// Whether some pack holds chunk `id`.
-    pub fn contains(&self, id: &ChunkId) -> bool {
-        self.slot(id).is_some()
+    pub fn contains(&self, id: &ChunkId) -> Result<bool> {
+        Ok(self.chunks.find(id)?.is_some())
+    }
+
+    /// Whether some pack holds each of `chunks`.
+    pub fn holds_all(&self, chunks: &[ChunkId]) -> Result<bool> {
+        for id in chunks {
+            if !self.contains(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Distinct chunks indexed.
-    pub fn len(&self) -> usize {
+    pub fn len(&self) -> u64 {
         self.chunks.len()
     }
 
     /// Whether no chunk is indexed.
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.len() == 0
     }
 
     /// Bytes of pack `n`'s plaintext.
@@ -633,9 +640,44 @@ impl Catalog {
     }
 
     /// The index and blob entry of a chunk.
-    pub fn find(&self, id: &ChunkId) -> Option<(&PackIndex, BlobEntry)> {
-        let at = self.locate(id)?;
-        Some((&self.packs[at.pack as usize], at.blob(id)))
+    pub fn find(&self, id: &ChunkId) -> Result<Option<(&PackIndex, BlobEntry)>> {
+        Ok(self
+            .locate(id)?
+            .map(|at| (&self.packs[at.pack as usize], at.blob(id))))
+    }
+}
+
+/// A [`Catalog`] as its indexes arrive.
+#[derive(Default)]
+struct CatalogBuilder {
+    packs: Vec<PackIndex>,
+    plain_lens: Vec<u64>,
+    chunks: Option<SortedRecordsBuilder>,
+}
+
+impl CatalogBuilder {
+    /// The locations of `index`'s chunks, as pack number `packs.len()` (pushed next).
+    fn push_locations(&mut self, index: &PackIndex) -> Result<()> {
+        let pack = self.packs.len() as u32;
+        let chunks = self
+            .chunks
+            .get_or_insert_with(|| SortedRecordsBuilder::new(LOCATION_RECORD));
+        for b in &index.blobs {
+            chunks.push(&Location::of(pack, b).record(&b.id))?;
+        }
+        self.plain_lens.push(index.plain_len());
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Catalog> {
+        Ok(Catalog {
+            packs: self.packs,
+            plain_lens: self.plain_lens,
+            chunks: match self.chunks {
+                Some(b) => b.finish()?,
+                None => SortedRecords::empty(LOCATION_RECORD),
+            },
+        })
     }
 }
 
@@ -693,32 +735,55 @@ mod tests {
             ),
             index(3, &[(5, 1, 1, false), (7, 20, 50, true)]),
         ];
-        let mut compact = Catalog::default();
+        let mut builder = CatalogBuilder::default();
         for p in &packs {
-            compact.push_locations(p);
+            builder.push_locations(p).unwrap();
             let mut kept = p.clone();
             kept.blobs = Vec::new();
-            compact.packs.push(kept);
+            builder.packs.push(kept);
         }
-        compact.sort();
+        let compact = builder.finish().unwrap();
         assert_eq!(compact.len(), 6);
         for (n, p) in packs.iter().enumerate() {
             assert_eq!(compact.plain_len(n as u32), p.plain_len());
             for b in &p.blobs {
-                let (index, found) = compact.find(&b.id).expect("every chunk is found");
+                let (index, found) = compact.find(&b.id).unwrap().expect("every chunk is found");
                 if b.id == [7; 32] && n == 2 {
                     assert_eq!(index.pack, packs[0].pack, "the first pack listed wins");
                     continue;
                 }
                 assert_eq!(index.pack, p.pack);
                 assert_eq!(&found, b, "offset, lengths and codec survive the packing");
-                let slot = compact.slot(&b.id).unwrap();
-                assert_eq!(compact.at(slot), (&b.id, compact.locate(&b.id).unwrap()));
             }
         }
         for absent in [0u8, 2, 8, 255] {
-            assert!(!compact.contains(&[absent; 32]));
+            assert!(!compact.contains(&[absent; 32]).unwrap());
         }
+        assert!(Catalog::default().locate(&[7; 32]).unwrap().is_none());
+        assert!(Catalog::default().is_empty());
+    }
+
+    #[test]
+    fn the_first_pack_listed_wins_across_spilled_runs_too() {
+        // Pack numbers above 255 and offsets above 255 must compare as numbers (big-endian
+        // in the record), in whichever run the records land.
+        let mut builder = SortedRecordsBuilder::with_run(LOCATION_RECORD, 3);
+        let blob = |offset: u64| BlobEntry {
+            id: [9; 32],
+            offset,
+            length: 10,
+            raw: 10,
+            codec: BlobCodec::None,
+        };
+        for (pack, offset) in [(300u32, 5u64), (256, 70_000), (2, 1), (256, 3), (1000, 0)] {
+            builder
+                .push(&Location::of(pack, &blob(offset)).record(&[9; 32]))
+                .unwrap();
+        }
+        let table = builder.finish().unwrap();
+        assert_eq!(table.len(), 1);
+        let at = Location::from_record(&table.find(&[9; 32]).unwrap().unwrap());
+        assert_eq!((at.pack, at.offset()), (2, 1));
     }
 
     #[test]

@@ -3,14 +3,14 @@
 //! every file, that holds it. Packs are taken in the order the files first need them, so a
 //! snapshot restores in roughly the order it was backed up and files complete steadily.
 //!
-//! The plan is what a restore must hold for every file: 16 bytes per file and 16 bytes per
-//! chunk reference (plus the snapshot's entries themselves), nothing per byte.
+//! The plan is what a restore must hold for every file of a batch: 16 bytes per file and 32
+//! bytes per chunk reference (plus the entries themselves), nothing per byte.
 
 use std::collections::HashMap;
 
 use dr_core::{Error, Result};
 
-use super::pack::Catalog;
+use super::pack::{Catalog, Location};
 use super::tree::{EntryKind, TreeEntry};
 
 /// A regular file to write.
@@ -24,15 +24,26 @@ pub(crate) struct PlannedFile {
     pub len: u64,
 }
 
-/// One chunk reference: the chunk at `chunk` goes to `offset` in file `file`.
+/// One chunk reference: chunk `nth` of file `file`, at `at` in its pack, goes to `offset`
+/// in the file.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Piece {
-    /// The chunk's slot in the catalog ([`Catalog::at`]).
-    pub chunk: u32,
+    /// Where the chunk lies (looked up once, when planning: the catalog is on disk).
+    pub at: Location,
     /// File number in [`RestorePlan::files`].
     pub file: u32,
+    /// The chunk's place in the file's chunk list (its id is there).
+    pub nth: u32,
     /// Where the chunk starts in the file.
     pub offset: u64,
+}
+
+impl Piece {
+    /// The blob's key within its pack (its offset, below 4 GiB: checked when the index was
+    /// read): pieces with the same key take the same chunk.
+    pub(crate) fn blob_key(&self) -> u32 {
+        u32::try_from(self.at.offset()).expect("pack offsets are below 4 GiB")
+    }
 }
 
 /// One pack to read and the pieces it fills, by blob.
@@ -73,22 +84,22 @@ impl RestorePlan {
             }
             let file = plan.files.len() as u32;
             let mut offset = 0u64;
-            for id in chunks {
-                let slot = catalog.slot(id).ok_or_else(|| {
+            for (nth, id) in chunks.iter().enumerate() {
+                let at = catalog.locate(id)?.ok_or_else(|| {
                     Error::corrupt(format!(
                         "file '{}' needs chunk {}, which no pack holds",
                         e.path,
                         hex::encode(id)
                     ))
                 })?;
-                let (_, at) = catalog.at(slot);
                 let next = rank.len() as u32;
                 let r = *rank.entry(at.pack).or_insert(next);
                 ranked.push((
                     r,
                     Piece {
-                        chunk: slot,
+                        at,
                         file,
+                        nth: nth as u32,
                         offset,
                     },
                 ));
@@ -107,7 +118,7 @@ impl RestorePlan {
             });
         }
         // Stable: the pieces of one blob stay in file order.
-        ranked.sort_by_key(|(r, p)| (*r, catalog.at(p.chunk).1.offset()));
+        ranked.sort_by_key(|(r, p)| (*r, p.at.offset()));
         let mut packs: Vec<u32> = vec![0; rank.len()];
         for (pack, r) in rank {
             packs[r as usize] = pack;

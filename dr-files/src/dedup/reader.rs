@@ -42,7 +42,7 @@ impl PackReader {
     pub(crate) async fn chunk(&mut self, id: &ChunkId, all: &[TreeEntry]) -> Result<Vec<u8>> {
         let at = self
             .catalog
-            .locate(id)
+            .locate(id)?
             .ok_or_else(|| Error::corrupt(format!("chunk {} is in no pack", hex::encode(id))))?;
         let pack = self.pack(at.pack, all).await?;
         let index = &self.catalog.packs[at.pack as usize];

@@ -8,7 +8,6 @@
 //! Each reader holds one read buffer and one zstd context; blobs go to the packer over a
 //! bounded channel.
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -22,6 +21,7 @@ use dr_core::{Error, ErrorKind, Result, StorageTarget};
 
 use super::chunker::{ChunkBuffer, Chunker};
 use super::key::{ChunkId, DedupKey};
+use super::new_chunks::NewChunks;
 use super::pack::{Blob, BlobCompressor, Catalog};
 use super::tree::EntryKind;
 
@@ -73,6 +73,8 @@ pub(super) struct FileRead {
     /// Chunks this file was first to store, and their bytes.
     pub chunks_new: u64,
     pub bytes_new: u64,
+    /// The catalog's packs holding the file's other chunks (stored before this backup).
+    pub packs_reused: Vec<u32>,
 }
 
 /// What every reader shares.
@@ -81,8 +83,9 @@ pub(super) struct Readers {
     dedup: DedupKey,
     /// The chunks stored before this backup.
     catalog: Arc<Catalog>,
-    /// The chunks this backup stores (claimed by the reader that sends them).
-    new: Mutex<HashSet<ChunkId>>,
+    /// The chunks this backup stores (claimed by the reader that sends them), mostly on
+    /// disk.
+    new: Mutex<NewChunks>,
     blobs: SyncSender<Blob>,
     /// The store and runtime of a bucket source.
     objects: Option<(Arc<dyn StorageTarget>, tokio::runtime::Handle)>,
@@ -101,7 +104,7 @@ impl Readers {
             chunker: Chunker::new(&dedup, super::chunker::CHUNK_SIZES),
             dedup,
             catalog,
-            new: Mutex::new(HashSet::new()),
+            new: Mutex::new(NewChunks::default()),
             blobs,
             objects,
             stop: AtomicBool::new(false),
@@ -173,11 +176,16 @@ impl Readers {
         let mut hasher = blake3::Hasher::new();
         let mut ids = Vec::new();
         let (mut chunks_new, mut bytes_new) = (0u64, 0u64);
+        let mut packs_reused = Vec::new();
         let read = self.chunker.each_chunk(source, buffer, |chunk| {
             hasher.update(chunk);
             let id = self.dedup.chunk_id(chunk);
             ids.push(id);
-            if !self.catalog.contains(&id) && self.claim(id) {
+            if let Some(at) = self.catalog.locate(&id)? {
+                if packs_reused.last() != Some(&at.pack) {
+                    packs_reused.push(at.pack);
+                }
+            } else if self.claim(id)? {
                 chunks_new += 1;
                 bytes_new += chunk.len() as u64;
                 let blob = compressor.blob(&id, chunk)?;
@@ -187,6 +195,8 @@ impl Readers {
             }
             Ok(())
         })?;
+        packs_reused.sort_unstable();
+        packs_reused.dedup();
         if read != job.size {
             tracing::warn!(file = ?job.file, before = job.size, read, "a file changed size while it was read: storing what was read");
         }
@@ -200,11 +210,12 @@ impl Readers {
             bytes_read: read,
             chunks_new,
             bytes_new,
+            packs_reused,
         })
     }
 
     /// Whether this caller is the first of the backup to store chunk `id`.
-    fn claim(&self, id: ChunkId) -> bool {
+    fn claim(&self, id: ChunkId) -> Result<bool> {
         self.new
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

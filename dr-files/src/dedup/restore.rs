@@ -358,7 +358,7 @@ impl Taker<'_> {
             )));
         }
         if let EntryKind::File { chunks, .. } = &e.kind {
-            if chunks.iter().any(|id| !self.catalog.contains(id)) {
+            if !self.catalog.holds_all(chunks)? {
                 self.missing_count += 1;
                 if self.missing.len() < 10 {
                     self.missing.push(e.path.clone());
@@ -392,14 +392,14 @@ pub(crate) async fn selected_entries(
         .await?
         .entries;
     let catalog = Catalog::load_locations(repo).await?;
-    let missing: Vec<&str> = entries
-        .iter()
-        .filter(|e| match &e.kind {
-            EntryKind::File { chunks, .. } => chunks.iter().any(|id| !catalog.contains(id)),
-            _ => false,
-        })
-        .map(|e| e.path.as_str())
-        .collect();
+    let mut missing: Vec<&str> = Vec::new();
+    for e in &entries {
+        if let EntryKind::File { chunks, .. } = &e.kind {
+            if !catalog.holds_all(chunks)? {
+                missing.push(e.path.as_str());
+            }
+        }
+    }
     if !missing.is_empty() {
         return Err(Error::corrupt(format!(
             "{} file(s) of the snapshot need chunks that no pack holds (missing packs): {}",
@@ -459,7 +459,7 @@ pub async fn cat_file(
     let mut written = 0u64;
     let mut open: Option<(String, OpenPack)> = None;
     for id in chunks {
-        let at = catalog.locate(id).ok_or_else(|| {
+        let at = catalog.locate(id)?.ok_or_else(|| {
             Error::corrupt(format!(
                 "file '{path}' needs chunk {}, which no pack holds",
                 hex::encode(id)
@@ -530,7 +530,7 @@ pub(crate) fn files_in_pack(entries: &[TreeEntry], catalog: &Catalog, n: u32) ->
         .filter(|e| match &e.kind {
             EntryKind::File { chunks, .. } => chunks
                 .iter()
-                .any(|id| catalog.locate(id).is_some_and(|at| at.pack == n)),
+                .any(|id| matches!(catalog.locate(id), Ok(Some(at)) if at.pack == n)),
             _ => false,
         })
         .map(|e| e.path.clone())

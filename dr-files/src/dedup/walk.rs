@@ -275,23 +275,25 @@ impl<'p> Walk<'p> {
             (None, None) => before.mtime_ns == now.mtime_ns,
             _ => false,
         };
-        let all_stored = chunks.iter().all(|id| self.catalog.contains(id));
-        if *was == size && same_version && all_stored {
-            Ok(Some(before.kind))
-        } else {
-            Ok(None)
+        if *was != size || !same_version {
+            return Ok(None);
         }
-    }
-
-    /// `entry` is complete and every entry before it is in the tree: append it.
-    fn finish_entry(&mut self, entry: TreeEntry) -> Result<()> {
-        if let EntryKind::File { chunks, .. } = &entry.kind {
-            for id in chunks {
-                if let Some(at) = self.catalog.locate(id) {
-                    self.packs_used.insert(at.pack);
-                }
+        // One lookup per chunk (the catalog is on disk): the packs are noted here, and the
+        // entry is not looked up again when it is finished.
+        let mut packs = Vec::with_capacity(chunks.len());
+        for id in chunks {
+            match self.catalog.locate(id)? {
+                Some(at) => packs.push(at.pack),
+                None => return Ok(None),
             }
         }
+        self.packs_used.extend(packs);
+        Ok(Some(before.kind))
+    }
+
+    /// `entry` is complete and every entry before it is in the tree: append it. (The
+    /// packs its chunks come from were noted when it was found unchanged or read.)
+    fn finish_entry(&mut self, entry: TreeEntry) -> Result<()> {
         self.tree.push(&entry)?;
         self.finished += 1;
         Ok(())
@@ -336,6 +338,7 @@ impl<'p> Walk<'p> {
         self.counts.bytes_total += read.bytes_read;
         self.counts.chunks_new += read.chunks_new;
         self.counts.bytes_new += read.bytes_new;
+        self.packs_used.extend(read.packs_reused);
         while self.window.front().is_some_and(|(_, complete)| *complete) {
             let (entry, _) = self.window.pop_front().expect("a front");
             self.finish_entry(entry)?;

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use dr_core::{Decryptor, Error, ErrorKind, Repository, Result};
 
+use super::key::ChunkId;
 use super::layout::check_layout;
 use super::pack::Catalog;
 use super::plan::{PackJob, Piece, PlannedFile, RestorePlan};
@@ -368,15 +369,14 @@ impl Work<'_> {
             w.catalog.plain_len(job.pack),
             &*w.decryptor,
             plain,
-            pieces.iter().map(|p| {
-                let (id, at) = w.catalog.at(p.chunk);
-                (p.chunk, at.blob(id))
-            }),
+            pieces
+                .iter()
+                .map(|p| (p.blob_key(), p.at.blob(self.chunk_id(p)))),
             |n, chunk| {
                 if self.stop.load(Ordering::Relaxed) {
                     return Err(Error::new(ErrorKind::Cancelled, "another pack failed"));
                 }
-                while at < pieces.len() && pieces[at].chunk == n {
+                while at < pieces.len() && pieces[at].blob_key() == n {
                     if let Err(e) = self.piece(&pieces[at], chunk) {
                         file_error = Some(e);
                         return Err(Error::new(ErrorKind::Cancelled, "a file failed"));
@@ -395,6 +395,15 @@ impl Work<'_> {
             }
             pack_unreadable(&e, self.entries, &w.catalog, job.pack)
         })
+    }
+
+    /// The id of the chunk `piece` writes.
+    fn chunk_id(&self, piece: &Piece) -> &ChunkId {
+        let entry = &self.entries[self.plan.files[piece.file as usize].entry as usize];
+        match &entry.kind {
+            EntryKind::File { chunks, .. } => &chunks[piece.nth as usize],
+            _ => unreachable!("only regular files are planned"),
+        }
     }
 
     /// Write one chunk into its file; the last piece of a file completes it.
@@ -529,11 +538,16 @@ impl Batches {
             };
             let (limits, over) = (self.limits, |n: usize, limit: usize| n >= limit.max(1));
             if over(files, limits.files) || over(pieces, limits.pieces) {
-                let same_packs = chunks.iter().all(|id| {
-                    catalog
-                        .locate(id)
+                let mut same_packs = true;
+                for id in chunks {
+                    if !catalog
+                        .locate(id)?
                         .is_some_and(|at| packs.contains(&at.pack))
-                });
+                    {
+                        same_packs = false;
+                        break;
+                    }
+                }
                 let hard_limit = over(files, 2 * limits.files) || over(pieces, 2 * limits.pieces);
                 if !same_packs || hard_limit {
                     self.next = Some(e);
@@ -543,12 +557,11 @@ impl Batches {
             if !chunks.is_empty() {
                 files += 1;
                 pieces += chunks.len();
-                packs.extend(
-                    chunks
-                        .iter()
-                        .filter_map(|id| catalog.locate(id))
-                        .map(|at| at.pack),
-                );
+                for id in chunks {
+                    if let Some(at) = catalog.locate(id)? {
+                        packs.insert(at.pack);
+                    }
+                }
             }
             batch.push(e);
         }
