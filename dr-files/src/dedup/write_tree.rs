@@ -536,18 +536,16 @@ impl Batches {
                 EntryKind::File { chunks, .. } => chunks.as_slice(),
                 _ => &[],
             };
+            // Each chunk looked up once (the catalog is on disk): its pack, if any holds it.
+            let entry_packs = chunks
+                .iter()
+                .map(|id| Ok(catalog.locate(id)?.map(|at| at.pack)))
+                .collect::<Result<Vec<Option<u32>>>>()?;
             let (limits, over) = (self.limits, |n: usize, limit: usize| n >= limit.max(1));
             if over(files, limits.files) || over(pieces, limits.pieces) {
-                let mut same_packs = true;
-                for id in chunks {
-                    if !catalog
-                        .locate(id)?
-                        .is_some_and(|at| packs.contains(&at.pack))
-                    {
-                        same_packs = false;
-                        break;
-                    }
-                }
+                let same_packs = entry_packs
+                    .iter()
+                    .all(|pack| pack.is_some_and(|p| packs.contains(&p)));
                 let hard_limit = over(files, 2 * limits.files) || over(pieces, 2 * limits.pieces);
                 if !same_packs || hard_limit {
                     self.next = Some(e);
@@ -557,11 +555,7 @@ impl Batches {
             if !chunks.is_empty() {
                 files += 1;
                 pieces += chunks.len();
-                for id in chunks {
-                    if let Some(at) = catalog.locate(id)? {
-                        packs.insert(at.pack);
-                    }
-                }
+                packs.extend(entry_packs.into_iter().flatten());
             }
             batch.push(e);
         }
