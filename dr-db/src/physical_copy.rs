@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use dr_core::stage::{ByteStream, StageOptions};
 use dr_core::wal::base::{
@@ -563,7 +563,8 @@ async fn copy(
                 let Entry::Dir { name, mode, mtime } = &entries[i] else {
                     unreachable!()
                 };
-                out.header(name, 0, *mode, *mtime, tar::EntryType::Directory)?;
+                out.header(name, 0, *mode, *mtime, tar::EntryType::Directory)
+                    .await?;
             }
             Item::Piece { file, offset, len } => {
                 let Entry::File {
@@ -581,7 +582,8 @@ async fn copy(
                         skipped[file] = true;
                         continue;
                     }
-                    out.header(name, *size, *mode, *mtime, tar::EntryType::Regular)?;
+                    out.header(name, *size, *mode, *mtime, tar::EntryType::Regular)
+                        .await?;
                     hash = Some(digest::Context::new(&digest::SHA256));
                 }
                 if skipped[file] {
@@ -619,7 +621,8 @@ async fn copy(
             0o600,
             now,
             tar::EntryType::Regular,
-        )?;
+        )
+        .await?;
         out.data(bytes).await?;
         out.pad(bytes.len() as u64).await?;
         let sha = hex::encode(digest::digest(&digest::SHA256, bytes));
@@ -635,20 +638,27 @@ async fn copy(
 }
 
 /// Tar output in chunks to the pipeline.
+///
+/// Every chunk is a buffer of exactly [`CHUNK_BYTES`], filled to its last byte before it is
+/// sent (but the archive's last) and never grown. glibc raises its mmap threshold to the
+/// size of the largest mapped block freed so far: this writer's one 2 MiB buffer, freed early
+/// in the copy, made every later 1 MiB pipeline buffer come from glibc's arenas, which keep
+/// what is freed, and copy mode peaked 20 MiB above pg_basebackup mode (BENCHMARKS.md, issue
+/// 11). With 1 MiB buffers the stages' larger ones stay mapped and are unmapped when freed.
 struct TarOut<'a> {
     tx: &'a mpsc::Sender<Result<Bytes>>,
-    buf: BytesMut,
+    buf: Vec<u8>,
 }
 
 impl<'a> TarOut<'a> {
     fn new(tx: &'a mpsc::Sender<Result<Bytes>>) -> Self {
         TarOut {
             tx,
-            buf: BytesMut::with_capacity(CHUNK_BYTES * 2),
+            buf: Vec::with_capacity(CHUNK_BYTES),
         }
     }
 
-    fn header(
+    async fn header(
         &mut self,
         name: &str,
         size: u64,
@@ -664,33 +674,38 @@ impl<'a> TarOut<'a> {
         h.set_mtime(mtime);
         h.set_entry_type(kind);
         h.set_cksum();
-        self.buf.extend_from_slice(h.as_bytes());
-        Ok(())
+        self.put(h.as_bytes()).await
     }
 
-    /// Queue `data`, sending it on in chunks of about [`CHUNK_BYTES`] (a piece at once
-    /// would queue 4 pieces' worth of output, not 4 MiB).
     async fn data(&mut self, data: &[u8]) -> Result<()> {
-        for part in data.chunks(CHUNK_BYTES) {
-            self.buf.extend_from_slice(part);
-            if self.buf.len() >= CHUNK_BYTES {
-                self.flush().await?;
+        self.put(data).await
+    }
+
+    async fn pad(&mut self, size: u64) -> Result<()> {
+        let rem = (size % 512) as usize;
+        if rem == 0 {
+            return Ok(());
+        }
+        self.put(&[0u8; 512][..512 - rem]).await
+    }
+
+    /// Append `bytes`, sending each buffer on as soon as it is full.
+    async fn put(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let room = CHUNK_BYTES - self.buf.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.buf.extend_from_slice(now);
+            bytes = rest;
+            if self.buf.len() == CHUNK_BYTES {
+                let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
+                self.send(full).await?;
             }
         }
         Ok(())
     }
 
-    async fn pad(&mut self, size: u64) -> Result<()> {
-        let rem = (size % 512) as usize;
-        if rem != 0 {
-            self.buf.extend_from_slice(&[0u8; 512][..512 - rem]);
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        let chunk = self.buf.split().freeze();
-        self.tx.send(Ok(chunk)).await.map_err(|_| {
+    async fn send(&self, chunk: Vec<u8>) -> Result<()> {
+        self.tx.send(Ok(Bytes::from(chunk))).await.map_err(|_| {
             Error::new(
                 ErrorKind::Other,
                 "the backup's upload stopped reading the copy",
@@ -699,8 +714,12 @@ impl<'a> TarOut<'a> {
     }
 
     async fn finish(mut self) -> Result<()> {
-        self.buf.extend_from_slice(&[0u8; 1024]);
-        self.flush().await
+        self.put(&[0u8; 1024]).await?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let last = std::mem::take(&mut self.buf);
+        self.send(last).await
     }
 }
 
