@@ -22,6 +22,7 @@
 //! println!("backup {} stored {} bytes", manifest.id, manifest.stored_bytes);
 //! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub use dr_core as core;

@@ -12,6 +12,7 @@ mod drill;
 mod files;
 mod key;
 mod lock;
+mod malloc;
 mod monitor;
 mod output;
 mod replicate;
@@ -28,6 +29,7 @@ mod wal;
 use clap::Parser;
 
 fn main() {
+    malloc::fix_mmap_threshold();
     output::end_quietly_when_stdout_closes();
     let args = cli::Cli::parse();
     output::init_tracing(args.verbose);
