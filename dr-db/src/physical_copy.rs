@@ -594,7 +594,7 @@ async fn copy(
                 hash.as_mut()
                     .expect("a file's first piece came first")
                     .update(&data);
-                out.data(&data).await?;
+                out.put(&data).await?;
                 buffers.give(data);
                 if offset + len >= *size {
                     out.pad(*size).await?;
@@ -623,7 +623,7 @@ async fn copy(
             tar::EntryType::Regular,
         )
         .await?;
-        out.data(bytes).await?;
+        out.put(bytes).await?;
         out.pad(bytes.len() as u64).await?;
         let sha = hex::encode(digest::digest(&digest::SHA256, bytes));
         files.push_str(&format!("{sha} {} {name}\n", bytes.len()));
@@ -675,10 +675,6 @@ impl<'a> TarOut<'a> {
         h.set_entry_type(kind);
         h.set_cksum();
         self.put(h.as_bytes()).await
-    }
-
-    async fn data(&mut self, data: &[u8]) -> Result<()> {
-        self.put(data).await
     }
 
     async fn pad(&mut self, size: u64) -> Result<()> {

@@ -19,33 +19,39 @@
 //! environment, glibc has applied them and this does nothing.
 
 /// Blocks of at least this many bytes are mapped on their own and unmapped when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 512 << 10;
+const MMAP_THRESHOLD_BYTES: i32 = 512 << 10;
 
 /// Fix glibc's mmap threshold unless the environment sets malloc's parameters itself. Call
 /// it first thing in `main`, before any thread starts.
 pub fn fix_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if !operator_tuned(std::env::vars_os().map(|(name, _)| name)) {
-        // SAFETY: `mallopt` sets one of glibc's allocator parameters under the allocator's
-        // own lock and touches no memory of ours; M_MMAP_THRESHOLD with a value below
-        // HEAP_MAX/2 (32 MiB here) is documented in mallopt(3). Called before any other
-        // thread exists.
-        #[allow(unsafe_code)]
-        let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
-        // 0 means glibc refused the value: it keeps its defaults, which cost only memory.
-        debug_assert_ne!(ok, 0, "glibc refused M_MMAP_THRESHOLD = {MMAP_THRESHOLD}");
+        set_mmap_threshold(MMAP_THRESHOLD_BYTES);
     }
 }
 
 /// Whether one of the environment's variable `names` already tunes glibc's malloc.
-#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 fn operator_tuned(names: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
     names.into_iter().any(|name| {
         let name = name.to_string_lossy();
         name == "GLIBC_TUNABLES" || name.starts_with("MALLOC_")
     })
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_mmap_threshold(bytes: i32) {
+    // SAFETY: `mallopt` sets one of glibc's allocator parameters under the allocator's own
+    // lock and touches no memory of ours; M_MMAP_THRESHOLD below 32 MiB is documented in
+    // mallopt(3). A refused value (return 0) leaves glibc's default, which costs only memory,
+    // so the result is not checked. Called before any other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
+    }
+}
+
+/// Other C libraries (musl, the BSDs, macOS) have no such setting or need none.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_mmap_threshold(_bytes: i32) {}
 
 #[cfg(test)]
 mod tests {
